@@ -1,0 +1,1 @@
+"""arkbox's build pipeline: one config in, bootable images out."""

@@ -1,0 +1,97 @@
+"""A cache for expensive build stages, keyed by a hash of each stage's inputs.
+
+Each entry remembers the inputs it was made from, so a miss can say *why*
+("changed: packages") instead of only "rebuilt".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_CACHE_DIR = Path("/var/cache/arkbox")
+_COMPLETE = "complete"
+_INPUTS = "inputs.json"
+_LAST = "last-inputs.json"
+
+
+def cache_dir_from_env() -> Path:
+    return Path(os.environ.get("ARKBOX_CACHE", str(DEFAULT_CACHE_DIR)))
+
+
+def inputs_key(inputs: Mapping[str, object]) -> str:
+    text = json.dumps(inputs, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def digest_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def digest_tree(root: Path, paths: Iterable[Path] | None = None) -> str:
+    """One digest over file names, modes and contents below `root` (sorted, so stable)."""
+    h = hashlib.sha256()
+    candidates = paths if paths is not None else (p for p in root.rglob("*") if p.is_file())
+    files = sorted(candidates)
+    for path in files:
+        if "__pycache__" in path.parts:
+            continue
+        h.update(str(path.relative_to(root)).encode() + b"\0")
+        h.update(f"{path.stat().st_mode & 0o777:o}".encode() + b"\0")
+        h.update(digest_file(path).encode() + b"\n")
+    return h.hexdigest()
+
+
+def changed_keys(old: Mapping[str, object], new: Mapping[str, object]) -> list[str]:
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
+@dataclass
+class CacheEntry:
+    """One stage's cache slot for one set of inputs."""
+
+    stage: str
+    key: str
+    path: Path
+    inputs: Mapping[str, object]
+    hit: bool
+    reason: str
+
+    def commit(self) -> None:
+        """Mark the entry complete, only after the stage's outputs are all in place."""
+        normalized = json.loads(json.dumps(self.inputs, default=str))
+        (self.path / _INPUTS).write_text(json.dumps(normalized, indent=2, sort_keys=True))
+        (self.path / _COMPLETE).write_text("")
+        (self.path.parent / _LAST).write_text(json.dumps(normalized, indent=2, sort_keys=True))
+
+    def reset(self) -> None:
+        """Start a miss from an empty directory: leftovers of a killed build are not trusted."""
+        if self.path.exists():
+            shutil.rmtree(self.path)
+        self.path.mkdir(parents=True)
+
+
+def lookup(cache_dir: Path, stage: str, inputs: Mapping[str, object]) -> CacheEntry:
+    key = inputs_key(inputs)
+    path = cache_dir / stage / key
+    if (path / _COMPLETE).exists():
+        return CacheEntry(stage, key, path, inputs, True, "cached (inputs unchanged)")
+    last_file = cache_dir / stage / _LAST
+    if last_file.exists():
+        old = json.loads(last_file.read_text())
+        new = json.loads(json.dumps(inputs, default=str))
+        changed = changed_keys(old, new)
+        reason = (f"rebuilt (changed: {', '.join(changed)})" if changed
+                  else "rebuilt (cache entry incomplete)")
+    else:
+        reason = "built (no earlier build in the cache)"
+    return CacheEntry(stage, key, path, inputs, False, reason)

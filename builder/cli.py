@@ -1,0 +1,128 @@
+"""`arkbox`: validate a config, generate its schema and docs, build the images."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from firstboot import __version__
+from firstboot.cli_support import EXIT_CODES_HELP, add_common_options, run_cli, setup_logging
+from firstboot.config import (
+    DEFAULT_CONFIG_PATH,
+    ConfigInvalid,
+    format_problems,
+    format_warnings,
+    load_config,
+    render_config_docs,
+    render_schema_json,
+)
+from firstboot.errors import EXIT_FAILURE, EXIT_OK
+
+SOURCE_DIR = Path(__file__).resolve().parents[1]
+GENERATED = {
+    "schema": (SOURCE_DIR / "config" / "appliance.schema.json", render_schema_json),
+    "docs": (SOURCE_DIR / "docs" / "config.md", render_config_docs),
+}
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    path = Path(args.config)
+    try:
+        appliance = load_config(path)
+    except ConfigInvalid as e:
+        if args.json:
+            problems = [
+                {"path": p.path, "line": p.line, "message": p.message, "hint": p.hint}
+                for p in e.problems
+            ]
+            print(json.dumps({"file": str(path), "valid": False, "problems": problems}, indent=2))
+        else:
+            print(format_problems(e), file=sys.stderr)
+            if e.warnings:
+                print(format_warnings(str(path), e.warnings), file=sys.stderr)
+        return e.exit_code
+    if args.json:
+        print(json.dumps({"file": str(path), "valid": True, "problems": []}, indent=2))
+    else:
+        if appliance.warnings:
+            print(format_warnings(str(path), appliance.warnings), file=sys.stderr)
+        services = ", ".join(appliance.services) or "none"
+        print(f"{path}: valid · appliance {appliance.appliance.name} · services: {services}")
+    return EXIT_OK
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    """Write (or with --check, compare) the files generated from the config model."""
+    target, render = GENERATED[args.command]
+    text = render()
+    if args.check:
+        if not target.exists() or target.read_text() != text:
+            print(f"{target} is out of date: run `arkbox {args.command}`", file=sys.stderr)
+            return EXIT_FAILURE
+        print(f"{target}: up to date")
+        return EXIT_OK
+    if args.stdout:
+        sys.stdout.write(text)
+        return EXIT_OK
+    target.write_text(text)
+    print(f"wrote {target}")
+    return EXIT_OK
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    from builder.build import build_from_args
+
+    try:
+        return build_from_args(args)
+    except ConfigInvalid as e:
+        print(format_problems(e), file=sys.stderr)
+        return e.exit_code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="arkbox",
+        description="Turn one appliance.yaml into a hardened server image that sets itself up.",
+        epilog=EXIT_CODES_HELP,
+    )
+    parser.add_argument("--version", action="version", version=f"arkbox {__version__}")
+    add_common_options(parser)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=text, description=text, epilog=EXIT_CODES_HELP)
+        add_common_options(p)
+        return p
+
+    p = command("validate", "check a config and report every problem at once")
+    p.add_argument("config", nargs="?", default=str(DEFAULT_CONFIG_PATH),
+                   help="appliance config (default: the embedded config/default.yaml)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=_cmd_validate)
+
+    for name, text in (("schema", "write config/appliance.schema.json from the model"),
+                       ("docs", "write docs/config.md from the model")):
+        p = command(name, text)
+        p.add_argument("--check", action="store_true",
+                       help="only compare with the committed file (exit 1 if it drifted)")
+        p.add_argument("--stdout", action="store_true", help="print instead of writing")
+        p.set_defaults(func=_cmd_generate)
+
+    p = command("build", "build the disk images, root fs tarball and installer")
+    p.add_argument("config", nargs="?", default=str(DEFAULT_CONFIG_PATH),
+                   help="appliance config (default: the embedded config/default.yaml)")
+    p.add_argument("--out", default="out", help="output directory (default: out/)")
+    p.add_argument("--role", choices=("appliance", "backup-server"), default="appliance")
+    p.add_argument("--cache", default=None,
+                   help="cache directory (default: $ARKBOX_CACHE or /var/cache/arkbox)")
+    p.add_argument("--json", action="store_true", help="print the build manifest at the end")
+    p.set_defaults(func=_cmd_build)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose, args.debug)
+    sys.exit(run_cli(args.func, args))

@@ -1,0 +1,65 @@
+"""What both command-line tools share: logging set-up and turning errors into exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.text import Text
+
+from firstboot.errors import EXIT_FAILURE, ArkboxError
+
+EXIT_CODES_HELP = "exit codes: 0 ok, 1 failure, 2 bad input or invalid config"
+
+stderr_console = Console(stderr=True, highlight=False)
+
+
+def add_common_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-v", "--verbose", action="store_true", help="show each command run")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+
+
+def setup_logging(verbose: bool, debug: bool) -> None:
+    level = logging.DEBUG if (verbose or debug) else logging.INFO
+    handler = RichHandler(console=stderr_console, show_path=False, show_time=False,
+                          markup=False, rich_tracebacks=debug)
+    logging.basicConfig(level=level, format="%(message)s", handlers=[handler], force=True)
+
+
+def run_cli(command: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Run one sub-command; an error becomes a short message and its exit code.
+
+    A traceback is shown only with --debug: an operator needs what failed and
+    what to do, not our call stack.
+    """
+    debug = bool(getattr(args, "debug", False))
+    try:
+        return command(args)
+    except ArkboxError as e:
+        if debug:
+            stderr_console.print_exception()
+        stderr_console.print(Text("✗ ", style="red") + Text(e.message))
+        if e.hint:
+            stderr_console.print(f"  hint: {e.hint}", markup=False)
+        return e.exit_code
+    except KeyboardInterrupt:
+        stderr_console.print("interrupted", markup=False)
+        return 130
+    except Exception as e:
+        if debug:
+            stderr_console.print_exception()
+        else:
+            stderr_console.print(
+                f"✗ internal error: {type(e).__name__}: {e}\n"
+                "  hint: run again with --debug for the traceback, and report it",
+                markup=False,
+            )
+        return EXIT_FAILURE
+
+
+def exit_with(code: int) -> None:
+    sys.exit(code)

@@ -1,0 +1,98 @@
+"""Building blocks of the config model: the section base class and plain-words refusals.
+
+pydantic's own messages name regexes and Python types; every refusal here says
+what is wrong in words an operator understands, with a hint where one helps.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError, WrapValidator
+from pydantic_core import PydanticCustomError
+
+# The one error type our own validators raise; ctx carries "message" and "hint".
+ARKBOX_ERROR = "arkbox"
+
+
+@dataclass(frozen=True)
+class Kind:
+    """How the reference docs name a type, e.g. "host name" or "size"."""
+
+    name: str
+
+
+def refuse(message: str, hint: str | None = None) -> PydanticCustomError:
+    """An error whose message reaches the operator as written."""
+    return PydanticCustomError(ARKBOX_ERROR, "{message}", {"message": message, "hint": hint})
+
+
+def describe(value: object) -> str:
+    """A value as the operator wrote it in YAML, short enough for one line."""
+    if value is None:
+        return "nothing (an empty value)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, str):
+        shown = value if len(value) <= 60 else value[:57] + "..."
+        return f'"{shown}"'
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+def explain(hint: str | None = None, **templates: str) -> WrapValidator:
+    """Replace pydantic's message for the given error types by `templates`.
+
+    A template may use {value}: the refused value as written in YAML.
+    """
+
+    def wrap(value: Any, handler: Callable[[Any], Any]) -> Any:
+        try:
+            return handler(value)
+        except ValidationError as err:
+            first = err.errors()[0]
+            template = templates.get(first["type"])
+            if template is None:
+                raise
+            # replace, not format: templates may hold braces ("{SHA512-CRYPT}")
+            raise refuse(template.replace("{value}", describe(value)), hint) from None
+
+    return WrapValidator(wrap)
+
+
+def mismatch(message: str, hint: str | None = None) -> WrapValidator:
+    """Say `message` (and the refused value) when a string does not match its pattern."""
+    return explain(hint, string_pattern_mismatch=message + ", got {value}")
+
+
+def did_you_mean(word: str, choices: list[str] | set[str] | tuple[str, ...]) -> str | None:
+    """The closest of `choices` to a misspelt `word`, if one is close enough."""
+    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+class Section(BaseModel):
+    """Base of every mapping in the config.
+
+    Unknown keys are errors (a typo must not be ignored) and values keep the
+    type YAML gave them (strict: "80" is not a port), as the JSON Schema says.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+# Public halves of throw-away keys (private halves discarded), for examples only.
+EXAMPLE_ADMIN_KEY = (
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIF6YilbxuYcReyoVRXRnJrBiinY8edFG7Xgx8AxGsXkQ ops@laptop"
+)
+EXAMPLE_HOST_KEY = (
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIALjbvmFclSOCISfqnkRMivfo2vDh0/XUO/QtDA1fI7y root@backup"
+)
