@@ -6,9 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from firstboot.config import Appliance
-
 from builder.progress import Progress
+from firstboot.config import Appliance
 
 Role = Literal["appliance", "backup-server"]
 SOURCE_DIR = Path(__file__).resolve().parents[1]
