@@ -10,6 +10,7 @@ from firstboot.errors import BadInputError
 INSTALLER_PATH = Path("usr/local/sbin/arkbox-installer")
 CONFIG_DIR = Path("etc/arkbox")
 IMAGES_DIR = Path("usr/share/arkbox/images")
+RECIPES_DIR = Path("usr/share/arkbox/recipes")
 UNITS = ("arkbox-firstboot.service",)
 
 
@@ -64,6 +65,13 @@ def install_config(rootfs: Path, config_text: str, secret_files: dict[str, Path]
         _copy(source, dest, 0o600)
         written.append(str(Path("/") / CONFIG_DIR / relative))
     return written
+
+
+def install_recipes(rootfs: Path, recipes_dir: Path, names: list[str]) -> None:
+    """Each image's recipe.yaml: the services step reads caps, users and volumes from it."""
+    for name in names:
+        recipe = recipes_dir / name / "recipe.yaml"
+        _copy(recipe, rootfs / RECIPES_DIR / name / "recipe.yaml", 0o644)
 
 
 def install_images(rootfs: Path, images_tar: Path) -> Path:

@@ -14,7 +14,7 @@ from firstboot.execute import run
 def installer_inputs(source_dir: Path) -> dict[str, object]:
     """What the frozen binary depends on: our sources, the Python and PyInstaller versions."""
     return {
-        "firstboot": digest_tree(source_dir / "firstboot"),
+        "firstboot": digest_tree(source_dir / "firstboot"),  # includes the templates
         "pyproject": digest_tree(source_dir, [source_dir / "pyproject.toml"]),
         "python": sys.version,
         "pyinstaller": metadata.version("pyinstaller"),
@@ -29,6 +29,8 @@ def pyinstaller_argv(entry: Path, dist: Path, work: Path, spec_dir: Path) -> tup
         # Loaded lazily by name (rich, pydantic), so PyInstaller's import scan misses them.
         "--collect-submodules", "firstboot",
         "--collect-submodules", "rich._unicode_data",
+        # jinja2 templates are data files, found relative to the package at run time.
+        "--add-data", f"{entry.parent / 'templates'}:firstboot/templates",
         "--distpath", str(dist), "--workpath", str(work), "--specpath", str(spec_dir),
         str(entry),
     )

@@ -24,11 +24,31 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_firstboot(args: argparse.Namespace) -> int:
-    # The step runner lands with the first-boot issue; until then first boot
-    # only proves the installer runs and the config it carries is valid.
-    print(f"arkbox first boot · installer {__version__} · config {args.config}", flush=True)
-    return _cmd_validate(args)
+def _cmd_converge(args: argparse.Namespace) -> int:
+    from firstboot.context import Paths
+    from firstboot.converge import converge
+
+    return converge(args.command, Path(args.config), Paths())
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from firstboot.context import Paths
+    from firstboot.runner import runner_active
+    from firstboot.status import RunResult, Status
+    from firstboot.status_view import print_status, status_json
+
+    paths = Paths(Path(args.root))
+    status = Status.load(paths.status)
+    if status is not None and status.result is RunResult.RUNNING and not runner_active(
+            paths.state):
+        status.result = RunResult.INTERRUPTED
+    if args.json:
+        print(status_json(status))
+    else:
+        print_status(status, Console(highlight=False))
+    return 0 if status is not None and status.result in (RunResult.OK, RunResult.RUNNING) else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_common_options(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, func, text in (
-        ("firstboot", _cmd_firstboot, "set this machine up from its config (run by systemd)"),
+        ("firstboot", _cmd_converge, "set this machine up from its config (run by systemd)"),
+        ("apply", _cmd_converge, "bring this machine in line with its config again, after "
+                                 "a change; reports what changed"),
         ("validate", _cmd_validate, "check the installed config"),
     ):
         p = sub.add_parser(name, help=text, description=text, epilog=EXIT_CODES_HELP)
@@ -49,7 +71,20 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"the appliance config (default: {INSTALLED_CONFIG})")
         add_common_options(p)
         p.set_defaults(func=func)
+    text = "what first boot (or the last apply) did: steps, certificate, failures with fixes"
+    p = sub.add_parser("status", help=text, description=text,
+                       epilog="exit codes: 0 the last run succeeded (or is running), "
+                       "1 it failed, was interrupted, or none ran yet")
+    p.add_argument("--json", action="store_true", help="print the same as JSON")
+    _add_root_option(p)
+    add_common_options(p)
+    p.set_defaults(func=_cmd_status)
     return parser
+
+
+def _add_root_option(parser: argparse.ArgumentParser) -> None:
+    # For tests: read the state below DIR instead of the running system's.
+    parser.add_argument("--root", default="/", help=argparse.SUPPRESS)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -25,9 +25,16 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
 
 def setup_logging(verbose: bool, debug: bool) -> None:
     level = logging.DEBUG if (verbose or debug) else logging.INFO
-    handler = RichHandler(console=stderr_console, show_path=False, show_time=False,
-                          markup=False, rich_tracebacks=debug)
-    logging.basicConfig(level=level, format="%(message)s", handlers=[handler], force=True)
+    handler: logging.Handler
+    if sys.stderr.isatty():
+        handler = RichHandler(console=stderr_console, show_path=False, show_time=False,
+                              markup=False, rich_tracebacks=debug)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        # Logs and the journal: one unwrapped line per record.
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
 
 
 def run_cli(command: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import subprocess
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,6 +109,24 @@ def real_argv(argv: Argv) -> list[str]:
     return [a.value if isinstance(a, Secret) else str(a) for a in argv]
 
 
+def child_environment(env: Mapping[str, str] | None) -> dict[str, str] | None:
+    """The environment a command runs with: ours plus `env`.
+
+    A PyInstaller one-file binary points LD_LIBRARY_PATH at its own bundled
+    libraries; the system's programs (systemctl, nft, ...) must not load those,
+    so the variable is put back as it was before the binary started.
+    """
+    if not getattr(sys, "frozen", False):
+        return {**os.environ, **env} if env is not None else None
+    base = dict(os.environ)
+    original = base.pop("LD_LIBRARY_PATH_ORIG", None)
+    if original is not None:
+        base["LD_LIBRARY_PATH"] = original
+    else:
+        base.pop("LD_LIBRARY_PATH", None)
+    return {**base, **(env or {})}
+
+
 def _tail(text: str, lines: int = STDERR_TAIL_LINES) -> str:
     kept = [line for line in text.strip().splitlines() if line.strip()][-lines:]
     return "\n  ".join(kept)
@@ -149,7 +168,7 @@ def run(
     argv_secrets = [a.value for a in argv if isinstance(a, Secret)]
     masked_values = secret_values(env, [*secrets, *argv_secrets])
     shown = shown_argv(argv, masked_values)
-    full_env = {**os.environ, **env} if env is not None else None
+    full_env = child_environment(env)
     log.debug("run: %s", " ".join(shown))
     if env:
         log.debug("  env: %s", " ".join(f"{k}={mask(v, masked_values)}" for k, v in env.items()))

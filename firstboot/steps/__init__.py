@@ -1,0 +1,42 @@
+"""The first-boot steps, in the order the runner runs them.
+
+Each name is a module of this package (see base.py for the contract). Steps for
+mail, backups and restore are inserted here by their issues.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import cast
+
+from firstboot.errors import ArkboxError
+from firstboot.steps.base import Step
+
+ORDER: tuple[str, ...] = (
+    "system",
+    "firewall",
+    "engine",
+    "secrets",
+    "tls",
+    "services",
+    "proxy",
+    "health",
+)
+
+
+def load_steps(names: tuple[str, ...] = ORDER) -> list[Step]:
+    """Import the step modules by name; a missing one is an installer defect."""
+    steps = []
+    for name in names:
+        try:
+            module = importlib.import_module(f"firstboot.steps.{name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"firstboot.steps.{name}":
+                raise
+            raise ArkboxError(f"step {name!r} is not part of this installer",
+                              hint="the installer was built from an incomplete source tree: "
+                              "rebuild it (arkbox build)") from err
+        if getattr(module, "NAME", None) != name:
+            raise ArkboxError(f"module firstboot.steps.{name} does not declare NAME = {name!r}")
+        steps.append(cast(Step, module))
+    return steps

@@ -49,7 +49,7 @@ def test_default_config_runs_the_agreed_services() -> None:
     assert services["db"].backup.consistency == "dump"
     assert services["db"].backup.dump_command == ["pg_dumpall", "--clean", "--if-exists"]
     assert services["webmail"].connects_to == ["db"]
-    db_password = services["webmail"].environment["ROUNDCUBEMAIL_DB_PASSWORD"]
+    db_password = services["webmail"].environment["ROUNDCUBE_DB_PASSWORD"]
     assert not isinstance(db_password, str)  # a secret reference, not a value
 
 

@@ -80,3 +80,17 @@ def test_streaming_lines_and_check_false() -> None:
                  on_line=seen.append, check=False)
     assert seen == ["a", "b"]
     assert result.returncode == 4
+
+
+def test_frozen_binary_does_not_leak_its_library_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    from firstboot.execute import child_environment
+
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    monkeypatch.setenv("LD_LIBRARY_PATH", "/tmp/_MEIxyz")
+    monkeypatch.delenv("LD_LIBRARY_PATH_ORIG", raising=False)
+    env = child_environment({"A": "1"})
+    assert env is not None and "LD_LIBRARY_PATH" not in env and env["A"] == "1"
+    monkeypatch.setenv("LD_LIBRARY_PATH_ORIG", "/opt/lib")
+    env = child_environment(None)
+    assert env is not None and env["LD_LIBRARY_PATH"] == "/opt/lib"
+    assert "LD_LIBRARY_PATH_ORIG" not in env

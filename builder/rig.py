@@ -1,0 +1,252 @@
+"""The rig: the built appliance and its neighbours as containers on a private network.
+
+Used by `arkbox try` and by the integration tests alike (one implementation).
+Each part is a small class in the style of testcontainers' DockerContainer:
+configure, `start()`, wait for a real readiness signal (never a bare sleep),
+`exec()`, `remove()`. Everything the rig creates carries the label
+`arkbox.rig=<rig name>`, so `Rig.down()` (and Ctrl-C) removes exactly that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+from docker.errors import ImageNotFound, NotFound
+from docker.models.containers import Container
+
+from firstboot.errors import ArkboxError
+from firstboot.execute import run
+
+log = logging.getLogger("arkbox.rig")
+
+RIG_LABEL = "arkbox.rig"
+# systemd as PID 1 without --privileged (refused on these hosts): every
+# capability but one, no seccomp/apparmor filter, the host's cgroup tree,
+# tmpfs where systemd expects it.
+SYSTEMD_CAPS_DROP = ["SYS_RESOURCE"]
+SYSTEMD_SECURITY_OPT = ["seccomp=unconfined", "apparmor=unconfined"]
+SYSTEMD_TMPFS = {"/run": "rw,mode=755", "/run/lock": "rw,mode=1777"}
+SYSTEMD_ENV = {"container": "docker", "SYSTEMD_CGROUP_ENABLE_LEGACY_FORCE": "1"}
+
+
+class RigError(ArkboxError):
+    pass
+
+
+def wait_until(what: str, check: Callable[[], str | None], timeout: float,
+               interval: float = 1.0) -> None:
+    """Poll `check` (None = ready, else the reason it is not) until ready or timeout."""
+    deadline = time.monotonic() + timeout
+    reason = "not checked yet"
+    while time.monotonic() < deadline:
+        result = check()
+        if result is None:
+            return
+        reason = result
+        time.sleep(interval)
+    raise RigError(f"{what} not ready after {timeout:.0f} s: {reason}")
+
+
+def docker_import_argv(tar: Path, tag: str) -> tuple[str, ...]:
+    return ("docker", "import", "--change", 'CMD ["/sbin/init"]', str(tar), tag)
+
+
+def image_from_rootfs_tar(client: docker.DockerClient, tar: Path, repository: str) -> str:
+    """`docker import` a root fs tar once; the tag is its content digest, so reuse is exact."""
+    digest = hashlib.sha256()
+    with tar.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    tag = f"{repository}:{digest.hexdigest()[:16]}"
+    try:
+        client.images.get(tag)
+        return tag
+    except ImageNotFound:
+        pass
+    log.info("importing %s as %s", tar, tag)
+    # The CLI streams a GiB-sized tar reliably; the SDK's chunked upload does not.
+    run(docker_import_argv(tar, tag), timeout=900)
+    client.images.get(tag)
+    return tag
+
+
+@dataclass
+class Part:
+    """One container of the rig."""
+
+    rig: Rig
+    role: str
+    image: str
+    aliases: Sequence[str] = ()
+    environment: dict[str, str] = field(default_factory=dict)
+    command: Sequence[str] | None = None
+    ports: dict[str, int | None] = field(default_factory=dict)  # "443/tcp" -> host port
+    container: Container | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.rig.name}-{self.role}"
+
+    def run_kwargs(self) -> dict[str, Any]:
+        return {}
+
+    def start(self) -> Part:
+        kwargs: dict[str, Any] = {
+            "name": self.name, "hostname": self.aliases[0] if self.aliases else self.role,
+            "detach": True, "labels": {RIG_LABEL: self.rig.name, "arkbox.rig.role": self.role},
+            "environment": self.environment, "network": self.rig.network_name,
+            "ports": self.ports or None,
+        }
+        kwargs.update(self.run_kwargs())
+        command = kwargs.pop("command", list(self.command) if self.command else None)
+        self.rig.client.containers.create(self.image, command, **kwargs)
+        network = self.rig.client.networks.get(self.rig.network_name)
+        container = self.rig.client.containers.get(self.name)
+        if self.aliases:
+            network.disconnect(container)
+            network.connect(container, aliases=list(self.aliases))
+        container.start()
+        self.container = container
+        self.wait_ready()
+        return self
+
+    def wait_ready(self) -> None:
+        wait_until(f"{self.role} container", self._running, 60)
+
+    def _running(self) -> str | None:
+        assert self.container is not None
+        self.container.reload()
+        status = str(self.container.status)
+        return None if status == "running" else f"container is {status}"
+
+    def exec(self, *argv: str, user: str = "root") -> tuple[int, str]:
+        assert self.container is not None, f"{self.role} was not started"
+        result = self.container.exec_run(list(argv), user=user, demux=False)
+        output = result.output if isinstance(result.output, bytes) else b""
+        return int(result.exit_code or 0), output.decode(errors="replace")
+
+    def ip(self, family: int = 4) -> str:
+        assert self.container is not None
+        self.container.reload()
+        net = self.container.attrs["NetworkSettings"]["Networks"][self.rig.network_name]
+        return str(net["IPAddress"] if family == 4 else net["GlobalIPv6Address"])
+
+    def host_port(self, port: str) -> int:
+        assert self.container is not None
+        self.container.reload()
+        bindings = self.container.attrs["NetworkSettings"]["Ports"].get(port) or []
+        return int(bindings[0]["HostPort"])
+
+
+@dataclass
+class SystemdPart(Part):
+    """A container that boots systemd as PID 1 (the appliance, the backup server)."""
+
+    volumes: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def run_kwargs(self) -> dict[str, Any]:
+        docker_volume = f"{self.name}-docker"
+        return {
+            "cap_add": ["ALL"], "cap_drop": SYSTEMD_CAPS_DROP,
+            "security_opt": SYSTEMD_SECURITY_OPT, "tmpfs": SYSTEMD_TMPFS,
+            "volumes": {"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"},
+                        docker_volume: {"bind": "/var/lib/docker", "mode": "rw"},
+                        **self.volumes},
+            "environment": {**SYSTEMD_ENV, **self.environment},
+            "stop_signal": "SIGRTMIN+3",
+            # The inner dockerd runs with userland-proxy off, which needs local routing.
+            "sysctls": {"net.ipv4.conf.default.route_localnet": "1"},
+            "command": list(self.command) if self.command else ["/sbin/init"],
+        }
+
+    def wait_ready(self) -> None:
+        wait_until(f"{self.role} systemd", self._system_up, 180, interval=2)
+
+    def _system_up(self) -> str | None:
+        if (reason := self._running()) is not None:
+            return reason
+        _, state = self.exec("systemctl", "is-system-running")
+        state = state.strip()
+        return None if state in {"running", "degraded"} else f"systemd is {state or 'starting'}"
+
+    def failed_units(self) -> list[str]:
+        _, out = self.exec("systemctl", "list-units", "--failed", "--plain", "--no-legend")
+        return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+    def read_json(self, path: str) -> Any:
+        code, out = self.exec("cat", path)
+        if code != 0:
+            return None
+        return json.loads(out)
+
+
+@dataclass
+class Rig:
+    """A private network and the parts on it; `down()` removes all of it."""
+
+    name: str = "arkbox-rig"
+    client: docker.DockerClient = field(default_factory=lambda: docker.from_env(timeout=300))
+    parts: list[Part] = field(default_factory=list)
+    ipv6_subnet: str = "fd42:a7b0:c5::/64"
+    ipv4_subnet: str = "172.30.99.0/24"
+
+    @property
+    def network_name(self) -> str:
+        return f"{self.name}-net"
+
+    def up(self) -> Rig:
+        try:
+            self.client.networks.get(self.network_name)
+        except NotFound:
+            ipam = docker.types.IPAMConfig(pool_configs=[
+                docker.types.IPAMPool(subnet=self.ipv4_subnet),
+                docker.types.IPAMPool(subnet=self.ipv6_subnet),
+            ])
+            self.client.networks.create(self.network_name, driver="bridge", enable_ipv6=True,
+                                        ipam=ipam, labels={RIG_LABEL: self.name})
+        return self
+
+    def add(self, part: Part) -> Part:
+        self.parts.append(part)
+        return part.start()
+
+    def down(self) -> dict[str, int]:
+        """Remove every container, volume and network labelled as this rig's."""
+        return remove_rig(self.client, self.name)
+
+    @contextmanager
+    def running(self) -> Iterator[Rig]:
+        self.up()
+        try:
+            yield self
+        finally:
+            self.down()
+
+
+def remove_rig(client: docker.DockerClient, name: str) -> dict[str, int]:
+    label = f"{RIG_LABEL}={name}"
+    removed = {"containers": 0, "volumes": 0, "networks": 0}
+    for container in client.containers.list(all=True, filters={"label": label}):
+        mounts = container.attrs.get("Mounts", [])
+        volumes = [m["Name"] for m in mounts if m.get("Type") == "volume"]
+        container.remove(force=True, v=True)
+        removed["containers"] += 1
+        for volume in volumes:
+            try:
+                client.volumes.get(volume).remove(force=True)
+                removed["volumes"] += 1
+            except NotFound:
+                pass
+    for network in client.networks.list(filters={"label": label}):
+        network.remove()
+        removed["networks"] += 1
+    return removed

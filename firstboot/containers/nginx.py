@@ -1,0 +1,111 @@
+"""The proxy's nginx config, rendered from the routes (pure: no engine, no files)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.x509.oid import AuthorityInformationAccessOID
+
+from firstboot.config.scalars import size_bytes
+from firstboot.containers.spec import RouteSpec
+from firstboot.render import render
+
+TEMPLATE = "nginx/arkbox.conf.j2"
+
+# Mozilla's intermediate cipher list (TLS 1.2 suites; TLS 1.3 suites are not configurable).
+INTERMEDIATE_CIPHERS = ":".join((
+    "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
+    "DHE-RSA-AES128-GCM-SHA256", "DHE-RSA-AES256-GCM-SHA384",
+    "DHE-RSA-CHACHA20-POLY1305",
+))
+
+# Where the proxy container sees things (its recipe's mount points).
+CONF_DIR = "/etc/nginx/conf.d"
+TLS_DIR = "/etc/nginx/tls"
+ACME_ROOT = "/var/www/acme"
+
+_PLAIN = re.compile(r"^[A-Za-z0-9._~/%+-]+$")
+
+
+@dataclass(frozen=True)
+class Location:
+    service: str
+    path: str
+    port: int
+    max_body_size: str  # in nginx's units
+
+    @property
+    def path_token(self) -> str:
+        return nginx_quote(self.path)
+
+    @property
+    def variable(self) -> str:
+        """A per-service nginx variable name (service names may hold dashes)."""
+        return self.service.replace("-", "_")
+
+
+@dataclass(frozen=True)
+class Site:
+    hostname: str
+    locations: tuple[Location, ...]
+
+
+def sites_from_routes(routes: Iterable[tuple[str, RouteSpec]]) -> list[Site]:
+    """(service, route) pairs -> one site per host name, longest path first.
+
+    nginx picks the longest matching prefix anyway; the order only makes the file
+    read the way it matches.
+    """
+    by_host: dict[str, list[Location]] = {}
+    for service, route in routes:
+        by_host.setdefault(route.hostname, []).append(
+            Location(service, route.path, route.port, nginx_size(route.max_body_size)))
+    return [
+        Site(host, tuple(sorted(locations, key=lambda loc: (-len(loc.path), loc.path))))
+        for host, locations in sorted(by_host.items())
+    ]
+
+
+def render_proxy_config(sites: Iterable[Site], *, ocsp_stapling: bool) -> str:
+    return render(
+        TEMPLATE,
+        sites=list(sites),
+        ciphers=INTERMEDIATE_CIPHERS,
+        ocsp_stapling=ocsp_stapling,
+        acme_root=ACME_ROOT,
+        certificate=f"{TLS_DIR}/fullchain.pem",
+        private_key=f"{TLS_DIR}/privkey.pem",
+    )
+
+
+def names_ocsp_responder(certificate_pem: bytes) -> bool:
+    """True when the leaf certificate names an OCSP responder (stapling can work)."""
+    certificate = x509.load_pem_x509_certificate(certificate_pem)
+    try:
+        access = certificate.extensions.get_extension_for_class(
+            x509.AuthorityInformationAccess).value
+    except x509.ExtensionNotFound:
+        return False
+    return any(d.access_method == AuthorityInformationAccessOID.OCSP for d in access)
+
+
+def nginx_size(size: str) -> str:
+    """A config size ("32M", "1T") in nginx's units, which stop at g."""
+    value = size_bytes(size)
+    for unit, factor in (("g", 1024**3), ("m", 1024**2), ("k", 1024)):
+        if value % factor == 0:
+            return f"{value // factor}{unit}"
+    return str(value)
+
+
+def nginx_quote(value: str) -> str:
+    """A value as one nginx token: bare when safe, else double-quoted and escaped."""
+    if _PLAIN.match(value):
+        return value
+    # nginx does not expand variables in a location's path: only \\ and " need escaping.
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -1,0 +1,112 @@
+"""`arkbox-installer status`: the last run on one screen (rich), or as JSON.
+
+One screen: when it ran and how it ended, each step with its state, the
+certificate (real or fallback, until when), and every failure with its fix.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from firstboot.status import RunResult, Status, StepState
+
+STATE_STYLES = {
+    StepState.CHANGED: "yellow",
+    StepState.UNCHANGED: "green",
+    StepState.OK: "green",
+    StepState.SKIPPED: "dim",
+    StepState.FAILED: "bold red",
+    StepState.NOT_RUN: "dim",
+    StepState.PENDING: "dim",
+    StepState.RUNNING: "cyan",
+}
+RESULT_STYLES = {RunResult.OK: "green", RunResult.FAILED: "bold red", RunResult.RUNNING: "cyan",
+                 RunResult.INTERRUPTED: "bold red"}
+
+
+def status_json(status: Status | None) -> str:
+    body: dict[str, Any] = {"ran": False} if status is None else {"ran": True, **status.to_json()}
+    return json.dumps(body, indent=2, sort_keys=True)
+
+
+def _when(iso: str | None) -> str:
+    if not iso:
+        return "-"
+    try:
+        return datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M:%S %Z").strip()
+    except ValueError:
+        return iso
+
+
+def render_status(status: Status) -> RenderableType:
+    parts: list[RenderableType] = []
+    took = f" in {status.seconds:.0f} s" if status.seconds is not None else ""
+    headline = Text.assemble(
+        (f"{status.result}", RESULT_STYLES[status.result]),
+        f" · {status.command} started {_when(status.started_at)}{took}",
+        f" · {status.changes} changed" if status.result is not RunResult.RUNNING else "",
+    )
+    parts.append(headline)
+    if status.result is RunResult.INTERRUPTED:
+        parts.append(Text("  the run stopped without finishing (power cut or killed); first "
+                          "boot retries by itself, or run: arkbox-installer apply"))
+    parts.append(Text(f"mode {status.mode}" + (f" ({status.mode_reason})"
+                                                 if status.mode_reason else "")
+                      + f" · installer {status.installer_version}", style="dim"))
+    if status.steps:
+        parts.append(_steps_table(status))
+    certificate = _certificate_line(status)
+    if certificate is not None:
+        parts.append(certificate)
+    for failure in status.failures:
+        parts.append(Text.assemble(("✗ ", "bold red"), (failure.step, "bold"), ": ",
+                                   failure.message))
+        if failure.hint:
+            parts.append(Text(f"  hint: {failure.hint}"))
+    return Group(*parts)
+
+
+def _steps_table(status: Status) -> Table:
+    table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
+    table.add_column("#", justify="right", style="dim")
+    table.add_column("step")
+    table.add_column("state")
+    table.add_column("what", overflow="fold")
+    table.add_column("time", justify="right", style="dim")
+    for index, step in enumerate(status.steps, start=1):
+        seconds = f"{step.seconds:.1f} s" if step.seconds is not None else ""
+        summary = step.summary if step.state is not StepState.OK else (
+            f"{step.summary} (done {_when(step.done_at)})")
+        table.add_row(str(index), step.name, Text(str(step.state), STATE_STYLES[step.state]),
+                      summary, seconds)
+    return table
+
+
+def _certificate_line(status: Status) -> Text | None:
+    try:
+        details = status.step("tls").details
+    except KeyError:
+        return None
+    if not details:
+        return None
+    until = _when(details.get("not_after"))
+    if details.get("source") == "fallback":
+        return Text.assemble(("certificate: ", "bold"), ("fallback (self-signed)", "yellow"),
+                             f", valid until {until}: {details.get('reason', '')}")
+    return Text.assemble(("certificate: ", "bold"), ("real (ACME)", "green"),
+                         f", valid until {until}")
+
+
+def print_status(status: Status | None, console: Console) -> None:
+    if status is None:
+        console.print("arkbox has not run on this machine yet", markup=False)
+        console.print("  hint: first boot starts by itself; see: systemctl status "
+                      "arkbox-firstboot", markup=False)
+        return
+    console.print(render_status(status))

@@ -1,0 +1,53 @@
+"""The build pipeline's shape, without running it: stage order, what each role builds."""
+
+import ast
+from pathlib import Path
+
+from rich.console import Console
+
+from builder import build
+from builder.context import BuildContext
+from builder.progress import Progress
+from firstboot.config import DEFAULT_CONFIG_PATH, load_config
+
+STAGES = [
+    "stage_base_rootfs", "stage_service_images", "stage_installer", "stage_assemble",
+    "stage_disk_image", "stage_rootfs_tar", "stage_manifest",
+]
+
+
+def context(tmp_path: Path, role: str = "appliance") -> BuildContext:
+    return BuildContext(
+        config=load_config(DEFAULT_CONFIG_PATH), config_path=DEFAULT_CONFIG_PATH,
+        role=role,  # type: ignore[arg-type]
+        out_dir=tmp_path / "out", cache_dir=tmp_path / "cache", work_dir=tmp_path / "work",
+        progress=Progress(Console(quiet=True)),
+    )
+
+
+def test_stages_run_in_the_documented_order() -> None:
+    source = Path(build.__file__).read_text()
+    func = next(n for n in ast.walk(ast.parse(source))
+                if isinstance(n, ast.FunctionDef) and n.name == "build")
+    called = [c.func.id for c in ast.walk(func)
+              if isinstance(c, ast.Call) and isinstance(c.func, ast.Name)
+              and c.func.id.startswith("stage_")]
+    assert called == STAGES
+
+
+def test_appliance_builds_proxy_mail_and_each_services_recipe(tmp_path: Path) -> None:
+    assert build.recipes_for(context(tmp_path)) == [
+        "dokuwiki", "mail", "postgres", "proxy", "radicale", "roundcube"]
+    assert build.recipes_for(context(tmp_path, "backup-server")) == []
+
+
+def test_root_partition_leaves_room_for_gpt_bios_boot_and_esp() -> None:
+    assert build.root_partition_mib("4G") == 4096 - 1 - 64 - 2
+    assert build.root_partition_mib("2048M") == 2048 - 67
+
+
+def test_secret_files_are_the_configs_file_references(tmp_path: Path) -> None:
+    files = build.secret_files(context(tmp_path))
+    assert "secrets/borg-passphrase" in files
+    assert all(p.is_file() for p in files.values())
+    assert all(not Path(rel).is_absolute() for rel in files)
