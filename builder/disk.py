@@ -388,10 +388,10 @@ def make_grub_images(tree: Path, on_line: Callable[[str], None] | None = None) -
         (CORE_IMG, "i386-pc", GRUB_MODULES_BIOS),
         (CORE_EFI, "x86_64-efi", GRUB_MODULES_EFI),
     ):
+        package = "grub-pc-bin" if platform == "i386-pc" else "grub-efi-amd64-bin"
         (tree / rel).parent.mkdir(parents=True, exist_ok=True, mode=0o755)
         run(grub_mkimage_argv(tree, platform, rel, GRUB_MODULES_COMMON + extra),
-            on_line=on_line, hint=f"the tree needs grub-{'pc' if 'pc' in platform else 'efi-amd64'}"
-                                  "-bin installed (see builder/rootfs.py BASE_PACKAGES)")
+            on_line=on_line, hint=f"the root fs needs {package} (builder/rootfs.py BASE_PACKAGES)")
 
 
 # --- writing the image ---------------------------------------------------------------
@@ -519,11 +519,3 @@ def _require_free_space(out_dir: Path, needed: int) -> None:
                           f"about {needed // MIB} MiB needed for the raw and qcow2 images",
                           hint="free some space or choose another --out")
 
-
-__all__ = [
-    "DiskIds", "DiskImages", "DiskLayout", "Partition", "boot_sector", "build_disk_images",
-    "core_image_at", "disk_ids", "disk_layout", "fstab", "grub_cfg", "install_boot_files",
-    "kernel_cmdline", "make_grub_images", "mkfs_ext4_argv", "mkfs_vfat_argv",
-    "qemu_img_convert_argv", "repart_root_conf", "root_size_mib", "rootfs_tar",
-    "rootfs_tar_argv", "sfdisk_argv", "sfdisk_script",
-]

@@ -10,8 +10,10 @@ configure, `start()`, wait for a real readiness signal (never a bare sleep),
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
+import tarfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -79,6 +81,17 @@ def image_from_rootfs_tar(client: docker.DockerClient, tar: Path, repository: st
     return tag
 
 
+def files_tar(files: dict[str, tuple[bytes, int]]) -> bytes:
+    """An in-memory tar of `files` (absolute path -> content, mode), owned by root."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for path, (content, mode) in sorted(files.items()):
+            info = tarfile.TarInfo(path.lstrip("/"))
+            info.size, info.mode, info.mtime = len(content), mode, int(time.time())
+            tar.addfile(info, io.BytesIO(content))
+    return buffer.getvalue()
+
+
 @dataclass
 class Part:
     """One container of the rig."""
@@ -90,6 +103,8 @@ class Part:
     environment: dict[str, str] = field(default_factory=dict)
     command: Sequence[str] | None = None
     ports: dict[str, int | None] = field(default_factory=dict)  # "443/tcp" -> host port
+    # Files laid into the container before it starts: path -> (content, mode).
+    files: dict[str, tuple[bytes, int]] = field(default_factory=dict)
     container: Container | None = None
 
     @property
@@ -108,9 +123,10 @@ class Part:
         }
         kwargs.update(self.run_kwargs())
         command = kwargs.pop("command", list(self.command) if self.command else None)
-        self.rig.client.containers.create(self.image, command, **kwargs)
+        container = self.rig.client.containers.create(self.image, command, **kwargs)
+        if self.files:
+            container.put_archive("/", files_tar(self.files))
         network = self.rig.client.networks.get(self.rig.network_name)
-        container = self.rig.client.containers.get(self.name)
         if self.aliases:
             network.disconnect(container)
             network.connect(container, aliases=list(self.aliases))
@@ -147,11 +163,24 @@ class Part:
         return int(bindings[0]["HostPort"])
 
 
+# The rig's outer container keeps /proc/sys read-only, so the inner dockerd
+# (26+) cannot switch IPv6 off on IPv4-only container interfaces; tell it not
+# to insist. Laid only into rig containers, never into the image.
+RIG_DOCKERD_DROPIN = (
+    "/etc/systemd/system/docker.service.d/arkbox-rig.conf",
+    b"[Service]\nEnvironment=DOCKER_ALLOW_IPV6_ON_IPV4_INTERFACE=1\n",
+)
+
+
 @dataclass
 class SystemdPart(Part):
     """A container that boots systemd as PID 1 (the appliance, the backup server)."""
 
     volumes: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        path, content = RIG_DOCKERD_DROPIN
+        self.files.setdefault(path, (content, 0o644))
 
     def run_kwargs(self) -> dict[str, Any]:
         docker_volume = f"{self.name}-docker"
@@ -250,3 +279,53 @@ def remove_rig(client: docker.DockerClient, name: str) -> dict[str, int]:
         network.remove()
         removed["networks"] += 1
     return removed
+
+
+def client_image(source_dir: Path, cache_dir: Path) -> str:
+    """The rig's outside client, built offline like every service image (cached)."""
+    from builder.service_images import build_service_images
+
+    (image,) = build_service_images(source_dir / "image" / "recipes", ["client"], cache_dir,
+                                    log=log.debug)
+    return image.tag
+
+
+@dataclass
+class ClientPart(Part):
+    """A client on the rig's network: curl, nmap, openssl, swaks, ssh, borg."""
+
+    def run_kwargs(self) -> dict[str, Any]:
+        return {"cap_add": ["NET_RAW"]}
+
+
+@dataclass
+class AppliancePart(SystemdPart):
+    """The built appliance (its root fs tar) booting with systemd; first boot runs by itself.
+
+    `config` (YAML text) replaces the baked /etc/arkbox/appliance.yaml before boot,
+    so one image serves many test configs.
+    """
+
+    config: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.config is not None:
+            self.files["/etc/arkbox/appliance.yaml"] = (self.config.encode(), 0o600)
+
+    def wait_first_boot(self, timeout: float = 600) -> dict[str, Any]:
+        """Wait until first boot finished (done marker) or failed for good; returns status.json."""
+
+        def finished() -> str | None:
+            code, _ = self.exec("test", "-e", "/var/lib/arkbox/firstboot.done")
+            if code == 0:
+                return None
+            status = self.read_json("/var/lib/arkbox/status.json") or {}
+            return f"first boot result: {status.get('result', 'not started')}"
+
+        wait_until("first boot", finished, timeout, interval=3)
+        status: dict[str, Any] = self.read_json("/var/lib/arkbox/status.json")
+        return status
+
+    def journal(self, unit: str = "arkbox-firstboot") -> str:
+        return self.exec("journalctl", "-u", unit, "--no-pager", "-o", "cat")[1]

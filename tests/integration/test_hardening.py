@@ -56,10 +56,10 @@ def booted(docker_engine: None) -> Iterator[str]:
     if given:
         tar = Path(given)
     else:
-        require_tool("mmdebstrap")
-        require(os.geteuid() == 0, "root (mmdebstrap --mode=root)")
-        bench.WORK_DIR.mkdir(parents=True, exist_ok=True)
-        tar = bench.build_hardened(bench.WORK_DIR, rebuild=False)
+        require(os.geteuid() == 0, "root (arkbox build)")
+        from built import built_appliance
+
+        tar = built_appliance().rootfs_tar
     try:
         yield bench.boot(tar, CONTAINER)
     finally:

@@ -1,0 +1,69 @@
+"""The appliance every rig and boot test stands on: one `arkbox build` per test run.
+
+The builder caches its expensive stages in /var/cache/arkbox, so a run after
+the first redoes only assembly, disk and tarball. ARKBOX_TEST_REUSE_BUILD=1
+(never in CI) reuses the last output as it is, for quick local loops.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BUILD_OUT = Path(os.environ.get("ARKBOX_TEST_OUT", "/var/tmp/arkbox-test-out"))
+NAME = "arkbox-test"
+
+
+@dataclass(frozen=True)
+class Built:
+    out: Path
+    log: Path
+
+    @property
+    def rootfs_tar(self) -> Path:
+        return self.out / f"{NAME}-rootfs.tar"
+
+    @property
+    def qcow2(self) -> Path:
+        return self.out / f"{NAME}.qcow2"
+
+    @property
+    def manifest(self) -> Path:
+        return self.out / "build-manifest.json"
+
+    @property
+    def installer(self) -> Path:
+        return self.out / "arkbox-installer"
+
+
+def arkbox_build(
+    config: Path, out: Path, log: Path, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    """Run `arkbox build` as an operator would; its output goes to `log`."""
+    arkbox = str(Path(sys.executable).parent / "arkbox")
+    result = subprocess.run([arkbox, "build", str(config), "--out", str(out), *extra],
+                            cwd=ROOT, capture_output=True, text=True, timeout=3600)
+    log.write_text(result.stdout + result.stderr)
+    return result
+
+
+@functools.cache
+def built_appliance() -> Built:
+    BUILD_OUT.mkdir(parents=True, exist_ok=True)
+    built = Built(BUILD_OUT / "appliance", BUILD_OUT / "appliance-build.log")
+    with (BUILD_OUT / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # parallel pytest processes build once
+        reuse = os.environ.get("ARKBOX_TEST_REUSE_BUILD") == "1" and not os.environ.get("CI")
+        if reuse and built.manifest.exists():
+            return built
+        result = arkbox_build(ROOT / "config/default.yaml", built.out, built.log)
+        if result.returncode != 0:
+            raise RuntimeError(f"arkbox build failed (exit {result.returncode}); "
+                               f"last lines:\n{result.stderr[-3000:]}")
+    return built
