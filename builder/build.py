@@ -16,6 +16,7 @@ from pathlib import Path
 from rich.console import Console
 
 from builder import assemble, disk, hardening, installer, rootfs, service_images
+from builder.backup_server import install_backup_server
 from builder.cache import cache_dir_from_env, digest_tree, lookup
 from builder.context import BuildContext
 from builder.manifest import (
@@ -128,6 +129,7 @@ def stage_assemble(ctx: BuildContext) -> None:
         ctx.progress.detail(change)
     assemble.install_installer(tree, ctx.installer)
     assemble.install_units(tree, ctx.source_dir / "image" / "systemd")
+    changes += install_backup_server(tree, ctx.config, ctx.role)
     secrets = assemble.install_config(tree, ctx.config_path.read_text(), secret_files(ctx))
     if ctx.images_tar is not None:
         assemble.install_images(tree, ctx.images_tar)

@@ -21,6 +21,7 @@ from firstboot.config import (
 from firstboot.errors import EXIT_FAILURE, EXIT_OK
 
 SOURCE_DIR = Path(__file__).resolve().parents[1]
+BACKUP_SERVER_EXAMPLE = SOURCE_DIR / "config" / "examples" / "backup-server.yaml"
 GENERATED = {
     "schema": (SOURCE_DIR / "config" / "appliance.schema.json", render_schema_json),
     "docs": (SOURCE_DIR / "docs" / "config.md", render_config_docs),
@@ -81,6 +82,16 @@ def _cmd_build(args: argparse.Namespace) -> int:
         return e.exit_code
 
 
+def _cmd_try(args: argparse.Namespace) -> int:
+    from builder.try_cmd import run_try
+
+    try:
+        return run_try(args)
+    except ConfigInvalid as e:
+        print(format_problems(e), file=sys.stderr)
+        return e.exit_code
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="arkbox",
@@ -119,7 +130,52 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cache directory (default: $ARKBOX_CACHE or /var/cache/arkbox)")
     p.add_argument("--json", action="store_true", help="print the build manifest at the end")
     p.set_defaults(func=_cmd_build)
+
+    server = command("backup-server", "manage the clients of a backup server")
+    server_sub = server.add_subparsers(dest="server_command", required=True, metavar="COMMAND")
+    p = server_sub.add_parser("add-client", help="authorize an appliance's backup key: one "
+                              "forced, append-only `borg serve` line")
+    p.add_argument("name", help="the client's name (its appliance.name)")
+    p.add_argument("public_key", help="its backup public key ('ssh-ed25519 AAAA...')")
+    p.add_argument("--path", default=None, help="its repository path (default: ./NAME)")
+    p.add_argument("--quota", default=None, help="storage quota, e.g. 100G")
+    p.add_argument("--authorized-keys", default=None, metavar="FILE",
+                   help="add (or replace) the line in FILE, e.g. on the server "
+                   "/etc/ssh/borg_authorized_keys; default: print it only")
+    add_common_options(p)
+    p.set_defaults(func=_cmd_add_client)
+
+    p = command("try", "boot the built appliance here, follow its first boot, show how to "
+                       "reach it (`try down` removes it, `try ssh` opens a shell, `try status`)")
+    p.add_argument("target", nargs="?", metavar="CONFIG|down|ssh|status",
+                   help="appliance config (default: the embedded config/default.yaml), "
+                        "or an action on the running rig")
+    p.add_argument("--out", default="out", help="build output directory (default: out/)")
+    p.add_argument("--rebuild", action="store_true", help="build even if out/ is up to date")
+    p.add_argument("--no-build", action="store_true",
+                   help="use out/ as it is, even if it is stale")
+    p.add_argument("--timeout", type=float, default=900,
+                   help="seconds to wait for first boot (default: 900)")
+    p.add_argument("--backup-server-config", default=str(BACKUP_SERVER_EXAMPLE),
+                   help="the backup server's config, when the appliance backs up over ssh:// "
+                        "(default: config/examples/backup-server.yaml)")
+    p.add_argument("--backup-server-out", default=None,
+                   help="its build output directory (default: OUT/backup-server)")
+    p.add_argument("--rig", default="arkbox-try", help=argparse.SUPPRESS)  # tests: their own rig
+    p.add_argument("--json", action="store_true", help="with status: print it as JSON")
+    p.set_defaults(func=_cmd_try)
     return parser
+
+
+def _cmd_add_client(args: argparse.Namespace) -> int:
+    from builder.backup_server import cmd_add_client
+
+    target = Path(args.authorized_keys) if args.authorized_keys else None
+    line, changed = cmd_add_client(args.name, args.public_key, args.path, args.quota, target)
+    print(line)
+    if target is not None:
+        print(f"{target}: {'updated' if changed else 'unchanged'}", file=sys.stderr)
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -177,6 +177,8 @@ class SystemdPart(Part):
     """A container that boots systemd as PID 1 (the appliance, the backup server)."""
 
     volumes: dict[str, dict[str, str]] = field(default_factory=dict)
+    # How long systemd may take to come up; the first-boot unit is part of that.
+    boot_timeout: float = 180
 
     def __post_init__(self) -> None:
         path, content = RIG_DOCKERD_DROPIN
@@ -198,7 +200,7 @@ class SystemdPart(Part):
         }
 
     def wait_ready(self) -> None:
-        wait_until(f"{self.role} systemd", self._system_up, 180, interval=2)
+        wait_until(f"{self.role} systemd", self._system_up, self.boot_timeout, interval=2)
 
     def _system_up(self) -> str | None:
         if (reason := self._running()) is not None:

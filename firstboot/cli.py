@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"the appliance config (default: {INSTALLED_CONFIG})")
         add_common_options(p)
         p.set_defaults(func=func)
+    from firstboot.backup.cli import add_commands as add_backup_commands
+
+    add_backup_commands(sub, INSTALLED_CONFIG)
     text = "what first boot (or the last apply) did: steps, certificate, failures with fixes"
     p = sub.add_parser("status", help=text, description=text,
                        epilog="exit codes: 0 the last run succeeded (or is running), "

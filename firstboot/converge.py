@@ -24,12 +24,13 @@ from firstboot.steps.base import Step
 
 
 def decide_mode(config: Appliance) -> tuple[Mode, str]:
-    """FRESH or RESTORE, and why. (The backup issue teaches this to look at the repository.)"""
+    """FRESH, and why, until the `restore` step has looked at the repository (its summary
+    says RESTORE or FRESH and why; see firstboot/steps/restore.py)."""
     if config.backup.repository is None:
         return Mode.FRESH, "no backup repository configured"
     if config.backup.restore == "never":
         return Mode.FRESH, "backup.restore: never"
-    return Mode.FRESH, "restore from backups is not part of this installer yet"
+    return Mode.FRESH, f"backup.restore: {config.backup.restore}: the restore step decides"
 
 
 def converge(

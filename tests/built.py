@@ -67,3 +67,25 @@ def built_appliance() -> Built:
             raise RuntimeError(f"arkbox build failed (exit {result.returncode}); "
                                f"last lines:\n{result.stderr[-3000:]}")
     return built
+
+
+BACKUP_SERVER_CONFIG = ROOT / "config/examples/backup-server.yaml"
+BACKUP_SERVER_NAME = "backup"
+
+
+@functools.cache
+def built_backup_server() -> Path:
+    """The backup-server role's root fs tar, one build per run (same reuse rule as above)."""
+    BUILD_OUT.mkdir(parents=True, exist_ok=True)
+    out, log = BUILD_OUT / "backup-server", BUILD_OUT / "backup-server-build.log"
+    tar = out / f"{BACKUP_SERVER_NAME}-backup-server-rootfs.tar"
+    with (BUILD_OUT / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        reuse = os.environ.get("ARKBOX_TEST_REUSE_BUILD") == "1" and not os.environ.get("CI")
+        if reuse and tar.exists():
+            return tar
+        result = arkbox_build(BACKUP_SERVER_CONFIG, out, log, "--role", "backup-server")
+        if result.returncode != 0:
+            raise RuntimeError(f"arkbox build --role backup-server failed "
+                               f"(exit {result.returncode}); last lines:\n{result.stderr[-3000:]}")
+    return tar

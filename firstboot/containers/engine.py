@@ -159,13 +159,45 @@ def converge_networks(
     return changes
 
 
-def ensure_network(client: docker.DockerClient, naming: Naming, name: str, role: str) -> bool:
+# The proxy's network also carries IPv6, so that with the daemon's ip6tables on
+# its published 80/443 are reachable over IPv6 too (a ULA prefix: the host's own
+# IPv6 address is what clients connect to; Docker NATs from it).
+PROXY_IPV6_SUBNET = "fd61:726b:6278:1::/64"
+IPV6_LABEL = "arkbox.ipv6"
+
+
+def ensure_network(client: docker.DockerClient, naming: Naming, name: str, role: str,
+                   ipv6_subnet: str | None = None) -> bool:
     """Make sure a plain (non-internal) bridge network exists; True when created."""
-    if client.networks.list(names=[name], filters=naming.filters(role)):
+    existing = client.networks.list(names=[name], filters=naming.filters(role))
+    if existing and (ipv6_subnet is None or _has_ipv6_or_cannot(existing[0])):
         return False
-    client.networks.create(name, driver="bridge", check_duplicate=True,
-                           labels=naming.labels(role))
+    for network in existing:  # made before it carried IPv6: replace it
+        _remove_network(network)
+    if ipv6_subnet is not None:
+        ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=ipv6_subnet)])
+        try:
+            client.networks.create(name, driver="bridge", check_duplicate=True,
+                                   labels=naming.labels(role), enable_ipv6=True, ipam=ipam)
+            return True
+        except docker.errors.APIError as e:
+            # A host whose /proc/sys is read-only (a container rig) cannot give a
+            # bridge IPv6; serve IPv4 rather than nothing, and say so.
+            if "ipv6" not in str(e).lower():
+                raise
+            log.warning("%s: no IPv6 on this host's bridges (%s): published ports are "
+                        "IPv4 only", name, e.explanation or e)
+    labels = naming.labels(role)
+    if ipv6_subnet is not None:
+        labels = {**labels, IPV6_LABEL: "unavailable"}  # so a re-run does not retry forever
+    client.networks.create(name, driver="bridge", check_duplicate=True, labels=labels)
     return True
+
+
+def _has_ipv6_or_cannot(network: Any) -> bool:
+    attrs = network.attrs
+    return bool(attrs.get("EnableIPv6")) or (attrs.get("Labels") or {}).get(IPV6_LABEL) == \
+        "unavailable"
 
 
 def attached_networks(client: docker.DockerClient, container_id: str) -> set[str]:

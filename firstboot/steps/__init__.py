@@ -16,11 +16,14 @@ ORDER: tuple[str, ...] = (
     "system",
     "firewall",
     "engine",
+    "restore",
     "secrets",
     "tls",
     "services",
+    "restore_dumps",
     "proxy",
     "health",
+    "backup",
 )
 
 

@@ -178,7 +178,8 @@ def converge_proxy(ctx: FirstbootContext, ports: PublishedPorts | None = None) -
     config_hash = spec_hash(spec)
     actual = engine.owned_containers(client, naming, ROLE_PROXY)
     plan = plan_containers({PROXY_SERVICE: config_hash}, actual)
-    engine.ensure_network(client, naming, naming.proxy_network, ROLE_PROXY)
+    engine.ensure_network(client, naming, naming.proxy_network, ROLE_PROXY,
+                          ipv6_subnet=engine.PROXY_IPV6_SUBNET)
     for old in plan.remove:
         engine.remove_container(client, old.container_id, runtime.stop_grace_seconds)
     if plan.create or plan.recreate:

@@ -19,18 +19,12 @@ import pytest
 from conftest import require, require_tool
 from conftest_rootfs import Artifacts, artifacts
 
+from builder.rig import AppliancePart, Rig, image_from_rootfs_tar
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 # Fail in the rig for reasons of the rig, not of the image.
 KNOWN_FAILED_UNITS: set[str] = {"systemd-modules-load.service"}
-RIG_OPTIONS = (
-    "--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE",
-    "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
-    "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--tmpfs", "/run", "--tmpfs", "/run/lock",
-)
-# The rig's /proc/sys is read-only, so the inner dockerd cannot switch IPv6 off on a
-# container's veth; this (runtime, /run only) drop-in tells it not to insist.
-RIG_DOCKERD_DROPIN = "[Service]\nEnvironment=DOCKER_ALLOW_IPV6_ON_IPV4_INTERFACE=1\n"
 
 
 def docker(*args: str, timeout: float = 300, check: bool = True,
@@ -55,20 +49,17 @@ def rootfs_artifacts() -> Artifacts:
 
 @pytest.fixture(scope="module")
 def appliance(docker_engine: None, rootfs_artifacts: Artifacts) -> Iterator[str]:
-    """The root fs running as a container with systemd as PID 1; yields its name."""
-    suffix = uuid.uuid4().hex[:8]
-    image, name, volume = (f"arkbox-test-rootfs:{suffix}", f"arkbox-test-rootfs-{suffix}",
-                           f"arkbox-test-rootfs-docker-{suffix}")
-    docker("import", str(rootfs_artifacts.rootfs_tar), image, timeout=600)
-    docker("volume", "create", volume)
-    try:
-        docker("run", "-d", "--name", name, "--hostname", "arkbox", *RIG_OPTIONS,
-               "-v", f"{volume}:/var/lib/docker", image, "/sbin/init")
-        yield name
-    finally:
-        docker("rm", "-f", name, check=False)
-        docker("volume", "rm", "-f", volume, check=False)
-        docker("rmi", "-f", image, check=False)
+    """The root fs booted by the rig (builder/rig.py), systemd as PID 1; yields its name."""
+    rig = Rig(name=f"arkbox-test-rootfs-{uuid.uuid4().hex[:8]}",
+              ipv4_subnet="172.30.95.0/24", ipv6_subnet="fd42:a7b0:5f::/64")
+    image = image_from_rootfs_tar(rig.client, rootfs_artifacts.rootfs_tar, "arkbox/appliance")
+    # These tests are about the root fs booting; first boot itself is tests/e2e's. The done
+    # marker keeps arkbox-firstboot.service from running (its ConditionPathExists).
+    skip_first_boot = {"/var/lib/arkbox/firstboot.done": (b"skipped by the test\n", 0o644)}
+    with rig.running():
+        part = rig.add(AppliancePart(rig, "appliance", image, aliases=["arkbox"],
+                                     files=skip_first_boot))
+        yield part.name
 
 
 def sh(container: str, script: str, check: bool = True,
@@ -133,9 +124,9 @@ def test_inner_dockerd_runs_a_container(appliance: str, system_state: str) -> No
 
 def test_inner_dockerd_bridge_network_with_the_rig_dropin(appliance: str,
                                                           system_state: str) -> None:
-    sh(appliance, "mkdir -p /run/systemd/system/docker.service.d && printf '%s' "
-                  f"'{RIG_DOCKERD_DROPIN}' > /run/systemd/system/docker.service.d/rig.conf "
-                  "&& systemctl daemon-reload && systemctl restart docker")
+    # The rig lays its dockerd drop-in (builder.rig.RIG_DOCKERD_DROPIN) before boot.
+    env = sh(appliance, "systemctl show docker -p Environment --value").stdout
+    assert "DOCKER_ALLOW_IPV6_ON_IPV4_INTERFACE=1" in env, env
     sh(appliance, "docker image inspect arkbox-tiny:1 >/dev/null 2>&1 || (tar -chf - -C / "
                   "usr/bin/echo usr/lib/x86_64-linux-gnu/libc.so.6 lib64/ld-linux-x86-64.so.2 "
                   "| docker import - arkbox-tiny:1)")

@@ -48,7 +48,7 @@ def test_firstboot_then_apply_reports_no_changes(tmp_path: Path) -> None:
                     out=lines.append)
     assert code == 0
     assert lines[0].startswith("arkbox first boot · installer ")
-    assert lines[1].startswith("mode FRESH (restore from backups is not part of this")
+    assert lines[1].startswith("mode FRESH (backup.restore: auto: the restore step decides")
     assert lines[2].split()[:3] == ["[1/2]", "system", "changed"]
     assert lines[-1] == "ready · https://arkbox.test · details: arkbox-installer status"
     lines.clear()

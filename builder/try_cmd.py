@@ -1,0 +1,705 @@
+"""`arkbox try`: see the built appliance work on this machine, in one command.
+
+Builds when out/ is stale (and says why), boots the root fs tar in the rig
+(builder/rig.py, the same parts the integration tests use), follows first boot
+live from the unit's journal, then says what the operator can do now: HTTPS
+URLs on published localhost ports, the certificate to trust, a shell, DNS.
+`arkbox try down` (and Ctrl-C, at any point) removes every container, network
+and volume the rig created; the imported image stays, as a cache keyed by the
+tar's digest.
+
+When the config backs up over ssh://, the rig also runs the backup-server role
+under the repository's host name, so first boot goes as on a VPS.
+
+Extension points, as the TLS and mail issues land: `neighbour_parts()` starts
+Pebble + challtestsrv and the DNS server before the appliance; `PUBLISHED_PORTS`
+grows the mail ports; `disaster` becomes a fourth action next to
+down/ssh/status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+from urllib.parse import urlsplit
+
+import docker
+from docker.errors import DockerException, NotFound
+
+from builder.cache import digest_tree
+from builder.manifest import MANIFEST_NAME
+from builder.rig import (
+    RIG_LABEL,
+    AppliancePart,
+    Part,
+    Rig,
+    RigError,
+    SystemdPart,
+    image_from_rootfs_tar,
+    remove_rig,
+    wait_until,
+)
+from firstboot import __version__
+from firstboot.config import DEFAULT_CONFIG_PATH, Appliance, config_digest, load_config
+from firstboot.errors import EXIT_FAILURE, EXIT_OK, ArkboxError
+
+SOURCE_DIR = Path(__file__).resolve().parents[1]
+# What a build is made of besides the config: the pipeline, the installer, what is laid in.
+SOURCE_PARTS = ("builder", "firstboot", "image", "pyproject.toml")
+STAMP_NAME = "try-source.json"  # written by `arkbox try` next to the manifest it built
+DEFAULT_RIG = "arkbox-try"
+IMAGE_REPOSITORY = "arkbox/appliance"
+BACKUP_REPOSITORY = "arkbox/backup-server-role"
+
+FIRSTBOOT_UNIT = "arkbox-firstboot"
+DONE_MARKER = "/var/lib/arkbox/firstboot.done"
+STATUS_FILE = "/var/lib/arkbox/status.json"
+FALLBACK_CHAIN = "/srv/arkbox/tls/live/fullchain.pem"
+CERTIFICATE_FILE = "fallback-certificate.pem"
+FAILED_PREFIX = "✗ firstboot failed"
+# Published on 127.0.0.1 only, each to a free port the engine picks.
+PUBLISHED_PORTS = ("80/tcp", "443/tcp", "22/tcp")
+JOURNAL_POLL_S = 1.0
+
+Say = Callable[[str], None]
+
+
+def say(line: str = "") -> None:
+    """One line to stdout, flushed: the output is followed live, also through a pipe."""
+    print(line, flush=True)
+
+
+# ---------------------------------------------------------------- is out/ stale?
+
+
+@dataclass(frozen=True)
+class BuiltState:
+    """What out/ holds, from its build-manifest.json (and the stamp `try` leaves)."""
+
+    name: str
+    role: str
+    config_file: str
+    config_sha256: str
+    arkbox_version: str
+    rootfs_tar_present: bool
+    source_sha256: str | None  # None: built by plain `arkbox build`, sources not recorded
+
+
+@dataclass(frozen=True)
+class CurrentInputs:
+    config_file: str
+    config_sha256: str
+    arkbox_version: str
+    source_sha256: str
+
+
+@dataclass(frozen=True)
+class Freshness:
+    stale: bool
+    reason: str
+
+
+def decide_freshness(built: BuiltState | None, now: CurrentInputs, out: str,
+                     role: str = "appliance") -> Freshness:
+    """Whether `out` must be built again for `now`, and why (pure: unit-tested)."""
+    if built is None:
+        return Freshness(True, f"no build in {out}/ (no {MANIFEST_NAME})")
+    if built.role != role:
+        return Freshness(True, f"{out}/ holds a build of the {built.role} role, not {role}")
+    if not built.rootfs_tar_present:
+        return Freshness(True, f"{out}/{built.name}-rootfs.tar is missing")
+    if built.config_sha256 != now.config_sha256:
+        return Freshness(True, f"the config changed since the build ({built.config_file} "
+                               f"sha256 {built.config_sha256[:12]}… → {now.config_file} "
+                               f"sha256 {now.config_sha256[:12]}…)")
+    if built.arkbox_version != now.arkbox_version:
+        return Freshness(True, f"built by arkbox {built.arkbox_version}, this is "
+                               f"{now.arkbox_version}")
+    if built.source_sha256 is not None and built.source_sha256 != now.source_sha256:
+        return Freshness(True, "the arkbox sources (builder/, firstboot/, image/) changed "
+                               "since the build")
+    if built.source_sha256 is None:
+        return Freshness(False, "same config and arkbox version (sources not recorded by "
+                                "`arkbox build`; --rebuild to build anyway)")
+    return Freshness(False, "same config, arkbox version and sources")
+
+
+def source_digest(source_dir: Path = SOURCE_DIR) -> str:
+    files: list[Path] = []
+    for part in SOURCE_PARTS:
+        path = source_dir / part
+        files += [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
+    return digest_tree(source_dir, [p for p in files if p.exists()])
+
+
+def read_built_state(out_dir: Path) -> BuiltState | None:
+    manifest_path = out_dir / MANIFEST_NAME
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        name = str(manifest["name"])
+        state = BuiltState(
+            name=name, role=str(manifest["role"]), config_file=str(manifest["config_file"]),
+            config_sha256=str(manifest["config_sha256"]),
+            arkbox_version=str(manifest["arkbox_version"]),
+            rootfs_tar_present=(out_dir / f"{name}-rootfs.tar").is_file(),
+            source_sha256=manifest.get("source_sha256"),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if state.source_sha256 is None:
+        stamp = _read_stamp(out_dir)
+        # The stamp speaks only for the manifest it was written next to.
+        if stamp and stamp.get("manifest_sha256") == _sha256(manifest_path):
+            state = BuiltState(**{**state.__dict__, "source_sha256": stamp.get("source_sha256")})
+    return state
+
+
+def _read_stamp(out_dir: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((out_dir / STAMP_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_stamp(out_dir: Path, source_sha256: str) -> None:
+    stamp = {"source_sha256": source_sha256,
+             "manifest_sha256": _sha256(out_dir / MANIFEST_NAME)}
+    (out_dir / STAMP_NAME).write_text(json.dumps(stamp, indent=2) + "\n")
+
+
+def ensure_built(config_path: Path, out_dir: Path, *, rebuild: bool, no_build: bool,
+                 role: str = "appliance", out: Say = say) -> BuiltState:
+    """Build into out_dir unless it is up to date for this config and these sources."""
+    now = CurrentInputs(str(config_path), config_digest(config_path), __version__,
+                        source_digest())
+    decision = decide_freshness(read_built_state(out_dir), now, str(out_dir), role)
+    if rebuild:
+        decision = Freshness(True, "--rebuild")
+    if not decision.stale:
+        out(f"{out_dir}/ is up to date: {decision.reason}")
+    elif no_build:
+        out(f"{out_dir}/ is stale ({decision.reason}); using it anyway (--no-build)")
+    else:
+        out(f"building into {out_dir}/: {decision.reason}")
+        from builder.build import build_from_args
+
+        code = build_from_args(argparse.Namespace(
+            config=str(config_path), out=str(out_dir), role=role, cache=None,
+            json=False))
+        if code != EXIT_OK:
+            raise ArkboxError("the build failed; nothing was started",
+                              hint=f"fix what the build reported, or run: arkbox build "
+                                   f"{config_path} --out {out_dir}")
+        write_stamp(out_dir, now.source_sha256)
+    state = read_built_state(out_dir)
+    if state is None or not state.rootfs_tar_present:
+        raise ArkboxError(f"{out_dir}/ holds no {role} root fs tar",
+                          hint=f"arkbox build {config_path} --role {role} --out {out_dir}")
+    return state
+
+
+# ---------------------------------------------------------------- the rig's parts
+
+
+def rig_subnets(name: str) -> tuple[str, str]:
+    """Private subnets derived from the rig's name: two rigs (try, tests) do not collide."""
+    h = int(hashlib.sha256(name.encode()).hexdigest()[:8], 16)
+    return f"172.31.{100 + h % 150}.0/24", f"fd42:a7b1:{h % 0xffff:x}::/64"
+
+
+def make_rig(name: str, client: docker.DockerClient) -> Rig:
+    ipv4, ipv6 = rig_subnets(name)
+    return Rig(name=name, client=client, ipv4_subnet=ipv4, ipv6_subnet=ipv6)
+
+
+def labelled_docker_volume(part: SystemdPart) -> None:
+    """Create the part's inner /var/lib/docker volume with the rig's label, before the
+    container: `down` then finds it even if the container never came to be."""
+    volume = f"{part.name}-docker"
+    try:
+        part.rig.client.volumes.get(volume)
+    except NotFound:
+        part.rig.client.volumes.create(volume, labels={RIG_LABEL: part.rig.name})
+
+
+@dataclass
+class TryBackupServer(SystemdPart):
+    """The backup-server role: ready when its sshd (the forced `borg serve`) is active."""
+
+    def run_kwargs(self) -> dict[str, Any]:
+        labelled_docker_volume(self)
+        return super().run_kwargs()
+
+    def wait_ready(self) -> None:
+        super().wait_ready()
+        wait_until("sshd on the backup server", self._sshd_active, 60)
+
+    def _sshd_active(self) -> str | None:
+        state = self.exec("systemctl", "is-active", "ssh")[1].strip()
+        return None if state == "active" else f"ssh.service is {state}"
+
+
+@dataclass
+class TryAppliance(AppliancePart):
+    """The appliance as `arkbox try` runs it: ports on localhost, followed from early boot.
+
+    Later for rig.py: labelled docker volumes (so a half-made part is still found
+    by label), host-IP-bound ports, and the early readiness below.
+    """
+
+    published: tuple[str, ...] = PUBLISHED_PORTS
+
+    def run_kwargs(self) -> dict[str, Any]:
+        kwargs = super().run_kwargs()
+        kwargs["ports"] = {port: ("127.0.0.1", None) for port in self.published}
+        labelled_docker_volume(self)
+        return kwargs
+
+    def wait_ready(self) -> None:
+        # Not "running": first boot is part of the boot transaction, and it is what we
+        # follow. Ready enough once systemd (PID 1) answers.
+        wait_until("appliance systemd", self._systemd_answers, 120, interval=1)
+
+    def _systemd_answers(self) -> str | None:
+        if (reason := self._running()) is not None:
+            return reason
+        _, state = self.exec("systemctl", "is-system-running")
+        state = state.strip()
+        return None if state in {"initializing", "starting", "running", "degraded"} \
+            else f"systemd is {state or 'not answering'}"
+
+
+@dataclass(frozen=True)
+class BackupServerPlan:
+    host: str  # the name the appliance's backup.repository uses
+    config: Path
+    out: Path
+
+
+def backup_server_host(config: Appliance) -> str | None:
+    """The host of an ssh:// backup repository, which the rig then has to provide."""
+    repository = config.backup.repository
+    if not repository or not str(repository).startswith("ssh://"):
+        return None
+    return urlsplit(str(repository)).hostname
+
+
+def plan_backup_server(config: Appliance, args: argparse.Namespace,
+                       out_dir: Path) -> BackupServerPlan | None:
+    host = backup_server_host(config)
+    if host is None:
+        return None
+    server_out = Path(args.backup_server_out) if args.backup_server_out \
+        else out_dir / "backup-server"
+    return BackupServerPlan(host, Path(args.backup_server_config), server_out)
+
+
+def neighbour_parts(rig: Rig, config: Appliance, backup_image: str | None,
+                    backup: BackupServerPlan | None) -> list[Part]:
+    """The parts the appliance talks to, started before it.
+
+    Still to land with their issues: Pebble + challtestsrv as ACME CA and DNS (then
+    the appliance's config gets tls.acme_directory pointed at it), the DNS server
+    with the generated zone (mail).
+    """
+    parts: list[Part] = []
+    if backup is not None and backup_image is not None:
+        parts.append(TryBackupServer(rig=rig, role="backup", image=backup_image,
+                                     aliases=[backup.host]))
+    return parts
+
+
+# ---------------------------------------------------------------- following first boot
+
+
+@dataclass
+class JournalFollower:
+    """New lines of a unit's journal in the appliance, by cursor (no process left behind)."""
+
+    appliance: AppliancePart
+    unit: str = FIRSTBOOT_UNIT
+    cursor: str | None = None
+
+    def new_lines(self) -> list[str]:
+        argv = ["journalctl", "-u", self.unit, "-o", "cat", "--no-pager", "--show-cursor"]
+        if self.cursor:
+            argv.append(f"--after-cursor={self.cursor}")
+        code, text = self.appliance.exec(*argv)
+        if code != 0:
+            return []
+        lines = []
+        for line in text.splitlines():
+            if line.startswith("-- cursor: "):
+                self.cursor = line.removeprefix("-- cursor: ").strip()
+            elif line != "-- No entries --":
+                lines.append(line)
+        return lines
+
+
+@dataclass
+class BootOutcome:
+    ok: bool
+    seconds: float
+    summary: str
+    lines: list[str] = field(default_factory=list)
+
+
+def follow_first_boot(appliance: AppliancePart, timeout: float, out: Say = say) -> BootOutcome:
+    """Print first boot's lines as they come; stop at the done marker or a failed run."""
+    follower = JournalFollower(appliance)
+    started = time.monotonic()
+    seen: list[str] = []
+    failed_at: float | None = None
+
+    def show_new_lines() -> list[str]:
+        lines = follower.new_lines()
+        for line in lines:
+            out(f"  │ {line}")
+        seen.extend(lines)
+        return lines
+
+    while True:
+        lines = show_new_lines()
+        elapsed = time.monotonic() - started
+        state = boot_state(appliance)
+        if state == "done":
+            show_new_lines()  # the last lines, written just before the marker
+            return BootOutcome(True, elapsed, "first boot finished", seen)
+        # A failed run says so in its last lines and in status.json (a config that does
+        # not load only in status.json); systemd retries it after a pause.
+        failed = state == "failed" or any(line.startswith(FAILED_PREFIX) for line in lines)
+        if failed_at is None and failed:
+            failed_at = time.monotonic()
+        if failed_at is not None and time.monotonic() - failed_at > 2 * JOURNAL_POLL_S:
+            return BootOutcome(False, elapsed, "first boot failed (it retries by itself)", seen)
+        if not container_running(appliance):
+            return BootOutcome(False, elapsed, "the appliance container stopped", seen)
+        if elapsed > timeout:
+            return BootOutcome(False, elapsed, f"first boot not done after {timeout:.0f} s",
+                               seen)
+        time.sleep(JOURNAL_POLL_S)
+
+
+def boot_state(appliance: AppliancePart) -> str:
+    """done (the marker), failed (the last run, per status.json), or running."""
+    code, text = appliance.exec("sh", "-c", f"test -e {DONE_MARKER} && echo done; "
+                                f"cat {STATUS_FILE} 2>/dev/null")
+    if code == 0 and text.startswith("done"):
+        return "done"
+    try:
+        status = json.loads(text)
+    except ValueError:
+        return "running"
+    return "failed" if isinstance(status, dict) and status.get("result") == "failed" \
+        else "running"
+
+
+def container_running(part: Part) -> bool:
+    if part.container is None:
+        return False
+    part.container.reload()
+    return str(part.container.status) == "running"
+
+
+# ---------------------------------------------------------------- what to do now
+
+
+@dataclass(frozen=True)
+class Route:
+    service: str
+    hostname: str
+    path: str
+
+
+def routes_of(config: Appliance) -> list[Route]:
+    routes = []
+    for name, service in config.services.items():
+        if service.route is not None:
+            routes.append(Route(name, service.route.hostname, service.route.path or "/"))
+    return sorted(routes, key=lambda r: (r.hostname, r.path))
+
+
+def curl_example(route: Route, port: int, certificate: Path) -> str:
+    url = f"https://{route.hostname}:{port}{route.path}"
+    return shlex.join(["curl", "--resolve", f"{route.hostname}:{port}:127.0.0.1",
+                       "--cacert", str(certificate), url])
+
+
+def next_steps(config: Appliance, ports: dict[str, int], certificate: Path | None,
+               dns: str | None, rig_name: str, out_dir: str = "out") -> list[str]:
+    """The screen after a successful first boot (pure: the tests read it)."""
+    https, http, ssh = ports.get("443/tcp"), ports.get("80/tcp"), ports.get("22/tcp")
+    lines = ["", "What you can do now:", ""]
+    routes = routes_of(config)
+    if https is not None and routes:
+        lines.append("  Web (HTTPS, published on this machine's 127.0.0.1):")
+        width = max(len(r.service) for r in routes)
+        for route in routes:
+            lines.append(f"    {route.service:<{width}}  https://{route.hostname}:{https}"
+                         f"{route.path}")
+        if certificate is not None:
+            lines.append("  It serves its self-signed fallback certificate (no ACME CA here), "
+                         f"copied to {certificate}.")
+            lines.append("  The names do not resolve on this machine; curl maps them and "
+                         "trusts that certificate:")
+            for route in routes:
+                lines.append(f"    {curl_example(route, https, certificate)}")
+        if http is not None:
+            lines.append(f"  HTTP: 127.0.0.1:{http} (redirects to HTTPS)")
+        lines.append("  In a browser: add \"127.0.0.1 "
+                     + " ".join(r.hostname for r in routes)
+                     + "\" to /etc/hosts, open the URL above and accept the certificate.")
+        lines.append("")
+    lines.append(f"  Shell:   arkbox try ssh{_rig_option(rig_name)}   (root, via docker exec)")
+    if ssh is not None:
+        lines.append(f"           ssh -p {ssh} {config.appliance.admin.user}@127.0.0.1   "
+                     "(with the config's admin key)")
+    lines.append("  Status:  arkbox try ssh, then: arkbox-installer status")
+    if dns:
+        lines.append("  DNS records to publish (arkbox-installer dns):")
+        lines += [f"    {line}" for line in dns.splitlines() if line.strip()]
+    lines.append(f"  Stop:    arkbox try down{_rig_option(rig_name, out_dir)}   "
+                 "(removes its containers, networks, volumes)")
+    return lines
+
+
+def _rig_option(rig_name: str, out_dir: str = "out") -> str:
+    """The options that name this rig (and, for down, its files) again."""
+    rig = "" if rig_name == DEFAULT_RIG else f" --rig {rig_name}"
+    out = "" if Path(out_dir) == Path("out") else f" --out {shlex.quote(out_dir)}"
+    return rig + out
+
+
+def installer_dns(appliance: AppliancePart) -> str | None:
+    """`arkbox-installer dns` in the appliance, when this installer has that command."""
+    code, help_text = appliance.exec("arkbox-installer", "--help")
+    if code != 0 or "dns" not in help_text.split():
+        return None
+    code, text = appliance.exec("arkbox-installer", "dns")
+    return text.strip() if code == 0 and text.strip() else None
+
+
+def copy_certificate(appliance: AppliancePart, state_dir: Path) -> Path | None:
+    code, text = appliance.exec("cat", FALLBACK_CHAIN)
+    if code != 0 or "BEGIN CERTIFICATE" not in text:
+        return None
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / CERTIFICATE_FILE
+    path.write_text(text)
+    return path
+
+
+# ---------------------------------------------------------------- the actions
+
+
+def state_dir_for(out_dir: Path, rig_name: str) -> Path:
+    """Files `try` hands the operator (the certificate): removed by `down`."""
+    return out_dir / rig_name
+
+
+def docker_client() -> docker.DockerClient:
+    try:
+        client = docker.from_env(timeout=300)
+        client.ping()
+    except DockerException as e:
+        raise ArkboxError(f"no Docker Engine answers: {e}",
+                          hint="start dockerd (scripts/setup does), then run arkbox try again"
+                          ) from e
+    return client
+
+
+def rig_objects(client: docker.DockerClient, rig_name: str) -> dict[str, int]:
+    label: dict[str, str | list[str] | bool] = {"label": f"{RIG_LABEL}={rig_name}"}
+    return {
+        "containers": len(client.containers.list(all=True, filters=label)),
+        "networks": len(client.networks.list(filters=label)),
+        "volumes": len(client.volumes.list(filters=label)),
+    }
+
+
+def take_down(client: docker.DockerClient, rig_name: str,
+              state_dir: Path | None) -> dict[str, int]:
+    """Remove every container, volume and network labelled as this rig's, and its files."""
+    removed = remove_rig(client, rig_name)
+    for volume in client.volumes.list(filters={"label": f"{RIG_LABEL}={rig_name}"}):
+        volume.remove(force=True)
+        removed["volumes"] += 1
+    if state_dir is not None and state_dir.is_dir():
+        shutil.rmtree(state_dir)
+    return removed
+
+
+def describe_removed(removed: dict[str, int]) -> str:
+    if not any(removed.values()):
+        return "nothing to remove"
+    parts = [f"{n} {kind[:-1] if n == 1 else kind}" for kind, n in removed.items()]
+    return "removed " + ", ".join(parts)
+
+
+@contextmanager
+def cleanup_on_interrupt(rig_name: str, state_dir: Path) -> Iterator[None]:
+    """Ctrl-C (or SIGTERM) anywhere inside: take the rig down, then let the interrupt go on."""
+
+    def terminate(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    except KeyboardInterrupt:
+        # A second Ctrl-C must not leave the clean-up half done.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        say("")
+        say("interrupted: removing what arkbox try created …")
+        # A fresh connection: the interrupt may have cut one of the old client's mid-request.
+        fresh = docker.from_env(timeout=300)
+        say(f"  {describe_removed(take_down(fresh, rig_name, state_dir))}")
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    config_path = Path(args.target or DEFAULT_CONFIG_PATH)
+    out_dir = Path(args.out)
+    rig_name = str(args.rig)
+    state_dir = state_dir_for(out_dir, rig_name)
+    config = load_config(config_path)
+    client = docker_client()
+    certificate: Path | None = None
+    dns: str | None = None
+    with cleanup_on_interrupt(rig_name, state_dir):
+        built = ensure_built(config_path, out_dir, rebuild=args.rebuild, no_build=args.no_build)
+        backup = plan_backup_server(config, args, out_dir)
+        backup_built = None
+        if backup is not None:
+            say(f"the backup repository is on {backup.host}: the rig runs the backup-server "
+                f"role ({backup.config}) there")
+            backup_built = ensure_built(backup.config, backup.out, rebuild=args.rebuild,
+                                        no_build=args.no_build, role="backup-server")
+        left = take_down(client, rig_name, state_dir)
+        if any(left.values()):
+            say(f"an earlier `arkbox try` was still up: {describe_removed(left)}")
+        tar = out_dir / f"{built.name}-rootfs.tar"
+        say(f"importing {tar} (once per build) …")
+        image = image_from_rootfs_tar(client, tar, IMAGE_REPOSITORY)
+        backup_image = None
+        if backup is not None and backup_built is not None:
+            backup_image = image_from_rootfs_tar(
+                client, backup.out / f"{backup_built.name}-rootfs.tar", BACKUP_REPOSITORY)
+        rig = make_rig(rig_name, client).up()
+        try:
+            for part in neighbour_parts(rig, config, backup_image, backup):
+                say(f"starting {part.role} …")
+                rig.add(part)
+            say(f"booting the appliance ({image}) in container {rig_name}-appliance …")
+            appliance = TryAppliance(rig=rig, role="appliance", image=image,
+                                     aliases=[config.appliance.hostname])
+            rig.add(appliance)
+        except (RigError, DockerException) as e:
+            say(f"  {describe_removed(take_down(client, rig_name, state_dir))}")
+            raise ArkboxError(f"the rig did not start: {e}",
+                              hint="run again with --debug; `docker info` must answer") from e
+        ports = {port: appliance.host_port(port) for port in PUBLISHED_PORTS}
+        say("published on 127.0.0.1: " + " · ".join(
+            f"{port.split('/')[0]} → {host}" for port, host in ports.items()))
+        say(f"following first boot (journalctl -u {FIRSTBOOT_UNIT}) …")
+        outcome = follow_first_boot(appliance, args.timeout)
+        if outcome.ok:
+            certificate = copy_certificate(appliance, state_dir)
+            dns = installer_dns(appliance)
+    total = time.monotonic() - started
+    if not outcome.ok:
+        say(f"✗ {outcome.summary} after {total:.0f} s; the appliance is still up to look at:")
+        say(f"  arkbox try ssh{_rig_option(rig_name)}   then: journalctl -u {FIRSTBOOT_UNIT}; "
+            "arkbox-installer status")
+        say(f"  arkbox try down{_rig_option(rig_name, str(out_dir))}  removes it")
+        return EXIT_FAILURE
+    say(f"ready in {total:.0f} s (first boot {outcome.seconds:.0f} s)")
+    for line in next_steps(config, ports, certificate, dns, rig_name, str(out_dir)):
+        say(line)
+    return EXIT_OK
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    client = docker_client()
+    removed = take_down(client, args.rig, state_dir_for(Path(args.out), args.rig))
+    say(f"{args.rig}: {describe_removed(removed)}")
+    return EXIT_OK
+
+
+def cmd_ssh(args: argparse.Namespace) -> int:
+    name = f"{args.rig}-appliance"
+    client = docker_client()
+    try:
+        client.containers.get(name)
+    except NotFound:
+        raise ArkboxError(f"no appliance is running in the rig {args.rig}",
+                          hint="start one: arkbox try") from None
+    tty = ["-it"] if sys.stdin.isatty() else ["-i"]
+    # Replaces this process: the shell owns the terminal, its exit code is ours.
+    os.execvp("docker", ["docker", "exec", *tty, name, "bash", "-l"])  # noqa: S606
+    return EXIT_FAILURE  # not reached
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    client = docker_client()
+    label: dict[str, str | list[str] | bool] = {"label": f"{RIG_LABEL}={args.rig}"}
+    parts = []
+    for container in client.containers.list(all=True, filters=label):
+        ports = {port: int(b[0]["HostPort"])
+                 for port, b in (container.attrs["NetworkSettings"]["Ports"] or {}).items() if b}
+        entry: dict[str, Any] = {"name": container.name, "status": container.status,
+                                 "ports": ports}
+        if container.labels.get("arkbox.rig.role") == "appliance" and \
+                container.status == "running":
+            code, text = container.exec_run(["cat", STATUS_FILE])
+            if code == 0 and isinstance(text, bytes):
+                first_boot = json.loads(text)
+                entry["first_boot"] = first_boot.get("result")
+        parts.append(entry)
+    if args.json:
+        say(json.dumps({"rig": args.rig, "parts": parts, **rig_objects(client, args.rig)},
+                       indent=2))
+        return EXIT_OK
+    if not parts:
+        say(f"{args.rig}: not running (start it: arkbox try)")
+        return EXIT_OK
+    for entry in parts:
+        ports_text = " ".join(f"{p.split('/')[0]}→{h}" for p, h in entry["ports"].items())
+        boot = f" · first boot {entry['first_boot']}" if "first_boot" in entry else ""
+        say(f"{entry['name']}: {entry['status']}{boot} · {ports_text or 'no ports'}")
+    return EXIT_OK
+
+
+ACTIONS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "down": cmd_down, "ssh": cmd_ssh, "status": cmd_status,
+}
+
+
+def run_try(args: argparse.Namespace) -> int:
+    """`arkbox try [CONFIG]`, or one of its actions (down, ssh, status)."""
+    action = ACTIONS.get(args.target or "")
+    if action is not None:
+        return action(args)
+    return cmd_up(args)

@@ -1,0 +1,230 @@
+"""borg commands as data: every argv and environment the backup code runs, built by pure functions.
+
+Nothing here runs anything; firstboot.execute.run does (with BORG_PASSPHRASE masked).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from firstboot.config.backup import Retention
+
+BORG = "borg"
+# How long one SSH connection attempt may take before borg gives up.
+CONNECT_TIMEOUT_S = 20
+# Part suffixes of one backup: "<stamp>" is the base (written last: its presence says the
+# backup is complete), "<stamp>.svc-NAME" a service's volumes, "<stamp>.dump-NAME" a dump.
+SERVICE_PART = ".svc-"
+DUMP_PART = ".dump-"
+STAMP_FORMAT = "%Y-%m-%dT%H%M%SZ"
+_STAMP_RE = re.compile(r"^(?P<host>.+)-(?P<ts>\d{4}-\d\d-\d\dT\d{6}Z)(?P<part>\.(?:svc|dump)-.+)?$")
+
+
+@dataclass(frozen=True)
+class Remote:
+    """Where the repository is and how to reach it."""
+
+    repository: str  # ssh://borg@host:port/./path
+    ssh_key: Path
+    known_hosts: Path
+    pinned: bool  # True: host key from the config (StrictHostKeyChecking yes); else TOFU
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.repository).hostname or ""
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.repository).port or 22
+
+    @property
+    def known_hosts_name(self) -> str:
+        """The host as ssh writes it in known_hosts ([host]:port unless port 22)."""
+        return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
+
+
+def ssh_command(remote: Remote) -> str:
+    """BORG_RSH: our key only, our known_hosts only, never a prompt, dead links noticed."""
+    checking = "yes" if remote.pinned else "accept-new"
+    return " ".join((
+        "ssh", "-i", str(remote.ssh_key), "-o", "IdentitiesOnly=yes",
+        "-o", f"UserKnownHostsFile={remote.known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null",
+        "-o", f"StrictHostKeyChecking={checking}", "-o", "BatchMode=yes",
+        "-o", f"ConnectTimeout={CONNECT_TIMEOUT_S}",
+        "-o", "ServerAliveInterval=30", "-o", "ServerAliveCountMax=4",
+    ))
+
+
+def borg_env(remote: Remote, passphrase: str, base_dir: Path) -> dict[str, str]:
+    """The environment of every borg run (BORG_PASSPHRASE is masked by execute.run)."""
+    return {
+        "BORG_REPO": remote.repository,
+        "BORG_PASSPHRASE": passphrase,
+        "BORG_RSH": ssh_command(remote),
+        "BORG_BASE_DIR": str(base_dir),
+        # Never answer a question on the operator's behalf: fail instead.
+        "BORG_RELOCATED_REPO_ACCESS_IS_OK": "no",
+        "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "no",
+        "BORG_CHECK_I_KNOW_WHAT_I_AM_DOING": "NO",
+        "BORG_DELETE_I_KNOW_WHAT_I_AM_DOING": "NO",
+        # A restored box is the same client: its archives continue the same history.
+        "BORG_HOSTNAME_IS_UNIQUE": "yes",
+        "LANG": "C.UTF-8",
+    }
+
+
+def known_hosts_line(remote: Remote, host_key: str) -> str:
+    """The pinned host key as a known_hosts line ("ssh-ed25519 AAAA... comment" -> host key)."""
+    key_type, blob, *_ = host_key.split()
+    return f"{remote.known_hosts_name} {key_type} {blob}\n"
+
+
+def archive_stamp(host: str, when: datetime) -> str:
+    return f"{host}-{when.strftime(STAMP_FORMAT)}"
+
+
+@dataclass(frozen=True)
+class ArchiveName:
+    host: str
+    timestamp: str
+    part: str  # "" for the base, ".svc-NAME" or ".dump-NAME"
+
+    @property
+    def stamp(self) -> str:
+        return f"{self.host}-{self.timestamp}"
+
+
+def parse_archive_name(name: str) -> ArchiveName | None:
+    match = _STAMP_RE.match(name)
+    if match is None:
+        return None
+    return ArchiveName(match["host"], match["ts"], match["part"] or "")
+
+
+# ----------------------------------------------------------------------- commands
+
+
+def init_argv() -> tuple[str, ...]:
+    return (BORG, "init", "--encryption=repokey-blake2", "--append-only")
+
+
+def info_repo_argv() -> tuple[str, ...]:
+    """Answers 0 when the repository exists and the passphrase opens it."""
+    return (BORG, "info", "--json")
+
+
+def list_argv() -> tuple[str, ...]:
+    return (BORG, "list", "--json")
+
+
+def info_archive_argv(archive: str) -> tuple[str, ...]:
+    return (BORG, "info", "--json", f"::{archive}")
+
+
+def key_export_argv(target: Path, paper: bool = False) -> tuple[str, ...]:
+    return (BORG, "key", "export", *(("--paper",) if paper else ()), "::", str(target))
+
+
+def create_argv(archive: str, paths: Sequence[str], *, compression: str,
+                excludes: Sequence[str] = (), comment: str | None = None) -> tuple[str, ...]:
+    """Files below the working directory (paths relative to /srv/arkbox), with --json stats."""
+    argv: tuple[str, ...] = (BORG, "create", "--json", "--compression", compression,
+                             "--one-file-system", "--numeric-ids")
+    for pattern in excludes:
+        argv += ("--exclude", pattern)
+    if comment is not None:
+        # borg expands {placeholders} in comments: braces are doubled to stay literal.
+        argv += ("--comment", comment.replace("{", "{{").replace("}", "}}"))
+    return (*argv, f"::{archive}", *paths)
+
+
+def create_from_command_argv(archive: str, stdin_name: str, command: Sequence[str], *,
+                             compression: str) -> tuple[str, ...]:
+    """A dump streamed from `command`'s stdout into the archive: no temporary copy."""
+    return (BORG, "create", "--json", "--compression", compression,
+            "--content-from-command", "--stdin-name", stdin_name,
+            f"::{archive}", "--", *command)
+
+
+def extract_argv(archive: str, paths: Sequence[str] = ()) -> tuple[str, ...]:
+    """Extract into the working directory, which must be empty (borg overwrites)."""
+    return (BORG, "extract", "--numeric-ids", f"::{archive}", *paths)
+
+
+def extract_stdout_argv(archive: str) -> tuple[str, ...]:
+    return (BORG, "extract", "--stdout", f"::{archive}")
+
+
+def prune_argv(glob: str, retention: Retention) -> tuple[str, ...]:
+    """Prune one series of archives (the base, or one service's part)."""
+    argv: tuple[str, ...] = (BORG, "prune", "--glob-archives", glob)
+    for period in ("daily", "weekly", "monthly", "yearly"):
+        count = int(getattr(retention, period))
+        if count:
+            argv += (f"--keep-{period}", str(count))
+    return argv
+
+
+def prune_globs(host: str, parts: Sequence[str]) -> list[str]:
+    """One glob per series: the base archives, then each part's ("svc-db", ...)."""
+    return [f"{host}-*Z", *(f"{host}-*Z{part}" for part in parts)]
+
+
+def check_argv(verify_data: bool = False) -> tuple[str, ...]:
+    return (BORG, "check", *(("--verify-data",) if verify_data else ()))
+
+
+def docker_exec_argv(container: str, command: Sequence[str], *, stdin: bool = False
+                     ) -> tuple[str, ...]:
+    return ("docker", "exec", *(("-i",) if stdin else ()), container, *command)
+
+
+def docker_pause_argv(container: str, pause: bool) -> tuple[str, ...]:
+    return ("docker", "pause" if pause else "unpause", container)
+
+
+# ------------------------------------------------------------------------ errors
+
+# What borg's stderr says, and what an operator should do about it.
+_DIAGNOSES: tuple[tuple[re.Pattern[str], str, str], ...] = (
+    (re.compile(r"passphrase supplied in BORG_PASSPHRASE.* incorrect|PassphraseWrong", re.I),
+     "wrong passphrase: the repository's key does not open with backup.passphrase",
+     "put the passphrase the repository was made with in the config's backup.passphrase "
+     "(the operator copied it at the first install)"),
+    (re.compile(r"Repository .* does not exist|RepositoryDoesNotExist", re.I),
+     "the repository does not exist on the backup server",
+     "check backup.repository; a fresh install creates it (borg init)"),
+    (re.compile(r"Host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED", re.I),
+     "the backup server's SSH host key does not match",
+     "check backup.host_key against the server's /etc/ssh/ssh_host_ed25519_key.pub"),
+    (re.compile(r"Permission denied \(publickey", re.I),
+     "the backup server refused this box's SSH key",
+     "authorize the key on the server: arkbox backup-server add-client NAME 'PUBKEY'"),
+    (re.compile(r"PathNotAllowed|not allowed", re.I),
+     "the backup server refuses this repository path for this key",
+     "backup.repository's path must be the one the server's add-client line names"),
+    (re.compile(r"Connection (?:refused|timed out)|Could not resolve|No route to host|"
+                r"Connection closed by remote host|Remote: ssh: |ConnectionClosed", re.I),
+     "the backup server cannot be reached",
+     "check that it is up and that backup.repository's host and port are right"),
+    (re.compile(r"Failed to create/acquire the lock|LockTimeout|lock.*timeout", re.I),
+     "the repository is locked by another borg run",
+     "wait for it; a stale lock from a dead client is released by the server within minutes"),
+    (re.compile(r"Data integrity error|IntegrityError|segment.*(?:crc|checksum)|corrupt|"
+                r"problems found|Archive .* does not exist|object.*missing", re.I),
+     "the archive is damaged or incomplete",
+     "run arkbox-installer check; restore an older archive with --archive NAME"),
+)
+
+
+def diagnose(stderr: str) -> tuple[str, str] | None:
+    """(what happened, what to do) for a borg failure whose cause borg names."""
+    for pattern, what, hint in _DIAGNOSES:
+        if pattern.search(stderr):
+            return what, hint
+    return None

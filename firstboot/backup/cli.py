@@ -1,0 +1,95 @@
+"""`arkbox-installer backup | list | check | restore`: the day-2 backup commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from firstboot.cli_support import EXIT_CODES_HELP, add_common_options
+from firstboot.errors import EXIT_OK, BadInputError
+
+
+def _context(args: argparse.Namespace) -> Any:
+    from firstboot.backup.client import enabled
+    from firstboot.config import load_config
+    from firstboot.context import FirstbootContext, Paths
+
+    config = load_config(Path(args.config))
+    if not enabled(config):
+        raise BadInputError("backups are off: the config has no backup.repository",
+                            hint="add a backup section to the config, then: "
+                            "arkbox-installer apply")
+    return FirstbootContext(config=config, paths=Paths(Path(args.root)))
+
+
+def _cmd_backup(args: argparse.Namespace) -> int:
+    from firstboot.backup.backup import run_backup
+    from firstboot.backup.client import prepare_client
+
+    ctx = _context(args)
+    prepare_client(ctx)
+    report = run_backup(ctx, prune=not args.no_prune)
+    print(report.summary())
+    return EXIT_OK
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from firstboot.backup.backup import list_archives
+
+    archives = list_archives(_context(args))
+    if args.json:
+        print(json.dumps(archives, indent=2))
+    for archive in archives if not args.json else []:
+        print(f"{archive.get('name', '?'):60} {archive.get('time', archive.get('start', ''))}")
+    return EXIT_OK
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from firstboot.backup.backup import check_repository
+
+    print(check_repository(_context(args), verify_data=args.verify_data))
+    return EXIT_OK
+
+
+def _cmd_restore(args: argparse.Namespace) -> int:
+    from firstboot.backup.client import BackupError, prepare_client
+    from firstboot.backup.restore import find_backup, restore
+
+    ctx = _context(args)
+    prepare_client(ctx)
+    backup = find_backup(ctx, args.archive)
+    if backup is None:
+        raise BackupError("the repository holds no complete backup")
+    print(restore(ctx, backup, force=args.force).summary())
+    print("now: arkbox-installer apply (recreates the services around the restored data)")
+    return EXIT_OK
+
+
+def add_commands(sub: Any, installed_config: Path) -> None:
+    """Register the backup commands on arkbox-installer's sub-command parser."""
+    commands = (
+        ("backup", _cmd_backup, "back up now: service volumes, dumps, secrets, TLS, config"),
+        ("list", _cmd_list, "the archives in the backup repository"),
+        ("check", _cmd_check, "verify the backup repository (borg check)"),
+        ("restore", _cmd_restore, "restore the latest (or a named) backup onto this box"),
+    )
+    for name, func, text in commands:
+        p = sub.add_parser(name, help=text, description=text, epilog=EXIT_CODES_HELP)
+        p.add_argument("--config", default=str(installed_config),
+                       help=f"the appliance config (default: {installed_config})")
+        p.add_argument("--root", default="/", help=argparse.SUPPRESS)
+        add_common_options(p)
+        p.set_defaults(func=func)
+        if name == "backup":
+            p.add_argument("--no-prune", action="store_true", help="do not prune afterwards")
+        if name == "list":
+            p.add_argument("--json", action="store_true", help="borg's JSON")
+        if name == "check":
+            p.add_argument("--verify-data", action="store_true",
+                           help="also decrypt and verify every chunk (slow; monthly)")
+        if name == "restore":
+            p.add_argument("--archive", default=None, help="a named backup (default: latest)")
+            p.add_argument("--force", action="store_true",
+                           help="replace live data (moved to /srv/arkbox.replaced)")

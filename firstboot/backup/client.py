@@ -1,0 +1,224 @@
+"""The appliance's side of borg: its key, the server's host key, and running borg.
+
+Where things live:
+
+    /var/lib/arkbox/backup/ssh-key{,.pub}   the client key (copied from backup.ssh_key,
+                                            or generated once when the config has none)
+    /var/lib/arkbox/backup/known_hosts      the server's host key (pinned from
+                                            backup.host_key, or recorded at first contact)
+    /var/lib/arkbox/backup/borg/            BORG_BASE_DIR: borg's cache and security dir
+    /var/lib/arkbox/backups.json            the last backups' --json stats, for status
+    /srv/arkbox/secrets/backup/             the repository key export (+ paper copy) and
+                                            the client's public key, for the operator
+
+None of /var/lib/arkbox is in the archive: it is what opens the archive, or a cache.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from firstboot.backup import borg
+from firstboot.config import Appliance, SecretUnavailable
+from firstboot.context import FirstbootContext, Paths
+from firstboot.errors import ArkboxError
+from firstboot.execute import CommandError, Completed
+from firstboot.files import atomic_write, ensure_dir
+
+SECRET_DIR_MODE = 0o700
+
+
+class BackupError(ArkboxError):
+    """A backup or restore could not be done; the message says why, the hint what to do."""
+
+
+@dataclass(frozen=True)
+class BackupPaths:
+    paths: Paths
+
+    @property
+    def state(self) -> Path:
+        return self.paths.state / "backup"
+
+    @property
+    def ssh_key(self) -> Path:
+        return self.state / "ssh-key"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.state / "known_hosts"
+
+    @property
+    def borg_base(self) -> Path:
+        return self.state / "borg"
+
+    @property
+    def stats(self) -> Path:
+        return self.paths.state / "backups.json"
+
+    @property
+    def exported(self) -> Path:  # for the operator: copy these off the box
+        return self.paths.secrets / "backup"
+
+
+def enabled(config: Appliance) -> bool:
+    return config.backup.repository is not None
+
+
+def passphrase(config: Appliance) -> str:
+    ref = config.backup.passphrase
+    if ref is None:
+        raise BackupError("backup.repository is set but backup.passphrase is not",
+                          hint="add backup.passphrase: {file: secrets/borg-passphrase}")
+    try:
+        return ref.resolve(config.base_dir)
+    except SecretUnavailable as err:
+        raise BackupError(f"the backup passphrase is unavailable: {err.message}",
+                          hint=err.hint) from err
+
+
+def config_ssh_key(config: Appliance) -> bytes | None:
+    ref = config.backup.ssh_key
+    if ref is None:
+        return None
+    try:
+        return (ref.resolve(config.base_dir).strip() + "\n").encode()
+    except SecretUnavailable as err:
+        raise BackupError(f"the backup SSH key is unavailable: {err.message}",
+                          hint=err.hint) from err
+
+
+@dataclass
+class Borg:
+    """Runs borg for one appliance, through ctx.run, with its remote and passphrase."""
+
+    ctx: FirstbootContext
+
+    @property
+    def where(self) -> BackupPaths:
+        return BackupPaths(self.ctx.paths)
+
+    @property
+    def remote(self) -> borg.Remote:
+        repository = self.ctx.config.backup.repository
+        assert repository is not None
+        return borg.Remote(repository, self.where.ssh_key, self.where.known_hosts,
+                           pinned=self.ctx.config.backup.host_key is not None)
+
+    def env(self) -> dict[str, str]:
+        return borg.borg_env(self.remote, passphrase(self.ctx.config), self.where.borg_base)
+
+    def run(self, argv: Sequence[str], *, cwd: Path | None = None, what: str,
+            timeout: float | None = None, **kwargs: Any) -> Completed:
+        """Run one borg command; a failure becomes a BackupError saying what to do."""
+        try:
+            return self.ctx.run(tuple(argv), env=self.env(), cwd=cwd, timeout=timeout, **kwargs)
+        except CommandError as err:
+            raise as_backup_error(err, what) from err
+
+    def json(self, argv: Sequence[str], *, what: str, cwd: Path | None = None,
+             timeout: float | None = None) -> Any:
+        out = self.run(argv, what=what, cwd=cwd, timeout=timeout).stdout
+        return json.loads(out) if out.strip() else {}
+
+
+def as_backup_error(err: CommandError, what: str) -> BackupError:
+    diagnosis = borg.diagnose(err.stderr_tail) if err.stderr_tail else None
+    if diagnosis is None:
+        return BackupError(f"{what} failed: {err.message}", hint=err.hint or
+                           "run it again with -v to see each borg command")
+    cause, hint = diagnosis
+    return BackupError(f"{what}: {cause}\n  borg said: {err.stderr_tail}", hint=hint)
+
+
+def prepare_client(ctx: FirstbootContext) -> list[str]:
+    """The client key and known_hosts in place; returns what changed (never logs a secret)."""
+    where = BackupPaths(ctx.paths)
+    ensure_dir(where.state, SECRET_DIR_MODE)
+    ensure_dir(where.borg_base, SECRET_DIR_MODE)
+    changed = []
+    from_config = config_ssh_key(ctx.config)
+    if from_config is not None:
+        if not where.ssh_key.exists() or where.ssh_key.read_bytes() != from_config:
+            atomic_write(where.ssh_key, from_config, mode=0o600)
+            where.ssh_key.with_suffix(".pub").unlink(missing_ok=True)
+            changed.append("client key from backup.ssh_key")
+    elif not where.ssh_key.exists():
+        comment = f"{ctx.config.appliance.name} backup"
+        ctx.run(("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment,
+                 "-f", str(where.ssh_key)))
+        changed.append("client key generated (ed25519)")
+    public = where.ssh_key.with_suffix(".pub")
+    if not public.exists():
+        out = ctx.run(("ssh-keygen", "-y", "-f", str(where.ssh_key))).stdout
+        atomic_write(public, out.strip() + "\n", mode=0o644)
+    host_key = ctx.config.backup.host_key
+    if host_key is not None:
+        remote = Borg(ctx).remote
+        line = borg.known_hosts_line(remote, host_key)
+        if not where.known_hosts.exists() or where.known_hosts.read_text() != line:
+            atomic_write(where.known_hosts, line, mode=0o600)
+            changed.append("server host key pinned from backup.host_key")
+    return changed
+
+
+def client_public_key(paths: Paths) -> str:
+    public = BackupPaths(paths).ssh_key.with_suffix(".pub")
+    return public.read_text().strip() if public.exists() else ""
+
+
+def record_stats(paths: Paths, entry: Mapping[str, Any], keep: int = 60) -> None:
+    """Append one backup's facts to backups.json (newest last, the last `keep`)."""
+    target = BackupPaths(paths).stats
+    try:
+        history = json.loads(target.read_text()).get("backups", [])
+    except (FileNotFoundError, ValueError, AttributeError):
+        history = []
+    history = [*history, dict(entry)][-keep:]
+    ensure_dir(target.parent, 0o755)
+    atomic_write(target, json.dumps({"backups": history}, indent=2) + "\n", mode=0o644)
+
+
+def read_stats(paths: Paths) -> list[dict[str, Any]]:
+    try:
+        raw = json.loads(BackupPaths(paths).stats.read_text())
+    except (FileNotFoundError, ValueError):
+        return []
+    backups = raw.get("backups", []) if isinstance(raw, dict) else []
+    return [b for b in backups if isinstance(b, dict)]
+
+
+STALE_AFTER_HOURS = 26
+
+
+def backup_status(paths: Paths, now: datetime) -> dict[str, Any]:
+    """What status shows about backups: the last one, its size and dedup, staleness.
+
+    For `arkbox-installer status` and the status page (from backups.json; no borg run).
+    """
+    history = read_stats(paths)
+    if not history:
+        return {"last": None, "stale": True, "warning": "no backup has been made yet"}
+    last = history[-1]
+    try:
+        finished = datetime.fromisoformat(str(last.get("finished_at")))
+    except ValueError:
+        return {"last": last, "stale": True, "warning": "backups.json is unreadable"}
+    age_h = (now - finished).total_seconds() / 3600
+    original, new = int(last.get("original_size", 0)), int(last.get("deduplicated_size", 0))
+    result: dict[str, Any] = {
+        "last": last.get("archive"), "finished_at": last.get("finished_at"),
+        "age_hours": round(age_h, 1), "seconds": last.get("seconds"),
+        "original_size": original, "deduplicated_size": new,
+        "dedup_ratio": round(original / new, 2) if new else None,
+        "pauses": last.get("pauses", {}), "stale": age_h > STALE_AFTER_HOURS,
+    }
+    if result["stale"]:
+        result["warning"] = (f"the last backup is {age_h:.0f} h old (more than "
+                             f"{STALE_AFTER_HOURS} h): see journalctl -u arkbox-backup")
+    return result

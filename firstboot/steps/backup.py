@@ -1,0 +1,109 @@
+"""Step `backup`: the client key, the repository (created on a fresh box), its key exported,
+and the timer that runs `arkbox-installer backup` on the config's schedule.
+
+Host key: pinned from backup.host_key when given; otherwise trusted on first use
+(StrictHostKeyChecking=accept-new) and recorded in /var/lib/arkbox/backup/known_hosts,
+after which a changed key is refused. The repository key export and the client's
+public key go to /srv/arkbox/secrets/backup/; the operator must copy the export and
+the passphrase off the box once: without them no restore is possible.
+"""
+
+from __future__ import annotations
+
+from firstboot.backup import borg, timer
+from firstboot.backup.client import (
+    BackupError,
+    BackupPaths,
+    Borg,
+    client_public_key,
+    enabled,
+    prepare_client,
+)
+from firstboot.config import Appliance
+from firstboot.context import FirstbootContext
+from firstboot.files import ensure_dir, write_if_changed
+from firstboot.steps.base import Outcome, StepFailed
+
+NAME = "backup"
+KEY_EXPORT = "borg-key"
+KEY_PAPER = "borg-key.txt"
+
+
+def applies(config: Appliance) -> bool:
+    # Always: with backups off it says so in status ("unchanged"), rather than vanishing.
+    return True
+
+
+def run(ctx: FirstbootContext) -> Outcome:
+    if not enabled(ctx.config):
+        return Outcome.unchanged("backups are off: no backup.repository")
+    try:
+        changes = prepare_client(ctx)
+        changes += _repository(ctx)
+    except BackupError as err:
+        raise StepFailed(err.message, hint=err.hint) from err
+    changes += _timer(ctx)
+    details = {"repository": ctx.config.backup.repository,
+               "client_key": client_public_key(ctx.paths),
+               "key_export": str(BackupPaths(ctx.paths).exported / KEY_EXPORT),
+               "schedule": ctx.config.backup.schedule}
+    if changes:
+        return Outcome.changed_("; ".join(changes), details)
+    return Outcome.unchanged("repository, key export and timer in place", details)
+
+
+def _repository(ctx: FirstbootContext) -> list[str]:
+    runner = Borg(ctx)
+    changes = []
+    try:
+        runner.run(borg.info_repo_argv(), what="opening the backup repository")
+    except BackupError as err:
+        if "does not exist" not in err.message:
+            raise
+        runner.run(borg.init_argv(), what="creating the backup repository")
+        changes.append("repository created (repokey-blake2)")
+    exported = BackupPaths(ctx.paths).exported
+    ensure_dir(exported.parent, 0o700)
+    ensure_dir(exported, 0o700)
+    for name, paper in ((KEY_EXPORT, False), (KEY_PAPER, True)):
+        target = exported / name
+        if not target.exists():
+            runner.run(borg.key_export_argv(target, paper), what="exporting the repository key")
+            target.chmod(0o600)
+            changes.append(f"key exported to {target}")
+    if any(c.startswith("key exported") for c in changes):
+        ctx.log.warning("COPY OFF THIS BOX, ONCE: %s and the backup passphrase: without both, "
+                        "no restore is possible", exported / KEY_PAPER)
+    public = client_public_key(ctx.paths)
+    if public:
+        write_if_changed(exported / "client-ssh-key.pub", public + "\n", mode=0o644)
+    return changes
+
+
+def _timer(ctx: FirstbootContext) -> list[str]:
+    unit_dir = ctx.paths.at(timer.UNIT_DIR)
+    changed = write_if_changed(unit_dir / timer.SERVICE, timer.service_unit(), mode=0o644)
+    changed |= write_if_changed(unit_dir / timer.TIMER,
+                                timer.timer_unit(ctx.config.backup.schedule), mode=0o644)
+    if ctx.paths.is_live and (changed or not _timer_enabled(ctx)):
+        for argv in timer.enable_argv():
+            ctx.run(argv)
+    return [f"{timer.TIMER} ({ctx.config.backup.schedule})"] if changed else []
+
+
+def _timer_enabled(ctx: FirstbootContext) -> bool:
+    result = ctx.run(("systemctl", "is-enabled", timer.TIMER), check=False)
+    return result.returncode == 0
+
+
+def verify(ctx: FirstbootContext) -> str | None:
+    if not enabled(ctx.config):
+        return None
+    exported = BackupPaths(ctx.paths).exported
+    if not (exported / KEY_EXPORT).exists():
+        return "the repository key is not exported"
+    if not ctx.paths.at(timer.UNIT_DIR).joinpath(timer.TIMER).exists():
+        return f"{timer.TIMER} is missing"
+    if not BackupPaths(ctx.paths).ssh_key.exists():
+        return "the client SSH key is missing"
+    return None

@@ -1,0 +1,176 @@
+"""Helpers the end-to-end tests share: the built appliance as a rig image, test configs.
+
+Deliberately not a conftest.py (one in tests/e2e would shadow tests/conftest.py).
+Everything here stands on builder/rig.py: no second way of running containers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from builder.rig import AppliancePart, ClientPart, Rig, client_image, image_from_rootfs_tar
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CONFIG = ROOT / "config/default.yaml"
+CACHE_DIR = Path(os.environ.get("ARKBOX_CACHE_DIR", "/var/cache/arkbox"))
+STATE = "/var/lib/arkbox"
+STATUS_JSON = f"{STATE}/status.json"
+FULLCHAIN = "/srv/arkbox/tls/live/fullchain.pem"
+INSTALLER = "/usr/local/sbin/arkbox-installer"
+# systemd is "up" once the first-boot unit finished: about 30-70 s here, more on a busy CI.
+BOOT_TIMEOUT_S = 420
+# The names the default config routes, and what each application's page must show.
+ROUTES = {
+    "cal.arkbox.test": ("/.web/", "Radicale Web Interface"),
+    "wiki.arkbox.test": ("/", "[DokuWiki]"),
+    "webmail.arkbox.test": ("/", "Welcome to Webmail"),
+}
+
+
+def admin_key() -> str:
+    """A fresh admin SSH key for this test run (only its public half is needed)."""
+    public = Ed25519PrivateKey.generate().public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return f"{public.decode()} e2e@arkbox-tests"
+
+
+def default_config() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    # No backup server in these rigs: backups off (test_backup_restore.py has one).
+    data.pop("backup", None)
+    return data
+
+
+def config_with(key: str, changes: dict[str, Any] | None = None) -> dict[str, Any]:
+    """config/default.yaml with the test admin key (and `changes` merged in at the top level)."""
+    config = default_config()
+    config["appliance"]["admin"]["ssh_keys"] = [key]
+    for section, value in (changes or {}).items():
+        config[section] = value
+    return config
+
+
+def dump(config: dict[str, Any]) -> str:
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def appliance_image(rig: Rig) -> str:
+    """The built root fs (one `arkbox build` per test run), imported once by content digest."""
+    from built import built_appliance
+
+    return image_from_rootfs_tar(rig.client, built_appliance().rootfs_tar, "arkbox/appliance")
+
+
+def the_client_image() -> str:
+    return client_image(ROOT, CACHE_DIR)
+
+
+def new_rig(purpose: str, octet: int) -> Rig:
+    """A rig of its own: unique name, subnets unlikely to collide with other tests' rigs."""
+    suffix = uuid.uuid4().hex[:6]
+    return Rig(name=f"arkbox-e2e-{purpose}-{suffix}", ipv4_subnet=f"172.30.{octet}.0/24",
+               ipv6_subnet=f"fd42:a7b0:{octet:x}::/64")
+
+
+@contextmanager
+def rig_up(purpose: str, octet: int) -> Iterator[Rig]:
+    rig = new_rig(purpose, octet)
+    with rig.running():
+        yield rig
+
+
+def add_appliance(rig: Rig, image: str, config: str | None,
+                  files: dict[str, tuple[bytes, int]] | None = None) -> AppliancePart:
+    part = AppliancePart(rig, "appliance", image, aliases=["arkbox.test"], config=config,
+                         files=dict(files or {}), boot_timeout=BOOT_TIMEOUT_S)
+    rig.add(part)
+    return part
+
+
+def add_client(rig: Rig, image: str) -> ClientPart:
+    part = ClientPart(rig, "client", image)
+    rig.add(part)
+    return part
+
+
+def sh(part: AppliancePart | ClientPart, script: str) -> tuple[int, str]:
+    return part.exec("sh", "-c", script)
+
+
+def check(part: AppliancePart | ClientPart, script: str) -> str:
+    code, out = sh(part, script)
+    assert code == 0, f"{script!r} exited {code}:\n{out}"
+    return out
+
+
+def installer(app: AppliancePart, command: str, kill_at: str = "") -> tuple[int, str]:
+    """Run arkbox-installer COMMAND inside the appliance (optionally with the kill hook)."""
+    env = f"ARKBOX_TEST_KILL_AT={kill_at} " if kill_at else ""
+    return sh(app, f"{env}{INSTALLER} {command} 2>&1")
+
+
+def status(app: AppliancePart) -> dict[str, Any]:
+    data: dict[str, Any] = app.read_json(STATUS_JSON)
+    return data
+
+
+def step_states(data: dict[str, Any]) -> dict[str, str]:
+    return {step["name"]: step["state"] for step in data["steps"]}
+
+
+def containers(app: AppliancePart) -> dict[str, str]:
+    """arkbox's containers inside the appliance: name -> full ID."""
+    out = check(app, "docker ps -a --no-trunc --filter label=arkbox.owner=arkbox "
+                     "--format '{{.Names}} {{.ID}}'")
+    return dict(line.split() for line in out.splitlines() if line.strip())
+
+
+def container_specs(app: AppliancePart) -> dict[str, tuple[str, str, str]]:
+    """name -> (config hash label, image ID, state): what must match between two boxes."""
+    out = check(app, "for c in $(docker ps -aq --filter label=arkbox.owner=arkbox); do "
+                     "docker inspect --format '{{.Name}} {{index .Config.Labels "
+                     "\"arkbox.config-hash\"}} {{.Image}} {{.State.Status}}' $c; done")
+    specs = {}
+    for line in out.splitlines():
+        name, config_hash, image, state = line.split()
+        specs[name.lstrip("/")] = (config_hash, image, state)
+    return specs
+
+
+# Rendered from the config alone, so equal on any two boxes with the same config.
+# (The TLS key and certificate, and nginx's copy of them, are made per box.)
+DETERMINISTIC_FILES = (
+    "/etc/arkbox/rendered/nftables.conf",
+    "/etc/arkbox/rendered/nginx/conf.d/arkbox.conf",
+    "/srv/arkbox/manifest.json",
+)
+
+
+def checksums(app: AppliancePart, paths: tuple[str, ...] = DETERMINISTIC_FILES) -> dict[str, str]:
+    out = check(app, "sha256sum " + " ".join(paths))
+    return {path: digest for digest, path in (line.split() for line in out.splitlines())}
+
+
+def tree_checksums(app: AppliancePart, root: str) -> dict[str, str]:
+    """sha256 of every file below `root` (for one box compared with itself)."""
+    out = check(app, f"find {root} -type f -print0 | sort -z | xargs -0r sha256sum")
+    return {path: digest for digest, path in (line.split(maxsplit=1) for line in out.splitlines())}
+
+
+def digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def load_json(text: str) -> Any:
+    return json.loads(text)

@@ -1,0 +1,209 @@
+"""Issue 5, end to end: back up appliance A to the backup-server role, destroy A, and boot a
+blank appliance B with the same config: it restores itself, unattended.
+
+Both appliances are the built NAME-rootfs.tar booted with systemd (builder/rig.py); the
+backup server is the backup-server role's root fs tar, built by the same builder. Real
+borg, over real SSH, append-only and restricted to one repository by the server.
+Data is written through the applications where that is cheap (CalDAV over HTTPS
+through the proxy, SQL through psql in the database container) and compared on B
+by content, mode, owner and mtime; the database by its rows; the TLS key by digest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any
+
+import docker.errors
+import pytest
+import yaml
+from rig_fixtures import (
+    DEFAULT_CONFIG,
+    STATUS_JSON,
+    add_client,
+    admin_key,
+    appliance_image,
+    check,
+    installer,
+    rig_up,
+    the_client_image,
+)
+
+from builder.rig import (
+    AppliancePart,
+    ClientPart,
+    Rig,
+    SystemdPart,
+    image_from_rootfs_tar,
+    wait_until,
+)
+from firstboot.backup.borg import parse_archive_name
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+EVENT = """BEGIN:VCALENDAR
+VERSION:2.0
+PRODID:-//arkbox//e2e//EN
+BEGIN:VEVENT
+UID:restore-me@arkbox.test
+DTSTAMP:20261126T120000Z
+DTSTART:20261201T090000Z
+DTEND:20261201T100000Z
+SUMMARY:restored unattended
+END:VEVENT
+END:VCALENDAR
+"""
+DATA_TREES = ("/srv/arkbox/volumes/calendar", "/srv/arkbox/volumes/wiki", "/srv/arkbox/tls",
+              "/srv/arkbox/secrets/config", "/srv/arkbox/secrets/generated")
+# What the applications write by themselves while they run (DokuWiki's logs and caches):
+# they change after the restore, on B, and are not compared.
+RUNTIME_PREFIXES = tuple(f"/srv/arkbox/volumes/wiki/data/{d}/" for d in ("log", "cache", "tmp",
+                                                                         "locks"))
+SQL_ROWS = "SELECT id, note FROM e2e_restore ORDER BY id"
+
+
+def full_config(key: str) -> str:
+    """config/default.yaml as built (backups on), with this run's admin key."""
+    config: dict[str, Any] = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    config["appliance"]["admin"]["ssh_keys"] = [key]
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def add_backup_server(rig: Rig) -> SystemdPart:
+    from built import built_backup_server
+
+    image = image_from_rootfs_tar(rig.client, built_backup_server(), "arkbox/backup-server-role")
+    part = SystemdPart(rig, "backup", image, aliases=("backup.arkbox.test",))
+    rig.add(part)
+    wait_until("sshd on the backup server",
+               lambda: None if part.exec("systemctl", "is-active", "ssh")[1].strip() == "active"
+               else "ssh.service not active", 60)
+    return part
+
+
+def boot(rig: Rig, role: str, image: str, config: str) -> tuple[AppliancePart, dict[str, Any]]:
+    part = AppliancePart(rig, role, image, aliases=["arkbox.test"], config=config)
+    started = time.monotonic()  # systemd waits for the first-boot unit: rig.add includes it
+    rig.add(part)
+    status = wait_first_boot_or_failure(part, timeout=900)
+    print(f"\n{role}: boot to first boot done {time.monotonic() - started:.0f} s")
+    return part, status
+
+
+def wait_first_boot_or_failure(part: AppliancePart, timeout: float) -> dict[str, Any]:
+    """The finished first boot's status; a failed run fails the test at once (the unit
+    would retry it for as long as it takes, which helps a real box, not a test)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if part.exec("test", "-e", "/var/lib/arkbox/firstboot.done")[0] == 0:
+            status: dict[str, Any] = part.read_json(STATUS_JSON)
+            return status
+        current = part.read_json(STATUS_JSON) or {}
+        if current.get("result") == "failed":
+            pytest.fail(f"{part.role}: first boot failed: {current.get('failures')}\n"
+                        f"{part.journal()[-4000:]}")
+        time.sleep(3)
+    pytest.fail(f"{part.role}: first boot not done after {timeout:.0f} s")
+
+
+def step(status: dict[str, Any], name: str) -> dict[str, Any]:
+    found: dict[str, Any] = next(s for s in status["steps"] if s["name"] == name)
+    return found
+
+
+def caldav(app: AppliancePart, client: ClientPart, method: str, path: str,
+           body: str = "") -> str:
+    """One CalDAV request from outside, through the appliance's proxy; the HTTP status."""
+    password = check(app, "cat /etc/arkbox/secrets/admin-mail-password").strip()
+    ip = app.ip()
+    script = (f"printf '%s' {sh_quote(body)} | curl -sk -o /dev/null -w '%{{http_code}}' "
+              f"--resolve cal.arkbox.test:443:{ip} -u admin:{sh_quote(password)} "
+              f"-X {method} -H 'Content-Type: text/calendar' "
+              f"{'--data-binary @- ' if body else ''}https://cal.arkbox.test{path}")
+    return check(client, script).strip()
+
+
+def sh_quote(text: str) -> str:
+    return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
+def psql(app: AppliancePart, sql: str) -> str:
+    return check(app, f"docker exec arkbox-db psql -At -d roundcube -c {sh_quote(sql)}")
+
+
+def file_facts(app: AppliancePart) -> dict[str, str]:
+    """path -> "mode uid gid mtime sha256" for every file and directory of the data trees."""
+    out = check(app, "cd / && find " + " ".join(DATA_TREES) +
+                r" -printf '%p %m %U %G %T@ %y\n' | sort")
+    facts: dict[str, str] = {}
+    for line in out.splitlines():
+        path, mode, uid, gid, mtime, kind = line.rsplit(" ", 5)
+        facts[path] = f"{mode} {uid} {gid} {mtime if kind == 'f' else '-'}"
+    sums = check(app, "cd / && find " + " ".join(DATA_TREES) +
+                 " -type f -print0 | sort -z | xargs -0r sha256sum")
+    for line in sums.splitlines():
+        digest, path = line.split(maxsplit=1)
+        facts[path] += f" {digest}"
+    return {path: fact for path, fact in facts.items() if not path.startswith(RUNTIME_PREFIXES)}
+
+
+def destroy(rig: Rig, part: AppliancePart) -> None:
+    assert part.container is not None
+    part.container.remove(force=True, v=True)
+    with contextlib.suppress(docker.errors.NotFound):
+        rig.client.volumes.get(f"{part.name}-docker").remove(force=True)
+
+
+def test_blank_box_restores_itself_and_continues_the_history() -> None:
+    key = admin_key()
+    config = full_config(key)
+    with rig_up("backup", 161) as rig:
+        image = appliance_image(rig)
+        add_backup_server(rig)
+        client = add_client(rig, the_client_image())
+        a, status_a = boot(rig, "a", image, config)
+        assert status_a["result"] == "ok", status_a["failures"]
+        assert "FRESH" in step(status_a, "restore")["summary"], step(status_a, "restore")
+        assert step(status_a, "backup")["state"] == "changed"
+        check(a, "test -s /srv/arkbox/secrets/backup/borg-key.txt")
+        check(a, "systemctl is-enabled arkbox-backup.timer")
+
+        # Data through the applications.
+        assert caldav(a, client, "MKCALENDAR", "/admin/e2e/") == "201"
+        assert caldav(a, client, "PUT", "/admin/e2e/restore-me.ics", EVENT) in {"201", "204"}
+        psql(a, "CREATE TABLE e2e_restore (id int PRIMARY KEY, note text)")
+        psql(a, "INSERT INTO e2e_restore VALUES (1, 'first'), (2, 'zweite'), (3, 'trois')")
+        check(a, "docker exec arkbox-wiki sh -c 'mkdir -p /var/lib/dokuwiki/data/pages && "
+                 "printf \"====== Restored ======\\n\" > /var/lib/dokuwiki/data/pages/e2e.txt'")
+
+        started = time.monotonic()
+        code, out = installer(a, "backup")
+        backup_s = time.monotonic() - started
+        assert code == 0, out
+        print(f"A: {out.strip().splitlines()[-1]} ({backup_s:.1f} s)")
+        facts_a, rows_a = file_facts(a), psql(a, SQL_ROWS)
+        assert "restored unattended" in check(
+            a, "cat /srv/arkbox/volumes/calendar/collections/collection-root/admin/e2e/*.ics")
+        destroy(rig, a)
+
+        b, status_b = boot(rig, "b", image, config)
+        assert status_b["result"] == "ok", status_b["failures"]
+        restore = step(status_b, "restore")
+        assert restore["state"] == "changed" and "RESTORE" in restore["summary"], restore
+        assert step(status_b, "restore_dumps")["state"] == "changed", step(status_b,
+                                                                             "restore_dumps")
+        assert file_facts(b) == facts_a
+        assert psql(b, SQL_ROWS) == rows_a
+        assert caldav(b, client, "GET", "/admin/e2e/restore-me.ics") == "200"
+        assert check(b, f"cat {STATUS_JSON}")
+
+        code, out = installer(b, "backup")
+        assert code == 0, out
+        code, out = installer(b, "list")
+        assert code == 0, out
+        names = [parse_archive_name(line.split()[0]) for line in out.splitlines() if line.strip()]
+        bases = [n for n in names if n is not None and not n.part]
+        assert len(bases) == 2, out  # A's backup and B's, in the same repository
+        code, out = installer(b, "check")
+        assert code == 0, out

@@ -1,0 +1,179 @@
+"""`arkbox try` as an operator runs it: boot, reach the apps over HTTPS, `try down`, Ctrl-C.
+
+Runs `arkbox try` as a subprocess on this run's build (`--out` at it, `--no-build`:
+the staleness decision is unit-tested; here it must say the build is up to date), in a
+rig of its own name so an operator's `arkbox try` on the same machine is left alone.
+What it leaves behind is counted by the rig's label, and by name against everything
+the engine held before (in CI, where nothing else runs beside, no new object at all).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+from built import Built, built_appliance, built_backup_server
+from conftest import IN_CI, require_tool
+
+from builder.rig import RIG_LABEL, remove_rig
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+ROOT = Path(__file__).resolve().parents[2]
+ARKBOX = str(Path(sys.executable).parent / "arkbox")
+RIG = "arkbox-try-test"
+TRY_TIMEOUT_S = 600  # first boot takes ~30 s here; the rest is for a busy CI machine
+
+Objects = dict[str, dict[str, str]]  # kind -> id -> name
+
+
+def engine_objects(client: docker.DockerClient) -> Objects:
+    return {
+        "containers": {c.id: c.name for c in client.containers.list(all=True)},
+        "networks": {n.id: n.name for n in client.networks.list()},
+        "volumes": {v.id: v.name for v in client.volumes.list()},
+    }
+
+
+def labelled(client: docker.DockerClient) -> dict[str, int]:
+    label = {"label": f"{RIG_LABEL}={RIG}"}
+    return {"containers": len(client.containers.list(all=True, filters=label)),
+            "networks": len(client.networks.list(filters=label)),
+            "volumes": len(client.volumes.list(filters=label))}
+
+
+def assert_nothing_left(client: docker.DockerClient, before: Objects) -> None:
+    after = engine_objects(client)
+    assert labelled(client) == {"containers": 0, "networks": 0, "volumes": 0}
+    new = {kind: sorted(set(after[kind].values()) - set(before[kind].values()))
+           for kind in after}
+    ours = {kind: [n for n in names if n.startswith(RIG)] for kind, names in new.items()}
+    assert ours == {"containers": [], "networks": [], "volumes": []}
+    totals = {kind: (len(before[kind]), len(after[kind])) for kind in after}
+    print(f"engine objects before → after: {totals}")
+    if IN_CI:  # nothing else runs beside this test there
+        assert new == {"containers": [], "networks": [], "volumes": []}
+
+
+def arkbox_try(built: Built, *extra: str) -> list[str]:
+    # The default config backs up to backup.arkbox.test: the rig runs the backup-server
+    # role there, from this run's build of it (as test_backup_restore.py does).
+    backup_out = built_backup_server().parent
+    return [ARKBOX, "try", *extra, "--out", str(built.out), "--rig", RIG,
+            "--backup-server-out", str(backup_out)]
+
+
+@pytest.fixture(scope="module")
+def built(docker_engine: None) -> Built:
+    built_backup_server()
+    return built_appliance()
+
+
+@pytest.fixture
+def engine(docker_engine: None) -> Iterator[docker.DockerClient]:
+    client = docker.from_env(timeout=300)
+    remove_rig(client, RIG)  # a killed earlier run
+    yield client
+    remove_rig(client, RIG)  # whatever the test did, nothing stays
+    for volume in client.volumes.list(filters={"label": f"{RIG_LABEL}={RIG}"}):
+        volume.remove(force=True)
+
+
+def test_try_serves_the_apps_over_https_and_down_removes_everything(
+        built: Built, engine: docker.DockerClient) -> None:
+    curl = require_tool("curl")
+    before = engine_objects(engine)
+    started = time.monotonic()
+    result = subprocess.run(arkbox_try(built, "--no-build"), cwd=ROOT, capture_output=True,
+                            text=True, timeout=TRY_TIMEOUT_S + 120)
+    print(result.stdout[-6000:], result.stderr[-3000:])
+    print(f"arkbox try: {time.monotonic() - started:.0f} s")
+    assert result.returncode == 0
+    out = result.stdout
+    assert out.count("is up to date") == 2  # neither the appliance nor the backup server rebuilt
+    assert "] system " in out and "│ ready · https://arkbox.test" in out  # first boot, followed
+    # Backed up to the rig's backup server: first boot made the repository there.
+    assert re.search(r"\] backup +changed +repository created", out), out
+    assert labelled(engine) == {"containers": 2, "networks": 1, "volumes": 2}
+
+    # The printed examples, run as printed: the fallback certificate they point at is trusted.
+    examples = {shlex.split(line)[-1]: shlex.split(line) for line in out.splitlines()
+                if line.strip().startswith("curl --resolve")}
+    assert len(examples) == 3, out
+    expected = {"wiki.arkbox.test": "DokuWiki", "webmail.arkbox.test": "Roundcube"}
+    for host, content in expected.items():
+        (argv,) = [argv for url, argv in examples.items() if f"//{host}:" in url]
+        assert Path(argv[argv.index("--cacert") + 1]).is_file()
+        page = subprocess.run([curl, "--silent", "--show-error", "--fail", "--max-time", "20",
+                               *argv[1:]], capture_output=True, text=True, timeout=60)
+        assert page.returncode == 0, page.stderr
+        assert content in page.stdout, page.stdout[:500]
+    assert "arkbox try ssh --rig arkbox-try-test" in out
+
+    status = subprocess.run(arkbox_try(built, "status"), capture_output=True, text=True,
+                            timeout=60)
+    assert "arkbox-try-test-appliance: running · first boot ok" in status.stdout, \
+        status.stdout + status.stderr
+    assert "arkbox-try-test-backup: running" in status.stdout
+
+    down = subprocess.run(arkbox_try(built, "down"), capture_output=True, text=True,
+                          timeout=180)
+    assert down.returncode == 0, down.stderr
+    assert "removed 2 containers, 2 volumes, 1 network" in down.stdout
+    assert not (built.out / RIG).exists()  # the copied certificate went too
+    assert_nothing_left(engine, before)
+    again = subprocess.run(arkbox_try(built, "down"), capture_output=True, text=True,
+                           timeout=60)
+    assert "nothing to remove" in again.stdout
+
+
+def test_ctrl_c_during_first_boot_leaves_nothing_behind(
+        built: Built, engine: docker.DockerClient) -> None:
+    before = engine_objects(engine)
+    process = subprocess.Popen(arkbox_try(built, "--no-build"), cwd=ROOT, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.put(line.rstrip("\n"))
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    seen: list[str] = []
+    try:
+        deadline = time.monotonic() + 300
+        # Mid-boot: once first boot's own lines are coming (the rig is fully made by then).
+        while not any(line.startswith("  │ ") for line in seen):
+            line = lines.get(timeout=max(1.0, deadline - time.monotonic()))
+            assert line is not None, "arkbox try ended before first boot:\n" + "\n".join(seen)
+            seen.append(line)
+        assert labelled(engine)["containers"] == 2  # backup server and appliance
+        process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    while (line := lines.get(timeout=10)) is not None:
+        seen.append(line)
+    text = "\n".join(seen)
+    print(text[-4000:])
+    assert code == 130, text
+    assert "interrupted: removing what arkbox try created" in text
+    assert "removed 2 containers, 2 volumes, 1 network" in text
+    assert "ready ·" not in text
+    assert_nothing_left(engine, before)

@@ -1,0 +1,382 @@
+"""Real borg over real SSH against the backup-server role built by the builder.
+
+The backup server is the role's root fs tar booted with systemd as PID 1 in the
+rig. The appliance side is this test process running the installer's own code
+(steps `backup`, `restore`, `restore_dumps` and `run_backup`) below temp roots,
+with two small containers standing in for a paused service and a database (the
+dump is streamed with `docker exec`, loaded back with `docker exec -i`).
+The whole-appliance version of this story is tests/e2e/test_backup_restore.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import pytest
+from built import built_backup_server
+from conftest import docker_answers, require, require_tool
+
+from builder.rig import Rig, SystemdPart, image_from_rootfs_tar, wait_until
+from firstboot.backup import borg
+from firstboot.backup.backup import check_repository, list_archives, run_backup
+from firstboot.backup.client import BackupError, BackupPaths
+from firstboot.config import Appliance, load_config
+from firstboot.containers.naming import Naming
+from firstboot.context import FirstbootContext, Mode, Paths
+from firstboot.steps import backup as backup_step
+from firstboot.steps import restore as restore_step
+from firstboot.steps import restore_dumps
+from firstboot.steps.base import StepFailed
+
+pytestmark = [pytest.mark.integration]
+
+REPO = Path(__file__).resolve().parents[2]
+SECRETS = REPO / "config" / "secrets"
+BASE_IMAGE_PREFIX = "arkbox/base"
+DUMP = ["sh", "-c", "printf 'CREATE TABLE t (v int);\\nINSERT INTO t VALUES (42);\\n'"]
+LOAD = ["sh", "-c", "cat > /tmp/loaded.sql"]
+
+
+@dataclass
+class Server:
+    rig: Rig
+    part: SystemdPart
+    ip: str
+
+
+def _base_image(client: docker.DockerClient) -> str:
+    for image in client.images.list(name=BASE_IMAGE_PREFIX):
+        if image.tags:
+            return str(image.tags[0])
+    require(False, "the arkbox/base image (built by the service images stage)")
+    raise AssertionError
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    require(docker_answers(), "a running Docker Engine")
+    require_tool("borg")
+    client = docker.from_env(timeout=300)
+    image = image_from_rootfs_tar(client, built_backup_server(), "arkbox/backup-server-role")
+    rig = Rig(name=f"arkbox-bk{os.getpid()}", client=client,
+              ipv4_subnet="172.30.151.0/24", ipv6_subnet="fd42:a7b0:c551::/64")
+    with rig.running():
+        part = SystemdPart(rig, "backup", image, aliases=("backup.arkbox.test",))
+        rig.add(part)
+        wait_until("sshd", lambda: None if part.exec("systemctl", "is-active", "ssh")[1].strip()
+                   == "active" else "ssh.service not active", 60)
+        yield Server(rig, part, part.ip())
+
+
+def write_config(directory: Path, server_ip: str, *, passphrase: str | None = None,
+                 port: int = 22, restore: str = "auto") -> Appliance:
+    """An appliance with a paused service and a dumped database, both stand-ins."""
+    secrets = directory / "secrets"
+    secrets.mkdir(parents=True, exist_ok=True)
+    for name in ("backup-ssh-key", "borg-passphrase"):
+        shutil.copy(SECRETS / name, secrets / name)
+        (secrets / name).chmod(0o600)
+    if passphrase is not None:
+        (secrets / "borg-passphrase").write_text(passphrase + "\n")
+    key = (REPO / "config/secrets/backup-ssh-key.pub").read_text().split()[:2]
+    (directory / "appliance.yaml").write_text(textwrap.dedent(f"""\
+        appliance:
+          name: arkbox-test
+          domain: arkbox.test
+          hostname: arkbox.test
+          admin: {{ssh_keys: ["{' '.join(key)}"]}}
+        mail: {{enabled: false}}
+        services:
+          calendar:
+            image: "registry.example/radicale:3"
+            volumes: {{collections: /var/lib/radicale/collections}}
+            backup: {{consistency: pause}}
+          db:
+            image: "registry.example/postgres:17"
+            volumes: {{data: /var/lib/postgresql/data}}
+            backup:
+              consistency: dump
+              dump_command: {json.dumps(DUMP)}
+              dump_file: postgres.sql
+              restore_command: {json.dumps(LOAD)}
+              exclude_volumes: [data]
+        backup:
+          repository: ssh://borg@{server_ip}:{port}/./arkbox
+          passphrase: {{file: secrets/borg-passphrase}}
+          ssh_key: {{file: secrets/backup-ssh-key}}
+          restore: {restore}
+        """))
+    return load_config(directory / "appliance.yaml")
+
+
+@dataclass
+class Box:
+    ctx: FirstbootContext
+    containers: list[str]
+
+
+def make_box(tmp: Path, server: Server, name: str, **kwargs: object) -> Box:
+    root = tmp / name
+    config = write_config(tmp / f"{name}-config", server.ip, **kwargs)  # type: ignore[arg-type]
+    ctx = FirstbootContext(config=config, paths=Paths(root))
+    return Box(ctx, [])
+
+
+def start_standins(box: Box) -> None:
+    """`sleep` containers named as the installer names calendar's and db's."""
+    client = box.ctx.docker
+    image = _base_image(client)
+    naming = Naming.for_root(box.ctx.paths.root)
+    for service in ("calendar", "db"):
+        container = client.containers.run(image, ["sleep", "infinity"], detach=True,
+                                          name=naming.container(service),
+                                          labels={"arkbox.test": "backup-server"})
+        box.containers.append(container.id or "")
+
+
+def remove_standins(box: Box) -> None:
+    for container_id in box.containers:
+        box.ctx.docker.containers.get(container_id).remove(force=True)
+
+
+def fill_data(root: Path) -> None:
+    data = root / "srv/arkbox"
+    for sub, mode in (("secrets", 0o700), ("tls/live", 0o755),
+                      ("volumes/calendar/collections/user", 0o750), ("volumes/db/data", 0o700)):
+        (data / sub).mkdir(parents=True, exist_ok=True)
+        (data / sub).chmod(mode)
+    (data / "manifest.json").write_text('{"appliance": "arkbox-test", "services": []}\n')
+    (data / "secrets/status-page-password").write_text("pw\n")
+    (data / "secrets/status-page-password").chmod(0o600)
+    (data / "tls/live/privkey.pem").write_bytes(os.urandom(64))
+    event = data / "volumes/calendar/collections/user/event.ics"
+    event.write_text("BEGIN:VCALENDAR\nSUMMARY:restore me\nEND:VCALENDAR\n")
+    os.chown(event, 1234, 2345)
+    event.chmod(0o640)
+    os.utime(event, ns=(1_600_000_000_123_456_789, 1_600_000_000_123_456_789))
+    (data / "volumes/db/data/PG_VERSION").write_text("17\n")  # live: must NOT be archived
+
+
+def tree_facts(data: Path, skip: tuple[str, ...] = ()) -> dict[str, tuple[object, ...]]:
+    """Every file and directory by content, mode, owner and mtime (ns)."""
+    facts: dict[str, tuple[object, ...]] = {}
+    for path in sorted(data.rglob("*")):
+        relative = path.relative_to(data).as_posix()
+        if relative.startswith(skip):
+            continue
+        st = path.lstat()
+        content = path.read_bytes() if stat.S_ISREG(st.st_mode) else b""
+        mtime = st.st_mtime_ns if stat.S_ISREG(st.st_mode) else 0
+        facts[relative] = (content, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, mtime)
+    return facts
+
+
+def test_backup_then_restore_onto_a_blank_box(server: Server, tmp_path: Path) -> None:
+    a = make_box(tmp_path, server, "a")
+    b = make_box(tmp_path, server, "b")
+    try:
+        fill_data(a.ctx.paths.root)
+        start_standins(a)
+        started = time.monotonic()
+        outcome = backup_step.run(a.ctx)  # key, repository (borg init), key export, timer
+        assert outcome.changed, outcome.summary
+        assert backup_step.verify(a.ctx) is None
+        exported = BackupPaths(a.ctx.paths).exported
+        assert (exported / "borg-key").read_text().startswith("BORG_KEY ")
+        assert (a.ctx.paths.root / "etc/systemd/system/arkbox-backup.timer").exists()
+        assert not backup_step.run(a.ctx).changed  # idempotent
+        report = run_backup(a.ctx)
+        backup_s = time.monotonic() - started
+        assert set(report.pauses) == {"calendar"} and report.pauses["calendar"] < 10
+        names = {str(x["name"]) for x in list_archives(a.ctx)}
+        assert {report.archive, report.archive + ".svc-calendar",
+                report.archive + ".dump-db"} <= names
+        # The calendar container was unpaused afterwards.
+        calendar = a.ctx.docker.containers.get(a.containers[0])
+        calendar.reload()
+        assert calendar.status == "running"
+
+        # B: blank box, same config: the restore step decides RESTORE and restores.
+        start_standins(b)
+        started = time.monotonic()
+        outcome = restore_step.run(b.ctx)
+        restore_s = time.monotonic() - started
+        assert b.ctx.mode is Mode.RESTORE, outcome.summary
+        assert restore_step.verify(b.ctx) is None
+        a_data, b_data = a.ctx.paths.data, b.ctx.paths.data
+        skip = ("volumes/db/data", "secrets/backup")
+        assert tree_facts(b_data, skip) == tree_facts(a_data, skip)
+        assert not (b_data / "volumes/db/data/PG_VERSION").exists()
+        # The dump is loaded into B's database once its container runs.
+        assert restore_dumps.run(b.ctx).changed
+        assert restore_dumps.verify(b.ctx) is None
+        loaded = b.ctx.docker.containers.get(b.containers[1]).exec_run(
+            ["cat", "/tmp/loaded.sql"]).output
+        assert b"INSERT INTO t VALUES (42);" in loaded
+
+        # B continues the same repository.
+        backup_step.run(b.ctx)
+        second = run_backup(b.ctx)
+        bases = [str(x["name"]) for x in list_archives(b.ctx)
+                 if (p := borg.parse_archive_name(str(x["name"]))) and not p.part]
+        assert report.archive in bases and second.archive in bases
+        print(f"\nbackup (init + first backup) {backup_s:.1f} s; restore {restore_s:.1f} s; "
+              f"pause calendar {report.pauses['calendar']:.3f} s")
+    finally:
+        remove_standins(a)
+        remove_standins(b)
+
+
+def test_restore_refuses_to_mix_into_live_data(server: Server, tmp_path: Path) -> None:
+    box = make_box(tmp_path, server, "live")
+    fill_data(box.ctx.paths.root)
+    before = tree_facts(box.ctx.paths.data)
+    outcome = restore_step.run(box.ctx)
+    assert box.ctx.mode is Mode.FRESH and "already holds data" in outcome.summary
+    assert tree_facts(box.ctx.paths.data) == before
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"passphrase": "not-the-passphrase"}, "wrong passphrase"),
+    ({"port": 2}, "cannot be reached"),
+])
+def test_failures_are_clear_and_touch_nothing(server: Server, tmp_path: Path,
+                                              kwargs: dict[str, object], message: str) -> None:
+    box = make_box(tmp_path, server, "c", **kwargs)
+    # A repository must exist for the passphrase to be wrong: the first test made it, or:
+    ensure_repository(server, tmp_path)
+    with pytest.raises(StepFailed) as failure:
+        restore_step.run(box.ctx)
+    assert message in failure.value.message, failure.value.message
+    assert failure.value.hint
+    assert not box.ctx.paths.data.exists()
+    assert not (box.ctx.paths.state / "restore.json").exists()
+
+
+def ensure_repository(server: Server, tmp_path: Path) -> None:
+    box = make_box(tmp_path, server, "init")
+    backup_step.run(box.ctx)
+
+
+def ssh_as_client(server: Server, tmp_path: Path,
+                  *command: str) -> subprocess.CompletedProcess[str]:
+    key = tmp_path / "key"
+    shutil.copy(SECRETS / "backup-ssh-key", key)
+    key.chmod(0o600)
+    return subprocess.run(
+        ["ssh", "-i", str(key), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+         "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+         f"borg@{server.ip}", *command],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+
+
+def test_the_key_gets_no_shell_and_no_other_repository(server: Server, tmp_path: Path) -> None:
+    shell = ssh_as_client(server, tmp_path, "id; cat /etc/passwd")
+    assert "uid=" not in shell.stdout and "root:" not in shell.stdout
+    box = make_box(tmp_path, server, "other")
+    env = box.ctx.config.backup.repository
+    assert env is not None
+    other = env.replace("/./arkbox", "/./elsewhere")
+    key = tmp_path / "k"
+    shutil.copy(SECRETS / "backup-ssh-key", key)
+    key.chmod(0o600)
+    result = subprocess.run(
+        ["borg", "init", "--encryption=repokey-blake2", other],
+        env={**os.environ, "BORG_PASSPHRASE": "x", "BORG_BASE_DIR": str(tmp_path / "base"),
+             "BORG_RSH": f"ssh -i {key} -o IdentitiesOnly=yes -o BatchMode=yes "
+                         "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"},
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "path not allowed" in result.stderr + result.stdout
+
+
+def test_append_only_holds_against_the_client(server: Server, tmp_path: Path) -> None:
+    box = make_box(tmp_path, server, "ao")
+    backup_step.run(box.ctx)
+    fill_data(box.ctx.paths.root)
+    start_standins(box)
+    try:
+        report = run_backup(box.ctx, prune=False)
+    finally:
+        remove_standins(box)
+    _, before = server.part.exec("du", "-sb", "/srv/borg/arkbox/data")
+    from firstboot.backup.client import Borg
+
+    runner = Borg(box.ctx)
+    runner.run(("borg", "delete", f"::{report.archive}"), what="delete")
+    runner.run(("borg", "compact"), what="compact")
+    _, after = server.part.exec("du", "-sb", "/srv/borg/arkbox/data")
+    # The client saw the archive go, but nothing was freed: the server can roll back.
+    assert int(after.split()[0]) >= int(before.split()[0])
+    code, config = server.part.exec("cat", "/srv/borg/arkbox/config")
+    assert code == 0 and "append_only = 1" in config
+    code, out = server.part.exec("systemctl", "list-timers", "--all", "--no-legend",
+                                 "arkbox-borg-check.timer")
+    assert "arkbox-borg-check.timer" in out
+    code, out = server.part.exec("runuser", "-u", "borg", "--", "/usr/local/sbin/arkbox-borg-check")
+    assert code == 0 and "ok: /srv/borg/arkbox" in out, out
+
+
+def test_interrupted_backups_leave_a_repository_the_next_run_completes(
+        server: Server, tmp_path: Path) -> None:
+    """Kill `arkbox-installer backup` (and its borg) mid-run, three times; then it just works."""
+    box = make_box(tmp_path, server, "cut")
+    backup_step.run(box.ctx)
+    fill_data(box.ctx.paths.root)
+    bulk = box.ctx.paths.data / "volumes/calendar/collections/bulk"
+    bulk.mkdir()
+    for index in range(40):  # enough to be cut in the middle
+        (bulk / f"blob{index}").write_bytes(os.urandom(1 << 20))
+    start_standins(box)
+    installer = str(Path(sys.executable).parent / "arkbox-installer")
+    argv = [installer, "backup", "--no-prune", "--root", str(box.ctx.paths.root),
+            "--config", str(box.ctx.config.source_path)]
+    try:
+        for delay in (1.5, 3.0, 4.5):
+            proc = subprocess.Popen(argv, start_new_session=True, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+            time.sleep(delay)
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            (bulk / f"new{delay}").write_bytes(os.urandom(1 << 20))
+        report = run_backup(box.ctx, prune=False)
+        calendar = box.ctx.docker.containers.get(box.containers[0])
+        calendar.reload()
+        assert calendar.status == "running"  # not left paused by a killed run
+    finally:
+        remove_standins(box)
+    assert report.archive in {str(a["name"]) for a in list_archives(box.ctx)}
+    check_repository(box.ctx)  # raises when borg check finds a problem
+
+
+def test_a_flipped_byte_on_the_server_is_found_by_verify_data(server: Server,
+                                                             tmp_path: Path) -> None:
+    """Last in the module: it damages the repository the other tests use."""
+    box = make_box(tmp_path, server, "tamper")
+    backup_step.run(box.ctx)
+    check_repository(box.ctx, verify_data=True)  # clean before
+    code, out = server.part.exec("sh", "-c", "ls -S /srv/borg/arkbox/data/*/* | head -1")
+    segment = out.strip()
+    assert code == 0 and segment, out
+    _, size = server.part.exec("stat", "-c", "%s", segment)
+    offset = int(size) // 2
+    _, byte = server.part.exec("sh", "-c", f"od -An -tu1 -j {offset} -N 1 {segment}")
+    flipped = int(byte.strip()) ^ 0xFF
+    code, out = server.part.exec("sh", "-c", f"printf '\\{flipped:03o}' | dd of={segment} "
+                                 f"bs=1 seek={offset} conv=notrunc status=none")
+    assert code == 0, out
+    with pytest.raises(BackupError) as failure:
+        check_repository(box.ctx, verify_data=True)
+    print(f"\ntampered {segment} at {offset}: {failure.value.message.splitlines()[0]}")
+    assert "damaged" in failure.value.message and failure.value.hint

@@ -1,0 +1,79 @@
+"""The backup-server role: forced append-only borg serve lines, the account, the check timer."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from builder import backup_server as bs
+from firstboot.config import load_config
+from firstboot.errors import BadInputError
+
+ROOT = Path(__file__).resolve().parents[2]
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAwC1DRQY/x3qGXy6prYbPx+Bpi3uUVeeMZWEl9qGWCh x@y"
+
+
+def test_line_forces_append_only_serve_restricted_to_one_repository() -> None:
+    line = bs.authorized_keys_line(bs.Client("arkbox-test", KEY, "./arkbox", "200G"))
+    assert line.startswith('command="borg serve --append-only --restrict-to-repository '
+                           '/srv/borg/arkbox --storage-quota 200G",restrict ssh-ed25519 ')
+    assert line.endswith(" arkbox-client:arkbox-test")  # the key's own comment is replaced
+
+
+def test_absolute_paths_and_refusals() -> None:
+    assert str(bs.repository_dir("/data/repos/a")) == "/data/repos/a"
+    with pytest.raises(BadInputError):
+        bs.Client("x", KEY, "./../etc")
+    with pytest.raises(BadInputError):
+        bs.Client("x", "not a key", "./x")
+    with pytest.raises(BadInputError):
+        bs.authorized_keys([bs.Client("x", KEY, "./x"), bs.Client("x", KEY, "./y")])
+
+
+def test_add_client_is_idempotent_and_replaces(tmp_path: Path) -> None:
+    target = tmp_path / "authorized_keys"
+    line, changed = bs.cmd_add_client("club", KEY, None, None, target)
+    assert changed and "/srv/borg/club" in line
+    assert bs.cmd_add_client("club", KEY, None, None, target)[1] is False
+    _, changed = bs.cmd_add_client("club", KEY, "./club2", None, target)
+    text = target.read_text()
+    assert changed and text.count("arkbox-client:club") == 1 and "/srv/borg/club2" in text
+    bs.cmd_add_client("other", KEY, None, None, target)
+    assert target.read_text().count("arkbox-client:") == 2
+
+
+def test_printing_only_writes_nothing(tmp_path: Path) -> None:
+    line, changed = bs.cmd_add_client("club", KEY, None, None, None)
+    assert not changed and line.startswith("command=")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown of the borg home needs root")
+def test_install_into_a_tree(tmp_path: Path) -> None:
+    (tmp_path / "etc").mkdir()
+    for name, text in (("passwd", "root:x:0:0::/root:/bin/sh\nsr:x:999:999::/:/bin/false\n"),
+                       ("group", "root:x:0:\nsr:x:999:\n"),
+                       ("shadow", "root:*:1::::::\n")):
+        (tmp_path / "etc" / name).write_text(text)
+    wants = tmp_path / "etc/systemd/system/multi-user.target.wants"
+    wants.mkdir(parents=True)
+    (wants / bs.FIRSTBOOT_UNIT).symlink_to("/etc/systemd/system/" + bs.FIRSTBOOT_UNIT)
+    config = load_config(ROOT / "config/examples/backup-server.yaml")
+    changes = bs.install_backup_server(tmp_path, config, "backup-server")
+    assert any("2 client(s)" in c for c in changes)
+    keys = (tmp_path / "etc/ssh/borg_authorized_keys").read_text()
+    assert "--restrict-to-repository /srv/borg/club-server" in keys
+    # The first free system id (999 is taken here, as systemd's users take some on trixie).
+    assert "borg:x:998:998:borg repositories:/srv/borg:/bin/sh" in (
+        tmp_path / "etc/passwd").read_text()
+    home = tmp_path / "srv/borg"
+    assert home.stat().st_uid == 998 and (home.stat().st_mode & 0o777) == 0o700
+    assert (tmp_path / "etc/systemd/system/timers.target.wants" / bs.CHECK_TIMER).is_symlink()
+    assert not (wants / bs.FIRSTBOOT_UNIT).exists()
+    dropin = (tmp_path / "etc/ssh/sshd_config.d/20-arkbox-borg.conf").read_text()
+    assert "Match User borg" in dropin and "ClientAliveInterval 30" in dropin
+    # Idempotent: a second run adds no second account.
+    bs.install_backup_server(tmp_path, config, "backup-server")
+    assert (tmp_path / "etc/passwd").read_text().count("\nborg:") == 1
+    assert bs.install_backup_server(tmp_path, config, "appliance") == []

@@ -1,0 +1,242 @@
+"""`arkbox try`: whether out/ is stale (and why), and the screen it ends with."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from builder.try_cmd import (
+    STAMP_NAME,
+    BuiltState,
+    CurrentInputs,
+    backup_server_host,
+    decide_freshness,
+    describe_removed,
+    follow_first_boot,
+    next_steps,
+    plan_backup_server,
+    read_built_state,
+    rig_subnets,
+    source_digest,
+    write_stamp,
+)
+from firstboot import __version__
+from firstboot.config import load_config
+from firstboot.config.loader import DEFAULT_CONFIG_PATH
+
+NOW = CurrentInputs(config_file="config/default.yaml", config_sha256="a" * 64,
+                    arkbox_version="1.0.0", source_sha256="s" * 64)
+BUILT = BuiltState(name="arkbox-test", role="appliance", config_file="/x/config/default.yaml",
+                   config_sha256="a" * 64, arkbox_version="1.0.0", rootfs_tar_present=True,
+                   source_sha256="s" * 64)
+
+
+def test_up_to_date_when_config_version_and_sources_match() -> None:
+    decision = decide_freshness(BUILT, NOW, "out")
+    assert not decision.stale
+    assert "same config, arkbox version and sources" in decision.reason
+
+
+@pytest.mark.parametrize(("built", "reason"), [
+    (None, "no build in out/ (no build-manifest.json)"),
+    (replace(BUILT, role="backup-server"), "the backup-server role, not appliance"),
+    (replace(BUILT, rootfs_tar_present=False), "out/arkbox-test-rootfs.tar is missing"),
+    (replace(BUILT, config_sha256="b" * 64), "the config changed since the build"),
+    (replace(BUILT, arkbox_version="0.9.0"), "built by arkbox 0.9.0, this is 1.0.0"),
+    (replace(BUILT, source_sha256="t" * 64), "the arkbox sources"),
+])
+def test_stale_says_why(built: BuiltState | None, reason: str) -> None:
+    decision = decide_freshness(built, NOW, "out")
+    assert decision.stale
+    assert reason in decision.reason
+
+
+def test_config_change_names_both_digests() -> None:
+    reason = decide_freshness(replace(BUILT, config_sha256="b" * 64), NOW, "out").reason
+    assert "bbbbbbbbbbbb… → config/default.yaml sha256 aaaaaaaaaaaa…" in reason
+
+
+def test_same_content_from_another_path_is_not_stale() -> None:
+    assert not decide_freshness(replace(BUILT, config_file="/elsewhere/a.yaml"), NOW, "o").stale
+
+
+def test_sources_not_recorded_is_not_stale_but_says_so() -> None:
+    decision = decide_freshness(replace(BUILT, source_sha256=None), NOW, "out")
+    assert not decision.stale
+    assert "--rebuild" in decision.reason
+
+
+def _out_dir(tmp_path: Path, **fields: object) -> Path:
+    manifest = {"name": "arkbox-test", "role": "appliance", "config_file": "c.yaml",
+                "config_sha256": "a" * 64, "arkbox_version": __version__, **fields}
+    (tmp_path / "build-manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / "arkbox-test-rootfs.tar").write_bytes(b"")
+    return tmp_path
+
+
+def test_read_built_state_from_manifest(tmp_path: Path) -> None:
+    state = read_built_state(_out_dir(tmp_path))
+    assert state is not None
+    assert state.rootfs_tar_present and state.source_sha256 is None
+    assert read_built_state(tmp_path / "nothing-here") is None
+    (tmp_path / "build-manifest.json").write_text("{not json")
+    assert read_built_state(tmp_path) is None
+
+
+def test_stamp_counts_only_for_the_manifest_it_was_written_with(tmp_path: Path) -> None:
+    out = _out_dir(tmp_path)
+    write_stamp(out, "s" * 64)
+    state = read_built_state(out)
+    assert state is not None and state.source_sha256 == "s" * 64
+    # `arkbox build` wrote a new manifest since: the stamp no longer speaks for it.
+    _out_dir(tmp_path, config_sha256="c" * 64)
+    state = read_built_state(out)
+    assert state is not None and state.source_sha256 is None
+    assert (out / STAMP_NAME).exists()
+
+
+def test_manifest_field_wins_over_the_stamp(tmp_path: Path) -> None:
+    out = _out_dir(tmp_path, source_sha256="m" * 64)
+    write_stamp(out, "s" * 64)
+    state = read_built_state(out)
+    assert state is not None and state.source_sha256 == "m" * 64
+
+
+def test_source_digest_follows_the_sources(tmp_path: Path) -> None:
+    for part in ("builder", "firstboot", "image"):
+        (tmp_path / part).mkdir()
+        (tmp_path / part / "x.py").write_text("1")
+    (tmp_path / "pyproject.toml").write_text("[project]\n")
+    before = source_digest(tmp_path)
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "notes.md").write_text("not a build input")
+    assert source_digest(tmp_path) == before
+    (tmp_path / "image" / "x.py").write_text("2")
+    assert source_digest(tmp_path) != before
+
+
+def test_rig_subnets_differ_by_name_and_stay_private() -> None:
+    try_v4, try_v6 = rig_subnets("arkbox-try")
+    assert rig_subnets("arkbox-try") == (try_v4, try_v6)
+    assert try_v4.startswith("172.31.") and try_v6.startswith("fd42:")
+    assert rig_subnets("arkbox-try-test")[0] != try_v4 or rig_subnets("arkbox-try-test")[1] \
+        != try_v6
+
+
+def test_describe_removed() -> None:
+    assert describe_removed({"containers": 0, "volumes": 0, "networks": 0}) == \
+        "nothing to remove"
+    assert describe_removed({"containers": 1, "volumes": 2, "networks": 1}) == \
+        "removed 1 container, 2 volumes, 1 network"
+
+
+def test_next_steps_map_every_route_to_the_published_port() -> None:
+    config = load_config(DEFAULT_CONFIG_PATH)
+    cert = Path("out/arkbox-try/fallback-certificate.pem")
+    lines = next_steps(config, {"80/tcp": 8080, "443/tcp": 8443, "22/tcp": 2222}, cert,
+                       None, "arkbox-try")
+    text = "\n".join(lines)
+    for host in ("cal.arkbox.test", "wiki.arkbox.test", "webmail.arkbox.test"):
+        assert f"https://{host}:8443/" in text
+    curls = [shlex.split(line) for line in lines if line.strip().startswith("curl ")]
+    assert len(curls) == 3
+    assert all(c[1:5] == ["--resolve", c[2], "--cacert", str(cert)] for c in curls)
+    assert curls[2][1:3] == ["--resolve", "wiki.arkbox.test:8443:127.0.0.1"]
+    assert "arkbox try ssh" in text and "ssh -p 2222 ops@127.0.0.1" in text
+    assert "arkbox try down " in text and "--rig" not in text and "DNS" not in text
+
+
+def test_next_steps_name_a_non_default_rig_and_out_and_show_dns() -> None:
+    config = load_config(DEFAULT_CONFIG_PATH)
+    lines = next_steps(config, {"443/tcp": 8443}, None, "arkbox.test. IN A 192.0.2.1",
+                       "rig2", "/tmp/o")
+    text = "\n".join(lines)
+    assert "arkbox try ssh --rig rig2" in text
+    assert "arkbox try down --rig rig2 --out /tmp/o" in text
+    assert "arkbox.test. IN A 192.0.2.1" in text
+    assert "curl " not in text  # no certificate copied: no example that would fail
+
+
+class FakeAppliance:
+    """Answers the follower's execs from a script of journal batches and boot states."""
+
+    def __init__(self, batches: list[list[str]], states: list[str]) -> None:
+        self.batches, self.states = batches, states
+        self.container = self
+
+    status = "running"
+
+    def reload(self) -> None:
+        pass
+
+    def exec(self, *argv: str) -> tuple[int, str]:
+        if argv[0] == "journalctl":
+            lines = self.batches.pop(0) if self.batches else []
+            return 0, "".join(f"{line}\n" for line in lines) + "-- cursor: c1\n"
+        state = self.states.pop(0) if len(self.states) > 1 else self.states[0]
+        if state == "done":
+            return 0, "done\n"
+        return 1, json.dumps({"result": state})
+
+
+@pytest.fixture
+def no_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("builder.try_cmd.JOURNAL_POLL_S", 0.0)
+
+
+def test_follow_prints_lines_until_the_done_marker(no_wait: None) -> None:
+    appliance = FakeAppliance([["arkbox first boot"], ["  [1/8] system  changed"],
+                               ["ready · https://arkbox.test"]], ["running", "running", "done"])
+    printed: list[str] = []
+    outcome = follow_first_boot(appliance, 60, printed.append)  # type: ignore[arg-type]
+    assert outcome.ok
+    assert printed == ["  │ arkbox first boot", "  │   [1/8] system  changed",
+                       "  │ ready · https://arkbox.test"]
+
+
+def test_follow_stops_at_a_failed_run(no_wait: None) -> None:
+    appliance = FakeAppliance([["✗ firstboot failed after 3 s", "  tls: no key"]],
+                              ["failed"])
+    outcome = follow_first_boot(appliance, 60, lambda line: None)  # type: ignore[arg-type]
+    assert not outcome.ok and "failed" in outcome.summary
+    assert outcome.lines == ["✗ firstboot failed after 3 s", "  tls: no key"]
+
+
+def test_follow_sees_a_bad_config_from_status_alone(no_wait: None) -> None:
+    appliance = FakeAppliance([["appliance.yaml: 1 problem"]], ["failed"])
+    outcome = follow_first_boot(appliance, 60, lambda line: None)  # type: ignore[arg-type]
+    assert not outcome.ok
+
+
+def test_follow_gives_up_at_the_timeout(no_wait: None) -> None:
+    outcome = follow_first_boot(FakeAppliance([], ["running"]), 0.05,  # type: ignore[arg-type]
+                                lambda line: None)
+    assert not outcome.ok and "not done after" in outcome.summary
+
+
+def test_freshness_checks_the_role_it_needs() -> None:
+    server = replace(BUILT, role="backup-server")
+    assert not decide_freshness(server, NOW, "o", role="backup-server").stale
+    assert "holds a build of the appliance role, not backup-server" in \
+        decide_freshness(BUILT, NOW, "o", role="backup-server").reason
+
+
+def test_backup_server_planned_for_an_ssh_repository(tmp_path: Path) -> None:
+    import argparse
+
+    config = load_config(DEFAULT_CONFIG_PATH)
+    assert backup_server_host(config) == "backup.arkbox.test"
+    args = argparse.Namespace(backup_server_config="c.yaml", backup_server_out=None)
+    plan = plan_backup_server(config, args, tmp_path)
+    assert plan is not None
+    assert plan.host == "backup.arkbox.test" and plan.out == tmp_path / "backup-server"
+    args.backup_server_out = "/elsewhere"
+    plan = plan_backup_server(config, args, tmp_path)
+    assert plan is not None and plan.out == Path("/elsewhere")
+    no_backup = config.model_copy(update={"backup": config.backup.model_copy(
+        update={"repository": None})})
+    assert plan_backup_server(no_backup, args, tmp_path) is None
