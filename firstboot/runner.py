@@ -161,6 +161,8 @@ class Runner:
                     report.state = StepState.NOT_RUN
                     continue
                 failed = not self._run_one(index, step, report)
+                # The restore step decides RESTORE or FRESH; status shows its verdict.
+                self.status.mode, self.status.mode_reason = str(self.ctx.mode), self.ctx.mode_reason
                 self._save()
             self.status.result = RunResult.FAILED if failed else RunResult.OK
             self.status.finished_at = self._now()
