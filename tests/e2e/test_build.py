@@ -12,6 +12,8 @@ import hashlib
 import json
 import os
 import re
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -118,3 +120,43 @@ def test_rebuild_differs_only_in_the_config(first: Built, config_only_change: Bu
                          "./usr/share/arkbox/build-manifest.json"], differing
     manifest = json.loads((config_only_change.manifest).read_text())
     assert manifest["config_sha256"] != read_manifest(first.manifest).config_sha256
+
+
+def _bad_build(tmp_path: Path, mirror: str, path_env: str | None = None) -> tuple[int, str, Path]:
+    """Build a config whose base root fs cannot be made; returns exit code, output, out dir."""
+    config_dir = tmp_path / "config"
+    config_dir.mkdir()
+    text = (ROOT / "config/default.yaml").read_text()
+    (config_dir / "appliance.yaml").write_text(
+        text.replace("mirror: http://deb.debian.org/debian", f"mirror: {mirror}"))
+    (config_dir / "secrets").symlink_to(ROOT / "config/secrets")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep-me").write_text("an earlier output")
+    env = dict(os.environ)
+    if path_env is not None:
+        env["PATH"] = path_env
+    arkbox = Path(sys.executable).parent / "arkbox"
+    result = subprocess.run([str(arkbox), "build", str(config_dir / "appliance.yaml"),
+                             "--out", str(out), "--cache", str(tmp_path / "cache")],
+                            capture_output=True, text=True, env=env, timeout=900)
+    return result.returncode, result.stdout + result.stderr, out
+
+
+def test_failed_mirror_names_the_stage_and_writes_nothing(tmp_path: Path, first: Built) -> None:
+    # Port 9 (discard) on loopback: nothing answers, the download fails at once.
+    code, output, out = _bad_build(tmp_path, "http://127.0.0.1:9/debian")
+    assert code == 1, output
+    assert "✗ base root fs (trixie)" in output
+    assert "mmdebstrap" in output and "hint:" in output
+    assert "nothing was written to" in output
+    assert "Traceback" not in output
+    assert sorted(p.name for p in out.iterdir()) == ["keep-me"]
+
+
+def test_missing_tool_names_the_stage_and_what_to_install(tmp_path: Path, first: Built) -> None:
+    code, output, out = _bad_build(tmp_path, "http://127.0.0.1:9/debian", path_env="/nonexistent")
+    assert code == 1, output
+    assert "mmdebstrap is not installed (root fs stage)" in output
+    assert "hint: apt-get install mmdebstrap" in output
+    assert sorted(p.name for p in out.iterdir()) == ["keep-me"]
