@@ -3,12 +3,14 @@
 import ast
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 from builder import build
 from builder.context import BuildContext
 from builder.progress import Progress
 from firstboot.config import DEFAULT_CONFIG_PATH, load_config
+from firstboot.errors import ArkboxError
 
 STAGES = [
     "stage_base_rootfs", "stage_service_images", "stage_installer", "stage_assemble",
@@ -51,3 +53,17 @@ def test_secret_files_are_the_configs_file_references(tmp_path: Path) -> None:
     assert "secrets/borg-passphrase" in files
     assert all(p.is_file() for p in files.values())
     assert all(not Path(rel).is_absolute() for rel in files)
+
+
+def test_too_little_free_space_stops_before_anything_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _p: usage(10 << 30, 9 << 30, 512 << 20))
+    with pytest.raises(ArkboxError) as err:
+        build.check_free_space(tmp_path / "out", tmp_path / "cache")
+    assert "only 512 MiB free" in err.value.message
+    assert err.value.hint and "--out" in err.value.hint
