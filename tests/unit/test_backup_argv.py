@@ -160,3 +160,12 @@ def test_backup_status_from_the_recorded_stats(tmp_path: Path) -> None:
     assert fresh["stale"] is False and "warning" not in fresh
     later = backup_status(paths, datetime(2026, 11, 27, 6, 0, tzinfo=UTC))
     assert later["stale"] is True and "27 h old" in later["warning"]
+
+
+def test_a_full_check_with_errors_is_diagnosed_as_damage() -> None:
+    from firstboot.backup.borg import diagnose
+
+    stderr = ("Remote: ID: 109d2c1e rebuilt index: <not found>  committed index: (45, 6292052)\n"
+              "Remote: Finished full repository check, errors found.")
+    found = diagnose(stderr)
+    assert found is not None and "damaged" in found[0]
