@@ -75,21 +75,13 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 def _cmd_build(args: argparse.Namespace) -> int:
     from builder.build import build_from_args
 
-    try:
-        return build_from_args(args)
-    except ConfigInvalid as e:
-        print(format_problems(e), file=sys.stderr)
-        return e.exit_code
+    return build_from_args(args)
 
 
 def _cmd_try(args: argparse.Namespace) -> int:
     from builder.try_cmd import run_try
 
-    try:
-        return run_try(args)
-    except ConfigInvalid as e:
-        print(format_problems(e), file=sys.stderr)
-        return e.exit_code
+    return run_try(args)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -49,6 +49,11 @@ def run_cli(command: Callable[[argparse.Namespace], int], args: argparse.Namespa
     except ArkboxError as e:
         if debug:
             stderr_console.print_exception()
+        from firstboot.config import ConfigInvalid, format_problems  # only on this path
+
+        if isinstance(e, ConfigInvalid):  # every problem, with lines and hints
+            print(format_problems(e), file=sys.stderr)
+            return e.exit_code
         stderr_console.print(Text("✗ ", style="red") + Text(e.message))
         if e.hint:
             stderr_console.print(f"  hint: {e.hint}", markup=False)
