@@ -177,7 +177,7 @@ class SystemdPart(Part):
     """A container that boots systemd as PID 1 (the appliance, the backup server)."""
 
     volumes: dict[str, dict[str, str]] = field(default_factory=dict)
-    # How long systemd may take to come up; the first-boot unit is part of that.
+    # How long systemd may take to reach running/degraded (first boot runs after it).
     boot_timeout: float = 180
 
     def __post_init__(self) -> None:
@@ -298,6 +298,19 @@ class ClientPart(Part):
 
     def run_kwargs(self) -> dict[str, Any]:
         return {"cap_add": ["NET_RAW"]}
+
+
+@dataclass
+class BackupServerPart(SystemdPart):
+    """The backup-server role: ready when its sshd (the forced `borg serve`) is active."""
+
+    def wait_ready(self) -> None:
+        super().wait_ready()
+        wait_until("sshd on the backup server", self._sshd_active, 60)
+
+    def _sshd_active(self) -> str | None:
+        state = self.exec("systemctl", "is-active", "ssh")[1].strip()
+        return None if state == "active" else f"ssh.service is {state}"
 
 
 @dataclass

@@ -44,6 +44,7 @@ from builder.manifest import MANIFEST_NAME
 from builder.rig import (
     RIG_LABEL,
     AppliancePart,
+    BackupServerPart,
     Part,
     Rig,
     RigError,
@@ -241,20 +242,12 @@ def labelled_docker_volume(part: SystemdPart) -> None:
 
 
 @dataclass
-class TryBackupServer(SystemdPart):
-    """The backup-server role: ready when its sshd (the forced `borg serve`) is active."""
+class TryBackupServer(BackupServerPart):
+    """The backup server as `arkbox try` runs it: its docker volume labelled up front."""
 
     def run_kwargs(self) -> dict[str, Any]:
         labelled_docker_volume(self)
         return super().run_kwargs()
-
-    def wait_ready(self) -> None:
-        super().wait_ready()
-        wait_until("sshd on the backup server", self._sshd_active, 60)
-
-    def _sshd_active(self) -> str | None:
-        state = self.exec("systemctl", "is-active", "ssh")[1].strip()
-        return None if state == "active" else f"ssh.service is {state}"
 
 
 @dataclass
@@ -274,8 +267,8 @@ class TryAppliance(AppliancePart):
         return kwargs
 
     def wait_ready(self) -> None:
-        # Not "running": first boot is part of the boot transaction, and it is what we
-        # follow. Ready enough once systemd (PID 1) answers.
+        # Ready as soon as systemd (PID 1) answers: first boot's lines are what we
+        # follow, from the start, rather than waiting for the rest of the boot.
         wait_until("appliance systemd", self._systemd_answers, 120, interval=1)
 
     def _systemd_answers(self) -> str | None:

@@ -28,7 +28,7 @@ STATE = "/var/lib/arkbox"
 STATUS_JSON = f"{STATE}/status.json"
 FULLCHAIN = "/srv/arkbox/tls/live/fullchain.pem"
 INSTALLER = "/usr/local/sbin/arkbox-installer"
-# systemd is "up" once the first-boot unit finished: about 30-70 s here, more on a busy CI.
+# A generous bound for systemd to come up in the rig on a busy 2-core CI machine.
 BOOT_TIMEOUT_S = 420
 # The names the default config routes, and what each application's page must show.
 ROUTES = {

@@ -28,7 +28,7 @@ import pytest
 from built import built_backup_server
 from conftest import docker_answers, require, require_tool
 
-from builder.rig import Rig, SystemdPart, image_from_rootfs_tar, wait_until
+from builder.rig import BackupServerPart, Rig, SystemdPart, image_from_rootfs_tar
 from firstboot.backup import borg
 from firstboot.backup.backup import check_repository, list_archives, run_backup
 from firstboot.backup.client import BackupError, BackupPaths
@@ -73,10 +73,8 @@ def server() -> Iterator[Server]:
     rig = Rig(name=f"arkbox-bk{os.getpid()}", client=client,
               ipv4_subnet="172.30.151.0/24", ipv6_subnet="fd42:a7b0:c551::/64")
     with rig.running():
-        part = SystemdPart(rig, "backup", image, aliases=("backup.arkbox.test",))
+        part = BackupServerPart(rig, "backup", image, aliases=("backup.arkbox.test",))
         rig.add(part)
-        wait_until("sshd", lambda: None if part.exec("systemctl", "is-active", "ssh")[1].strip()
-                   == "active" else "ssh.service not active", 60)
         yield Server(rig, part, part.ip())
 
 
