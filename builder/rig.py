@@ -172,6 +172,18 @@ RIG_DOCKERD_DROPIN = (
 )
 
 
+# Set when the container is made, because /proc/sys stays read-only inside it.
+# The inner dockerd runs with userland-proxy off, which needs local routing; and
+# bridges it creates inherit IPv6 from `default` (it only writes the sysctl when
+# IPv6 is off), so the proxy network gets IPv6 as on a real host.
+RIG_SYSCTLS = {
+    "net.ipv4.conf.default.route_localnet": "1",
+    "net.ipv6.conf.all.disable_ipv6": "0",
+    "net.ipv6.conf.default.disable_ipv6": "0",
+    "net.ipv6.conf.all.forwarding": "1",
+}
+
+
 @dataclass
 class SystemdPart(Part):
     """A container that boots systemd as PID 1 (the appliance, the backup server)."""
@@ -194,8 +206,7 @@ class SystemdPart(Part):
                         **self.volumes},
             "environment": {**SYSTEMD_ENV, **self.environment},
             "stop_signal": "SIGRTMIN+3",
-            # The inner dockerd runs with userland-proxy off, which needs local routing.
-            "sysctls": {"net.ipv4.conf.default.route_localnet": "1"},
+            "sysctls": RIG_SYSCTLS,
             "command": list(self.command) if self.command else ["/sbin/init"],
         }
 

@@ -230,19 +230,26 @@ def test_port_scan_ipv4_exactly_the_expected_ports(box: Box) -> None:
     assert scan.closed == MAIL_TCP, scan.raw
 
 
-def test_port_scan_ipv6(box: Box) -> None:
-    """What the rig lets us prove over IPv6: the firewall's input rules.
-
-    Docker publishes the proxy's ports by DNAT in iptables only (userland-proxy is off
-    and the proxy's network has no IPv6), so nothing listens on [::]:80/443 and they
-    show "closed": the packets pass the firewall and find no socket. Everything
-    else is dropped, SSH is open, no service port is reachable.
-    """
+def test_port_scan_ipv6_exactly_the_expected_ports(box: Box) -> None:
     scan = nmap(box, 6)
     print(f"\nIPv6 open: {sorted(scan.open)} closed: {sorted(scan.closed)}")
-    assert 22 in scan.open, scan.raw
-    assert scan.open <= OPEN_TCP, scan.raw
-    assert scan.open | scan.closed == FIREWALL_TCP, scan.raw
+    assert scan.open == OPEN_TCP, scan.raw
+    assert scan.closed == MAIL_TCP, scan.raw
+
+
+def test_the_proxy_serves_over_ipv6(box: Box) -> None:
+    """The proxy's network carries IPv6 and Docker publishes 80/443 on the host's IPv6."""
+    out = check(box.app, "docker network inspect arkbox-proxy "
+                         "--format '{{.EnableIPv6}} {{index .Labels \"arkbox.ipv6\"}}'")
+    assert out.split() == ["true"], out  # not the IPv4-only fallback
+    host, (path, marker) = next(iter(ROUTES.items()))
+    code, out = curl(box, f"http://{host}{path}", host, "-o", "/dev/null",
+                     "-w", "%{http_code} %{redirect_url}", family=6)
+    assert code == 0 and out == f"301 https://{host}{path}", out
+    for host, (path, marker) in ROUTES.items():
+        code, page = curl(box, f"https://{host}{path}", host, "--fail", family=6)
+        assert code == 0, (host, page[-500:])
+        assert marker in page, (host, page[:500])
 
 
 def test_internal_service_ports_are_not_reachable(box: Box) -> None:

@@ -60,9 +60,14 @@ def test_golden_config_says_what_the_policy_requires() -> None:
                            ("webmail.arkbox.test", "http://webmail:80")):
         assert f"server_name {host};" in text
         assert upstream in text
-    # Only 80 and 443 are listened on.
-    listens = {line.split()[1] for line in text.splitlines() if line.strip().startswith("listen")}
-    assert listens == {"80", "443"}
+    # Only 80 and 443 are listened on, over IPv4 and IPv6 alike.
+    listens = [line.split()[1:] for line in text.splitlines()
+               if line.strip().startswith("listen")]
+    assert {words[0] for words in listens} == {"80", "443", "[::]:80", "[::]:443"}
+    v4 = [words for words in listens if not words[0].startswith("[::]:")]
+    v6 = [[words[0].removeprefix("[::]:"), *words[1:]] for words in listens
+          if words[0].startswith("[::]:")]
+    assert v4 == v6
 
 
 def test_routes_on_one_host_share_a_server_longest_path_first() -> None:
