@@ -138,8 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_add_client)
 
     p = command("try", "boot the built appliance here, follow its first boot, show how to "
-                       "reach it (`try down` removes it, `try ssh` opens a shell, `try status`)")
-    p.add_argument("target", nargs="?", metavar="CONFIG|down|ssh|status",
+                       "reach it (`try down` removes it, `try ssh` opens a shell, `try status`; "
+                       "`try disaster` backs up, destroys the appliance and watches a blank "
+                       "one restore itself)")
+    p.epilog = (EXIT_CODES_HELP + "; try disaster: 0 restored and healthy, 1 the backup "
+                "failed (nothing destroyed) or the restore failed (the blank appliance is "
+                "left up), 2 no try rig with a finished appliance and a backup server "
+                "(nothing changed), 130 interrupted (`arkbox try down` removes the rest)")
+    p.add_argument("target", nargs="?", metavar="CONFIG|down|ssh|status|disaster",
                    help="appliance config (default: the embedded config/default.yaml), "
                         "or an action on the running rig")
     p.add_argument("--out", default="out", help="build output directory (default: out/)")
@@ -147,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-build", action="store_true",
                    help="use out/ as it is, even if it is stale")
     p.add_argument("--timeout", type=float, default=900,
-                   help="seconds to wait for first boot (default: 900)")
+                   help="seconds to wait for first boot (and, with disaster, the restoring "
+                        "one) (default: 900)")
     p.add_argument("--backup-server-config", default=str(BACKUP_SERVER_EXAMPLE),
                    help="the backup server's config, when the appliance backs up over ssh:// "
                         "(default: config/examples/backup-server.yaml)")

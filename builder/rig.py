@@ -197,7 +197,7 @@ class SystemdPart(Part):
         self.files.setdefault(path, (content, 0o644))
 
     def run_kwargs(self) -> dict[str, Any]:
-        docker_volume = f"{self.name}-docker"
+        docker_volume = self.labelled_volume("docker")
         return {
             "cap_add": ["ALL"], "cap_drop": SYSTEMD_CAPS_DROP,
             "security_opt": SYSTEMD_SECURITY_OPT, "tmpfs": SYSTEMD_TMPFS,
@@ -209,6 +209,16 @@ class SystemdPart(Part):
             "sysctls": RIG_SYSCTLS,
             "command": list(self.command) if self.command else ["/sbin/init"],
         }
+
+    def labelled_volume(self, purpose: str) -> str:
+        """The part's volume NAME-PURPOSE, made with the rig's label before the container
+        is: `remove_rig` finds it even when the container never came to be."""
+        volume = f"{self.name}-{purpose}"
+        try:
+            self.rig.client.volumes.get(volume)
+        except NotFound:
+            self.rig.client.volumes.create(volume, labels={RIG_LABEL: self.rig.name})
+        return volume
 
     def wait_ready(self) -> None:
         wait_until(f"{self.role} systemd", self._system_up, self.boot_timeout, interval=2)
@@ -275,23 +285,104 @@ class Rig:
 
 
 def remove_rig(client: docker.DockerClient, name: str) -> dict[str, int]:
-    label = f"{RIG_LABEL}={name}"
+    """Remove the rig's containers with their volumes, labelled volumes left by a part that
+    never started, and its networks; the counts of each."""
+    label: dict[str, str | list[str] | bool] = {"label": f"{RIG_LABEL}={name}"}
     removed = {"containers": 0, "volumes": 0, "networks": 0}
-    for container in client.containers.list(all=True, filters={"label": label}):
-        mounts = container.attrs.get("Mounts", [])
-        volumes = [m["Name"] for m in mounts if m.get("Type") == "volume"]
-        container.remove(force=True, v=True)
-        removed["containers"] += 1
-        for volume in volumes:
-            try:
-                client.volumes.get(volume).remove(force=True)
-                removed["volumes"] += 1
-            except NotFound:
-                pass
-    for network in client.networks.list(filters={"label": label}):
+    for container in client.containers.list(all=True, filters=label):
+        for kind, n in remove_container(client, container).items():
+            removed[kind] += n
+    for volume in client.volumes.list(filters=label):
+        volume.remove(force=True)
+        removed["volumes"] += 1
+    for network in client.networks.list(filters=label):
         network.remove()
         removed["networks"] += 1
     return removed
+
+
+def remove_container(client: docker.DockerClient, container: Container) -> dict[str, int]:
+    """Remove one container and the named volumes it mounts (a part's whole state)."""
+    mounts = container.attrs.get("Mounts", [])
+    volumes = [m["Name"] for m in mounts if m.get("Type") == "volume"]
+    container.remove(force=True, v=True)
+    removed = {"containers": 1, "volumes": 0}
+    for volume in volumes:
+        try:
+            client.volumes.get(volume).remove(force=True)
+            removed["volumes"] += 1
+        except NotFound:
+            pass
+    return removed
+
+
+# ---------------------------------------------------------------- watching a part from outside
+# (arkbox try, and tests that show what happens: live output, a unit's journal, first boot)
+
+FIRSTBOOT_UNIT = "arkbox-firstboot"
+FIRSTBOOT_DONE = "/var/lib/arkbox/firstboot.done"
+FIRSTBOOT_STATUS = "/var/lib/arkbox/status.json"
+
+
+def exec_streaming(part: Part, argv: Sequence[str], on_line: Callable[[str], None]) -> int:
+    """Run argv in the part, handing each line of its output (stdout and stderr) to
+    `on_line` as it comes; its exit code."""
+    assert part.container is not None, f"{part.role} was not started"
+    api = part.rig.client.api
+    exec_id = api.exec_create(part.container.id, list(argv), stdout=True, stderr=True)["Id"]
+    pending = b""
+    for chunk in api.exec_start(exec_id, stream=True):
+        *lines, pending = (pending + chunk).split(b"\n")
+        for line in lines:
+            on_line(line.decode(errors="replace"))
+    if pending:
+        on_line(pending.decode(errors="replace"))
+    return int(api.exec_inspect(exec_id).get("ExitCode") or 0)
+
+
+@dataclass
+class JournalFollower:
+    """New lines of a unit's journal in a part, by cursor (no process left behind in it)."""
+
+    part: Part
+    unit: str = FIRSTBOOT_UNIT
+    cursor: str | None = None
+
+    def new_lines(self) -> list[str]:
+        argv = ["journalctl", "-u", self.unit, "-o", "cat", "--no-pager", "--show-cursor"]
+        if self.cursor:
+            argv.append(f"--after-cursor={self.cursor}")
+        code, text = self.part.exec(*argv)
+        if code != 0:
+            return []
+        lines = []
+        for line in text.splitlines():
+            if line.startswith("-- cursor: "):
+                self.cursor = line.removeprefix("-- cursor: ").strip()
+            elif line != "-- No entries --":
+                lines.append(line)
+        return lines
+
+
+def first_boot_state(part: Part) -> str:
+    """done (the marker), failed (the last run, per status.json), or running."""
+    code, text = part.exec("sh", "-c", f"test -e {FIRSTBOOT_DONE} && echo done; "
+                           f"cat {FIRSTBOOT_STATUS} 2>/dev/null")
+    if code == 0 and text.startswith("done"):
+        return "done"
+    try:
+        status = json.loads(text)
+    except ValueError:
+        return "running"
+    return "failed" if isinstance(status, dict) and status.get("result") == "failed" \
+        else "running"
+
+
+def container_running(part: Part) -> bool:
+    if part.container is None:
+        return False
+    part.container.reload()
+    return str(part.container.status) == "running"
 
 
 def client_image(source_dir: Path, cache_dir: Path) -> str:

@@ -11,10 +11,13 @@ tar's digest.
 When the config backs up over ssh://, the rig also runs the backup-server role
 under the repository's host name, so first boot goes as on a VPS.
 
+`arkbox try disaster` backs up the running appliance now, destroys it (container
+and volumes; the backup server stays), boots a blank one from the same image and
+follows it restoring itself (docs/try.md).
+
 Extension points, as the TLS and mail issues land: `neighbour_parts()` starts
 Pebble + challtestsrv and the DNS server before the appliance; `PUBLISHED_PORTS`
-grows the mail ports; `disaster` becomes a fourth action next to
-down/ssh/status.
+grows the mail ports.
 """
 
 from __future__ import annotations
@@ -23,13 +26,14 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -37,25 +41,33 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import docker
+import yaml
 from docker.errors import DockerException, NotFound
+from docker.models.containers import Container
 
 from builder.cache import digest_tree
 from builder.manifest import MANIFEST_NAME
 from builder.rig import (
+    FIRSTBOOT_STATUS,
+    FIRSTBOOT_UNIT,
     RIG_LABEL,
     AppliancePart,
     BackupServerPart,
+    JournalFollower,
     Part,
     Rig,
     RigError,
-    SystemdPart,
+    container_running,
+    exec_streaming,
+    first_boot_state,
     image_from_rootfs_tar,
+    remove_container,
     remove_rig,
     wait_until,
 )
 from firstboot import __version__
 from firstboot.config import DEFAULT_CONFIG_PATH, Appliance, config_digest, load_config
-from firstboot.errors import EXIT_FAILURE, EXIT_OK, ArkboxError
+from firstboot.errors import EXIT_FAILURE, EXIT_OK, ArkboxError, BadInputError
 
 SOURCE_DIR = Path(__file__).resolve().parents[1]
 # What a build is made of besides the config: the pipeline, the installer, what is laid in.
@@ -65,9 +77,9 @@ DEFAULT_RIG = "arkbox-try"
 IMAGE_REPOSITORY = "arkbox/appliance"
 BACKUP_REPOSITORY = "arkbox/backup-server-role"
 
-FIRSTBOOT_UNIT = "arkbox-firstboot"
-DONE_MARKER = "/var/lib/arkbox/firstboot.done"
-STATUS_FILE = "/var/lib/arkbox/status.json"
+STATUS_FILE = FIRSTBOOT_STATUS
+RESTORE_FILE = "/var/lib/arkbox/restore.json"  # the restore step's decision
+APPLIANCE_CONFIG = "/etc/arkbox/appliance.yaml"
 FALLBACK_CHAIN = "/srv/arkbox/tls/live/fullchain.pem"
 CERTIFICATE_FILE = "fallback-certificate.pem"
 FAILED_PREFIX = "✗ firstboot failed"
@@ -231,39 +243,18 @@ def make_rig(name: str, client: docker.DockerClient) -> Rig:
     return Rig(name=name, client=client, ipv4_subnet=ipv4, ipv6_subnet=ipv6)
 
 
-def labelled_docker_volume(part: SystemdPart) -> None:
-    """Create the part's inner /var/lib/docker volume with the rig's label, before the
-    container: `down` then finds it even if the container never came to be."""
-    volume = f"{part.name}-docker"
-    try:
-        part.rig.client.volumes.get(volume)
-    except NotFound:
-        part.rig.client.volumes.create(volume, labels={RIG_LABEL: part.rig.name})
-
-
-@dataclass
-class TryBackupServer(BackupServerPart):
-    """The backup server as `arkbox try` runs it: its docker volume labelled up front."""
-
-    def run_kwargs(self) -> dict[str, Any]:
-        labelled_docker_volume(self)
-        return super().run_kwargs()
-
-
 @dataclass
 class TryAppliance(AppliancePart):
-    """The appliance as `arkbox try` runs it: ports on localhost, followed from early boot.
-
-    Later for rig.py: labelled docker volumes (so a half-made part is still found
-    by label), host-IP-bound ports, and the early readiness below.
-    """
+    """The appliance as `arkbox try` runs it: ports on localhost, followed from early boot."""
 
     published: tuple[str, ...] = PUBLISHED_PORTS
+    # Host ports to ask for (disaster: the destroyed appliance's); else the engine picks.
+    host_ports: dict[str, int] = field(default_factory=dict)
 
     def run_kwargs(self) -> dict[str, Any]:
         kwargs = super().run_kwargs()
-        kwargs["ports"] = {port: ("127.0.0.1", None) for port in self.published}
-        labelled_docker_volume(self)
+        kwargs["ports"] = {port: ("127.0.0.1", self.host_ports.get(port))
+                           for port in self.published}
         return kwargs
 
     def wait_ready(self) -> None:
@@ -315,36 +306,12 @@ def neighbour_parts(rig: Rig, config: Appliance, backup_image: str | None,
     """
     parts: list[Part] = []
     if backup is not None and backup_image is not None:
-        parts.append(TryBackupServer(rig=rig, role="backup", image=backup_image,
+        parts.append(BackupServerPart(rig=rig, role="backup", image=backup_image,
                                      aliases=[backup.host]))
     return parts
 
 
 # ---------------------------------------------------------------- following first boot
-
-
-@dataclass
-class JournalFollower:
-    """New lines of a unit's journal in the appliance, by cursor (no process left behind)."""
-
-    appliance: AppliancePart
-    unit: str = FIRSTBOOT_UNIT
-    cursor: str | None = None
-
-    def new_lines(self) -> list[str]:
-        argv = ["journalctl", "-u", self.unit, "-o", "cat", "--no-pager", "--show-cursor"]
-        if self.cursor:
-            argv.append(f"--after-cursor={self.cursor}")
-        code, text = self.appliance.exec(*argv)
-        if code != 0:
-            return []
-        lines = []
-        for line in text.splitlines():
-            if line.startswith("-- cursor: "):
-                self.cursor = line.removeprefix("-- cursor: ").strip()
-            elif line != "-- No entries --":
-                lines.append(line)
-        return lines
 
 
 @dataclass
@@ -372,7 +339,7 @@ def follow_first_boot(appliance: AppliancePart, timeout: float, out: Say = say) 
     while True:
         lines = show_new_lines()
         elapsed = time.monotonic() - started
-        state = boot_state(appliance)
+        state = first_boot_state(appliance)
         if state == "done":
             show_new_lines()  # the last lines, written just before the marker
             return BootOutcome(True, elapsed, "first boot finished", seen)
@@ -389,27 +356,6 @@ def follow_first_boot(appliance: AppliancePart, timeout: float, out: Say = say) 
             return BootOutcome(False, elapsed, f"first boot not done after {timeout:.0f} s",
                                seen)
         time.sleep(JOURNAL_POLL_S)
-
-
-def boot_state(appliance: AppliancePart) -> str:
-    """done (the marker), failed (the last run, per status.json), or running."""
-    code, text = appliance.exec("sh", "-c", f"test -e {DONE_MARKER} && echo done; "
-                                f"cat {STATUS_FILE} 2>/dev/null")
-    if code == 0 and text.startswith("done"):
-        return "done"
-    try:
-        status = json.loads(text)
-    except ValueError:
-        return "running"
-    return "failed" if isinstance(status, dict) and status.get("result") == "failed" \
-        else "running"
-
-
-def container_running(part: Part) -> bool:
-    if part.container is None:
-        return False
-    part.container.reload()
-    return str(part.container.status) == "running"
 
 
 # ---------------------------------------------------------------- what to do now
@@ -465,7 +411,8 @@ def next_steps(config: Appliance, ports: dict[str, int], certificate: Path | Non
     if ssh is not None:
         lines.append(f"           ssh -p {ssh} {config.appliance.admin.user}@127.0.0.1   "
                      "(with the config's admin key)")
-    lines.append("  Status:  arkbox try ssh, then: arkbox-installer status")
+    lines.append(f"  Status:  arkbox try ssh{_rig_option(rig_name)}, then: arkbox-installer "
+                 "status")
     if dns:
         lines.append("  DNS records to publish (arkbox-installer dns):")
         lines += [f"    {line}" for line in dns.splitlines() if line.strip()]
@@ -532,9 +479,6 @@ def take_down(client: docker.DockerClient, rig_name: str,
               state_dir: Path | None) -> dict[str, int]:
     """Remove every container, volume and network labelled as this rig's, and its files."""
     removed = remove_rig(client, rig_name)
-    for volume in client.volumes.list(filters={"label": f"{RIG_LABEL}={rig_name}"}):
-        volume.remove(force=True)
-        removed["volumes"] += 1
     if state_dir is not None and state_dir.is_dir():
         shutil.rmtree(state_dir)
     return removed
@@ -685,8 +629,303 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------- disaster
+
+EXIT_INTERRUPTED = 130
+# The line `arkbox-installer backup` ends with: "NAME-STAMP: 1234 files, ...".
+BACKUP_SUMMARY = re.compile(r"^(?P<archive>\S+): \d+ files, ")
+
+
+@dataclass(frozen=True)
+class RigFound:
+    """The containers of a `try` rig, by role, as `disaster` finds them."""
+
+    appliance_status: str | None  # the container's status; None: no appliance container
+    backup_status: str | None
+    first_boot: str | None  # done | failed | running (None: not asked)
+
+
+def disaster_refusal(rig_name: str, found: RigFound) -> BadInputError | None:
+    """Why `try disaster` cannot start on this rig (nothing was changed), or None (pure)."""
+    rig = _rig_option(rig_name)
+    if found.appliance_status is None:
+        return BadInputError(f"no `arkbox try` appliance in the rig {rig_name}: nothing to "
+                             "destroy", hint=f"start one: arkbox try{rig}, then: "
+                                             f"arkbox try disaster{rig}")
+    if found.appliance_status != "running":
+        return BadInputError(f"the appliance {rig_name}-appliance is {found.appliance_status}",
+                             hint=f"start it again: arkbox try{rig}")
+    if found.backup_status != "running":
+        state = "is " + found.backup_status if found.backup_status else "is not in the rig"
+        return BadInputError(
+            f"the backup server {state}: a destroyed appliance would have nothing to "
+            "restore from", hint="disaster needs a config that backs up over ssh:// (the "
+            "rig then runs the backup server): see docs/try.md")
+    if found.first_boot != "done":
+        return BadInputError(f"the appliance's first boot has not finished ({found.first_boot})"
+                             ": a backup now would not hold a working box",
+                             hint=f"wait for it (arkbox try status{rig}), or look: "
+                                  f"arkbox try ssh{rig}, then journalctl -u {FIRSTBOOT_UNIT}")
+    return None
+
+
+def backup_progress(line: str) -> str | None:
+    """A line of `arkbox-installer backup -v` as the operator follows it live (pure): the
+    commands it runs, shortened (`borg create ARCHIVE`, `docker pause SERVICE`), failures,
+    and everything it says above debug level; None for the rest (env, `exit 0`)."""
+    if not line.startswith("DEBUG "):
+        return line
+    message = line.partition(": ")[2].strip()
+    if message.startswith("run: "):
+        words = message.removeprefix("run: ").split()
+        archive = next((w.removeprefix("::") for w in words if w.startswith("::")), None)
+        if archive is None and "--glob-archives" in words[:-1]:
+            archive = words[words.index("--glob-archives") + 1]
+        if archive is not None:
+            return f"{' '.join(words[:2])} {archive}"
+        command = " ".join(words)
+        return command if len(command) <= 90 else command[:89] + "…"
+    if message.startswith("exit ") and message != "exit 0":
+        return message
+    return None
+
+
+def archive_of_backup(lines: list[str]) -> str | None:
+    """The archive `arkbox-installer backup` reported making (its summary line)."""
+    for line in reversed(lines):
+        if match := BACKUP_SUMMARY.match(line.strip()):
+            return match["archive"]
+    return None
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    mode: str
+    archive: str | None
+    reason: str
+    health: str | None
+
+
+def restore_result(restore_json: str, status_json: str) -> RestoreResult:
+    """What first boot decided and restored (restore.json), and the health step's summary."""
+    try:
+        decision = json.loads(restore_json)
+    except ValueError:
+        decision = {}
+    try:
+        status = json.loads(status_json)
+    except ValueError:
+        status = {}
+    steps = status.get("steps", []) if isinstance(status, dict) else []
+    health = next((str(s.get("summary")) for s in steps if s.get("name") == "health"), None)
+    decision = decision if isinstance(decision, dict) else {}
+    return RestoreResult(str(decision.get("mode", "unknown")), decision.get("archive"),
+                         str(decision.get("reason", "no restore decision recorded")), health)
+
+
+def disaster_report(result: RestoreResult, made: str | None, healthy_s: float,
+                    first_boot_s: float, total_s: float) -> list[str]:
+    """The screen after a successful disaster run (pure: the tests read it)."""
+    if made is None:
+        which = " (the backup made above did not name its archive)"
+    elif result.archive == made:
+        which = " — the backup made above"
+    else:
+        which = f" — NOT the backup made above ({made})"
+    lines = [f"✓ restored {result.archive}{which}"]
+    if result.health:
+        lines.append(f"  health: {result.health}")
+    lines.append(f"blank boot to all healthy: {healthy_s:.0f} s (first boot {first_boot_s:.0f}"
+                 f" s) · whole run {total_s:.0f} s")
+    return lines
+
+
+def rig_containers(client: docker.DockerClient, rig_name: str) -> dict[str, Container]:
+    """The rig's containers by role (appliance, backup)."""
+    label: dict[str, str | list[str] | bool] = {"label": f"{RIG_LABEL}={rig_name}"}
+    return {str(c.labels.get("arkbox.rig.role")): c
+            for c in client.containers.list(all=True, filters=label)}
+
+
+def published_ports(container: Container) -> dict[str, int]:
+    return {port: int(bindings[0]["HostPort"])
+            for port, bindings in (container.attrs["NetworkSettings"]["Ports"] or {}).items()
+            if bindings}
+
+
+@contextmanager
+def interrupt_leaves_rig(rig_name: str, out_dir: Path, phase: list[str]) -> Iterator[None]:
+    """Ctrl-C (or SIGTERM): stop watching and say what state the rig is in; everything in
+    it is labelled, so `arkbox try down` removes all of it."""
+
+    def terminate(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        say("")
+        say(f"interrupted while {phase[-1]}: the rig is left as it is "
+            f"({_PHASE_STATE.get(phase[-1], 'see arkbox try status')}).")
+        say(f"  arkbox try status{_rig_option(rig_name)}   shows it · "
+            f"arkbox try down{_rig_option(rig_name, str(out_dir))}   removes all of it")
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+_PHASE_STATE = {
+    "backing up": "nothing was destroyed; the backup goes on inside the appliance",
+    "destroying the appliance": "the appliance may be half removed",
+    "booting the blank appliance": "the blank appliance goes on with its first boot by itself",
+    "following the restore": "the blank appliance goes on restoring by itself",
+}
+
+
+def cmd_disaster(args: argparse.Namespace) -> int:
+    """Back up now, destroy the appliance (not the backup server), boot a blank one from the
+    same image and follow it restoring itself."""
+    started = time.monotonic()
+    rig_name, out_dir = str(args.rig), Path(args.out)
+    client = docker_client()
+    found = rig_containers(client, rig_name)
+    old, server = found.get("appliance"), found.get("backup")
+    state = RigFound(old.status if old else None, server.status if server else None, None)
+    if old is not None and state.appliance_status == "running":
+        part = AppliancePart(rig=make_rig(rig_name, client), role="appliance", image="",
+                             container=old)
+        state = RigFound(state.appliance_status, state.backup_status, first_boot_state(part))
+    if (refusal := disaster_refusal(rig_name, state)) is not None:
+        raise refusal
+    assert old is not None and server is not None
+    image = str(old.attrs["Config"]["Image"])
+    hostname = str(old.attrs["Config"]["Hostname"])
+    ports = published_ports(old)
+    rig = make_rig(rig_name, client)
+    phase = ["backing up"]
+    say(f"arkbox try disaster · rig {rig_name} · appliance {image} · backups to "
+        f"{server.attrs['Config']['Hostname']} ({server.name}, it stays)")
+    with interrupt_leaves_rig(rig_name, out_dir, phase):
+        say("1/3 backing up now (arkbox-installer backup, in the appliance) …")
+        old_part = AppliancePart(rig=rig, role="appliance", image=image, container=old)
+        output: list[str] = []
+
+        def show(line: str) -> None:
+            output.append(line)
+            if (shown := backup_progress(line)) is not None:
+                say(f"  │ {shown}")
+
+        code = exec_streaming(old_part, ["arkbox-installer", "backup", "-v"], show)
+        if code != 0:
+            raise ArkboxError(f"the backup failed (arkbox-installer backup exited {code}); "
+                              "nothing was destroyed",
+                              hint=f"look: arkbox try ssh{_rig_option(rig_name)}, then "
+                                   "arkbox-installer backup --debug; arkbox-installer status")
+        made = archive_of_backup(output)
+        say(f"  ✓ backed up{f': {made}' if made else ''}")
+
+        phase.append("destroying the appliance")
+        say(f"2/3 destroying the appliance: container {old.name} and its volumes "
+            "(the backup server stays) …")
+        removed = remove_container(client, old)
+        say(f"  ✓ {describe_removed(removed)}")
+        # The copy belonged to the destroyed box; the restored one's replaces it.
+        (state_dir_for(out_dir, rig_name) / CERTIFICATE_FILE).unlink(missing_ok=True)
+
+        phase.append("booting the blank appliance")
+        say(f"3/3 booting a blank appliance from the same image ({image}: the same config and "
+            "passphrase) …")
+        blank_started = time.monotonic()
+        appliance = start_blank_appliance(rig, image, hostname, ports)
+        now_ports = {port: appliance.host_port(port) for port in PUBLISHED_PORTS}
+        same = " (the same as before)" if now_ports == ports else ""
+        say("  published on 127.0.0.1: " + " · ".join(
+            f"{port.split('/')[0]} → {host}" for port, host in now_ports.items()) + same)
+        phase.append("following the restore")
+        say(f"  following first boot (journalctl -u {FIRSTBOOT_UNIT}) …")
+        outcome = follow_first_boot(appliance, args.timeout)
+        healthy_s = time.monotonic() - blank_started
+        result = restore_result(appliance.exec("cat", RESTORE_FILE)[1],
+                                appliance.exec("cat", STATUS_FILE)[1])
+        certificate = copy_certificate(appliance, state_dir_for(out_dir, rig_name)) \
+            if outcome.ok else None
+        routes = routes_in_yaml(appliance.exec("cat", APPLIANCE_CONFIG)[1])
+    look = (f"  the blank appliance is still up to look at: arkbox try ssh{_rig_option(rig_name)}"
+            f"   then: journalctl -u {FIRSTBOOT_UNIT}; arkbox-installer status")
+    if not outcome.ok:
+        say(f"✗ the restore did not finish: {outcome.summary} ({healthy_s:.0f} s after the "
+            f"blank boot); restore decision: {result.mode} {result.reason}")
+        say(look)
+        return EXIT_FAILURE
+    if result.mode != "RESTORE":
+        say(f"✗ the blank appliance started {result.mode}, it restored nothing: {result.reason}")
+        say(look)
+        return EXIT_FAILURE
+    for line in disaster_report(result, made, healthy_s, outcome.seconds,
+                                time.monotonic() - started):
+        say(line)
+    for line in after_disaster(routes, now_ports, same != "", certificate, rig_name,
+                               str(out_dir)):
+        say(line)
+    return EXIT_OK
+
+
+def routes_in_yaml(text: str) -> list[Route]:
+    """The routes of a config as the appliance holds it (for display: no validation)."""
+    try:
+        data = yaml.safe_load(text)
+        services = data.get("services") or {}
+        routes = [Route(str(name), str(s["route"]["hostname"]), str(s["route"].get("path") or "/"))
+                  for name, s in services.items() if isinstance(s, dict) and s.get("route")]
+    except (yaml.YAMLError, AttributeError, KeyError, TypeError):
+        return []
+    return sorted(routes, key=lambda r: (r.hostname, r.path))
+
+
+def after_disaster(routes: list[Route], ports: dict[str, int], same_ports: bool,
+                   certificate: Path | None, rig_name: str, out_dir: str) -> list[str]:
+    """What to do with the restored appliance (pure)."""
+    https = ports.get("443/tcp")
+    lines = [""]
+    if https is not None and routes:
+        again = "the same as before" if same_ports else "a NEW port: the URLs changed"
+        lines.append(f"  Web (127.0.0.1, {again}):")
+        lines += [f"    https://{r.hostname}:{https}{r.path}" for r in routes]
+        if certificate is not None:
+            lines.append(f"    its certificate (restored with the data): {certificate}")
+    lines.append(f"  Shell:   arkbox try ssh{_rig_option(rig_name)}   then: "
+                 "arkbox-installer status")
+    lines.append(f"  Stop:    arkbox try down{_rig_option(rig_name, out_dir)}")
+    return lines
+
+
+def start_blank_appliance(rig: Rig, image: str, hostname: str,
+                          ports: dict[str, int]) -> TryAppliance:
+    """A blank appliance from `image`, on the old host ports when they are still free."""
+    try:
+        return _add_appliance(rig, image, hostname, ports)
+    except DockerException as e:
+        if not ports or not any(t in str(e) for t in ("already allocated", "already in use")):
+            raise ArkboxError(f"the blank appliance did not start: {e}",
+                              hint="run again with --debug; `docker info` must answer; "
+                                   "arkbox try down removes what is left") from e
+        say(f"  the old host ports are taken now ({e}); the engine picks new ones")
+        with suppress(NotFound):  # created, not started: made again below
+            rig.client.containers.get(f"{rig.name}-appliance").remove(force=True)
+        return start_blank_appliance(rig, image, hostname, {})
+
+
+def _add_appliance(rig: Rig, image: str, hostname: str, ports: dict[str, int]) -> TryAppliance:
+    appliance = TryAppliance(rig=rig, role="appliance", image=image, aliases=[hostname],
+                             host_ports=ports)
+    rig.add(appliance)
+    return appliance
+
+
 ACTIONS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "down": cmd_down, "ssh": cmd_ssh, "status": cmd_status,
+    "down": cmd_down, "ssh": cmd_ssh, "status": cmd_status, "disaster": cmd_disaster,
 }
 
 

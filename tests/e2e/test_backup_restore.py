@@ -18,6 +18,7 @@ from typing import Any
 import docker.errors
 import pytest
 import yaml
+from restore_checks import Outside, assert_event_stored, assert_same_data, data_facts, write_data
 from rig_fixtures import (
     DEFAULT_CONFIG,
     STATUS_JSON,
@@ -40,26 +41,6 @@ from builder.rig import (
 from firstboot.backup.borg import parse_archive_name
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-EVENT = """BEGIN:VCALENDAR
-VERSION:2.0
-PRODID:-//arkbox//e2e//EN
-BEGIN:VEVENT
-UID:restore-me@arkbox.test
-DTSTAMP:20261126T120000Z
-DTSTART:20261201T090000Z
-DTEND:20261201T100000Z
-SUMMARY:restored unattended
-END:VEVENT
-END:VCALENDAR
-"""
-DATA_TREES = ("/srv/arkbox/volumes/calendar", "/srv/arkbox/volumes/wiki", "/srv/arkbox/tls",
-              "/srv/arkbox/secrets/config", "/srv/arkbox/secrets/generated")
-# What the applications write by themselves while they run (DokuWiki's logs and caches):
-# they change after the restore, on B, and are not compared.
-RUNTIME_PREFIXES = tuple(f"/srv/arkbox/volumes/wiki/data/{d}/" for d in ("log", "cache", "tmp",
-                                                                         "locks"))
-SQL_ROWS = "SELECT id, note FROM e2e_restore ORDER BY id"
 
 
 def full_config(key: str) -> str:
@@ -108,40 +89,9 @@ def step(status: dict[str, Any], name: str) -> dict[str, Any]:
     return found
 
 
-def caldav(app: AppliancePart, client: ClientPart, method: str, path: str,
-           body: str = "") -> str:
-    """One CalDAV request from outside, through the appliance's proxy; the HTTP status."""
-    password = check(app, "cat /etc/arkbox/secrets/admin-mail-password").strip()
-    ip = app.ip()
-    script = (f"printf '%s' {sh_quote(body)} | curl -sk -o /dev/null -w '%{{http_code}}' "
-              f"--resolve cal.arkbox.test:443:{ip} -u admin:{sh_quote(password)} "
-              f"-X {method} -H 'Content-Type: text/calendar' "
-              f"{'--data-binary @- ' if body else ''}https://cal.arkbox.test{path}")
-    return check(client, script).strip()
-
-
-def sh_quote(text: str) -> str:
-    return "'" + text.replace("'", "'\"'\"'") + "'"
-
-
-def psql(app: AppliancePart, sql: str) -> str:
-    return check(app, f"docker exec arkbox-db psql -At -d roundcube -c {sh_quote(sql)}")
-
-
-def file_facts(app: AppliancePart) -> dict[str, str]:
-    """path -> "mode uid gid mtime sha256" for every file and directory of the data trees."""
-    out = check(app, "cd / && find " + " ".join(DATA_TREES) +
-                r" -printf '%p %m %U %G %T@ %y\n' | sort")
-    facts: dict[str, str] = {}
-    for line in out.splitlines():
-        path, mode, uid, gid, mtime, kind = line.rsplit(" ", 5)
-        facts[path] = f"{mode} {uid} {gid} {mtime if kind == 'f' else '-'}"
-    sums = check(app, "cd / && find " + " ".join(DATA_TREES) +
-                 " -type f -print0 | sort -z | xargs -0r sha256sum")
-    for line in sums.splitlines():
-        digest, path = line.split(maxsplit=1)
-        facts[path] += f" {digest}"
-    return {path: fact for path, fact in facts.items() if not path.startswith(RUNTIME_PREFIXES)}
+def in_rig(app: AppliancePart, client: ClientPart) -> Outside:
+    """Requests from the rig's client to the appliance's own 443."""
+    return Outside(lambda script: check(client, script), f"{app.ip()}:443")
 
 
 def destroy(rig: Rig, part: AppliancePart) -> None:
@@ -166,21 +116,15 @@ def test_blank_box_restores_itself_and_continues_the_history() -> None:
         check(a, "systemctl is-enabled arkbox-backup.timer")
 
         # Data through the applications.
-        assert caldav(a, client, "MKCALENDAR", "/admin/e2e/") == "201"
-        assert caldav(a, client, "PUT", "/admin/e2e/restore-me.ics", EVENT) in {"201", "204"}
-        psql(a, "CREATE TABLE e2e_restore (id int PRIMARY KEY, note text)")
-        psql(a, "INSERT INTO e2e_restore VALUES (1, 'first'), (2, 'zweite'), (3, 'trois')")
-        check(a, "docker exec arkbox-wiki sh -c 'mkdir -p /var/lib/dokuwiki/data/pages && "
-                 "printf \"====== Restored ======\\n\" > /var/lib/dokuwiki/data/pages/e2e.txt'")
+        write_data(a, in_rig(a, client))
 
         started = time.monotonic()
         code, out = installer(a, "backup")
         backup_s = time.monotonic() - started
         assert code == 0, out
         print(f"A: {out.strip().splitlines()[-1]} ({backup_s:.1f} s)")
-        facts_a, rows_a = file_facts(a), psql(a, SQL_ROWS)
-        assert "restored unattended" in check(
-            a, "cat /srv/arkbox/volumes/calendar/collections/collection-root/admin/e2e/*.ics")
+        facts_a = data_facts(a)
+        assert_event_stored(a)
         destroy(rig, a)
 
         b, status_b = boot(rig, "b", image, config)
@@ -189,9 +133,7 @@ def test_blank_box_restores_itself_and_continues_the_history() -> None:
         assert restore["state"] == "changed" and "RESTORE" in restore["summary"], restore
         assert step(status_b, "restore_dumps")["state"] == "changed", step(status_b,
                                                                              "restore_dumps")
-        assert file_facts(b) == facts_a
-        assert psql(b, SQL_ROWS) == rows_a
-        assert caldav(b, client, "GET", "/admin/e2e/restore-me.ics") == "200"
+        assert_same_data(b, in_rig(b, client), facts_a)
         assert check(b, f"cat {STATUS_JSON}")
 
         code, out = installer(b, "backup")

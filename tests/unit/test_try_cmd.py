@@ -240,3 +240,141 @@ def test_backup_server_planned_for_an_ssh_repository(tmp_path: Path) -> None:
     no_backup = config.model_copy(update={"backup": config.backup.model_copy(
         update={"repository": None})})
     assert plan_backup_server(no_backup, args, tmp_path) is None
+
+
+# ---------------------------------------------------------------- try disaster
+
+
+def test_disaster_refuses_without_a_finished_rig_and_says_what_to_do() -> None:
+    from builder.try_cmd import RigFound, disaster_refusal
+
+    ready = RigFound("running", "running", "done")
+    assert disaster_refusal("arkbox-try", ready) is None
+    cases = [
+        (RigFound(None, None, None), "no `arkbox try` appliance in the rig arkbox-try",
+         "start one: arkbox try, then: arkbox try disaster"),
+        (RigFound("exited", "running", None), "arkbox-try-appliance is exited", "arkbox try"),
+        (RigFound("running", None, "done"), "the backup server is not in the rig", "ssh://"),
+        (RigFound("running", "exited", "done"), "the backup server is exited", "ssh://"),
+        (RigFound("running", "running", "failed"), "first boot has not finished (failed)",
+         "arkbox try status"),
+    ]
+    for found, message, hint in cases:
+        error = disaster_refusal("arkbox-try", found)
+        assert error is not None and error.exit_code == 2
+        assert message in error.message and hint in (error.hint or "")
+    error = disaster_refusal("rig2", RigFound(None, None, None))
+    assert error is not None and "arkbox try disaster --rig rig2" in (error.hint or "")
+
+
+def test_backup_progress_shows_commands_short_and_hides_the_rest() -> None:
+    from builder.try_cmd import archive_of_backup, backup_progress
+
+    lines = [
+        "DEBUG arkbox.exec: run: docker pause arkbox-calendar",
+        "DEBUG arkbox.exec:   exit 0",
+        "DEBUG arkbox.exec: run: borg create --json --compression lz4 --comment {x} "
+        "::arkbox-test-2026-11-26T150414Z.svc-calendar volumes/calendar/collections",
+        "DEBUG arkbox.exec:   env: BORG_REPO=ssh://b BORG_PASSPHRASE=*****",
+        "DEBUG arkbox.exec:   exit 2",
+        "WARNING arkbox.backup: wiki was left paused",
+        "arkbox-test-2026-11-26T150414Z: 40 files, 0 MiB, 10 KiB new (dedup 14.0x), 14.2 s; "
+        "no pause",
+    ]
+    shown = [backup_progress(line) for line in lines]
+    assert shown == ["docker pause arkbox-calendar", None,
+                     "borg create arkbox-test-2026-11-26T150414Z.svc-calendar", None, "exit 2",
+                     "WARNING arkbox.backup: wiki was left paused", lines[-1]]
+    assert backup_progress("DEBUG x: run: " + "y " * 60).endswith("…")  # type: ignore[union-attr]
+    assert backup_progress("DEBUG arkbox.exec: run: borg prune --glob-archives arkbox-test-*Z "
+                           "--keep-daily 7") == "borg prune arkbox-test-*Z"
+    assert archive_of_backup(lines) == "arkbox-test-2026-11-26T150414Z"
+    assert archive_of_backup(lines[:-1]) is None
+
+
+def test_restore_result_and_the_report() -> None:
+    from builder.try_cmd import disaster_report, restore_result
+
+    restore = json.dumps({"mode": "RESTORE", "reason": "restored A (3 archive(s))",
+                          "archive": "A"})
+    status = json.dumps({"steps": [{"name": "health", "summary": "5/5 services healthy"}]})
+    result = restore_result(restore, status)
+    assert (result.mode, result.archive, result.health) == ("RESTORE", "A", "5/5 services healthy")
+    lines = disaster_report(result, "A", 93.4, 88.0, 121.0)
+    assert lines[0] == "✓ restored A — the backup made above"
+    assert "blank boot to all healthy: 93 s (first boot 88 s) · whole run 121 s" in lines
+    assert "NOT the backup made above (B)" in disaster_report(result, "B", 1, 1, 1)[0]
+    unknown = restore_result("cat: /var/lib/arkbox/restore.json: No such file", "")
+    assert unknown.mode == "unknown" and unknown.archive is None and unknown.health is None
+
+
+def test_after_disaster_lists_the_routes_on_the_published_port() -> None:
+    from builder.try_cmd import after_disaster, routes_in_yaml
+
+    routes = routes_in_yaml(DEFAULT_CONFIG_PATH.read_text())
+    assert [r.hostname for r in routes] == ["cal.arkbox.test", "webmail.arkbox.test",
+                                            "wiki.arkbox.test"]
+    assert routes_in_yaml("not: [valid") == [] and routes_in_yaml("") == []
+    cert = Path("out/arkbox-try/fallback-certificate.pem")
+    text = "\n".join(after_disaster(routes, {"443/tcp": 8443}, True, cert, "arkbox-try", "out"))
+    assert "https://wiki.arkbox.test:8443/" in text and "the same as before" in text
+    assert str(cert) in text and "arkbox try down" in text and "--rig" not in text
+    moved = "\n".join(after_disaster(routes, {"443/tcp": 9443}, False, None, "r", "o"))
+    assert "NEW port" in moved and "arkbox try down --rig r --out o" in moved
+
+
+def test_exec_streaming_hands_over_whole_lines_as_they_come() -> None:
+    from types import SimpleNamespace
+
+    from builder.rig import exec_streaming
+
+    class Api:
+        def exec_create(self, container: str, argv: list[str], **kw: object) -> dict[str, str]:
+            assert argv == ["arkbox-installer", "backup"]
+            return {"Id": "e1"}
+
+        def exec_start(self, exec_id: str, stream: bool) -> list[bytes]:
+            return [b"first li", b"ne\nsecond\nthi", b"rd"]
+
+        def exec_inspect(self, exec_id: str) -> dict[str, int]:
+            return {"ExitCode": 3}
+
+    part = SimpleNamespace(container=SimpleNamespace(id="c1"), role="appliance",
+                           rig=SimpleNamespace(client=SimpleNamespace(api=Api())))
+    lines: list[str] = []
+    code = exec_streaming(part, ["arkbox-installer", "backup"], lines.append)  # type: ignore[arg-type]
+    assert (code, lines) == (3, ["first line", "second", "third"])
+
+
+def test_blank_appliance_falls_back_to_new_ports_only_when_the_old_are_taken(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from docker.errors import APIError
+
+    from builder import try_cmd
+    from firstboot.errors import ArkboxError
+
+    removed: list[str] = []
+    container = SimpleNamespace(remove=lambda force: removed.append("appliance"))
+    rig = SimpleNamespace(name="r", client=SimpleNamespace(
+        containers=SimpleNamespace(get=lambda name: container)))
+    asked: list[dict[str, int]] = []
+
+    def add(rig: object, image: str, hostname: str, ports: dict[str, int]) -> str:
+        asked.append(ports)
+        if ports:
+            raise APIError("Bind for 127.0.0.1:32768 failed: port is already allocated")
+        return "started"
+
+    monkeypatch.setattr(try_cmd, "_add_appliance", add)
+    monkeypatch.setattr(try_cmd, "say", lambda line="": None)
+    assert try_cmd.start_blank_appliance(rig, "img", "h", {"443/tcp": 32768}) == "started"  # type: ignore[arg-type]
+    assert asked == [{"443/tcp": 32768}, {}] and removed == ["appliance"]
+
+    def broken(rig: object, image: str, hostname: str, ports: dict[str, int]) -> str:
+        raise APIError("No such image: img")
+
+    monkeypatch.setattr(try_cmd, "_add_appliance", broken)
+    with pytest.raises(ArkboxError, match="the blank appliance did not start"):
+        try_cmd.start_blank_appliance(rig, "img", "h", {"443/tcp": 32768})  # type: ignore[arg-type]

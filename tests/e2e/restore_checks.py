@@ -1,0 +1,114 @@
+"""Data written through the applications before a backup, and compared after a restore.
+
+Shared by the restore test (test_backup_restore.py) and `arkbox try disaster`'s
+(test_try_disaster.py): CalDAV over HTTPS through the proxy, SQL through psql in the
+database container, a wiki page; compared on the restored box by content, mode,
+owner and mtime, the database by its rows, and the event by a CalDAV GET.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from rig_fixtures import check
+
+from builder.rig import AppliancePart
+
+EVENT = """BEGIN:VCALENDAR
+VERSION:2.0
+PRODID:-//arkbox//e2e//EN
+BEGIN:VEVENT
+UID:restore-me@arkbox.test
+DTSTAMP:20261126T120000Z
+DTSTART:20261201T090000Z
+DTEND:20261201T100000Z
+SUMMARY:restored unattended
+END:VEVENT
+END:VCALENDAR
+"""
+DATA_TREES = ("/srv/arkbox/volumes/calendar", "/srv/arkbox/volumes/wiki", "/srv/arkbox/tls",
+              "/srv/arkbox/secrets/config", "/srv/arkbox/secrets/generated")
+# What the applications write by themselves while they run (DokuWiki's logs and caches):
+# they change after the restore, on B, and are not compared.
+RUNTIME_PREFIXES = tuple(f"/srv/arkbox/volumes/wiki/data/{d}/" for d in ("log", "cache", "tmp",
+                                                                         "locks"))
+SQL_ROWS = "SELECT id, note FROM e2e_restore ORDER BY id"
+EVENT_FILES = "/srv/arkbox/volumes/calendar/collections/collection-root/admin/e2e/*.ics"
+
+
+@dataclass(frozen=True)
+class Outside:
+    """Where HTTPS requests come from: a shell outside the appliance (a rig client, or
+    this machine) and the address ("IP:PORT") at which it reaches the proxy's 443."""
+
+    run: Callable[[str], str]  # runs a shell script there, returns its stdout
+    address: str
+
+
+def sh_quote(text: str) -> str:
+    return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
+def caldav(app: AppliancePart, outside: Outside, method: str, path: str, body: str = "") -> str:
+    """One CalDAV request from outside, through the appliance's proxy; the HTTP status."""
+    password = check(app, "cat /etc/arkbox/secrets/admin-mail-password").strip()
+    ip, port = outside.address.rsplit(":", 1)
+    origin = "cal.arkbox.test" if port == "443" else f"cal.arkbox.test:{port}"
+    script = (f"printf '%s' {sh_quote(body)} | curl -sk -o /dev/null -w '%{{http_code}}' "
+              f"--resolve cal.arkbox.test:{port}:{ip} -u admin:{sh_quote(password)} "
+              f"-X {method} -H 'Content-Type: text/calendar' "
+              f"{'--data-binary @- ' if body else ''}https://{origin}{path}")
+    return outside.run(script).strip()
+
+
+def psql(app: AppliancePart, sql: str) -> str:
+    return check(app, f"docker exec arkbox-db psql -At -d roundcube -c {sh_quote(sql)}")
+
+
+def write_data(app: AppliancePart, outside: Outside) -> None:
+    """An event over CalDAV, rows in the database, a wiki page: data a restore must bring back."""
+    assert caldav(app, outside, "MKCALENDAR", "/admin/e2e/") == "201"
+    assert caldav(app, outside, "PUT", "/admin/e2e/restore-me.ics", EVENT) in {"201", "204"}
+    psql(app, "CREATE TABLE e2e_restore (id int PRIMARY KEY, note text)")
+    psql(app, "INSERT INTO e2e_restore VALUES (1, 'first'), (2, 'zweite'), (3, 'trois')")
+    check(app, "docker exec arkbox-wiki sh -c 'mkdir -p /var/lib/dokuwiki/data/pages && "
+               "printf \"====== Restored ======\\n\" > /var/lib/dokuwiki/data/pages/e2e.txt'")
+
+
+def assert_event_stored(app: AppliancePart) -> None:
+    assert "restored unattended" in check(app, f"cat {EVENT_FILES}")
+
+
+def file_facts(app: AppliancePart) -> dict[str, str]:
+    """path -> "mode uid gid mtime sha256" for every file and directory of the data trees."""
+    out = check(app, "cd / && find " + " ".join(DATA_TREES) +
+                r" -printf '%p %m %U %G %T@ %y\n' | sort")
+    facts: dict[str, str] = {}
+    for line in out.splitlines():
+        path, mode, uid, gid, mtime, kind = line.rsplit(" ", 5)
+        facts[path] = f"{mode} {uid} {gid} {mtime if kind == 'f' else '-'}"
+    sums = check(app, "cd / && find " + " ".join(DATA_TREES) +
+                 " -type f -print0 | sort -z | xargs -0r sha256sum")
+    for line in sums.splitlines():
+        digest, path = line.split(maxsplit=1)
+        facts[path] += f" {digest}"
+    return {path: fact for path, fact in facts.items() if not path.startswith(RUNTIME_PREFIXES)}
+
+
+@dataclass(frozen=True)
+class DataFacts:
+    files: dict[str, str]
+    rows: str
+
+
+def data_facts(app: AppliancePart) -> DataFacts:
+    """What `assert_same_data` compares: the data trees' files, the database's rows."""
+    return DataFacts(file_facts(app), psql(app, SQL_ROWS))
+
+
+def assert_same_data(restored: AppliancePart, outside: Outside, before: DataFacts) -> None:
+    """The restored box holds the same files and rows, and serves the event again."""
+    assert file_facts(restored) == before.files
+    assert psql(restored, SQL_ROWS) == before.rows
+    assert caldav(restored, outside, "GET", "/admin/e2e/restore-me.ics") == "200"

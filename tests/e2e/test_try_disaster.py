@@ -1,0 +1,220 @@
+"""`arkbox try disaster` as an operator runs it: back up, destroy, watch a blank box restore.
+
+On this run's builds (`--no-build`), in a rig of its own name: `arkbox try` boots the
+appliance; data goes in through the applications from this machine (CalDAV on the
+published 443, SQL and a wiki page inside); `arkbox try disaster` backs up, destroys
+the appliance and its volumes, boots a blank one from the same image and follows it
+restoring itself; the restored box holds the same data (restore_checks.py, shared with
+test_backup_restore.py). Then the failure paths that cost no boot: a backup that fails
+destroys nothing (exit 1); Ctrl-C while a second disaster's blank box is restoring
+leaves a rig that `arkbox try down` removes completely; no rig, exit 2.
+Two full appliance boots and the start of a third.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+from built import Built, built_appliance, built_backup_server
+from conftest import IN_CI, require_tool
+from restore_checks import Outside, assert_event_stored, assert_same_data, data_facts, write_data
+
+from builder.rig import RIG_LABEL, AppliancePart, Rig, remove_rig
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+ROOT = Path(__file__).resolve().parents[2]
+ARKBOX = str(Path(sys.executable).parent / "arkbox")
+RIG = "arkbox-try-disaster-test"  # not test_try.py's: the two may run side by side
+RUN_TIMEOUT_S = 1200
+
+Objects = dict[str, dict[str, str]]  # kind -> id -> name
+
+
+def engine_objects(client: docker.DockerClient) -> Objects:
+    return {
+        "containers": {c.id: c.name for c in client.containers.list(all=True)},
+        "networks": {n.id: n.name for n in client.networks.list()},
+        "volumes": {v.id: v.name for v in client.volumes.list()},
+    }
+
+
+def labelled(client: docker.DockerClient) -> dict[str, int]:
+    label = {"label": f"{RIG_LABEL}={RIG}"}
+    return {"containers": len(client.containers.list(all=True, filters=label)),
+            "networks": len(client.networks.list(filters=label)),
+            "volumes": len(client.volumes.list(filters=label))}
+
+
+def assert_nothing_left(client: docker.DockerClient, before: Objects) -> None:
+    after = engine_objects(client)
+    assert labelled(client) == {"containers": 0, "networks": 0, "volumes": 0}
+    new = {kind: sorted(set(after[kind].values()) - set(before[kind].values()))
+           for kind in after}
+    ours = {kind: [n for n in names if n.startswith(RIG)] for kind, names in new.items()}
+    assert ours == {"containers": [], "networks": [], "volumes": []}
+    totals = {kind: (len(before[kind]), len(after[kind])) for kind in after}
+    print(f"engine objects before → after: {totals}")
+    if IN_CI:  # nothing else runs beside this test there
+        assert new == {"containers": [], "networks": [], "volumes": []}
+
+
+def arkbox_try(built: Built, *extra: str) -> list[str]:
+    backup_out = built_backup_server().parent
+    return [ARKBOX, "try", *extra, "--out", str(built.out), "--rig", RIG,
+            "--backup-server-out", str(backup_out)]
+
+
+def run(argv: list[str], timeout: float = RUN_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
+    started = time.monotonic()
+    result = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    print(f"$ {' '.join(argv[1:3])}: exit {result.returncode} in "
+          f"{time.monotonic() - started:.0f} s\n{result.stdout[-5000:]}{result.stderr[-2000:]}")
+    return result
+
+
+def the_appliance(client: docker.DockerClient) -> AppliancePart:
+    """The rig's running appliance, to exec in (the rig module's part, attached)."""
+    container = client.containers.get(f"{RIG}-appliance")
+    return AppliancePart(Rig(name=RIG, client=client), "appliance", container.image.id or "",
+                         container=container)
+
+
+def from_here(app: AppliancePart) -> Outside:
+    """Requests from this machine, as an operator makes them: 127.0.0.1, the published 443."""
+    curl = require_tool("curl")
+
+    def sh(script: str) -> str:
+        result = subprocess.run(["sh", "-c", script.replace("curl ", f"{curl} ", 1)],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    return Outside(sh, f"127.0.0.1:{app.host_port('443/tcp')}")
+
+
+@pytest.fixture(scope="module")
+def built(docker_engine: None) -> Built:
+    built_backup_server()
+    return built_appliance()
+
+
+@pytest.fixture
+def engine(docker_engine: None) -> Iterator[docker.DockerClient]:
+    client = docker.from_env(timeout=300)
+    remove_rig(client, RIG)  # a killed earlier run
+    yield client
+    remove_rig(client, RIG)  # whatever the test did, nothing stays
+
+
+def test_disaster_restores_the_same_data_and_down_removes_everything(
+        built: Built, engine: docker.DockerClient) -> None:
+    before = engine_objects(engine)
+    up = run(arkbox_try(built, "--no-build"))
+    assert up.returncode == 0
+
+    app = the_appliance(engine)
+    old_id = app.container.id if app.container else None
+    write_data(app, from_here(app))
+    facts = data_facts(app)
+    assert_event_stored(app)
+
+    disaster = run(arkbox_try(built, "disaster"))
+    assert disaster.returncode == 0, disaster.stderr
+    out = disaster.stdout
+    # Each phase says itself; the blank box's first boot is followed live and restores.
+    for phase in ("1/3 backing up now", "2/3 destroying the appliance", "3/3 booting a blank"):
+        assert phase in out
+    assert "removed 1 container, 1 volume" in out
+    assert "│ arkbox first boot" in out, out
+    assert re.search(r"\] restore +changed +RESTORE: restored ", out), out
+    made = re.search(r"✓ backed up: (\S+)", out)
+    assert made, out
+    assert f"✓ restored {made[1]} — the backup made above" in out
+    healthy = re.search(r"blank boot to all healthy: (\d+) s", out)
+    assert healthy, out
+    print(f"time to healthy after the blank boot: {healthy[1]} s")
+
+    restored = the_appliance(engine)
+    assert restored.container is not None and restored.container.id != old_id
+    assert_same_data(restored, from_here(restored), facts)
+    assert labelled(engine) == {"containers": 2, "networks": 1, "volumes": 2}
+
+    # A backup that fails destroys nothing: exit 1, the same appliance still there.
+    server = engine.containers.get(f"{RIG}-backup")
+    assert server.exec_run(["systemctl", "stop", "ssh.service"]).exit_code == 0
+    failed = run(arkbox_try(built, "disaster"), timeout=600)
+    assert failed.returncode == 1
+    assert "the backup failed" in failed.stderr and "nothing was destroyed" in failed.stderr
+    assert "2/3" not in failed.stdout
+    assert the_appliance(engine).container.id == restored.container.id  # type: ignore[union-attr]
+    assert server.exec_run(["systemctl", "start", "ssh.service"]).exit_code == 0
+
+    # Ctrl-C while the next blank box restores: `try down` removes all of it.
+    interrupted = interrupt_once_restoring(arkbox_try(built, "disaster"))
+    assert "interrupted while following the restore" in interrupted
+    down = run(arkbox_try(built, "down"), timeout=180)
+    assert down.returncode == 0
+    assert "removed 2 containers, 2 volumes, 1 network" in down.stdout
+    assert_nothing_left(engine, before)
+
+    none = run(arkbox_try(built, "disaster"), timeout=60)
+    assert none.returncode == 2
+    assert "no `arkbox try` appliance in the rig" in none.stderr
+
+
+def default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def interrupt_once_restoring(argv: list[str]) -> str:
+    """Run argv, SIGINT it once the blank box's first-boot lines come; its output (exit 130)."""
+    process = subprocess.Popen(argv, cwd=ROOT, text=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                               # As from a terminal, also when pytest itself runs in the
+                               # background (where SIGINT is ignored, and Python inherits that).
+                               preexec_fn=default_sigint)
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.put(line.rstrip("\n"))
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    seen: list[str] = []
+    try:
+        deadline = time.monotonic() + 600
+        following = False
+        while True:
+            line = lines.get(timeout=max(1.0, deadline - time.monotonic()))
+            assert line is not None, "ended before the restore:\n" + "\n".join(seen)
+            seen.append(line)
+            following = following or "following first boot" in line
+            if following and line.startswith("  │ "):
+                break
+        process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    while (line := lines.get(timeout=10)) is not None:
+        seen.append(line)
+    text = "\n".join(seen)
+    print(text[-3000:])
+    assert code == 130, text
+    return text
