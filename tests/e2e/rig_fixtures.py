@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -174,3 +175,9 @@ def digest(text: str) -> str:
 
 def load_json(text: str) -> Any:
     return json.loads(text)
+
+
+def default_sigint() -> None:
+    """preexec_fn for a child that is to be interrupted as from a terminal: also when
+    pytest itself runs in the background, where SIGINT is ignored and children inherit that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

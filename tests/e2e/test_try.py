@@ -25,6 +25,7 @@ import docker
 import pytest
 from built import Built, built_appliance, built_backup_server
 from conftest import IN_CI, require_tool
+from rig_fixtures import default_sigint
 
 from builder.rig import RIG_LABEL, remove_rig
 
@@ -143,7 +144,8 @@ def test_ctrl_c_during_first_boot_leaves_nothing_behind(
     before = engine_objects(engine)
     process = subprocess.Popen(arkbox_try(built, "--no-build"), cwd=ROOT, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                               preexec_fn=default_sigint)
     lines: queue.Queue[str | None] = queue.Queue()
 
     def read() -> None:

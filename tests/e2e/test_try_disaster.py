@@ -29,6 +29,7 @@ import pytest
 from built import Built, built_appliance, built_backup_server
 from conftest import IN_CI, require_tool
 from restore_checks import Outside, assert_event_stored, assert_same_data, data_facts, write_data
+from rig_fixtures import default_sigint
 
 from builder.rig import RIG_LABEL, AppliancePart, Rig, remove_rig
 
@@ -174,17 +175,11 @@ def test_disaster_restores_the_same_data_and_down_removes_everything(
     assert "no `arkbox try` appliance in the rig" in none.stderr
 
 
-def default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def interrupt_once_restoring(argv: list[str]) -> str:
     """Run argv, SIGINT it once the blank box's first-boot lines come; its output (exit 130)."""
     process = subprocess.Popen(argv, cwd=ROOT, text=True, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT,
                                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                               # As from a terminal, also when pytest itself runs in the
-                               # background (where SIGINT is ignored, and Python inherits that).
                                preexec_fn=default_sigint)
     lines: queue.Queue[str | None] = queue.Queue()
 
