@@ -185,12 +185,15 @@ def build(ctx: BuildContext) -> None:
 
 
 def secret_files(ctx: BuildContext) -> dict[str, Path]:
-    """The config's file-referenced secrets, by the path the config writes them with."""
+    """The files the config refers to, by the path the config writes them with: its
+    file-referenced secrets and tls.ca_bundle (read at run time, relative to the config)."""
     base = ctx.config.base_dir
     files: dict[str, Path] = {}
     for _path, ref in ctx.config.secret_refs():
         if ref.file is not None:
             files[ref.file] = (base / ref.file)
+    if ctx.config.tls.ca_bundle is not None:
+        files[ctx.config.tls.ca_bundle] = base / ctx.config.tls.ca_bundle
     return files
 
 

@@ -9,10 +9,14 @@ configure, `start()`, wait for a real readiness signal (never a bare sleep),
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import http.client
 import io
 import json
 import logging
+import socket
+import ssl
 import tarfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -105,6 +109,8 @@ class Part:
     ports: dict[str, int | None] = field(default_factory=dict)  # "443/tcp" -> host port
     # Files laid into the container before it starts: path -> (content, mode).
     files: dict[str, tuple[bytes, int]] = field(default_factory=dict)
+    # A fixed address on the rig network (e.g. one a DNS record must name before boot).
+    ipv4_address: str | None = None
     container: Container | None = None
 
     @property
@@ -127,9 +133,10 @@ class Part:
         if self.files:
             container.put_archive("/", files_tar(self.files))
         network = self.rig.client.networks.get(self.rig.network_name)
-        if self.aliases:
+        if self.aliases or self.ipv4_address:
             network.disconnect(container)
-            network.connect(container, aliases=list(self.aliases))
+            network.connect(container, aliases=list(self.aliases) or None,
+                            ipv4_address=self.ipv4_address)
         container.start()
         self.container = container
         self.wait_ready()
@@ -446,3 +453,170 @@ class AppliancePart(SystemdPart):
 
     def journal(self, unit: str = "arkbox-firstboot") -> str:
         return self.exec("journalctl", "-u", unit, "--no-pager", "-o", "cat")[1]
+
+
+def pebble_image(source_dir: Path, cache_dir: Path) -> str:
+    """The rig's test ACME CA (Debian's pebble), built offline like the client (cached)."""
+    from builder.service_images import build_service_images
+
+    (image,) = build_service_images(source_dir / "image" / "recipes", ["pebble"], cache_dir,
+                                    log=log.debug)
+    return image.tag
+
+
+@dataclass(frozen=True)
+class HttpsIdentity:
+    """A throw-away CA and a server certificate it signed (for Pebble's own HTTPS)."""
+
+    ca_pem: bytes
+    cert_pem: bytes
+    key_pem: bytes
+
+
+def https_identity(names: Sequence[str], days: int = 30) -> HttpsIdentity:
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.now(UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "arkbox rig test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(days=days))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False,
+                                       False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+            .issuer_name(ca_name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(days=days))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]),
+                           False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                ca_key.public_key()), False)
+            .sign(ca_key, hashes.SHA256()))
+    pem = serialization.Encoding.PEM
+    return HttpsIdentity(
+        ca.public_bytes(pem), cert.public_bytes(pem),
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+
+
+PEBBLE_ACME_PORT = 14000
+PEBBLE_MANAGEMENT_PORT = 15000
+CHALLTESTSRV_PORT = 8055
+PEBBLE_DNS_PORT = 8053
+
+
+@dataclass
+class PebblePart(Part):
+    """A test ACME CA: Pebble, with pebble-challtestsrv as the DNS its validator asks.
+
+    Pebble serves its directory over HTTPS with `https` (a throw-away CA and a
+    certificate for the aliases, e.g. "pebble"); the appliance trusts that CA
+    through tls.ca_bundle. Host names resolve only as `add_a` says, so a test
+    decides where the CA's HTTP-01 validation goes. Ready when the directory, the
+    management endpoint and the DNS API accept connections.
+    """
+
+    https: HttpsIdentity | None = None  # None: made here for the aliases
+    nonce_reject_percent: int = 5  # Pebble's own default: badNonce for 5% of requests
+    validity_seconds: int | None = None  # None: Pebble's default (5 years)
+
+    def __post_init__(self) -> None:
+        if self.https is None:
+            self.https = https_identity(list(self.aliases) or [self.role])
+        config: dict[str, Any] = {
+            "listenAddress": f"0.0.0.0:{PEBBLE_ACME_PORT}",
+            "managementListenAddress": f"0.0.0.0:{PEBBLE_MANAGEMENT_PORT}",
+            "certificate": "/etc/pebble/cert.pem", "privateKey": "/etc/pebble/key.pem",
+            "httpPort": 80, "tlsPort": 443, "ocspResponderURL": "",
+            "externalAccountBindingRequired": False,
+        }
+        if self.validity_seconds is not None:
+            config["certificateValidityPeriod"] = self.validity_seconds
+        self.files.update({
+            "/etc/pebble/config.json": (json.dumps({"pebble": config}).encode(), 0o644),
+            "/etc/pebble/cert.pem": (self.https.cert_pem, 0o644),
+            "/etc/pebble/key.pem": (self.https.key_pem, 0o600),
+        })
+        self.environment = {"PEBBLE_VA_NOSLEEP": "1",
+                            "PEBBLE_WFE_NONCEREJECT": str(self.nonce_reject_percent),
+                            **self.environment}
+        # No default answers: a name resolves only once a test adds it.
+        self.command = ["sh", "-c",
+                        "pebble-challtestsrv -defaultIPv4 '' -defaultIPv6 '' -http01 '' "
+                        "-https01 '' -tlsalpn01 '' -dns01 :8053 -management :8055 & "
+                        f"exec pebble -config /etc/pebble/config.json "
+                        f"-dnsserver 127.0.0.1:{PEBBLE_DNS_PORT}"]
+
+    @property
+    def directory(self) -> str:
+        """The ACME directory URL as the rig's other parts reach it."""
+        return f"https://{self.aliases[0]}:{PEBBLE_ACME_PORT}/dir"
+
+    def wait_ready(self) -> None:
+        super().wait_ready()
+        for port in (PEBBLE_ACME_PORT, PEBBLE_MANAGEMENT_PORT, CHALLTESTSRV_PORT):
+            wait_until(f"pebble port {port}", functools.partial(self._accepts, port), 60,
+                       interval=0.5)
+
+    def _accepts(self, port: int) -> str | None:
+        if (reason := self._running()) is not None:
+            return reason
+        try:
+            with socket.create_connection((self.ip(), port), timeout=2):
+                return None
+        except OSError as err:
+            return f"port {port}: {err}"
+
+    def add_a(self, host: str, address: str) -> None:
+        """Make `host` resolve to `address` for Pebble's validator (challtestsrv's API)."""
+        body = json.dumps({"host": host.rstrip(".") + ".", "addresses": [address]})
+        connection = http.client.HTTPConnection(self.ip(), CHALLTESTSRV_PORT, timeout=10)
+        try:
+            connection.request("POST", "/add-a", body, {"Content-Type": "application/json"})
+            response = connection.getresponse()
+            if response.status != 200:
+                raise RigError(f"pebble-challtestsrv refused {host} -> {address}: "
+                               f"HTTP {response.status} {response.read()[:200]!r}")
+        finally:
+            connection.close()
+
+    def root_pem(self) -> bytes:
+        """Pebble's current root (it signs the issued chains), from its management endpoint."""
+        assert self.https is not None
+        context = ssl.create_default_context(cadata=self.https.ca_pem.decode())
+        connection = _NamedHTTPSConnection(self.ip(), PEBBLE_MANAGEMENT_PORT,
+                                           self.aliases[0], context=context, timeout=10)
+        try:
+            connection.request("GET", "/roots/0")
+            response = connection.getresponse()
+            body = response.read()
+        finally:
+            connection.close()
+        if response.status != 200 or b"BEGIN CERTIFICATE" not in body:
+            raise RigError(f"pebble's management endpoint gave no root: HTTP {response.status}")
+        return body
+
+
+class _NamedHTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS to an address, verified for the name the server's certificate carries."""
+
+    def __init__(self, address: str, port: int, server_name: str, *,
+                 context: ssl.SSLContext, timeout: float) -> None:
+        super().__init__(address, port, context=context, timeout=timeout)
+        self._server_name = server_name
+        self._ssl_context = context
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self.host, self.port), self.timeout)
+        self.sock = self._ssl_context.wrap_socket(sock, server_hostname=self._server_name)

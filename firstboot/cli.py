@@ -34,7 +34,8 @@ def _cmd_converge(args: argparse.Namespace) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from firstboot.context import Paths
+    from firstboot.certs.renew import status_facts
+    from firstboot.context import Paths, utc_now
     from firstboot.runner import runner_active
     from firstboot.status import RunResult, Status
     from firstboot.status_view import print_status, status_json
@@ -44,10 +45,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if status is not None and status.result is RunResult.RUNNING and not runner_active(
             paths.state):
         status.result = RunResult.INTERRUPTED
+    certificate = status_facts(paths, utc_now())
     if args.json:
-        print(status_json(status))
+        print(status_json(status, certificate))
     else:
-        print_status(status, Console(highlight=False))
+        print_status(status, Console(highlight=False), certificate)
     return 0 if status is not None and status.result in (RunResult.OK, RunResult.RUNNING) else 1
 
 
@@ -74,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     from firstboot.backup.cli import add_commands as add_backup_commands
 
     add_backup_commands(sub, INSTALLED_CONFIG)
+    from firstboot.certs.cli import add_commands as add_certificate_commands
+
+    add_certificate_commands(sub, INSTALLED_CONFIG)
     text = "what first boot (or the last apply) did: steps, certificate, failures with fixes"
     p = sub.add_parser("status", help=text, description=text,
                        epilog="exit codes: 0 the last run succeeded (or is running), "

@@ -30,8 +30,10 @@ RESULT_STYLES = {RunResult.OK: "green", RunResult.FAILED: "bold red", RunResult.
                  RunResult.INTERRUPTED: "bold red"}
 
 
-def status_json(status: Status | None) -> str:
+def status_json(status: Status | None, certificate: dict[str, Any] | None = None) -> str:
     body: dict[str, Any] = {"ran": False} if status is None else {"ran": True, **status.to_json()}
+    if certificate is not None:
+        body["certificate"] = certificate
     return json.dumps(body, indent=2, sort_keys=True)
 
 
@@ -44,7 +46,7 @@ def _when(iso: str | None) -> str:
         return iso
 
 
-def render_status(status: Status) -> RenderableType:
+def render_status(status: Status, certificate: dict[str, Any] | None = None) -> RenderableType:
     parts: list[RenderableType] = []
     took = f" in {status.seconds:.0f} s" if status.seconds is not None else ""
     headline = Text.assemble(
@@ -61,9 +63,7 @@ def render_status(status: Status) -> RenderableType:
                       + f" · installer {status.installer_version}", style="dim"))
     if status.steps:
         parts.append(_steps_table(status))
-    certificate = _certificate_line(status)
-    if certificate is not None:
-        parts.append(certificate)
+    parts += _certificate_lines(status, certificate)
     for failure in status.failures:
         parts.append(Text.assemble(("✗ ", "bold red"), (failure.step, "bold"), ": ",
                                    failure.message))
@@ -88,25 +88,41 @@ def _steps_table(status: Status) -> Table:
     return table
 
 
-def _certificate_line(status: Status) -> Text | None:
-    try:
-        details = status.step("tls").details
-    except KeyError:
-        return None
+def _certificate_lines(status: Status, live: dict[str, Any] | None) -> list[Text]:
+    """The certificate served now (live facts, renewal included), else the tls step's."""
+    details = live
+    if details is None:
+        try:
+            details = status.step("tls").details
+        except KeyError:
+            return []
     if not details:
-        return None
+        return []
     until = _when(details.get("not_after"))
+    renewal = details.get("renewal") or {}
     if details.get("source") == "fallback":
-        return Text.assemble(("certificate: ", "bold"), ("fallback (self-signed)", "yellow"),
-                             f", valid until {until}: {details.get('reason', '')}")
-    return Text.assemble(("certificate: ", "bold"), ("real (ACME)", "green"),
-                         f", valid until {until}")
+        lines = [Text.assemble(("certificate: ", "bold"), ("fallback (self-signed)", "yellow"),
+                               f", valid until {until}: {details.get('reason', '')}")]
+        if renewal.get("next_attempt"):
+            lines.append(Text(f"  next attempt {_when(renewal['next_attempt'])} · now: "
+                              "arkbox-installer renew", style="dim"))
+        return lines
+    lines = [Text.assemble(("certificate: ", "bold"), ("real (ACME)", "green"),
+                           f", valid until {until}")]
+    if details.get("warning"):
+        lines.append(Text.assemble(("⚠ ", "bold yellow"), details["warning"]))
+        lines.append(Text("  hint: fix the cause, then: arkbox-installer renew"))
+    elif renewal.get("failures"):
+        lines.append(Text(f"  renewal failed {renewal['failures']}×: {renewal.get('last_error')}"
+                          f"; next attempt {_when(renewal.get('next_attempt'))}", style="yellow"))
+    return lines
 
 
-def print_status(status: Status | None, console: Console) -> None:
+def print_status(status: Status | None, console: Console,
+                 certificate: dict[str, Any] | None = None) -> None:
     if status is None:
         console.print("arkbox has not run on this machine yet", markup=False)
         console.print("  hint: first boot starts by itself; see: systemctl status "
                       "arkbox-firstboot", markup=False)
         return
-    console.print(render_status(status))
+    console.print(render_status(status, certificate))

@@ -1,8 +1,10 @@
-"""The systemd units that run `arkbox-installer backup` on the config's schedule."""
+"""The systemd units that run `arkbox-installer backup` on the config's schedule
+(installed by firstboot/systemd_units.py, like every timer a step owns)."""
 
 from __future__ import annotations
 
-UNIT_DIR = "/etc/systemd/system"
+from firstboot.systemd_units import UNIT_DIR as UNIT_DIR  # re-exported for steps/backup.py
+
 SERVICE = "arkbox-backup.service"
 TIMER = "arkbox-backup.timer"
 INSTALLER = "/usr/local/sbin/arkbox-installer"
@@ -42,7 +44,3 @@ Persistent=true
 [Install]
 WantedBy=timers.target
 """
-
-
-def enable_argv() -> tuple[tuple[str, ...], ...]:
-    return (("systemctl", "daemon-reload"), ("systemctl", "enable", "--now", TIMER))

@@ -24,6 +24,7 @@ ORDER: tuple[str, ...] = (
     "proxy",
     "health",
     "backup",
+    "acme",  # last: it starts the request in the background, after the proxy is up
 )
 
 

@@ -23,6 +23,7 @@ from firstboot.config import Appliance
 from firstboot.context import FirstbootContext
 from firstboot.files import ensure_dir, write_if_changed
 from firstboot.steps.base import Outcome, StepFailed
+from firstboot.systemd_units import TimerUnits, install_timer
 
 NAME = "backup"
 KEY_EXPORT = "borg-key"
@@ -81,19 +82,10 @@ def _repository(ctx: FirstbootContext) -> list[str]:
 
 
 def _timer(ctx: FirstbootContext) -> list[str]:
-    unit_dir = ctx.paths.at(timer.UNIT_DIR)
-    changed = write_if_changed(unit_dir / timer.SERVICE, timer.service_unit(), mode=0o644)
-    changed |= write_if_changed(unit_dir / timer.TIMER,
-                                timer.timer_unit(ctx.config.backup.schedule), mode=0o644)
-    if ctx.paths.is_live and (changed or not _timer_enabled(ctx)):
-        for argv in timer.enable_argv():
-            ctx.run(argv)
+    units = TimerUnits(timer.SERVICE, timer.service_unit(), timer.TIMER,
+                       timer.timer_unit(ctx.config.backup.schedule))
+    changed = install_timer(ctx, units)
     return [f"{timer.TIMER} ({ctx.config.backup.schedule})"] if changed else []
-
-
-def _timer_enabled(ctx: FirstbootContext) -> bool:
-    result = ctx.run(("systemctl", "is-enabled", timer.TIMER), check=False)
-    return result.returncode == 0
 
 
 def verify(ctx: FirstbootContext) -> str | None:

@@ -8,6 +8,9 @@ and the ACME step (its own issue) replaces it. The layout both share:
     /srv/arkbox/tls/live/certificate.json   {"source": "fallback" | "acme", "names": [...],
                                              "not_after": ..., "fingerprint_sha256": ...,
                                              "reason": why it is the fallback}
+    /srv/arkbox/tls/staged/                 a new key + chain before they go live; a
+                                             complete pair left by a power cut is
+                                             installed by the next tls or renew run
 
 A fallback certificate is made again when the host names change or fewer than
 30 days are left. A certificate the ACME step installed is left alone while it
@@ -17,6 +20,7 @@ is valid, even if it lacks a new name: getting that name is ACME's job.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -77,6 +81,42 @@ class LiveFiles:
 
 def live_files(ctx: FirstbootContext) -> LiveFiles:
     return LiveFiles(ctx.paths.tls / "live")
+
+
+def staged_files(ctx: FirstbootContext) -> LiveFiles:
+    return LiveFiles(ctx.paths.tls / "staged")
+
+
+def install(live: LiveFiles, staged: LiveFiles, key_pem: bytes, chain_pem: bytes,
+            checkpoint: Callable[[str], None] = lambda point: None) -> x509.Certificate:
+    """Make key + chain live so that a power cut leaves the old pair or the new, never a mix.
+
+    Both are staged first (the chain last: its presence means the pair is complete),
+    then copied over the live files; `finish_staged` completes a copy a power cut cut short.
+    """
+    ensure_dir(staged.directory, 0o700)
+    atomic_write(staged.key, key_pem, 0o600)
+    atomic_write(staged.chain, chain_pem, 0o644)
+    checkpoint("staged")
+    certificate = finish_staged(live, staged)
+    assert certificate is not None
+    return certificate
+
+
+def finish_staged(live: LiveFiles, staged: LiveFiles) -> x509.Certificate | None:
+    """Install a complete staged pair (see `install`); None when nothing was staged."""
+    pair = read_current(staged)
+    if pair.certificate is None or pair.problem is not None:
+        for path in (staged.key, staged.chain):
+            path.unlink(missing_ok=True)  # half-staged: the live pair was never touched
+        return None
+    ensure_dir(live.directory, 0o755)
+    atomic_write(live.key, staged.key.read_bytes(), 0o600)
+    atomic_write(live.chain, staged.chain.read_bytes(), 0o644)
+    _write_info(live, certificate_info(pair.certificate, None))
+    staged.chain.unlink()
+    staged.key.unlink()
+    return pair.certificate
 
 
 # ---------------------------------------------------------------- the certificate
@@ -192,6 +232,8 @@ def certificate_info(certificate: x509.Certificate, reason: str | None) -> dict[
 
 def run(ctx: FirstbootContext) -> Outcome:
     files = live_files(ctx)
+    if finish_staged(files, staged_files(ctx)) is not None:
+        ctx.log.info("installed the certificate a renewal had staged before an interruption")
     names = wanted_names(ctx.config)
     now = ctx.now()
     current = read_current(files)
@@ -262,3 +304,11 @@ def _write_info(files: LiveFiles, info: dict[str, Any]) -> bool:
         pass
     atomic_write(files.info, text, 0o644)
     return True
+
+
+def record_reason(files: LiveFiles, reason: str) -> None:
+    """Say in certificate.json why the fallback is still served (a renewal's last error)."""
+    current = read_current(files)
+    if (current.certificate is not None and current.problem is None
+            and is_fallback(current.certificate)):
+        _write_info(files, certificate_info(current.certificate, reason))

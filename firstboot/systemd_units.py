@@ -1,0 +1,46 @@
+"""Installing a service + timer pair that a step owns (backups, certificate renewal)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from firstboot.context import FirstbootContext
+from firstboot.files import write_if_changed
+
+UNIT_DIR = "/etc/systemd/system"
+
+
+@dataclass(frozen=True)
+class TimerUnits:
+    service: str  # e.g. arkbox-backup.service
+    service_text: str
+    timer: str  # e.g. arkbox-backup.timer
+    timer_text: str
+
+
+def enable_argv(timer: str) -> tuple[tuple[str, ...], ...]:
+    return (("systemctl", "daemon-reload"), ("systemctl", "enable", "--now", timer))
+
+
+def install_timer(ctx: FirstbootContext, units: TimerUnits) -> bool:
+    """Write both units and enable the timer; True when a unit file changed.
+
+    Below a test root only the files are written: systemctl acts on the running system.
+    """
+    unit_dir = ctx.paths.at(UNIT_DIR)
+    changed = write_if_changed(unit_dir / units.service, units.service_text, mode=0o644)
+    changed |= write_if_changed(unit_dir / units.timer, units.timer_text, mode=0o644)
+    if ctx.paths.is_live and (changed or not timer_enabled(ctx, units.timer)):
+        for argv in enable_argv(units.timer):
+            ctx.run(argv)
+    return changed
+
+
+def timer_enabled(ctx: FirstbootContext, timer: str) -> bool:
+    result = ctx.run(("systemctl", "is-enabled", timer), check=False)
+    return result.returncode == 0
+
+
+def installed(ctx: FirstbootContext, units: TimerUnits) -> bool:
+    unit_dir = ctx.paths.at(UNIT_DIR)
+    return (unit_dir / units.service).is_file() and (unit_dir / units.timer).is_file()

@@ -1,0 +1,299 @@
+"""Issue 6, end to end: certificates from Pebble (Debian's test ACME CA) in the container rig.
+
+One appliance boot for the whole module, scenarios in order:
+
+1. first boot with the CA unreachable (no Pebble on the network yet): the fallback
+   serves, status says why, the frozen installer's `renew --help` works;
+2. Pebble appears (default 5% badNonce rejection, 90-day certificates) and pebble-challtestsrv
+   resolves every host name to the appliance: a later `renew` gets one certificate for all
+   names, nginx is reloaded (same container, same master process), HTTPS from the client
+   validates against Pebble's root;
+3. sslyze (host venv) checks 443 against Mozilla's intermediate profile;
+4. a second Pebble rejects 50% of nonces and issues 2-minute certificates: issuance still
+   succeeds (the client retries badNonce);
+5. when a third of that lifetime is left, `renew` renews; a client loop runs through the
+   reload without one failed handshake.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from rig_fixtures import (
+    INSTALLER,
+    ROUTES,
+    admin_key,
+    appliance_image,
+    check,
+    config_with,
+    dump,
+    installer,
+    sh,
+    the_client_image,
+)
+
+from builder.rig import (
+    AppliancePart,
+    ClientPart,
+    PebblePart,
+    Rig,
+    files_tar,
+    https_identity,
+    pebble_image,
+    wait_until,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+OCTET = 160
+APPLIANCE_IP = f"172.30.{OCTET}.10"
+CA_BUNDLE = "pebble-https-ca.pem"  # next to /etc/arkbox/appliance.yaml
+ROOT_IN_CLIENT = "/tmp/pebble-root.pem"
+LIVE = "/srv/arkbox/tls/live"
+NAMES = ["arkbox.test", "cal.arkbox.test", "mail.arkbox.test", "webmail.arkbox.test",
+         "wiki.arkbox.test"]
+NINETY_DAYS_S = 90 * 86400
+SHORT_LIFETIME_S = 120
+# Pebble's own HTTPS (its directory): the appliance trusts this CA through tls.ca_bundle.
+PEBBLE_HTTPS = https_identity(["pebble", "localhost"])
+
+
+@dataclass
+class TlsBox:
+    rig: Rig
+    app: AppliancePart
+    client: ClientPart
+    pebble: PebblePart | None = None
+
+    def certificate(self) -> x509.Certificate:
+        return x509.load_pem_x509_certificate(check(self.app, f"cat {LIVE}/fullchain.pem")
+                                              .encode())
+
+    def start_pebble(self, image: str, nonce_reject_percent: int = 5,
+                     validity_seconds: int | None = None) -> PebblePart:
+        if self.pebble is not None:
+            assert self.pebble.container is not None
+            self.pebble.container.remove(force=True)
+        pebble = PebblePart(self.rig, "pebble", image, aliases=["pebble"], https=PEBBLE_HTTPS,
+                            nonce_reject_percent=nonce_reject_percent,
+                            validity_seconds=validity_seconds)
+        self.rig.add(pebble)
+        for name in NAMES:
+            pebble.add_a(name, APPLIANCE_IP)
+        self.pebble = pebble
+        root = pebble.root_pem()
+        assert self.client.container is not None
+        self.client.container.put_archive("/", files_tar({ROOT_IN_CLIENT: (root, 0o644)}))
+        return pebble
+
+
+@pytest.fixture(scope="module")
+def tls_box(docker_engine: None) -> Iterator[TlsBox]:
+    from rig_fixtures import CACHE_DIR
+
+    rig = Rig(name=f"arkbox-e2e-tls-{int(time.time()) % 100000}",
+              ipv4_subnet=f"172.30.{OCTET}.0/24", ipv6_subnet=f"fd42:a7b0:{OCTET}::/64")
+    image = appliance_image(rig)
+    client_image = the_client_image()
+    pebble_image(ROOT, CACHE_DIR)  # built before the boot, so the boot is not slowed by it
+    config = config_with(admin_key(), {"tls": {
+        "acme_directory": "https://pebble:14000/dir",
+        "contact_email": "admin@arkbox.test",
+        "ca_bundle": CA_BUNDLE,
+    }})
+    with rig.running():
+        app = AppliancePart(rig, "appliance", image, aliases=["arkbox.test"],
+                            config=dump(config), ipv4_address=APPLIANCE_IP, boot_timeout=420,
+                            files={f"/etc/arkbox/{CA_BUNDLE}": (PEBBLE_HTTPS.ca_pem, 0o600)})
+        rig.add(app)
+        started = time.monotonic()
+        app.wait_first_boot(timeout=420)
+        print(f"\nfirst boot (CA unreachable): {time.monotonic() - started:.1f} s")
+        client = ClientPart(rig, "client", client_image)
+        rig.add(client)
+        yield TlsBox(rig, app, client)
+
+
+def renew_state(app: AppliancePart) -> dict[str, object]:
+    state: dict[str, object] = app.read_json("/var/lib/arkbox/tls-renew.json") or {}
+    return state
+
+
+def curl_https(box: TlsBox, host: str, path: str = "/") -> tuple[int, str]:
+    """curl from the client, trusting only Pebble's root (no -k anywhere)."""
+    return box.client.exec("curl", "-sS", "--max-time", "20", "--cacert", ROOT_IN_CLIENT,
+                           "--resolve", f"{host}:443:{APPLIANCE_IP}", f"https://{host}{path}")
+
+
+def proxy_identity(app: AppliancePart) -> str:
+    """The proxy container's ID, start time and nginx master PID: equal after a reload."""
+    return check(app, "c=$(docker ps -q --filter label=arkbox.role=proxy); "
+                      "docker inspect --format '{{.Id}} {{.State.StartedAt}} {{.State.Pid}}' $c")
+
+
+# ---------------------------------------------------------------- 1. CA unreachable
+
+
+def test_ca_unreachable_at_first_boot_fallback_serves_and_status_says_why(tls_box: TlsBox
+                                                                           ) -> None:
+    app = tls_box.app
+    # The background request ran after first boot and failed: recorded, not a failed unit.
+    wait_until("the first background request", lambda: None if renew_state(app).get(
+        "failures") else "not attempted yet", 180, interval=2)
+    info = app.read_json(f"{LIVE}/certificate.json")
+    assert info["source"] == "fallback"
+    assert info["reason"].startswith("the ACME CA is unreachable (CA: "
+                                     "https://pebble:14000/dir: "), info
+    code, shown = installer(app, "status")
+    assert "certificate: fallback (self-signed)" in shown and "the ACME CA is unreachable" in \
+        " ".join(shown.split()), shown
+    assert "next attempt" in shown
+    assert "arkbox-tls-renew.service" not in app.failed_units()
+    assert check(app, "systemctl is-enabled arkbox-tls-renew.timer").strip() == "enabled"
+    # The frozen installer carries the ACME code.
+    code, helptext = sh(app, f"{INSTALLER} renew --help")
+    assert code == 0 and "--scheduled" in helptext, helptext
+
+
+# ---------------------------------------------------------------- 2. a later retry
+
+
+def test_a_later_retry_gets_one_certificate_for_all_names_and_only_reloads_nginx(
+        tls_box: TlsBox) -> None:
+    app = tls_box.app
+    # The test drives renewal itself from here on: no timer run in between.
+    check(app, "systemctl stop arkbox-tls-renew.timer")
+    tls_box.start_pebble(pebble_image(ROOT, Path("/var/cache/arkbox")),
+                         validity_seconds=NINETY_DAYS_S)
+    before = proxy_identity(app)
+    started = time.monotonic()
+    code, out = installer(app, "renew")
+    print(f"\nissuance from Pebble: {time.monotonic() - started:.1f} s")
+    assert code == 0, out
+    assert "renewed: new certificate for " + " ".join(NAMES) in " ".join(out.split()), out
+    assert "reloaded proxy (nginx reloaded)" in out, out
+    assert proxy_identity(app) == before, "the proxy was restarted, not reloaded"
+    info = app.read_json(f"{LIVE}/certificate.json")
+    assert info["source"] == "acme" and info["names"] == NAMES, info
+    modes = check(app, "stat -c %a /srv/arkbox/secrets/acme /srv/arkbox/secrets/acme/"
+                       "account-key.pem").split()
+    assert modes == ["700", "600"], modes
+    for host, (path, marker) in ROUTES.items():
+        code, page = curl_https(tls_box, host, path)
+        assert code == 0 and marker in page, f"{host}: {page[:300]}"
+    data = app.read_json("/var/lib/arkbox/tls-renew.json")
+    assert data["failures"] == 0 and data["last_success"], data
+    code, shown = installer(app, "status --json")
+    assert '"source": "acme"' in shown
+    # Not due again: the next run says so and changes nothing.
+    code, out = installer(app, "renew")
+    assert code == 0 and "not due: certificate valid until" in out, out
+
+
+# ---------------------------------------------------------------- 3. Mozilla intermediate
+
+
+def test_sslyze_mozilla_intermediate_profile_passes(tls_box: TlsBox, tmp_path: Path) -> None:
+    from sslyze.mozilla_tls_profile.tls_config_checker import (
+        SCAN_COMMANDS_NEEDED_BY_MOZILLA_CHECKER,
+        MozillaTlsConfiguration,
+        ServerNotCompliantWithTlsConfiguration,
+        TlsConfigurationEnum,
+        check_server_against_tls_configuration,
+    )
+    from sslyze.plugins.certificate_info.implementation import CertificateInfoExtraArgument
+    from sslyze.scanner.models import ScanCommandsExtraArguments, ServerScanRequest
+    from sslyze.scanner.scanner import Scanner
+    from sslyze.server_setting import ServerNetworkConfiguration, ServerNetworkLocation
+
+    assert tls_box.pebble is not None
+    root = tmp_path / "pebble-root.pem"
+    root.write_bytes(tls_box.pebble.root_pem())
+    request = ServerScanRequest(
+        server_location=ServerNetworkLocation("wiki.arkbox.test", 443, ip_address=APPLIANCE_IP),
+        network_configuration=ServerNetworkConfiguration("wiki.arkbox.test"),
+        scan_commands=SCAN_COMMANDS_NEEDED_BY_MOZILLA_CHECKER,
+        scan_commands_extra_arguments=ScanCommandsExtraArguments(
+            certificate_info=CertificateInfoExtraArgument(custom_ca_file=root)),
+    )
+    scanner = Scanner()
+    scanner.queue_scans([request])
+    (result,) = list(scanner.get_results())
+    try:
+        check_server_against_tls_configuration(
+            result, MozillaTlsConfiguration.get(TlsConfigurationEnum.MOZILLA_INTERMEDIATE))
+    except ServerNotCompliantWithTlsConfiguration as err:
+        pytest.fail(f"not Mozilla intermediate: {err.issues}")
+
+
+# ---------------------------------------------------------------- 4. 50% badNonce
+
+
+def test_issuance_succeeds_with_half_the_nonces_rejected(tls_box: TlsBox) -> None:
+    app = tls_box.app
+    tls_box.start_pebble(pebble_image(ROOT, Path("/var/cache/arkbox")),
+                         nonce_reject_percent=50, validity_seconds=SHORT_LIFETIME_S)
+    code, out = installer(app, "renew --force -v")
+    assert code == 0, out[-3000:]
+    assert "renewed: new certificate" in out, out[-3000:]
+    # Rejected nonces did happen, and were retried (more than acme's one retry allows for).
+    assert out.count("badNonce from the CA, retrying") >= 2, out[-3000:]
+    lifetime = tls_box.certificate().not_valid_after_utc - tls_box.certificate(
+    ).not_valid_before_utc
+    assert lifetime.total_seconds() <= SHORT_LIFETIME_S + 1
+    code, page = curl_https(tls_box, "wiki.arkbox.test")  # the new Pebble's root
+    assert code == 0 and "[DokuWiki]" in page, page[:300]
+
+
+# ---------------------------------------------------------------- 5. renewal
+
+
+def test_renewal_at_a_third_left_serves_the_new_certificate_without_failed_handshakes(
+        tls_box: TlsBox) -> None:
+    app, client = tls_box.app, tls_box.client
+    old = tls_box.certificate()
+    code, out = installer(app, "renew")
+    assert code == 0 and "not due" in out, out  # two thirds of 2 minutes are not over yet
+    lifetime = old.not_valid_after_utc - old.not_valid_before_utc
+    due_at = old.not_valid_after_utc - lifetime / 3
+    wait_until("a third of the lifetime left",
+               lambda: None if datetime.now(UTC) > due_at else f"due at {due_at:%H:%M:%S}",
+               SHORT_LIFETIME_S, interval=1)
+    # A client loop through the renewal: every request must complete its handshake.
+    loop = ("i=0; while [ ! -e /tmp/stop ] && [ $i -lt 2000 ]; do i=$((i+1)); "
+            f"curl -sS -o /dev/null -w '%{{http_code}}\\n' --max-time 10 --cacert {ROOT_IN_CLIENT}"
+            f" --resolve wiki.arkbox.test:443:{APPLIANCE_IP} https://wiki.arkbox.test/ "
+            ">> /tmp/loop.log 2>&1 || echo FAILED >> /tmp/loop.log; done; "
+            "echo END >> /tmp/loop.log")
+    assert client.container is not None
+    client.container.exec_run(["sh", "-c", "rm -f /tmp/stop /tmp/loop.log; " + loop],
+                              detach=True)
+    wait_until("the client loop", lambda: None if check(
+        client, "cat /tmp/loop.log 2>/dev/null | wc -l").strip() not in ("", "0")
+        else "no request yet", 30, interval=0.5)
+    code, out = installer(app, "renew")
+    assert code == 0 and "renewed: new certificate" in out, out
+    assert "less than a third of its lifetime is left" in out, out
+    time.sleep(2)  # let the loop run a few requests against the reloaded nginx
+    check(client, "touch /tmp/stop")
+    wait_until("the loop to end", lambda: None if "END" in check(client, "cat /tmp/loop.log")
+               else "running", 30, interval=0.5)
+    results = check(client, "cat /tmp/loop.log").split()
+    assert results[-1] == "END"
+    answers = results[:-1]
+    print(f"\n{len(answers)} requests through the renewal, all answered")
+    assert len(answers) >= 5, answers
+    assert set(answers) == {"200"}, [a for a in answers if a != "200"][:10]
+    new = tls_box.certificate()
+    assert new.serial_number != old.serial_number
+    served = check(client, "echo | openssl s_client -connect "
+                           f"{APPLIANCE_IP}:443 -servername wiki.arkbox.test 2>/dev/null "
+                           "| openssl x509 -noout -serial").strip()
+    assert int(served.removeprefix("serial="), 16) == new.serial_number, served
