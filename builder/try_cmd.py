@@ -15,9 +15,10 @@ under the repository's host name, so first boot goes as on a VPS.
 and volumes; the backup server stays), boots a blank one from the same image and
 follows it restoring itself (docs/try.md).
 
-Extension points, as the TLS and mail issues land: `neighbour_parts()` starts
-Pebble + challtestsrv and the DNS server before the appliance; `PUBLISHED_PORTS`
-grows the mail ports.
+The rig also runs a test ACME CA (builder/try_ca.py): the appliance gets a real
+certificate from Pebble over ACME, and the operator trusts Pebble's root.
+Extension point as the mail issue lands: `neighbour_parts()` starts the DNS
+server with the generated zone; `PUBLISHED_PORTS` grows the mail ports.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ import yaml
 from docker.errors import DockerException, NotFound
 from docker.models.containers import Container
 
+from builder import try_ca
 from builder.cache import digest_tree
 from builder.manifest import MANIFEST_NAME
 from builder.rig import (
@@ -68,6 +70,7 @@ from builder.rig import (
 from firstboot import __version__
 from firstboot.config import DEFAULT_CONFIG_PATH, Appliance, config_digest, load_config
 from firstboot.errors import EXIT_FAILURE, EXIT_OK, ArkboxError, BadInputError
+from firstboot.steps.tls import wanted_names
 
 SOURCE_DIR = Path(__file__).resolve().parents[1]
 # What a build is made of besides the config: the pipeline, the installer, what is laid in.
@@ -300,9 +303,8 @@ def neighbour_parts(rig: Rig, config: Appliance, backup_image: str | None,
                     backup: BackupServerPlan | None) -> list[Part]:
     """The parts the appliance talks to, started before it.
 
-    Still to land with their issues: Pebble + challtestsrv as ACME CA and DNS (then
-    the appliance's config gets tls.acme_directory pointed at it), the DNS server
-    with the generated zone (mail).
+    The test ACME CA is started by cmd_up itself (it needs the appliance's address);
+    still to land with its issue: the DNS server with the generated zone (mail).
     """
     parts: list[Part] = []
     if backup is not None and backup_image is not None:
@@ -383,7 +385,8 @@ def curl_example(route: Route, port: int, certificate: Path) -> str:
 
 
 def next_steps(config: Appliance, ports: dict[str, int], certificate: Path | None,
-               dns: str | None, rig_name: str, out_dir: str = "out") -> list[str]:
+               dns: str | None, rig_name: str, out_dir: str = "out", *,
+               from_ca: bool = False) -> list[str]:
     """The screen after a successful first boot (pure: the tests read it)."""
     https, http, ssh = ports.get("443/tcp"), ports.get("80/tcp"), ports.get("22/tcp")
     lines = ["", "What you can do now:", ""]
@@ -394,11 +397,15 @@ def next_steps(config: Appliance, ports: dict[str, int], certificate: Path | Non
         for route in routes:
             lines.append(f"    {route.service:<{width}}  https://{route.hostname}:{https}"
                          f"{route.path}")
+        if certificate is not None and from_ca:
+            lines.append("  It serves a certificate from the rig's test ACME CA (Pebble); "
+                         f"its root, to trust: {certificate}.")
+        elif certificate is not None:
+            lines.append("  It serves its self-signed fallback certificate (the test CA did "
+                         f"not issue one in time), copied to {certificate}.")
         if certificate is not None:
-            lines.append("  It serves its self-signed fallback certificate (no ACME CA here), "
-                         f"copied to {certificate}.")
             lines.append("  The names do not resolve on this machine; curl maps them and "
-                         "trusts that certificate:")
+                         "trusts that file:")
             for route in routes:
                 lines.append(f"    {curl_example(route, https, certificate)}")
         if http is not None:
@@ -524,6 +531,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     config = load_config(config_path)
     client = docker_client()
     certificate: Path | None = None
+    from_ca = False
     dns: str | None = None
     with cleanup_on_interrupt(rig_name, state_dir):
         built = ensure_built(config_path, out_dir, rebuild=args.rebuild, no_build=args.no_build)
@@ -549,10 +557,16 @@ def cmd_up(args: argparse.Namespace) -> int:
             for part in neighbour_parts(rig, config, backup_image, backup):
                 say(f"starting {part.role} …")
                 rig.add(part)
-            say(f"booting the appliance ({image}) in container {rig_name}-appliance …")
-            appliance = TryAppliance(rig=rig, role="appliance", image=image,
-                                     aliases=[config.appliance.hostname])
+            say("starting the test ACME CA (Pebble, with its DNS) …")
+            pebble = try_ca.start_test_ca(rig)
+            say(f"booting the appliance ({image}) in container {rig_name}-appliance, its ACME "
+                f"directory pointed at {pebble.directory} …")
+            appliance = TryAppliance(
+                rig=rig, role="appliance", image=image, aliases=[config.appliance.hostname],
+                config=try_ca.config_with_test_ca(config_path.read_text(), pebble),
+                files=try_ca.ca_bundle_file(pebble))
             rig.add(appliance)
+            try_ca.point_names(pebble, wanted_names(config), appliance)
         except (RigError, DockerException) as e:
             say(f"  {describe_removed(take_down(client, rig_name, state_dir))}")
             raise ArkboxError(f"the rig did not start: {e}",
@@ -563,7 +577,15 @@ def cmd_up(args: argparse.Namespace) -> int:
         say(f"following first boot (journalctl -u {FIRSTBOOT_UNIT}) …")
         outcome = follow_first_boot(appliance, args.timeout)
         if outcome.ok:
-            certificate = copy_certificate(appliance, state_dir)
+            say("waiting for the certificate from the test CA (arkbox-tls-renew) …")
+            issued = try_ca.wait_for_certificate(appliance)
+            if issued.ok:
+                say(f"  ✓ issued for {issued.detail}")
+                certificate = try_ca.save_root(pebble, state_dir)
+            else:
+                say(f"  ✗ still the fallback certificate: {issued.detail}")
+                certificate = copy_certificate(appliance, state_dir)
+            from_ca = issued.ok
             dns = installer_dns(appliance)
     total = time.monotonic() - started
     if not outcome.ok:
@@ -573,7 +595,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         say(f"  arkbox try down{_rig_option(rig_name, str(out_dir))}  removes it")
         return EXIT_FAILURE
     say(f"ready in {total:.0f} s (first boot {outcome.seconds:.0f} s)")
-    for line in next_steps(config, ports, certificate, dns, rig_name, str(out_dir)):
+    for line in next_steps(config, ports, certificate, dns, rig_name, str(out_dir),
+                           from_ca=from_ca):
         say(line)
     return EXIT_OK
 
@@ -792,6 +815,7 @@ def cmd_disaster(args: argparse.Namespace) -> int:
     client = docker_client()
     found = rig_containers(client, rig_name)
     old, server = found.get("appliance"), found.get("backup")
+    pebble_container = found.get(try_ca.ROLE)
     state = RigFound(old.status if old else None, server.status if server else None, None)
     if old is not None and state.appliance_status == "running":
         part = AppliancePart(rig=make_rig(rig_name, client), role="appliance", image="",
@@ -825,6 +849,11 @@ def cmd_disaster(args: argparse.Namespace) -> int:
                                    "arkbox-installer backup --debug; arkbox-installer status")
         made = archive_of_backup(output)
         say(f"  ✓ backed up{f': {made}' if made else ''}")
+        # The blank box boots as this one did: the same config (pointed at the rig's
+        # test CA) and CA bundle, and the CA's DNS then points its names at it.
+        kept = kept_files(old_part)
+        info = old_part.read_json(try_ca.CERTIFICATE_INFO)
+        names = [str(n) for n in info.get("names", [])] if isinstance(info, dict) else []
 
         phase.append("destroying the appliance")
         say(f"2/3 destroying the appliance: container {old.name} and its volumes "
@@ -838,7 +867,13 @@ def cmd_disaster(args: argparse.Namespace) -> int:
         say(f"3/3 booting a blank appliance from the same image ({image}: the same config and "
             "passphrase) …")
         blank_started = time.monotonic()
-        appliance = start_blank_appliance(rig, image, hostname, ports)
+        appliance = start_blank_appliance(rig, image, hostname, ports, kept)
+        pebble = None
+        if pebble_container is not None and try_ca.CA_BUNDLE_PATH in kept:
+            pebble = try_ca.existing_test_ca(rig, pebble_container,
+                                             kept[try_ca.CA_BUNDLE_PATH][0])
+        if pebble is not None:
+            try_ca.point_names(pebble, names, appliance)
         now_ports = {port: appliance.host_port(port) for port in PUBLISHED_PORTS}
         same = " (the same as before)" if now_ports == ports else ""
         say("  published on 127.0.0.1: " + " · ".join(
@@ -849,8 +884,11 @@ def cmd_disaster(args: argparse.Namespace) -> int:
         healthy_s = time.monotonic() - blank_started
         result = restore_result(appliance.exec("cat", RESTORE_FILE)[1],
                                 appliance.exec("cat", STATUS_FILE)[1])
-        certificate = copy_certificate(appliance, state_dir_for(out_dir, rig_name)) \
-            if outcome.ok else None
+        certificate = None
+        if outcome.ok and pebble is not None and try_ca.wait_for_certificate(appliance).ok:
+            certificate = try_ca.save_root(pebble, state_dir_for(out_dir, rig_name))
+        elif outcome.ok:
+            certificate = copy_certificate(appliance, state_dir_for(out_dir, rig_name))
         routes = routes_in_yaml(appliance.exec("cat", APPLIANCE_CONFIG)[1])
     look = (f"  the blank appliance is still up to look at: arkbox try ssh{_rig_option(rig_name)}"
             f"   then: journalctl -u {FIRSTBOOT_UNIT}; arkbox-installer status")
@@ -901,11 +939,21 @@ def after_disaster(routes: list[Route], ports: dict[str, int], same_ports: bool,
     return lines
 
 
-def start_blank_appliance(rig: Rig, image: str, hostname: str,
-                          ports: dict[str, int]) -> TryAppliance:
+def kept_files(appliance: AppliancePart) -> dict[str, tuple[bytes, int]]:
+    """What `try` laid into the appliance beside the image: its config and the CA bundle."""
+    files: dict[str, tuple[bytes, int]] = {}
+    for path in (APPLIANCE_CONFIG, try_ca.CA_BUNDLE_PATH):
+        code, text = appliance.exec("cat", path)
+        if code == 0:
+            files[path] = (text.encode(), 0o600)
+    return files
+
+
+def start_blank_appliance(rig: Rig, image: str, hostname: str, ports: dict[str, int],
+                          files: dict[str, tuple[bytes, int]]) -> TryAppliance:
     """A blank appliance from `image`, on the old host ports when they are still free."""
     try:
-        return _add_appliance(rig, image, hostname, ports)
+        return _add_appliance(rig, image, hostname, ports, files)
     except DockerException as e:
         if not ports or not any(t in str(e) for t in ("already allocated", "already in use")):
             raise ArkboxError(f"the blank appliance did not start: {e}",
@@ -914,12 +962,13 @@ def start_blank_appliance(rig: Rig, image: str, hostname: str,
         say(f"  the old host ports are taken now ({e}); the engine picks new ones")
         with suppress(NotFound):  # created, not started: made again below
             rig.client.containers.get(f"{rig.name}-appliance").remove(force=True)
-        return start_blank_appliance(rig, image, hostname, {})
+        return start_blank_appliance(rig, image, hostname, {}, files)
 
 
-def _add_appliance(rig: Rig, image: str, hostname: str, ports: dict[str, int]) -> TryAppliance:
+def _add_appliance(rig: Rig, image: str, hostname: str, ports: dict[str, int],
+                   files: dict[str, tuple[bytes, int]]) -> TryAppliance:
     appliance = TryAppliance(rig=rig, role="appliance", image=image, aliases=[hostname],
-                             host_ports=ports)
+                             host_ports=ports, files=dict(files))
     rig.add(appliance)
     return appliance
 

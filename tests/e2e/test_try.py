@@ -106,9 +106,11 @@ def test_try_serves_the_apps_over_https_and_down_removes_everything(
     assert "] system " in out and "│ ready · https://arkbox.test" in out  # first boot, followed
     # Backed up to the rig's backup server: first boot made the repository there.
     assert re.search(r"\] backup +changed +repository created", out), out
-    assert labelled(engine) == {"containers": 2, "networks": 1, "volumes": 2}
+    assert labelled(engine) == {"containers": 3, "networks": 1, "volumes": 2}
 
-    # The printed examples, run as printed: the fallback certificate they point at is trusted.
+    # The certificate comes from the rig's test CA over ACME, and the printed examples,
+    # run as printed, trust only that CA's root.
+    assert "✓ issued for " in out and "test ACME CA (Pebble)" in out, out
     examples = {shlex.split(line)[-1]: shlex.split(line) for line in out.splitlines()
                 if line.strip().startswith("curl --resolve")}
     assert len(examples) == 3, out
@@ -131,7 +133,7 @@ def test_try_serves_the_apps_over_https_and_down_removes_everything(
     down = subprocess.run(arkbox_try(built, "down"), capture_output=True, text=True,
                           timeout=180)
     assert down.returncode == 0, down.stderr
-    assert "removed 2 containers, 2 volumes, 1 network" in down.stdout
+    assert "removed 3 containers, 2 volumes, 1 network" in down.stdout
     assert not (built.out / RIG).exists()  # the copied certificate went too
     assert_nothing_left(engine, before)
     again = subprocess.run(arkbox_try(built, "down"), capture_output=True, text=True,
@@ -163,7 +165,7 @@ def test_ctrl_c_during_first_boot_leaves_nothing_behind(
             line = lines.get(timeout=max(1.0, deadline - time.monotonic()))
             assert line is not None, "arkbox try ended before first boot:\n" + "\n".join(seen)
             seen.append(line)
-        assert labelled(engine)["containers"] == 2  # backup server and appliance
+        assert labelled(engine)["containers"] == 3  # backup server, test CA, appliance
         process.send_signal(signal.SIGINT)
         code = process.wait(timeout=120)
     finally:
@@ -176,6 +178,6 @@ def test_ctrl_c_during_first_boot_leaves_nothing_behind(
     print(text[-4000:])
     assert code == 130, text
     assert "interrupted: removing what arkbox try created" in text
-    assert "removed 2 containers, 2 volumes, 1 network" in text
+    assert "removed 3 containers, 2 volumes, 1 network" in text
     assert "ready ·" not in text
     assert_nothing_left(engine, before)

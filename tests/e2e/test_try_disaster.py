@@ -129,6 +129,7 @@ def test_disaster_restores_the_same_data_and_down_removes_everything(
     old_id = app.container.id if app.container else None
     write_data(app, from_here(app))
     facts = data_facts(app)
+    cert_before = app.read_json("/srv/arkbox/tls/live/certificate.json")["fingerprint_sha256"]
     assert_event_stored(app)
 
     disaster = run(arkbox_try(built, "disaster"))
@@ -150,7 +151,10 @@ def test_disaster_restores_the_same_data_and_down_removes_everything(
     restored = the_appliance(engine)
     assert restored.container is not None and restored.container.id != old_id
     assert_same_data(restored, from_here(restored), facts)
-    assert labelled(engine) == {"containers": 2, "networks": 1, "volumes": 2}
+    # The restored box serves the certificate the test CA issued to the destroyed one.
+    info = restored.read_json("/srv/arkbox/tls/live/certificate.json")
+    assert info["source"] == "acme" and info["fingerprint_sha256"] == cert_before, info
+    assert labelled(engine) == {"containers": 3, "networks": 1, "volumes": 2}
 
     # A backup that fails destroys nothing: exit 1, the same appliance still there.
     server = engine.containers.get(f"{RIG}-backup")
@@ -167,7 +171,7 @@ def test_disaster_restores_the_same_data_and_down_removes_everything(
     assert "interrupted while following the restore" in interrupted
     down = run(arkbox_try(built, "down"), timeout=180)
     assert down.returncode == 0
-    assert "removed 2 containers, 2 volumes, 1 network" in down.stdout
+    assert "removed 3 containers, 2 volumes, 1 network" in down.stdout
     assert_nothing_left(engine, before)
 
     none = run(arkbox_try(built, "disaster"), timeout=60)

@@ -161,6 +161,34 @@ def test_next_steps_name_a_non_default_rig_and_out_and_show_dns() -> None:
     assert "curl " not in text  # no certificate copied: no example that would fail
 
 
+def test_next_steps_say_which_certificate_is_served() -> None:
+    config = load_config(DEFAULT_CONFIG_PATH)
+    root = Path("out/arkbox-try/test-ca-root.pem")
+    text = "\n".join(next_steps(config, {"443/tcp": 8443}, root, None, "arkbox-try",
+                                from_ca=True))
+    assert f"test ACME CA (Pebble); its root, to trust: {root}" in text
+    assert "fallback" not in text and f"--cacert {root}" in text
+    fallback = "\n".join(next_steps(config, {"443/tcp": 8443}, root, None, "arkbox-try"))
+    assert "self-signed fallback certificate" in fallback
+
+
+def test_the_try_config_points_acme_at_the_rig_ca_and_keeps_the_rest() -> None:
+    from types import SimpleNamespace
+
+    import yaml
+
+    from builder import try_ca
+
+    pebble = SimpleNamespace(directory="https://pebble:14000/dir")
+    text = DEFAULT_CONFIG_PATH.read_text()
+    changed = yaml.safe_load(try_ca.config_with_test_ca(text, pebble))  # type: ignore[arg-type]
+    original = yaml.safe_load(text)
+    assert changed["tls"]["acme_directory"] == "https://pebble:14000/dir"
+    assert changed["tls"]["ca_bundle"] == try_ca.CA_BUNDLE_NAME
+    assert {k: v for k, v in changed.items() if k != "tls"} == \
+        {k: v for k, v in original.items() if k != "tls"}
+
+
 class FakeAppliance:
     """Answers the follower's execs from a script of journal batches and boot states."""
 
@@ -361,20 +389,25 @@ def test_blank_appliance_falls_back_to_new_ports_only_when_the_old_are_taken(
         containers=SimpleNamespace(get=lambda name: container)))
     asked: list[dict[str, int]] = []
 
-    def add(rig: object, image: str, hostname: str, ports: dict[str, int]) -> str:
+    def add(rig: object, image: str, hostname: str, ports: dict[str, int],
+            files: dict[str, tuple[bytes, int]]) -> str:
         asked.append(ports)
+        assert files == kept
         if ports:
             raise APIError("Bind for 127.0.0.1:32768 failed: port is already allocated")
         return "started"
 
     monkeypatch.setattr(try_cmd, "_add_appliance", add)
     monkeypatch.setattr(try_cmd, "say", lambda line="": None)
-    assert try_cmd.start_blank_appliance(rig, "img", "h", {"443/tcp": 32768}) == "started"  # type: ignore[arg-type]
+    kept = {"/etc/arkbox/appliance.yaml": (b"appliance: {}\n", 0o600)}
+    assert try_cmd.start_blank_appliance(rig, "img", "h", {"443/tcp": 32768},  # type: ignore[arg-type]
+                                         kept) == "started"
     assert asked == [{"443/tcp": 32768}, {}] and removed == ["appliance"]
 
-    def broken(rig: object, image: str, hostname: str, ports: dict[str, int]) -> str:
+    def broken(rig: object, image: str, hostname: str, ports: dict[str, int],
+               files: dict[str, tuple[bytes, int]]) -> str:
         raise APIError("No such image: img")
 
     monkeypatch.setattr(try_cmd, "_add_appliance", broken)
     with pytest.raises(ArkboxError, match="the blank appliance did not start"):
-        try_cmd.start_blank_appliance(rig, "img", "h", {"443/tcp": 32768})  # type: ignore[arg-type]
+        try_cmd.start_blank_appliance(rig, "img", "h", {"443/tcp": 32768}, kept)  # type: ignore[arg-type]
