@@ -412,7 +412,9 @@ def next_steps(config: Appliance, ports: dict[str, int], certificate: Path | Non
             lines.append(f"  HTTP: 127.0.0.1:{http} (redirects to HTTPS)")
         lines.append("  In a browser: add \"127.0.0.1 "
                      + " ".join(r.hostname for r in routes)
-                     + "\" to /etc/hosts, open the URL above and accept the certificate.")
+                     + "\" to /etc/hosts and open the URL above"
+                     + (" (import the test CA's root above as an authority, or accept the "
+                        "warning)." if from_ca else ", accepting the certificate."))
         lines.append("")
     lines.append(f"  Shell:   arkbox try ssh{_rig_option(rig_name)}   (root, via docker exec)")
     if ssh is not None:
