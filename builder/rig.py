@@ -394,9 +394,14 @@ def container_running(part: Part) -> bool:
 
 def client_image(source_dir: Path, cache_dir: Path) -> str:
     """The rig's outside client, built offline like every service image (cached)."""
+    return rig_image(source_dir, cache_dir, "client")
+
+
+def rig_image(source_dir: Path, cache_dir: Path, recipe: str) -> str:
+    """A rig-only image (client, rig-internet), built offline like every service image."""
     from builder.service_images import build_service_images
 
-    (image,) = build_service_images(source_dir / "image" / "recipes", ["client"], cache_dir,
+    (image,) = build_service_images(source_dir / "image" / "recipes", [recipe], cache_dir,
                                     log=log.debug)
     return image.tag
 

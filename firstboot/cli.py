@@ -79,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     from firstboot.certs.cli import add_commands as add_certificate_commands
 
     add_certificate_commands(sub, INSTALLED_CONFIG)
+    from firstboot.mail.cli import add_dns_command, extend_check_command
+
+    extend_check_command(sub)  # `check mail` beside the backup's `check`
+    add_dns_command(sub, INSTALLED_CONFIG)
     text = "what first boot (or the last apply) did: steps, certificate, failures with fixes"
     p = sub.add_parser("status", help=text, description=text,
                        epilog="exit codes: 0 the last run succeeded (or is running), "

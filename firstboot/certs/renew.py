@@ -30,6 +30,7 @@ from firstboot.certs.acme_client import IssuanceFailed, Request, explain, issue
 from firstboot.context import FirstbootContext, Paths
 from firstboot.files import atomic_write, ensure_dir
 from firstboot.steps import tls
+from firstboot.steps.mail import reload_mail_tls
 from firstboot.steps.proxy import ProxyFiles, converge_proxy
 
 log = logging.getLogger("arkbox.certs")
@@ -218,6 +219,8 @@ def reload_tls_consumers(ctx: FirstbootContext) -> list[str]:
     reloaded = []
     if converge_proxy(ctx).reloaded:
         reloaded.append("proxy (nginx reloaded)")
+    if reload_mail_tls(ctx):
+        reloaded.append("mail (Postfix and Dovecot reloaded)")
     return reloaded
 
 
@@ -230,6 +233,8 @@ def _reload_if_stale(ctx: FirstbootContext) -> None:
         return
     if served != files.certificate_source.read_bytes():
         reload_tls_consumers(ctx)
+    else:
+        reload_mail_tls(ctx, only_if_stale=True)
 
 
 def _describe(certificate: x509.Certificate, why: str) -> str:

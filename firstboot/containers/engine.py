@@ -163,6 +163,7 @@ def converge_networks(
 # its published 80/443 are reachable over IPv6 too (a ULA prefix: the host's own
 # IPv6 address is what clients connect to; Docker NATs from it).
 PROXY_IPV6_SUBNET = "fd61:726b:6278:1::/64"
+MAIL_IPV6_SUBNET = "fd61:726b:6278:2::/64"  # the same, for the mail server's ports
 IPV6_LABEL = "arkbox.ipv6"
 
 

@@ -55,6 +55,20 @@ class Site:
     locations: tuple[Location, ...]
 
 
+@dataclass(frozen=True)
+class MtaStsSite:
+    """mta-sts.DOMAIN: serves the mail server's MTA-STS policy (RFC 8461), nothing else."""
+
+    hostname: str
+    policy: str
+
+    @property
+    def policy_token(self) -> str:
+        """The policy as one double-quoted nginx string (nginx turns \\n into a newline)."""
+        escaped = self.policy.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        return f'"{escaped}"'
+
+
 def sites_from_routes(routes: Iterable[tuple[str, RouteSpec]]) -> list[Site]:
     """(service, route) pairs -> one site per host name, longest path first.
 
@@ -71,10 +85,12 @@ def sites_from_routes(routes: Iterable[tuple[str, RouteSpec]]) -> list[Site]:
     ]
 
 
-def render_proxy_config(sites: Iterable[Site], *, ocsp_stapling: bool) -> str:
+def render_proxy_config(sites: Iterable[Site], *, ocsp_stapling: bool,
+                        mta_sts: Iterable[MtaStsSite] = ()) -> str:
     return render(
         TEMPLATE,
         sites=list(sites),
+        mta_sts=list(mta_sts),
         ciphers=INTERMEDIATE_CIPHERS,
         ocsp_stapling=ocsp_stapling,
         acme_root=ACME_ROOT,

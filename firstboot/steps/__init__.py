@@ -1,7 +1,7 @@
 """The first-boot steps, in the order the runner runs them.
 
 Each name is a module of this package (see base.py for the contract). Steps for
-mail, backups and restore are inserted here by their issues.
+backups and restore are inserted here by their issues.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ ORDER: tuple[str, ...] = (
     "restore",
     "secrets",
     "tls",
+    "mail",
     "services",
     "restore_dumps",
     "proxy",

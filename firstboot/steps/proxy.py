@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import docker
+from cryptography import x509
 from docker.models.containers import Container
 
 from firstboot.config import Appliance
@@ -30,6 +31,7 @@ from firstboot.containers.nginx import (
     ACME_ROOT,
     CONF_DIR,
     TLS_DIR,
+    MtaStsSite,
     Site,
     names_ocsp_responder,
     render_proxy_config,
@@ -40,9 +42,11 @@ from firstboot.containers.recipe import RecipeRuntime, load_recipe_runtime
 from firstboot.containers.spec import Attachment, RouteSpec, ServiceSpec, spec_hash
 from firstboot.context import FirstbootContext
 from firstboot.files import atomic_write, ensure_dir, write_if_changed
+from firstboot.mail.records import mta_sts_policy
 from firstboot.manifest import ManifestImage, ManifestProxy, read_manifest, write_manifest
 from firstboot.steps.base import Outcome, StepFailed
 from firstboot.steps.services import RECIPES_DIR
+from firstboot.steps.tls import is_fallback
 
 NAME = "proxy"
 PROXY_RECIPE = "proxy"
@@ -244,7 +248,19 @@ def proxy_spec(ctx: FirstbootContext, files: ProxyFiles, ports: PublishedPorts) 
 def render_config(config: Appliance, files: ProxyFiles) -> str:
     certificate = _read(files.certificate_source)
     stapling = certificate is not None and names_ocsp_responder(certificate)
-    return render_proxy_config(_sites(config), ocsp_stapling=stapling)
+    return render_proxy_config(_sites(config), ocsp_stapling=stapling,
+                               mta_sts=mta_sts_sites(config, certificate))
+
+
+def mta_sts_sites(config: Appliance, certificate: bytes | None) -> list[MtaStsSite]:
+    """mta-sts.DOMAIN for each mail domain. The policy enforces only with a CA's
+    certificate: senders that honour it would refuse the self-signed fallback."""
+    if not (config.mail.enabled and config.mail.hostname):
+        return []
+    enforce = certificate is not None and not is_fallback(
+        x509.load_pem_x509_certificate(certificate))
+    policy = mta_sts_policy(config, enforce)
+    return [MtaStsSite(f"mta-sts.{domain}", policy) for domain in config.mail.domains]
 
 
 def routed_networks(config: Appliance, naming: Naming) -> set[str]:

@@ -25,6 +25,7 @@ from firstboot.config import Appliance, SecretRef, SecretUnavailable
 from firstboot.config.secrets import iter_secret_refs
 from firstboot.context import FirstbootContext, Paths
 from firstboot.files import ensure_dir, write_if_changed
+from firstboot.mail import dkim
 from firstboot.steps.base import Outcome, StepFailed
 
 NAME = "secrets"
@@ -53,9 +54,12 @@ class Generated:
     wanted: Callable[[Appliance], bool] = lambda config: True
 
 
-# Later issues add theirs here (DKIM keys with mail, the backup client key with backups).
+# Later issues add theirs here (the backup client key with backups).
 GENERATED: tuple[Generated, ...] = (
     Generated("status-page-password", "the admin's login to the status page", password),
+    # Kept forever (and restored with the backup): a new key needs new DNS records.
+    Generated(dkim.KEY_FILE, "the DKIM key that signs outgoing mail", dkim.make_private_key,
+              lambda config: config.mail.enabled),
 )
 
 

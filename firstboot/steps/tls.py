@@ -51,11 +51,14 @@ def applies(config: Appliance) -> bool:
 
 
 def wanted_names(config: Appliance) -> list[str]:
-    """Every host name served over TLS: the appliance, each route, the mail server."""
+    """Every host name served over TLS: the appliance, each route, the mail server, and
+    mta-sts.DOMAIN per mail domain (senders fetch the MTA-STS policy there over HTTPS)."""
     names = [config.appliance.hostname]
     names += [s.route.hostname for s in config.services.values() if s.route is not None]
     if config.mail.enabled and config.mail.hostname:
         names.append(config.mail.hostname)
+    if config.mail.enabled:
+        names += [f"mta-sts.{domain}" for domain in config.mail.domains]
     return sorted(set(names))
 
 

@@ -52,11 +52,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 CA_IN_CLIENT = "/tmp/arkbox-fallback.pem"
 # What the firewall opens with the default config (mail is on) ...
 FIREWALL_TCP = {22, 80, 443, 25, 465, 587, 993}
-# ... and what answers: sshd and the proxy's published ports. The mail container is not
-# part of first boot yet (its own issue), so 25/465/587/993 pass the firewall and meet
-# no listener: nmap sees them "closed" (RST), not "open".
-OPEN_TCP = {22, 80, 443}
-MAIL_TCP = FIREWALL_TCP - OPEN_TCP
+# ... and what answers: sshd, the proxy's published ports and the mail container's.
+OPEN_TCP = {22, 80, 443, 25, 465, 587, 993}
 # Ports the services listen on inside their containers: never reachable from outside.
 INTERNAL_TCP = {5232, 5432, 8080, 9000, 2375, 2376}
 # Power cut: step boundaries (before run / after run, before it is recorded) and points
@@ -67,6 +64,7 @@ KILL_POINTS = (
     "engine:loaded-images",
     "secrets:before",
     "tls:key-written",
+    "mail:created",
     "services:created-db",
     "proxy:after",
     "health:before",
@@ -168,7 +166,8 @@ def test_fresh_boot_reaches_all_healthy(box: Box) -> None:
                          "--format '{{.Names}} {{.Status}}'")
     lines = out.splitlines()
     assert {line.split()[0] for line in lines} == {
-        "arkbox-calendar", "arkbox-wiki", "arkbox-webmail", "arkbox-db", "arkbox-proxy"}
+        "arkbox-calendar", "arkbox-wiki", "arkbox-webmail", "arkbox-db", "arkbox-proxy",
+        "arkbox-mail"}
     # The engine may still say "health: starting" (30 s intervals): the health step ran
     # each container's own check itself, so only "unhealthy" or not running is wrong here.
     assert all(" Up " in f" {line} " and "unhealthy" not in line for line in lines), out
@@ -225,16 +224,15 @@ def test_port_scan_ipv4_exactly_the_expected_ports(box: Box) -> None:
     scan = nmap(box, 4)
     print(f"\nIPv4 open: {sorted(scan.open)} closed: {sorted(scan.closed)}")
     assert scan.open == OPEN_TCP, scan.raw
-    # Mail ports are let through by the firewall (mail is on) but nothing listens yet;
-    # every other port is dropped (filtered), not refused.
-    assert scan.closed == MAIL_TCP, scan.raw
+    # Every other port is dropped (filtered), not refused.
+    assert scan.closed == set(), scan.raw
 
 
 def test_port_scan_ipv6_exactly_the_expected_ports(box: Box) -> None:
     scan = nmap(box, 6)
     print(f"\nIPv6 open: {sorted(scan.open)} closed: {sorted(scan.closed)}")
     assert scan.open == OPEN_TCP, scan.raw
-    assert scan.closed == MAIL_TCP, scan.raw
+    assert scan.closed == set(), scan.raw
 
 
 def test_the_proxy_serves_over_ipv6(box: Box) -> None:
@@ -260,10 +258,10 @@ def test_internal_service_ports_are_not_reachable(box: Box) -> None:
     code, out = box.client.exec("curl", "-sS", "--max-time", "5",
                                 f"http://{box.ipv4}:5232/.web/")
     assert code != 0, out
-    # Only the proxy publishes ports.
+    # Only the proxy and the mail server publish ports.
     out = check(box.app, "docker ps --format '{{.Names}} {{.Ports}}'")
     publishing = {line.split()[0] for line in out.splitlines() if "->" in line}
-    assert publishing == {"arkbox-proxy"}, out
+    assert publishing == {"arkbox-proxy", "arkbox-mail"}, out
 
 
 # ---------------------------------------------------------------- re-run on a healthy box
@@ -464,7 +462,8 @@ def test_apply_adds_changes_and_removes_exactly(box: Box) -> None:
     after = containers(app)
     assert "arkbox-calendar" not in after
     assert "arkbox-notes" in after
-    for unchanged in ("arkbox-wiki", "arkbox-webmail", "arkbox-db", "arkbox-proxy"):
+    for unchanged in ("arkbox-wiki", "arkbox-webmail", "arkbox-db", "arkbox-proxy",
+                      "arkbox-mail"):
         assert after[unchanged] == before[unchanged], f"{unchanged} was recreated"
     # The removed service's data stays.
     assert check(app, "cat /srv/arkbox/volumes/calendar/collections/e2e-marker").strip() == "kept"

@@ -70,8 +70,8 @@ def runner_for(config: Appliance, root: Path, steps: list[Any],
 def test_order_lists_every_fresh_step() -> None:
     # restore before anything writes /srv/arkbox; its dumps once services run (issue 5);
     # acme last: it starts the certificate request in the background (issue 6)
-    assert ORDER == ("system", "firewall", "engine", "restore", "secrets", "tls", "services",
-                     "restore_dumps", "proxy", "health", "backup", "acme")
+    assert ORDER == ("system", "firewall", "engine", "restore", "secrets", "tls", "mail",
+                     "services", "restore_dumps", "proxy", "health", "backup", "acme")
 
 
 def test_steps_run_in_order_and_are_reported(config: Appliance, tmp_path: Path) -> None:

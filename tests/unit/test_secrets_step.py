@@ -115,19 +115,21 @@ def test_first_run_copies_and_generates(config_dir: Path, root: Path,
     with caplog.at_level(logging.DEBUG):
         outcome = secrets.run(ctx)
     assert outcome.changed
-    assert outcome.summary == "4 copied from the config, 1 generated (status-page-password), " \
-                              "0 unchanged"
+    assert outcome.summary == "4 copied from the config, 2 generated (status-page-password, " \
+                              "dkim.key), 0 unchanged"
     files = stored(root)
     assert sorted(files) == [
         "config/secrets/admin-mail-password",
         "config/secrets/db-password",
         "config/secrets/des-key",
         "config/secrets/radicale-users",
+        "generated/dkim.key",
         "generated/status-page-password",
     ]
     for name in ("radicale-users", "db-password"):
         assert files[f"config/secrets/{name}"] == (config_dir / "secrets" / name).read_bytes()
     assert len(files["generated/status-page-password"]) == 43
+    assert files["generated/dkim.key"].startswith(b"-----BEGIN PRIVATE KEY-----")
     base = root / "srv/arkbox/secrets"
     assert base.stat().st_mode & 0o777 == 0o700
     for path in base.rglob("*"):
@@ -145,7 +147,7 @@ def test_second_run_changes_nothing_and_keeps_generated_values(config_dir: Path,
     secrets.run(ctx)
     before = stored(root)
     outcome = secrets.run(ctx)
-    assert not outcome.changed and outcome.summary == "5 secrets in place"
+    assert not outcome.changed and outcome.summary == "6 secrets in place"
     assert stored(root) == before
 
 

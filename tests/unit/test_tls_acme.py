@@ -28,8 +28,8 @@ from firstboot.steps import acme as acme_step
 from firstboot.steps import tls
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
-NAMES = ["arkbox.test", "cal.arkbox.test", "mail.arkbox.test", "webmail.arkbox.test",
-         "wiki.arkbox.test"]
+NAMES = ["arkbox.test", "cal.arkbox.test", "mail.arkbox.test", "mta-sts.arkbox.test",
+         "webmail.arkbox.test", "wiki.arkbox.test"]
 
 
 @pytest.fixture(scope="module")

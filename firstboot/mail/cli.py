@@ -1,0 +1,151 @@
+"""`arkbox-installer dns` and `arkbox-installer check mail`.
+
+`check` alone (or `check backup`) stays the backup repository check; `check mail`
+is the deliverability doctor. Both run on the box (they read its DKIM key).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from firstboot.cli_support import EXIT_CODES_HELP, add_common_options
+from firstboot.errors import EXIT_FAILURE, EXIT_OK, ArkboxError, BadInputError
+
+CERTIFICATE_INFO = "tls/live/certificate.json"
+
+
+def add_dns_command(sub: Any, installed_config: Path) -> None:
+    text = "the DNS records to publish for this box (zone-file snippet, or --json)"
+    p = sub.add_parser("dns", help=text, description=text, epilog=EXIT_CODES_HELP)
+    p.add_argument("--config", default=str(installed_config),
+                   help=f"the appliance config (default: {installed_config})")
+    p.add_argument("--json", action="store_true", help="print the records as JSON")
+    _address_options(p)
+    p.add_argument("--root", default="/", help=argparse.SUPPRESS)
+    add_common_options(p)
+    p.set_defaults(func=_cmd_dns)
+
+
+def extend_check_command(sub: Any) -> None:
+    """Give the backup's `check` a subject: `check [backup]` or `check mail`."""
+    check = sub.choices["check"]
+    backup_check = check.get_default("func")
+    check.description = ("check backup (the default): verify the backup repository; "
+                         "check mail: is this box's mail deliverable (DNS, DKIM, SPF, "
+                         "DMARC, MTA-STS, PTR, DNSBL, port 25)")
+    check.add_argument("subject", nargs="?", choices=("backup", "mail"), default="backup",
+                       help="what to check (default: backup)")
+    mail = check.add_argument_group("check mail")
+    mail.add_argument("--resolver", metavar="IP[:PORT]", default=None,
+                      help="ask this DNS server (default: the system's resolvers)")
+    mail.add_argument("--json", action="store_true", help="print the findings as JSON")
+    mail.add_argument("--dnsbl", action="append", metavar="ZONE", default=None,
+                      help="DNS blocklist to look the address up in (repeatable; default: "
+                      "zen.spamhaus.org, bl.spamcop.net)")
+    mail.add_argument("--port25-probe", metavar="HOST", default=None,
+                      help="a mail server to reach on port 25 (default: "
+                      "gmail-smtp-in.l.google.com)")
+    mail.add_argument("--ca-file", default=None,
+                      help="CA certificates for the MTA-STS policy's HTTPS (default: system)")
+    _address_options(check)
+
+    def dispatch(args: argparse.Namespace) -> int:
+        if args.subject == "mail":
+            return _cmd_check_mail(args)
+        return int(backup_check(args))
+
+    check.set_defaults(func=dispatch)
+
+
+def _address_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ipv4", default=None,
+                        help="the box's public IPv4 address (default: detected)")
+    parser.add_argument("--ipv6", default=None,
+                        help="the box's public IPv6 address (default: detected; "
+                        "'none' for no IPv6)")
+
+
+def _load(args: argparse.Namespace) -> tuple[Any, Any, bytes]:
+    from firstboot.config import load_config
+    from firstboot.context import Paths
+    from firstboot.mail import dkim
+    from firstboot.mail.records import BoxAddresses, detect_addresses
+    from firstboot.steps.secrets import generated_path
+
+    config = load_config(Path(args.config))
+    if not config.mail.enabled or not config.mail.hostname:
+        raise BadInputError("mail is off in this config: there are no mail records",
+                            hint="turn mail on (mail.enabled, mail.hostname, mail.domains)")
+    key_path = generated_path(Paths(Path(args.root)), dkim.KEY_FILE)
+    try:
+        key = key_path.read_bytes()
+    except FileNotFoundError:
+        raise ArkboxError(f"the DKIM key {key_path} does not exist yet",
+                          hint="first boot makes it: wait for it to finish "
+                          "(arkbox-installer status)") from None
+    except PermissionError:
+        raise ArkboxError(f"cannot read {key_path}", hint="run as root (sudo)") from None
+    detected = detect_addresses()
+    ipv4 = args.ipv4 or detected.ipv4
+    ipv6 = None if args.ipv6 == "none" else (args.ipv6 or detected.ipv6)
+    return config, BoxAddresses(ipv4, ipv6), key
+
+
+def _enforce_mta_sts(root: str) -> bool:
+    """Enforce only with a CA's certificate: senders would refuse a self-signed one."""
+    try:
+        info = json.loads((Path(root) / "srv/arkbox" / CERTIFICATE_INFO).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and info.get("source") == "acme"
+
+
+def _cmd_dns(args: argparse.Namespace) -> int:
+    from firstboot.mail.records import mail_records, zone_snippet
+
+    config, box, key = _load(args)
+    records = mail_records(config, box, key, _enforce_mta_sts(args.root))
+    if args.json:
+        print(json.dumps({"ipv4": box.ipv4, "ipv6": box.ipv6,
+                          "records": [r.as_json() for r in records]}, indent=2))
+    else:
+        sys.stdout.write(zone_snippet(records, config.appliance.name))
+    return EXIT_OK
+
+
+def _cmd_check_mail(args: argparse.Namespace) -> int:
+    from firstboot.mail.doctor import (
+        DEFAULT_DNSBLS,
+        DEFAULT_PORT25_PROBE,
+        FAIL,
+        Expectations,
+        Probes,
+        Resolver,
+        check_mail,
+        findings_json,
+        format_findings,
+        summary_level,
+    )
+
+    config, box, key = _load(args)
+    try:
+        resolver = Resolver.parse(args.resolver)
+    except ValueError as e:
+        raise BadInputError(f"--resolver {args.resolver}: {e}",
+                            hint="give an address: 192.0.2.53, 192.0.2.53:5353 or [2001:db8::53]:53"
+                            ) from e
+    probes = Probes(dnsbls=tuple(args.dnsbl or DEFAULT_DNSBLS),
+                    port25_probe=args.port25_probe or DEFAULT_PORT25_PROBE,
+                    ca_file=args.ca_file)
+    expect = Expectations(config, box, key, _enforce_mta_sts(args.root))
+    findings = check_mail(expect, resolver, probes)
+    if args.json:
+        print(json.dumps({"result": summary_level(findings),
+                          "findings": findings_json(findings)}, indent=2))
+    else:
+        print(format_findings(findings))
+    return EXIT_FAILURE if summary_level(findings) == FAIL else EXIT_OK

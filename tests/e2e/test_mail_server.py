@@ -1,0 +1,547 @@
+"""Issue 7, end to end: the appliance's mail server on a small internet of its own.
+
+One rig (172.30.170.0/24), one appliance boot for the whole module:
+
+* `dns`: nsd serving the zone `arkbox-installer dns` prints (plus the PTR the provider
+  would set, the foreign domain sink.test and an empty DNS blocklist zone);
+* `dns-bad`: the same zone with a wrong DKIM key and without the DMARC record;
+* `sink`: a foreign Postfix for sink.test, delivering into a Maildir;
+* the appliance, booted with config/default.yaml; its resolver forwards to `dns`.
+
+The pytest process itself is the mail client (SMTP, IMAP, sslyze): the host reaches the
+rig's addresses directly.
+"""
+
+from __future__ import annotations
+
+import email
+import imaplib
+import json
+import smtplib
+import ssl
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dkim as dkimpy
+import pytest
+from rig_fixtures import (
+    BOOT_TIMEOUT_S,
+    CACHE_DIR,
+    FULLCHAIN,
+    ROOT,
+    admin_key,
+    appliance_image,
+    check,
+    config_with,
+    dump,
+    installer,
+    status,
+    step_states,
+)
+
+from builder.rig import AppliancePart, Part, Rig, rig_image, wait_until
+from firstboot.mail.dkim import make_private_key, txt_value
+from firstboot.mail.doctor import Resolver, spf_result
+from firstboot.mail.records import Record, zone_value
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SUBNET_V4, SUBNET_V6 = "172.30.170.0/24", "fd42:a7b0:170::/64"
+MAIL_HOST = "mail.arkbox.test"
+ADMIN = "admin@arkbox.test"
+PASSWORD = (ROOT / "config/secrets/admin-mail-password").read_text().strip()
+FRIEND = "friend@sink.test"
+DNSBL = "dnsbl.test"
+SINK_MAILDIR = "/var/mail/vhosts/sink/new"
+DELIVERY_TIMEOUT_S = 90
+SINK_MAIN_CF = """\
+compatibility_level = 3.9
+maillog_file = /dev/stdout
+myhostname = mx.sink.test
+mydestination = localhost
+inet_interfaces = all
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+alias_maps =
+alias_database =
+virtual_mailbox_domains = sink.test
+virtual_mailbox_base = /var/mail/vhosts
+virtual_mailbox_maps = static:sink/
+virtual_uid_maps = static:5000
+virtual_gid_maps = static:5000
+smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
+smtp_tls_security_level = may
+"""
+NSD_CONF = """\
+server:
+    ip-address: 0.0.0.0
+    port: 53
+    username: nsd
+    zonesdir: /etc/nsd/zones
+    verbosity: 1
+remote-control:
+    control-enable: yes
+    control-interface: /run/nsd/nsd.ctl
+"""
+
+
+@dataclass
+class DnsPart(Part):
+    """nsd on the rig, serving the zones laid into /etc/nsd/zones."""
+
+    def wait_ready(self) -> None:
+        super().wait_ready()
+        wait_until("nsd", lambda: None if self.exec("nsd-control", "-c", "/etc/nsd/nsd.conf",
+                                                    "status")[0] == 0 else "not answering", 60)
+
+    def serve(self, zones: dict[str, str]) -> None:
+        files = {f"/etc/nsd/zones/{name}.zone": (text.encode(), 0o644)
+                 for name, text in zones.items()}
+        conf = NSD_CONF + "".join(f"zone:\n    name: {name}\n    zonefile: {name}.zone\n"
+                                  for name in sorted(zones))
+        files["/etc/nsd/nsd.conf"] = (conf.encode(), 0o644)
+        assert self.container is not None
+        from builder.rig import files_tar
+
+        self.container.put_archive("/", files_tar(files))
+        code, out = self.exec("sh", "-c", "nsd-checkconf /etc/nsd/nsd.conf && for z in "
+                              "/etc/nsd/zones/*.zone; do n=$(basename $z .zone); "
+                              "nsd-checkzone $n $z || exit 1; done && "
+                              "nsd-control -c /etc/nsd/nsd.conf reconfig && "
+                              "nsd-control -c /etc/nsd/nsd.conf reload")
+        assert code == 0, out
+
+
+@dataclass
+class ResolvingPart(Part):
+    """A part whose resolver forwards to the rig's DNS server."""
+
+    dns: list[str] | None = None
+
+    def run_kwargs(self) -> dict[str, Any]:
+        return {**super().run_kwargs(), "dns": self.dns}
+
+
+@dataclass
+class MailAppliancePart(AppliancePart):
+    dns: list[str] | None = None
+
+    def run_kwargs(self) -> dict[str, Any]:
+        return {**super().run_kwargs(), "dns": self.dns}
+
+
+@dataclass
+class Net:
+    rig: Rig
+    app: AppliancePart
+    dns: DnsPart
+    dns_bad: DnsPart
+    sink: ResolvingPart
+    ca_file: Path
+    records: list[dict[str, Any]]
+
+    @property
+    def ip(self) -> str:
+        return self.app.ip(4)
+
+    @property
+    def resolver(self) -> Resolver:
+        return Resolver(self.dns.ip(4))
+
+
+def soa(origin: str) -> str:
+    return (f"$ORIGIN {origin}.\n$TTL 300\n@ IN SOA ns.{origin}. hostmaster.{origin}. "
+            "( 1 3600 600 86400 300 )\n@ IN NS ns.invalid.\n")
+
+
+def zones_from(records: list[dict[str, Any]], sink_ip: str, app_ip: str,
+               drop: frozenset[str] = frozenset(), replace: dict[str, str] | None = None
+               ) -> dict[str, str]:
+    """The zones the test internet serves, from `arkbox-installer dns --json`'s records."""
+    arkbox = soa("arkbox.test")
+    reverse_origin = ".".join(reversed(app_ip.split(".")[:3])) + ".in-addr.arpa"
+    reverse = soa(reverse_origin)
+    for item in records:
+        record = Record(**item)
+        if record.name in drop:
+            continue
+        if replace and record.name in replace:
+            record = Record(record.name, record.type, replace[record.name], record.purpose)
+        line = f"{record.name} {record.ttl} IN {record.type} {zone_value(record)}\n"
+        if record.publish_at == "provider":
+            if record.name.endswith(reverse_origin + "."):
+                reverse += line  # what the VPS provider would publish
+        else:
+            assert record.name.endswith("arkbox.test."), record
+            arkbox += line
+    sink = soa("sink.test") + f"@ IN MX 10 mx\nmx IN A {sink_ip}\n"
+    return {"arkbox.test": arkbox, reverse_origin: reverse, "sink.test": sink,
+            DNSBL: soa(DNSBL)}
+
+
+@pytest.fixture(scope="module")
+def net(docker_engine: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
+    rig = Rig(name=f"arkbox-e2e-mail-{uuid.uuid4().hex[:6]}", ipv4_subnet=SUBNET_V4,
+              ipv6_subnet=SUBNET_V6)
+    app_image = appliance_image(rig)
+    internet = rig_image(ROOT, CACHE_DIR, "rig-internet")
+    with rig.running():
+        dns = DnsPart(rig, "dns", internet, command=["dns"],
+                      files={"/etc/nsd/nsd.conf": (NSD_CONF.encode(), 0o644)})
+        rig.add(dns)
+        dns_bad = DnsPart(rig, "dns-bad", internet, command=["dns"],
+                          files={"/etc/nsd/nsd.conf": (NSD_CONF.encode(), 0o644)})
+        rig.add(dns_bad)
+        sink = ResolvingPart(rig, "sink", internet, aliases=["mx-sink"], command=["sink"],
+                             files={"/etc/postfix/main.cf": (SINK_MAIN_CF.encode(), 0o644)},
+                             dns=[dns.ip(4)])
+        rig.add(sink)
+        config = config_with(admin_key())
+        app = MailAppliancePart(rig, "appliance", app_image, aliases=["arkbox-mail-box"],
+                                config=dump(config), boot_timeout=BOOT_TIMEOUT_S,
+                                dns=[dns.ip(4)])
+        started = time.monotonic()
+        rig.add(app)
+        app.wait_first_boot(timeout=600)
+        print(f"\nmail appliance: first boot done in {time.monotonic() - started:.0f} s")
+        code, out = installer(app, "dns --json --ipv6 none")
+        assert code == 0, out
+        records = json.loads(out[out.index("{"):])["records"]
+        app_ip, sink_ip = app.ip(4), sink.ip(4)
+        dns.serve(zones_from(records, sink_ip, app_ip))
+        dkim_name = next(r["name"] for r in records if "._domainkey." in r["name"])
+        wrong_key = txt_value(make_private_key())
+        dns_bad.serve(zones_from(records, sink_ip, app_ip, drop=frozenset({"_dmarc.arkbox.test."}),
+                                 replace={dkim_name: wrong_key}))
+        ca_file = tmp_path_factory.mktemp("mail") / "fullchain.pem"
+        ca_file.write_text(check(app, f"cat {FULLCHAIN}"))
+        yield Net(rig, app, dns, dns_bad, sink, ca_file, records)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def tls_context(net: Net) -> ssl.SSLContext:
+    """Trust the box's own (fallback) certificate; the tests connect by address."""
+    context = ssl.create_default_context(cafile=str(net.ca_file))
+    context.check_hostname = False
+    return context
+
+
+def message(sender: str, to: str, subject: str) -> str:
+    return (f"From: {sender}\r\nTo: {to}\r\nSubject: {subject}\r\n"
+            f"Message-ID: <{uuid.uuid4().hex}@arkbox.test>\r\n\r\nhello from the test\r\n")
+
+
+def submit_587(net: Net, to: str, subject: str) -> None:
+    with smtplib.SMTP(net.ip, 587, timeout=30) as smtp:
+        smtp.ehlo("client.example")
+        smtp.starttls(context=tls_context(net))
+        smtp.ehlo("client.example")
+        smtp.login(ADMIN, PASSWORD)
+        smtp.sendmail(ADMIN, [to], message(ADMIN, to, subject))
+
+
+def submit_465(net: Net, to: str, subject: str) -> None:
+    with smtplib.SMTP_SSL(net.ip, 465, timeout=30, context=tls_context(net)) as smtp:
+        smtp.login(ADMIN, PASSWORD)
+        smtp.sendmail(ADMIN, [to], message(ADMIN, to, subject))
+
+
+def fetch_imaps(net: Net, subject: str) -> bytes:
+    """The raw message with `subject` in the admin's INBOX (waits for delivery)."""
+    found: list[bytes] = []
+
+    def arrived() -> str | None:
+        with imaplib.IMAP4_SSL(net.ip, 993, ssl_context=tls_context(net)) as imap:
+            imap.login(ADMIN, PASSWORD)
+            imap.select("INBOX")
+            _, numbers = imap.search(None, "SUBJECT", f'"{subject}"')
+            ids = numbers[0].split()
+            if not ids:
+                return "not in the INBOX yet"
+            _, data = imap.fetch(ids[-1], "(RFC822)")
+            item = data[0]
+            assert isinstance(item, tuple)
+            found.append(item[1])
+            return None
+
+    wait_until(f"message {subject!r} over IMAPS", arrived, DELIVERY_TIMEOUT_S, interval=2)
+    return found[0]
+
+
+def sink_message(net: Net, subject: str) -> bytes:
+    found: list[bytes] = []
+
+    def arrived() -> str | None:
+        code, out = net.sink.exec("sh", "-c", f"grep -l 'Subject: {subject}' {SINK_MAILDIR}/*")
+        if code != 0:
+            return "not delivered to the sink yet"
+        path = out.split()[0]
+        raw = net.sink.exec("cat", path)[1]
+        found.append(raw.encode())
+        return None
+
+    wait_until(f"message {subject!r} at the sink", arrived, DELIVERY_TIMEOUT_S, interval=2)
+    return found[0]
+
+
+def dkim_verifies(net: Net, raw: bytes) -> bool:
+    return bool(dkimpy.verify(raw, dnsfunc=net.resolver.dkim_txt))
+
+
+# ---------------------------------------------------------------- the mail path
+
+
+def test_first_boot_runs_the_mail_step(net: Net) -> None:
+    data = status(net.app)
+    assert data["result"] == "ok", data.get("failures")
+    assert step_states(data)["mail"] in {"changed", "unchanged"}
+    mail_step = next(s for s in data["steps"] if s["name"] == "mail")
+    assert "ports 25 465 587 993" in mail_step["summary"]
+    key = check(net.app, "stat -c '%a %U' /srv/arkbox/secrets/generated/dkim.key").split()
+    assert key == ["600", "root"]
+
+
+def test_submission_587_and_465_deliver_to_imaps_with_a_valid_dkim_signature(net: Net) -> None:
+    for port, submit in ((587, submit_587), (465, submit_465)):
+        subject = f"local via {port} {uuid.uuid4().hex[:8]}"
+        submit(net, ADMIN, subject)
+        raw = fetch_imaps(net, subject)
+        parsed = email.message_from_bytes(raw)
+        assert "d=arkbox.test" in str(parsed["DKIM-Signature"]), raw[:800]
+        assert "s=arkbox" in str(parsed["DKIM-Signature"])
+        assert dkim_verifies(net, raw), raw[:1500]
+
+
+def test_outbound_mail_reaches_the_sink_signed_and_passes_spf(net: Net) -> None:
+    subject = f"outbound {uuid.uuid4().hex[:8]}"
+    submit_587(net, FRIEND, subject)
+    raw = sink_message(net, subject)
+    assert dkim_verifies(net, raw), raw[:1500]
+    # The sink saw the appliance's address (the first Received header is the sink's own).
+    received = email.message_from_bytes(raw).get_all("Received") or []
+    assert f"[{net.ip}]" in received[0] and MAIL_HOST in received[0], received[0]
+    assert spf_result(net.resolver, net.ip, ADMIN, MAIL_HOST) == "pass"
+
+
+def test_inbound_on_25_from_the_sink_reaches_the_mailbox(net: Net) -> None:
+    subject = f"inbound {uuid.uuid4().hex[:8]}"
+    # Through postmaster@ (an alias of admin@): the sink resolves MX arkbox.test itself.
+    code, out = net.sink.exec("sh", "-c", f"printf 'From: {FRIEND}\\nTo: postmaster@arkbox.test"
+                              f"\\nSubject: {subject}\\n\\nhi\\n' | sendmail -f {FRIEND} "
+                              "postmaster@arkbox.test")
+    assert code == 0, out
+    raw = fetch_imaps(net, subject)
+    assert b"Delivered-To: admin@arkbox.test" in raw, raw[:800]
+
+
+def test_no_open_relay_and_no_auth_before_tls(net: Net) -> None:
+    with smtplib.SMTP(net.ip, 25, timeout=30) as smtp:
+        smtp.ehlo("mx.sink.test")
+        assert smtp.has_extn("starttls"), smtp.esmtp_features
+        assert not smtp.has_extn("auth"), "no AUTH on port 25"
+        smtp.mail(FRIEND)
+        code, reply = smtp.rcpt("someone@third.test")
+        assert code == 554 and b"Relay access denied" in reply, (code, reply)
+    with smtplib.SMTP(net.ip, 587, timeout=30) as smtp:
+        smtp.ehlo("client.example")
+        assert not smtp.has_extn("auth"), "AUTH offered before STARTTLS"
+        code, reply = smtp.docmd("AUTH", "PLAIN AGFkbWluQGFya2JveC50ZXN0AHg=")
+        assert code >= 500, (code, reply)
+        # After STARTTLS but without logging in, nothing is accepted on submission.
+        smtp.starttls(context=tls_context(net))
+        smtp.ehlo("client.example")
+        assert smtp.has_extn("auth")
+        code, reply = smtp.mail(ADMIN)
+        if code < 400:
+            code, reply = smtp.rcpt(FRIEND)
+        assert code >= 500, (code, reply)
+
+
+# ---------------------------------------------------------------- TLS profile
+
+
+@pytest.fixture
+def scanner_exempt(net: Net) -> Iterator[None]:
+    """Exempt the test's own address from Postfix's per-client rate limits while sslyze
+    scans: a TLS scan opens hundreds of connections a minute, which the limits exist to
+    refuse. Only for the scan, put back afterwards (and `apply` would rewrite it)."""
+    main = "/etc/arkbox/rendered/mail/postfix/main.cf"
+    check(net.app, f"cp {main} /root/main.cf.saved && echo 'smtpd_client_event_limit_exceptions"
+                   f" = $mynetworks, {SUBNET_V4}' >> {main} && docker exec arkbox-mail "
+                   "/usr/local/sbin/mail-reload")
+    yield
+    check(net.app, f"cp /root/main.cf.saved {main} && docker exec arkbox-mail "
+                   "/usr/local/sbin/mail-reload")
+
+
+# The one part of Mozilla's profile that depends on trust: the rig has no public CA, and
+# the box's fallback certificate is self-signed with CA:FALSE, which no verifier accepts
+# as a trust anchor. Instead, the test proves the served certificate is the box's own.
+TRUST_ONLY = {"certificate_path_validation"}
+
+
+@pytest.mark.parametrize("port", [25, 465, 587, 993])
+def test_tls_meets_mozilla_intermediate(net: Net, scanner_exempt: None, port: int) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from sslyze.connection_helpers.opportunistic_tls_helpers import (
+        ProtocolWithOpportunisticTlsEnum,
+    )
+    from sslyze.mozilla_tls_profile.tls_config_checker import (
+        SCAN_COMMANDS_NEEDED_BY_MOZILLA_CHECKER,
+        MozillaTlsConfiguration,
+        ServerNotCompliantWithTlsConfiguration,
+        TlsConfigurationEnum,
+        check_server_against_tls_configuration,
+    )
+    from sslyze.scanner.models import ServerScanRequest
+    from sslyze.scanner.scanner import Scanner
+    from sslyze.server_setting import ServerNetworkConfiguration, ServerNetworkLocation
+
+    starttls = {25: ProtocolWithOpportunisticTlsEnum.SMTP,
+                587: ProtocolWithOpportunisticTlsEnum.SMTP}.get(port)
+    request = ServerScanRequest(
+        server_location=ServerNetworkLocation(MAIL_HOST, port, net.ip),
+        network_configuration=ServerNetworkConfiguration(
+            MAIL_HOST, tls_opportunistic_encryption=starttls),
+        scan_commands=SCAN_COMMANDS_NEEDED_BY_MOZILLA_CHECKER,
+    )
+    scanner = Scanner()
+    scanner.queue_scans([request])
+    (result,) = list(scanner.get_results())
+    issues: dict[str, str] = {}
+    try:
+        check_server_against_tls_configuration(
+            result, MozillaTlsConfiguration.get(TlsConfigurationEnum.MOZILLA_INTERMEDIATE))
+    except ServerNotCompliantWithTlsConfiguration as e:
+        issues = dict(e.issues)
+    assert set(issues) <= TRUST_ONLY, f"port {port}: {issues}"
+    assert result.scan_result is not None
+    info = result.scan_result.certificate_info.result
+    assert info is not None
+    served = info.certificate_deployments[0].received_certificate_chain[0]
+    own = x509.load_pem_x509_certificate(net.ca_file.read_bytes())
+    assert served.fingerprint(hashes.SHA256()) == own.fingerprint(hashes.SHA256())
+
+
+# ---------------------------------------------------------------- dns and check mail
+
+
+def test_dns_prints_every_record_to_publish(net: Net) -> None:
+    code, out = installer(net.app, "dns --ipv6 none")
+    assert code == 0, out
+    ip = net.ip
+    flat = " ".join(out.split())
+    for expected in (f"{MAIL_HOST}. 3600 IN A {ip}", f"arkbox.test. 3600 IN MX 10 {MAIL_HOST}.",
+                     'arkbox.test. 3600 IN TXT "v=spf1 mx -all"',
+                     'arkbox._domainkey.arkbox.test. 3600 IN TXT ( "v=DKIM1; k=rsa; p=',
+                     '_dmarc.arkbox.test. 3600 IN TXT "v=DMARC1; p=quarantine;',
+                     '_mta-sts.arkbox.test. 3600 IN TXT "v=STSv1; id=',
+                     '_smtp._tls.arkbox.test. 3600 IN TXT "v=TLSRPTv1;',
+                     f"; {'.'.join(reversed(ip.split('.')))}.in-addr.arpa. 3600 IN PTR "
+                     f"{MAIL_HOST}."):
+        assert expected in flat, (expected, out)
+    # nsd accepted the zone made from --json (the fixture checked it) and serves it.
+    assert net.resolver.txt("_dmarc.arkbox.test")[0].startswith("v=DMARC1")
+
+
+def check_mail(net: Net, dns: DnsPart) -> tuple[int, dict[str, Any]]:
+    code, out = installer(net.app, f"check mail --resolver {dns.ip(4)} --dnsbl {DNSBL} "
+                          "--port25-probe mx.sink.test --ipv6 none --json")
+    return code, json.loads(out[out.index("{"):])
+
+
+def test_check_mail_is_green_against_the_published_zone(net: Net) -> None:
+    code, report = check_mail(net, net.dns)
+    problems = [f for f in report["findings"] if f["level"] != "ok"]
+    # MTA-STS: the policy is served and right, but the rig's certificate is the
+    # self-signed fallback (and names no mta-sts.* host), so senders would ignore it:
+    # that is a warning, and the only one.
+    assert [f["check"] for f in problems] == ["mta-sts arkbox.test"], problems
+    assert problems[0]["level"] == "warn" and "policy is served" in problems[0]["message"]
+    assert code == 0, report
+    checks = {f["check"] for f in report["findings"]}
+    assert {"ptr", "mx arkbox.test", "spf arkbox.test", "dkim arkbox.test", "dmarc arkbox.test",
+            "tls-rpt arkbox.test", f"dnsbl {DNSBL}", "outbound port 25 (mx.sink.test)"} <= checks
+
+
+def test_check_mail_names_a_wrong_dkim_key_and_a_missing_dmarc_record(net: Net) -> None:
+    code, report = check_mail(net, net.dns_bad)
+    failed = {f["check"]: f for f in report["findings"] if f["level"] == "fail"}
+    assert set(failed) == {"dkim arkbox.test", "dmarc arkbox.test"}, failed
+    assert "not this box's key" in failed["dkim arkbox.test"]["message"]
+    assert "no DMARC record" in failed["dmarc arkbox.test"]["message"]
+    assert "v=DMARC1; p=quarantine" in failed["dmarc arkbox.test"]["fix"]
+    assert code == 1
+    code, text = installer(net.app, f"check mail --resolver {net.dns_bad.ip(4)} --dnsbl "
+                           f"{DNSBL} --port25-probe mx.sink.test --ipv6 none")
+    assert code == 1 and "✗ dkim arkbox.test" in text and "fix: publish" in text, text
+
+
+def served_fingerprint(net: Net, port: int) -> str:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    pem = ssl.get_server_certificate((net.ip, port), timeout=20)
+    return x509.load_pem_x509_certificate(pem.encode()).fingerprint(hashes.SHA256()).hex()
+
+
+def test_a_new_certificate_is_reloaded_not_recreated(net: Net) -> None:
+    """What renewal does: new files in /srv/arkbox/tls/live, then `apply`; the mail
+    step sees Postfix and Dovecot hold an older certificate and reloads them."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    from builder.rig import files_tar
+    from firstboot.context import utc_now
+    from firstboot.steps.tls import cert_names, make_fallback
+
+    before = check(net.app, "docker inspect -f '{{.Id}}' arkbox-mail").strip()
+    names = cert_names(x509.load_pem_x509_certificate(net.ca_file.read_bytes()))
+    key_pem, chain_pem, certificate = make_fallback(names, utc_now())
+    assert net.app.container is not None
+    net.app.container.put_archive("/", files_tar({
+        "/srv/arkbox/tls/live/privkey.pem": (key_pem, 0o600),
+        "/srv/arkbox/tls/live/fullchain.pem": (chain_pem, 0o644)}))
+    code, out = installer(net.app, "apply")
+    assert code == 0, out
+    mail_step = next(s for s in status(net.app)["steps"] if s["name"] == "mail")
+    assert mail_step["details"]["container"] == "reloaded (new certificate)", mail_step
+    assert check(net.app, "docker inspect -f '{{.Id}}' arkbox-mail").strip() == before
+    wanted = certificate.fingerprint(hashes.SHA256()).hex()
+    for port in (465, 993):
+        assert served_fingerprint(net, port) == wanted, port
+    net.ca_file.write_bytes(chain_pem)  # later tests trust the new one
+    subject = f"after renewal {uuid.uuid4().hex[:8]}"
+    submit_465(net, ADMIN, subject)
+    assert fetch_imaps(net, subject)
+
+
+def test_rerun_changes_nothing_for_mail(net: Net) -> None:
+    before = check(net.app, "docker inspect -f '{{.Id}}' arkbox-mail").strip()
+    code, out = installer(net.app, "apply")
+    assert code == 0, out
+    assert check(net.app, "docker inspect -f '{{.Id}}' arkbox-mail").strip() == before
+
+
+def test_password_guessing_is_locked_out(net: Net) -> None:
+    """Last: it locks the test's own address out of AUTH for a minute."""
+    replies: list[tuple[int, bytes]] = []
+    for _ in range(14):
+        with smtplib.SMTP_SSL(net.ip, 465, timeout=60, context=tls_context(net)) as smtp:
+            smtp.ehlo("client.example")
+            # "\0admin@arkbox.test\0wrong", base64
+            replies.append(smtp.docmd("AUTH", "PLAIN AGFkbWluQGFya2JveC50ZXN0AHdyb25n"))
+        if replies[-1][0] < 500:
+            break
+    codes = [code for code, _ in replies]
+    assert codes[0] == 535, replies  # a wrong password is refused as such ...
+    # ... and after 10 attempts a minute the address may not even try.
+    assert codes[-1] in (421, 450, 454) and b"too many AUTH" in replies[-1][1], replies
+    assert codes.count(535) <= 10, replies
