@@ -19,8 +19,9 @@ ORDER: tuple[str, ...] = (
     "restore",
     "secrets",
     "tls",
-    "services",
+    # Before `services`: a restored database gets its dump before its users start.
     "restore_dumps",
+    "services",
     "proxy",
     "health",
     "backup",

@@ -82,17 +82,18 @@ def _repository(ctx: FirstbootContext) -> list[str]:
 
 def _timer(ctx: FirstbootContext) -> list[str]:
     unit_dir = ctx.paths.at(timer.UNIT_DIR)
-    changed = write_if_changed(unit_dir / timer.SERVICE, timer.service_unit(), mode=0o644)
-    changed |= write_if_changed(unit_dir / timer.TIMER,
-                                timer.timer_unit(ctx.config.backup.schedule), mode=0o644)
-    if ctx.paths.is_live and (changed or not _timer_enabled(ctx)):
+    changed = False
+    for name, content in timer.units(ctx.config.backup.schedule).items():
+        changed |= write_if_changed(unit_dir / name, content, mode=0o644)
+    if ctx.paths.is_live and (changed or not _timers_enabled(ctx)):
         for argv in timer.enable_argv():
             ctx.run(argv)
-    return [f"{timer.TIMER} ({ctx.config.backup.schedule})"] if changed else []
+    return [f"{timer.TIMER} ({ctx.config.backup.schedule}), {timer.CHECK_TIMER} "
+            f"({timer.CHECK_SCHEDULE})"] if changed else []
 
 
-def _timer_enabled(ctx: FirstbootContext) -> bool:
-    result = ctx.run(("systemctl", "is-enabled", timer.TIMER), check=False)
+def _timers_enabled(ctx: FirstbootContext) -> bool:
+    result = ctx.run(("systemctl", "is-enabled", timer.TIMER, timer.CHECK_TIMER), check=False)
     return result.returncode == 0
 
 
@@ -102,8 +103,9 @@ def verify(ctx: FirstbootContext) -> str | None:
     exported = BackupPaths(ctx.paths).exported
     if not (exported / KEY_EXPORT).exists():
         return "the repository key is not exported"
-    if not ctx.paths.at(timer.UNIT_DIR).joinpath(timer.TIMER).exists():
-        return f"{timer.TIMER} is missing"
+    for unit in (timer.TIMER, timer.CHECK_TIMER):
+        if not ctx.paths.at(timer.UNIT_DIR).joinpath(unit).exists():
+            return f"{unit} is missing"
     if not BackupPaths(ctx.paths).ssh_key.exists():
         return "the client SSH key is missing"
     return None

@@ -68,9 +68,9 @@ def runner_for(config: Appliance, root: Path, steps: list[Any],
 
 
 def test_order_lists_every_fresh_step() -> None:
-    # restore before anything writes /srv/arkbox; its dumps once services run (issue 5)
-    assert ORDER == ("system", "firewall", "engine", "restore", "secrets", "tls", "services",
-                     "restore_dumps", "proxy", "health", "backup")
+    # restore before anything writes /srv/arkbox; its dumps before the services start (#5)
+    assert ORDER == ("system", "firewall", "engine", "restore", "secrets", "tls",
+                     "restore_dumps", "services", "proxy", "health", "backup")
 
 
 def test_steps_run_in_order_and_are_reported(config: Appliance, tmp_path: Path) -> None:
