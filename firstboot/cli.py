@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from firstboot import __version__
 from firstboot.cli_support import EXIT_CODES_HELP, add_common_options, run_cli, setup_logging
+
+if TYPE_CHECKING:
+    from firstboot.context import Paths
 
 INSTALLED_CONFIG = Path("/etc/arkbox/appliance.yaml")
 
@@ -46,11 +50,42 @@ def _cmd_status(args: argparse.Namespace) -> int:
             paths.state):
         status.result = RunResult.INTERRUPTED
     certificate = status_facts(paths, utc_now())
+    backup = _backup_status(paths) if status is not None else None
     if args.json:
-        print(status_json(status, certificate))
+        print(status_json(status, certificate, backup=backup))
     else:
-        print_status(status, Console(highlight=False), certificate)
+        print_status(status, Console(highlight=False), certificate, backup=backup)
     return 0 if status is not None and status.result in (RunResult.OK, RunResult.RUNNING) else 1
+
+
+def _backup_status(paths: Paths) -> dict[str, Any]:
+    """Backups as status shows them: from backups.json, and the timer's next run from systemd."""
+    from firstboot.backup import timer
+    from firstboot.backup.client import BackupPaths, backup_status, next_run_argv, parse_next_run
+    from firstboot.backup.drill import last_drill
+    from firstboot.context import utc_now
+    from firstboot.execute import CommandError, run
+
+    installed = paths.at(timer.UNIT_DIR).joinpath(timer.TIMER).exists()
+    if not installed and not BackupPaths(paths).stats.exists():
+        return backup_status(paths, utc_now(), enabled=False)
+    next_run = None
+    if paths.is_live:
+        try:
+            shown = run(next_run_argv(timer.TIMER), check=False)
+        except (CommandError, OSError):
+            shown = None
+        if shown is not None and shown.returncode == 0:
+            next_run = parse_next_run(shown.stdout)
+    result = backup_status(paths, utc_now(), next_run)
+    drill = last_drill(paths)
+    if drill is not None:
+        result["last_drill"] = {k: drill.get(k) for k in ("result", "archive", "started_at",
+                                                          "failure")}
+        if drill.get("result") != "pass":
+            result["warnings"].append(f"the last drill ({drill.get('started_at')}) failed: "
+                                      f"{drill.get('failure')}; run: arkbox-installer drill")
+    return result
 
 
 def build_parser() -> argparse.ArgumentParser:

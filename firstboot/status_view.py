@@ -1,7 +1,8 @@
 """`arkbox-installer status`: the last run on one screen (rich), or as JSON.
 
 One screen: when it ran and how it ended, each step with its state, the
-certificate (real or fallback, until when), and every failure with its fix.
+certificate (real or fallback, until when), backups (last, size, dedup, duration,
+next run, warnings), and every failure with its fix.
 """
 
 from __future__ import annotations
@@ -30,11 +31,59 @@ RESULT_STYLES = {RunResult.OK: "green", RunResult.FAILED: "bold red", RunResult.
                  RunResult.INTERRUPTED: "bold red"}
 
 
-def status_json(status: Status | None, certificate: dict[str, Any] | None = None) -> str:
+def status_json(status: Status | None, certificate: dict[str, Any] | None = None,
+                backup: dict[str, Any] | None = None) -> str:
     body: dict[str, Any] = {"ran": False} if status is None else {"ran": True, **status.to_json()}
     if certificate is not None:
         body["certificate"] = certificate
+    if backup is not None:
+        body["backup"] = backup
     return json.dumps(body, indent=2, sort_keys=True)
+
+
+def human_size(size: float) -> str:
+    """1536 -> "1.5 KiB"; binary units, as borg and du -h."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(size) < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError  # unreachable
+
+
+def backup_lines(backup: dict[str, Any]) -> list[Text]:
+    """The backup part of the status screen (from client.backup_status)."""
+    if not backup.get("enabled", True):
+        return [Text.assemble(("backup: ", "bold"), ("off", "dim"),
+                              " (no backup.repository in the config)")]
+    lines = []
+    if backup.get("last") and backup.get("finished_at"):
+        ratio = backup.get("dedup_ratio")
+        seconds = backup.get("seconds")
+        facts = [f"{_when(backup.get('finished_at'))} ({backup.get('age_hours', 0):.0f} h ago)",
+                 f"{human_size(backup.get('original_size', 0))}, "
+                 f"{human_size(backup.get('deduplicated_size', 0))} new"
+                 + (f" (dedup {ratio:.1f}x)" if ratio else ""),
+                 f"took {seconds:.0f} s" if isinstance(seconds, int | float) else ""]
+        pauses = backup.get("pauses") or {}
+        if pauses:
+            facts.append("paused " + ", ".join(f"{k} {v:.1f} s" for k, v in pauses.items()))
+        style = "yellow" if backup.get("stale") else "green"
+        lines.append(Text.assemble(("last backup: ", "bold"), (str(backup["last"]), style),
+                                   " · " + " · ".join(f for f in facts if f)))
+    else:
+        lines.append(Text.assemble(("last backup: ", "bold"), ("none yet", "yellow")))
+    lines.append(Text.assemble(("next backup: ", "bold"),
+                               _when(backup.get("next_run")) if backup.get("next_run")
+                               else Text("not scheduled", "yellow")))
+    drill = backup.get("last_drill")
+    if drill:
+        lines.append(Text.assemble(("last drill: ", "bold"),
+                                   (str(drill.get("result")),
+                                    "green" if drill.get("result") == "pass" else "bold red"),
+                                   f" · {_when(drill.get('started_at'))} · {drill.get('archive')}"))
+    for warning in backup.get("warnings", []):
+        lines.append(Text.assemble(("⚠ ", "yellow"), ("backup", "bold"), f": {warning}"))
+    return lines
 
 
 def _when(iso: str | None) -> str:
@@ -46,7 +95,8 @@ def _when(iso: str | None) -> str:
         return iso
 
 
-def render_status(status: Status, certificate: dict[str, Any] | None = None) -> RenderableType:
+def render_status(status: Status, certificate: dict[str, Any] | None = None,
+                  backup: dict[str, Any] | None = None) -> RenderableType:
     parts: list[RenderableType] = []
     took = f" in {status.seconds:.0f} s" if status.seconds is not None else ""
     headline = Text.assemble(
@@ -64,6 +114,8 @@ def render_status(status: Status, certificate: dict[str, Any] | None = None) -> 
     if status.steps:
         parts.append(_steps_table(status))
     parts += _certificate_lines(status, certificate)
+    if backup is not None:
+        parts.extend(backup_lines(backup))
     for failure in status.failures:
         parts.append(Text.assemble(("✗ ", "bold red"), (failure.step, "bold"), ": ",
                                    failure.message))
@@ -119,10 +171,11 @@ def _certificate_lines(status: Status, live: dict[str, Any] | None) -> list[Text
 
 
 def print_status(status: Status | None, console: Console,
-                 certificate: dict[str, Any] | None = None) -> None:
+                 certificate: dict[str, Any] | None = None,
+                 backup: dict[str, Any] | None = None) -> None:
     if status is None:
         console.print("arkbox has not run on this machine yet", markup=False)
         console.print("  hint: first boot starts by itself; see: systemctl status "
                       "arkbox-firstboot", markup=False)
         return
-    console.print(render_status(status, certificate))
+    console.print(render_status(status, certificate, backup=backup))

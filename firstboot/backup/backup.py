@@ -123,7 +123,15 @@ def run_backup(ctx: FirstbootContext, *, prune: bool = True) -> BackupReport:
         raise BackupError(f"nothing to back up: {data} is empty",
                           hint="run arkbox-installer firstboot first")
     snapshot_config(ctx)
-    runner = Borg(ctx)
+    with Borg.shared(ctx) as runner:  # one SSH connection for every part and the prune
+        report = _backup_parts(ctx, runner, prune)
+    report.seconds = time.monotonic() - started
+    record_stats(ctx.paths, report.as_json(ctx.now().isoformat(timespec="seconds")))
+    return report
+
+
+def _backup_parts(ctx: FirstbootContext, runner: Borg, prune: bool) -> BackupReport:
+    data = ctx.paths.data
     config = ctx.config
     naming = Naming.for_root(ctx.paths.root)
     stamp = borg.archive_stamp(config.appliance.name, ctx.now())
@@ -138,12 +146,12 @@ def run_backup(ctx: FirstbootContext, *, prune: bool = True) -> BackupReport:
                 archive, part.dump_file,
                 borg.docker_exec_argv(naming.container(part.service), part.dump_command),
                 compression=config.backup.compression)
-            result = runner.json(argv, what=f"dump of {part.service}")
+            result = runner.json(borg.with_lock_wait(argv), what=f"dump of {part.service}")
         elif part.pause:
             assert part.service is not None
             comment = json.dumps({"arkbox": "part", "service": part.service})
-            argv = borg.create_argv(archive, part.paths, compression=config.backup.compression,
-                                    comment=comment)
+            argv = borg.with_lock_wait(borg.create_argv(
+                archive, part.paths, compression=config.backup.compression, comment=comment))
             result, paused = _while_paused(ctx, naming.container(part.service),
                                            functools.partial(runner.json, argv, cwd=data,
                                                              what=f"backup of {archive}"))
@@ -153,14 +161,12 @@ def run_backup(ctx: FirstbootContext, *, prune: bool = True) -> BackupReport:
                                   "appliance": config.appliance.name})
             argv = borg.create_argv(archive, part.paths, compression=config.backup.compression,
                                     excludes=part.excludes, comment=comment)
-            result = runner.json(argv, what="backup", cwd=data)
+            result = runner.json(borg.with_lock_wait(argv), what="backup", cwd=data)
         report.parts.append(result)
         done.append(part.suffix)
     if prune:
-        prune_archives(ctx, [p.suffix for p in parts if p.suffix])
+        prune_archives(ctx, [p.suffix for p in parts if p.suffix], runner)
         report.pruned = True
-    report.seconds = time.monotonic() - started
-    record_stats(ctx.paths, report.as_json(ctx.now().isoformat(timespec="seconds")))
     return report
 
 
@@ -184,12 +190,14 @@ def _while_paused(ctx: FirstbootContext, container: str,
         ctx.run(borg.docker_pause_argv(container, False))
 
 
-def prune_archives(ctx: FirstbootContext, suffixes: list[str]) -> None:
+def prune_archives(ctx: FirstbootContext, suffixes: list[str],
+                   runner: Borg | None = None) -> None:
     """Prune each series by the retention. On an append-only server this only marks:
     the space comes back when the server's operator compacts (docs/backup.md)."""
-    runner = Borg(ctx)
+    runner = runner or Borg(ctx)
     for glob in borg.prune_globs(ctx.config.appliance.name, suffixes):
-        runner.run(borg.prune_argv(glob, ctx.config.backup.retention), what="prune")
+        runner.run(borg.with_lock_wait(borg.prune_argv(glob, ctx.config.backup.retention)),
+                   what="prune")
 
 
 def list_archives(ctx: FirstbootContext) -> list[dict[str, Any]]:
@@ -199,7 +207,8 @@ def list_archives(ctx: FirstbootContext) -> list[dict[str, Any]]:
 
 
 def check_repository(ctx: FirstbootContext, verify_data: bool = False) -> str:
-    result = Borg(ctx).run(borg.check_argv(verify_data), what="borg check")
+    result = Borg(ctx).run(borg.with_lock_wait(borg.check_argv(verify_data)),
+                           what="borg check")
     return (result.stderr or result.stdout).strip() or "repository and archives consistent"
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 from firstboot.cli_support import EXIT_CODES_HELP, add_common_options
-from firstboot.errors import EXIT_OK, BadInputError
+from firstboot.errors import EXIT_FAILURE, EXIT_OK, BadInputError
+
+log = logging.getLogger("arkbox.backup")
 
 
 def _context(args: argparse.Namespace) -> Any:
@@ -26,11 +29,20 @@ def _context(args: argparse.Namespace) -> Any:
 
 def _cmd_backup(args: argparse.Namespace) -> int:
     from firstboot.backup.backup import run_backup
-    from firstboot.backup.client import prepare_client
+    from firstboot.backup.client import clear_failure, prepare_client, record_failure
+    from firstboot.errors import ArkboxError
 
     ctx = _context(args)
-    prepare_client(ctx)
-    report = run_backup(ctx, prune=not args.no_prune)
+    try:
+        prepare_client(ctx)
+        report = run_backup(ctx, prune=not args.no_prune)
+    except ArkboxError as err:
+        # For status (until the next success) and, through stderr, the journal.
+        record_failure(ctx.paths, ctx.now(), err.message, err.hint)
+        log.error("backup failed: %s%s", err.message,
+                  f" (hint: {err.hint})" if err.hint else "")
+        raise
+    clear_failure(ctx.paths)
     print(report.summary())
     return EXIT_OK
 
@@ -67,6 +79,35 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_drill(args: argparse.Namespace) -> int:
+    import sys
+
+    from firstboot.backup.client import prepare_client
+    from firstboot.backup.drill import run_drill
+
+    ctx = _context(args)
+    prepare_client(ctx)
+    progress = (lambda line: None) if args.json else (
+        lambda line: print(f"  … {line}", file=sys.stderr, flush=True))
+    report = run_drill(ctx, args.archive, timeout_s=args.timeout, progress=progress)
+    if args.json:
+        print(json.dumps(report.as_json(), indent=2))
+    else:
+        print("\n".join(report.lines()))
+    if not report.ok:
+        log.error("drill failed: %s", report.failure or "see the report")
+    return EXIT_OK if report.ok else EXIT_FAILURE
+
+
+DRILL_HELP = ("restore the latest backup into a throwaway directory and isolated containers "
+              "(own names and networks, no published port), run every service's health "
+              "check, report pass/fail per service and the time, then remove it all; the "
+              "live box is not touched")
+DRILL_EXIT_CODES = ("exit codes: 0 the drill passed, 1 it failed (restore or a health check; "
+                    "the report says which), 2 bad input or invalid config (e.g. backups "
+                    "off), 130 interrupted (everything made was removed)")
+
+
 def add_commands(sub: Any, installed_config: Path) -> None:
     """Register the backup commands on arkbox-installer's sub-command parser."""
     commands = (
@@ -74,9 +115,12 @@ def add_commands(sub: Any, installed_config: Path) -> None:
         ("list", _cmd_list, "the archives in the backup repository"),
         ("check", _cmd_check, "verify the backup repository (borg check)"),
         ("restore", _cmd_restore, "restore the latest (or a named) backup onto this box"),
+        ("drill", _cmd_drill, DRILL_HELP),
     )
     for name, func, text in commands:
-        p = sub.add_parser(name, help=text, description=text, epilog=EXIT_CODES_HELP)
+        epilog = DRILL_EXIT_CODES if name == "drill" else EXIT_CODES_HELP
+        p = sub.add_parser(name, help=text.split(" (")[0].split(", run")[0], description=text,
+                           epilog=epilog)
         p.add_argument("--config", default=str(installed_config),
                        help=f"the appliance config (default: {installed_config})")
         p.add_argument("--root", default="/", help=argparse.SUPPRESS)
@@ -89,6 +133,12 @@ def add_commands(sub: Any, installed_config: Path) -> None:
         if name == "check":
             p.add_argument("--verify-data", action="store_true",
                            help="also decrypt and verify every chunk (slow; monthly)")
+        if name == "drill":
+            p.add_argument("--archive", default=None, help="a named backup (default: latest)")
+            p.add_argument("--json", action="store_true", help="the report as JSON")
+            p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
+                           help="how long the services may take to become healthy "
+                           "(default: 300)")
         if name == "restore":
             p.add_argument("--archive", default=None, help="a named backup (default: latest)")
             p.add_argument("--force", action="store_true",

@@ -17,9 +17,15 @@ None of /var/lib/arkbox is in the archive: it is what opens the archive, or a ca
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import os
+import shutil
+import stat
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +68,10 @@ class BackupPaths:
         return self.paths.state / "backups.json"
 
     @property
+    def failure(self) -> Path:  # the last backup's failure, removed by the next success
+        return self.paths.state / "backup-failure.json"
+
+    @property
     def exported(self) -> Path:  # for the operator: copy these off the box
         return self.paths.secrets / "backup"
 
@@ -98,6 +108,8 @@ class Borg:
     """Runs borg for one appliance, through ctx.run, with its remote and passphrase."""
 
     ctx: FirstbootContext
+    # A ControlMaster socket the borg runs share (one SSH connection): see shared().
+    control_path: Path | None = None
 
     @property
     def where(self) -> BackupPaths:
@@ -111,7 +123,28 @@ class Borg:
                            pinned=self.ctx.config.backup.host_key is not None)
 
     def env(self) -> dict[str, str]:
-        return borg.borg_env(self.remote, passphrase(self.ctx.config), self.where.borg_base)
+        return borg.borg_env(self.remote, passphrase(self.ctx.config), self.where.borg_base,
+                             self.control_path)
+
+    @classmethod
+    @contextmanager
+    def shared(cls, ctx: FirstbootContext) -> Iterator[Borg]:
+        """A Borg whose runs share one SSH connection, closed (and its socket removed) after.
+
+        The socket lives in a fresh short directory in /tmp (a socket path must stay under
+        108 bytes), so no other run and no other box ever joins the connection.
+        """
+        remove_stale_socket_dirs(SOCKET_PARENT, time.time())
+        directory = Path(tempfile.mkdtemp(prefix=SOCKET_DIR_PREFIX, dir=SOCKET_PARENT))
+        runner = cls(ctx, directory / "master")
+        try:
+            yield runner
+        finally:
+            if (directory / "master").exists():
+                assert runner.control_path is not None
+                ctx.run(borg.close_shared_connection_argv(runner.remote, runner.control_path),
+                        check=False, timeout=30)
+            shutil.rmtree(directory, ignore_errors=True)
 
     def run(self, argv: Sequence[str], *, cwd: Path | None = None, what: str,
             timeout: float | None = None, **kwargs: Any) -> Completed:
@@ -125,6 +158,30 @@ class Borg:
              timeout: float | None = None) -> Any:
         out = self.run(argv, what=what, cwd=cwd, timeout=timeout).stdout
         return json.loads(out) if out.strip() else {}
+
+
+# Short on purpose (a socket path must stay under 108 bytes); mkdtemp makes it 0700.
+SOCKET_PARENT = Path("/tmp")  # noqa: S108
+SOCKET_DIR_PREFIX = "arkbox-ssh-"
+STALE_SOCKET_DIR_S = 600
+
+
+def remove_stale_socket_dirs(tmp: Path, now: float) -> list[Path]:
+    """Directories of runs killed too hard to remove theirs (SIGKILL): no socket left (the
+    master removed it when it exited) and older than any run's connection set-up."""
+    removed = []
+    for directory in tmp.glob(f"{SOCKET_DIR_PREFIX}*"):
+        try:
+            info = directory.lstat()
+            stale = (info.st_uid == os.getuid() and stat.S_ISDIR(info.st_mode)
+                     and not (directory / "master").exists()
+                     and now - info.st_mtime > STALE_SOCKET_DIR_S)
+        except FileNotFoundError:
+            continue
+        if stale:
+            shutil.rmtree(directory, ignore_errors=True)
+            removed.append(directory)
+    return removed
 
 
 def as_backup_error(err: CommandError, what: str) -> BackupError:
@@ -196,29 +253,95 @@ def read_stats(paths: Paths) -> list[dict[str, Any]]:
 STALE_AFTER_HOURS = 26
 
 
-def backup_status(paths: Paths, now: datetime) -> dict[str, Any]:
-    """What status shows about backups: the last one, its size and dedup, staleness.
+def record_failure(paths: Paths, when: datetime, message: str, hint: str | None) -> None:
+    """The last backup failed: kept for status until a backup succeeds."""
+    target = BackupPaths(paths).failure
+    ensure_dir(target.parent, 0o755)
+    body = {"at": when.isoformat(timespec="seconds"), "message": message, "hint": hint}
+    atomic_write(target, json.dumps(body, indent=2) + "\n", mode=0o644)
+
+
+def clear_failure(paths: Paths) -> None:
+    BackupPaths(paths).failure.unlink(missing_ok=True)
+
+
+def read_failure(paths: Paths) -> dict[str, Any] | None:
+    try:
+        raw = json.loads(BackupPaths(paths).failure.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return raw if isinstance(raw, dict) else None
+
+
+def next_run_argv(unit: str) -> tuple[str, ...]:
+    """When systemd fires `unit` next, as "@<unix seconds>" (empty or "n/a" when never)."""
+    return ("systemctl", "show", "--timestamp=unix", "--property=NextElapseUSecRealtime",
+            "--value", unit)
+
+
+def parse_next_run(text: str) -> datetime | None:
+    """systemctl's NextElapseUSecRealtime: "@1764213262" (--timestamp=unix), or
+    "Fri 2026-11-27 03:14:22 UTC"; None when the timer is not scheduled."""
+    text = text.strip()
+    if text.startswith("@"):
+        try:
+            return datetime.fromtimestamp(int(text[1:].split(".")[0]), UTC)
+        except ValueError:
+            return None
+    parts = text.split()
+    if len(parts) >= 3 and parts[-1] == "UTC":
+        try:
+            return datetime.strptime(" ".join(parts[-3:-1]), "%Y-%m-%d %H:%M:%S").replace(
+                tzinfo=UTC)
+        except ValueError:
+            return None
+    return None
+
+
+def backup_status(paths: Paths, now: datetime, next_run: datetime | None = None,
+                  enabled: bool = True) -> dict[str, Any]:
+    """What status shows about backups: the last one (when, size, dedup, duration, pauses),
+    the next run, staleness (> 26 h) and the last failure, each warning with its fix.
 
     For `arkbox-installer status` and the status page (from backups.json; no borg run).
     """
+    if not enabled:
+        return {"enabled": False}
     history = read_stats(paths)
+    failure = read_failure(paths)
+    result: dict[str, Any] = {
+        "enabled": True, "last": None, "stale": True,
+        "next_run": next_run.isoformat(timespec="seconds") if next_run else None,
+        "failure": failure, "warnings": [],
+    }
+    warnings: list[str] = result["warnings"]
+    if failure is not None:
+        warnings.append(f"the last backup failed ({failure.get('at')}): {failure.get('message')}"
+                        + (f"; hint: {failure['hint']}" if failure.get("hint") else ""))
+    if next_run is None:
+        warnings.append("no backup is scheduled: systemctl enable --now arkbox-backup.timer")
     if not history:
-        return {"last": None, "stale": True, "warning": "no backup has been made yet"}
+        warnings.append("no backup has been made yet: arkbox-installer backup")
+        result["warning"] = warnings[-1]
+        return result
     last = history[-1]
     try:
         finished = datetime.fromisoformat(str(last.get("finished_at")))
     except ValueError:
-        return {"last": last, "stale": True, "warning": "backups.json is unreadable"}
+        warnings.append(f"{BackupPaths(paths).stats} is unreadable")
+        result.update(last=last.get("archive"), warning=warnings[-1])
+        return result
     age_h = (now - finished).total_seconds() / 3600
     original, new = int(last.get("original_size", 0)), int(last.get("deduplicated_size", 0))
-    result: dict[str, Any] = {
+    result.update({
         "last": last.get("archive"), "finished_at": last.get("finished_at"),
         "age_hours": round(age_h, 1), "seconds": last.get("seconds"),
         "original_size": original, "deduplicated_size": new,
         "dedup_ratio": round(original / new, 2) if new else None,
         "pauses": last.get("pauses", {}), "stale": age_h > STALE_AFTER_HOURS,
-    }
+    })
     if result["stale"]:
         result["warning"] = (f"the last backup is {age_h:.0f} h old (more than "
                              f"{STALE_AFTER_HOURS} h): see journalctl -u arkbox-backup")
+        warnings.insert(0, result["warning"])
     return result

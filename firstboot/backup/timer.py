@@ -1,12 +1,19 @@
-"""The systemd units that run `arkbox-installer backup` on the config's schedule
-(installed by firstboot/systemd_units.py, like every timer a step owns)."""
+"""The systemd units of backups: `arkbox-installer backup` on the config's schedule, and
+`arkbox-installer check --verify-data` once a month (decrypts and verifies every chunk:
+the only check that proves the data reads back; the backup server can check segments only)."""
 
 from __future__ import annotations
 
 from firstboot.systemd_units import UNIT_DIR as UNIT_DIR  # re-exported for steps/backup.py
+from firstboot.systemd_units import TimerUnits
 
 SERVICE = "arkbox-backup.service"
 TIMER = "arkbox-backup.timer"
+CHECK_SERVICE = "arkbox-backup-verify.service"
+CHECK_TIMER = "arkbox-backup-verify.timer"
+# Monthly, spread over a day, and caught up after the box was off.
+CHECK_SCHEDULE = "monthly"
+CHECK_RANDOM_DELAY = "1d"
 INSTALLER = "/usr/local/sbin/arkbox-installer"
 
 
@@ -44,3 +51,42 @@ Persistent=true
 [Install]
 WantedBy=timers.target
 """
+
+
+def check_service_unit() -> str:
+    return f"""\
+[Unit]
+Description=arkbox: verify every chunk of the backup repository (borg check --verify-data)
+Documentation=file:/usr/share/doc/arkbox/backup.md
+Wants=network-online.target
+After=network-online.target
+ConditionPathExists=/var/lib/arkbox/firstboot.done
+
+[Service]
+Type=oneshot
+ExecStart={INSTALLER} check --verify-data
+Nice=15
+IOSchedulingClass=idle
+SyslogIdentifier=arkbox-backup-verify
+"""
+
+
+def check_timer_unit() -> str:
+    return f"""\
+[Unit]
+Description=arkbox: verify the backup data ({CHECK_SCHEDULE})
+
+[Timer]
+OnCalendar={CHECK_SCHEDULE}
+RandomizedDelaySec={CHECK_RANDOM_DELAY}
+Persistent=true
+
+[Install]
+WantedBy=timers.target
+"""
+
+
+def units(schedule: str) -> tuple[TimerUnits, TimerUnits]:
+    """Both pairs the backup step installs: the nightly backup and the monthly verify."""
+    return (TimerUnits(SERVICE, service_unit(), TIMER, timer_unit(schedule)),
+            TimerUnits(CHECK_SERVICE, check_service_unit(), CHECK_TIMER, check_timer_unit()))

@@ -20,8 +20,9 @@ ORDER: tuple[str, ...] = (
     "secrets",
     "tls",
     "mail",
-    "services",
+    # Before `services`: a restored database gets its dump before its users start.
     "restore_dumps",
+    "services",
     "proxy",
     "health",
     "backup",

@@ -23,7 +23,7 @@ from firstboot.config import Appliance
 from firstboot.context import FirstbootContext
 from firstboot.files import ensure_dir, write_if_changed
 from firstboot.steps.base import Outcome, StepFailed
-from firstboot.systemd_units import TimerUnits, install_timer
+from firstboot.systemd_units import install_timer
 
 NAME = "backup"
 KEY_EXPORT = "borg-key"
@@ -82,10 +82,11 @@ def _repository(ctx: FirstbootContext) -> list[str]:
 
 
 def _timer(ctx: FirstbootContext) -> list[str]:
-    units = TimerUnits(timer.SERVICE, timer.service_unit(), timer.TIMER,
-                       timer.timer_unit(ctx.config.backup.schedule))
-    changed = install_timer(ctx, units)
-    return [f"{timer.TIMER} ({ctx.config.backup.schedule})"] if changed else []
+    schedules = (ctx.config.backup.schedule, timer.CHECK_SCHEDULE)
+    return [f"{pair.timer} ({schedule})"
+            for pair, schedule in zip(timer.units(ctx.config.backup.schedule), schedules,
+                                      strict=True)
+            if install_timer(ctx, pair)]
 
 
 def verify(ctx: FirstbootContext) -> str | None:
@@ -94,8 +95,9 @@ def verify(ctx: FirstbootContext) -> str | None:
     exported = BackupPaths(ctx.paths).exported
     if not (exported / KEY_EXPORT).exists():
         return "the repository key is not exported"
-    if not ctx.paths.at(timer.UNIT_DIR).joinpath(timer.TIMER).exists():
-        return f"{timer.TIMER} is missing"
+    for unit in (timer.TIMER, timer.CHECK_TIMER):
+        if not ctx.paths.at(timer.UNIT_DIR).joinpath(unit).exists():
+            return f"{unit} is missing"
     if not BackupPaths(ctx.paths).ssh_key.exists():
         return "the client SSH key is missing"
     return None

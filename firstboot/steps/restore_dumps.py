@@ -1,22 +1,28 @@
-"""Step `restore_dumps`: after a restore, load each database dump into its restarted service.
+"""Step `restore_dumps`: after a restore, load each database dump before its users start.
 
-The restore step left the dumps under /var/lib/arkbox/restore-dumps/<service>;
-once the services step has started the containers, each is fed to the service's
-`restore_command` (`docker exec -i`), then deleted. On a fresh box there are none.
+The restore step left the dumps under /var/lib/arkbox/restore-dumps/<service>.
+This step runs before `services`: it starts only the dumped services and what they
+connect to (`first_wave`), feeds each dump to its service's `restore_command`
+(`docker exec -i`) once the container is healthy, then deletes it. Step `services`
+then starts the rest, so an application never sees its database empty. On a fresh
+box there are no dumps and nothing is started here.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Collection, Mapping, Sequence
 
 from firstboot.backup import borg
 from firstboot.backup.client import enabled
 from firstboot.backup.restore import dumps_dir
 from firstboot.config import Appliance
+from firstboot.containers.engine import container_state
 from firstboot.containers.naming import Naming
 from firstboot.context import FirstbootContext
 from firstboot.execute import CommandError
 from firstboot.steps.base import Outcome, StepFailed
+from firstboot.steps.services import converge_services
 
 NAME = "restore_dumps"
 READY_TIMEOUT_S = 180.0
@@ -34,7 +40,6 @@ def run(ctx: FirstbootContext) -> Outcome:
     if not pending:
         return Outcome.unchanged("no database dump to load")
     naming = Naming.for_root(ctx.paths.root)
-    loaded = []
     for dump in pending:
         service = dump.name
         policy = ctx.config.services[service].backup if service in ctx.config.services else None
@@ -42,11 +47,22 @@ def run(ctx: FirstbootContext) -> Outcome:
             raise StepFailed(f"a dump of {service!r} was restored, but the config gives it no "
                              "backup.restore_command",
                              hint=f"add services.{service}.backup.restore_command")
+    depends_on = {name: list(s.connects_to) for name, s in ctx.config.services.items()}
+    wave = first_wave(depends_on, [d.name for d in pending])
+    if not all(_running(ctx, naming.container(name)) for name in wave):
+        ctx.log.info("starting %s before the other services, to load the dump(s) first",
+                     " ".join(wave))
+        converge_services(ctx, only=wave)
+    loaded = []
+    for dump in pending:
+        service = dump.name
+        command = ctx.config.services[service].backup.restore_command
+        assert command  # checked above
         container = naming.container(service)
         _wait_healthy(ctx, container)
         started = time.monotonic()
         try:
-            ctx.run(borg.docker_exec_argv(container, policy.restore_command, stdin=True),
+            ctx.run(borg.docker_exec_argv(container, command, stdin=True),
                     input_data=dump.read_bytes(), timeout=3600)
         except CommandError as err:
             raise StepFailed(f"loading the dump of {service} failed: {err.message}",
@@ -55,6 +71,24 @@ def run(ctx: FirstbootContext) -> Outcome:
         dump.unlink()
         loaded.append(f"{service} ({time.monotonic() - started:.1f} s)")
     return Outcome.changed_("loaded " + ", ".join(loaded), {"dumps": loaded})
+
+
+def first_wave(depends_on: Mapping[str, Sequence[str]], dumped: Collection[str]) -> list[str]:
+    """The services to start before the dumps are loaded: the dumped ones and, transitively,
+    what they connect to; sorted. Every other service starts after the load."""
+    wave: set[str] = set()
+    todo = [name for name in dumped if name in depends_on]
+    while todo:
+        name = todo.pop()
+        if name not in wave:
+            wave.add(name)
+            todo += [d for d in depends_on.get(name, ()) if d in depends_on]
+    return sorted(wave)
+
+
+def _running(ctx: FirstbootContext, container: str) -> bool:
+    state = container_state(ctx.docker, container)
+    return bool(state and state.get("State", {}).get("Running"))
 
 
 def _wait_healthy(ctx: FirstbootContext, container: str) -> None:

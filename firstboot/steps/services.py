@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -143,8 +144,14 @@ def verify(ctx: FirstbootContext) -> str | None:
     return None
 
 
-def converge_services(ctx: FirstbootContext) -> ServicesReport:
-    """Bring the engine to the config's services; the report says what was done."""
+def converge_services(ctx: FirstbootContext,
+                      only: Collection[str] | None = None) -> ServicesReport:
+    """Bring the engine to the config's services; the report says what was done.
+
+    `only`: start just these services (and make every network, volume and secret
+    file), remove nothing and leave the manifest alone. Step `restore_dumps` starts
+    the databases this way, loads their dumps, and the services step does the rest.
+    """
     naming = Naming.for_root(ctx.paths.root)
     client = ctx.docker
     desired = desired_services(ctx)
@@ -152,7 +159,7 @@ def converge_services(ctx: FirstbootContext) -> ServicesReport:
     actual = engine.owned_containers(client, naming, ROLE_SERVICE)
     plan = plan_containers({n: d.config_hash for n, d in desired.items()}, actual)
     report = ServicesReport(plan, reasons=_recreate_reasons(plan, desired, previous))
-    for container in plan.remove:
+    for container in plan.remove if only is None else ():
         log.info("removing %s (%s)", container.name, container.service)
         engine.remove_container(client, container.container_id)
     ctx.checkpoint("containers-removed")
@@ -166,6 +173,8 @@ def converge_services(ctx: FirstbootContext) -> ServicesReport:
     kept = {c.service: c.container_id for c in engine.owned_containers(
         client, naming, ROLE_SERVICE)}
     for name in start_order(specs):
+        if only is not None and name not in only:
+            continue
         item = desired[name]
         if name in plan.create or name in plan.recreate:
             labels = {**naming.labels(ROLE_SERVICE, name), LABEL_CONFIG_HASH: item.config_hash}
@@ -178,6 +187,8 @@ def converge_services(ctx: FirstbootContext) -> ServicesReport:
             # A mounted file replaced by rename is a new inode: only a restart shows it.
             engine.restart_container(client, kept[name], item.spec.stop_grace_seconds)
             report.restarted.append(name)
+    if only is not None:
+        return report
     report.manifest_changed = write_manifest(ctx.paths.manifest,
                                              build_manifest(ctx, desired, previous))
     return report

@@ -68,10 +68,10 @@ def runner_for(config: Appliance, root: Path, steps: list[Any],
 
 
 def test_order_lists_every_fresh_step() -> None:
-    # restore before anything writes /srv/arkbox; its dumps once services run (issue 5);
+    # restore before anything writes /srv/arkbox; its dumps before the services start (#5);
     # acme last: it starts the certificate request in the background (issue 6)
     assert ORDER == ("system", "firewall", "engine", "restore", "secrets", "tls", "mail",
-                     "services", "restore_dumps", "proxy", "health", "backup", "acme")
+                     "restore_dumps", "services", "proxy", "health", "backup", "acme")
 
 
 def test_steps_run_in_order_and_are_reported(config: Appliance, tmp_path: Path) -> None:

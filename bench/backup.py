@@ -1,0 +1,196 @@
+"""Benchmark the nightly backup with no change against a raw `borg create` with no change,
+and each paused service's pause, side by side in one process.
+
+Boots the built backup-server role in a rig (tests/built.py builds it once, or reuses it with
+ARKBOX_TEST_REUSE_BUILD=1), generates a data set over the volumes of an appliance with two
+paused services (calendar, wiki) and a dumped database (stand-in containers named as the
+installer names them: `sleep` for the services, a `printf` dump), makes a first backup, then
+times, `--runs` times each (median):
+
+  arkbox     run_backup() with nothing changed: every part (dump, two paused services, base)
+  raw        one `borg create` of the whole tree with nothing changed (the floor)
+  dump       the dump command alone (`docker exec`), which arkbox adds by design
+
+Targets (issue 5): arkbox ≤ 1.2x raw + dump time; each pause ≤ 2 s. With --control-master
+As shipped, the parts of one backup share one SSH connection (ControlMaster); with
+--compare the same is measured again with one SSH connection per part (as before), to
+compare. The raw `borg create` always makes its own connection, as an operator's would.
+
+Run as root on a machine prepared by scripts/setup:
+    .venv/bin/python bench/backup.py [--mib 256] [--files 4000] [--runs 3] [--compare]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+import docker  # noqa: E402
+
+from builder.rig import BackupServerPart, Rig, image_from_rootfs_tar  # noqa: E402
+from firstboot.backup import borg  # noqa: E402
+from firstboot.backup.backup import BackupReport, run_backup  # noqa: E402
+from firstboot.backup.client import Borg  # noqa: E402
+from firstboot.containers.naming import Naming  # noqa: E402
+from firstboot.context import FirstbootContext, Paths  # noqa: E402
+from firstboot.steps import backup as backup_step  # noqa: E402
+
+PAUSED = ("calendar", "wiki")
+DUMP = ["sh", "-c", "printf 'CREATE TABLE t (v int);\\nINSERT INTO t VALUES (42);\\n'"]
+
+
+def bench_config(directory: Path, ip: str) -> Path:
+    from integration.test_backup_server import write_config  # the integration test's box
+
+    write_config(directory, ip)  # calendar (pause) and db (dump)
+    text = (directory / "appliance.yaml").read_text()
+    text = text.replace("  calendar:\n", "  wiki:\n    image: \"registry.example/dokuwiki:1\"\n"
+                        "    volumes: {data: /var/lib/dokuwiki/data}\n    backup: "
+                        "{consistency: pause}\n  calendar:\n", 1)
+    (directory / "appliance.yaml").write_text(text)
+    return directory / "appliance.yaml"
+
+
+def base_image(client: docker.DockerClient) -> str:
+    for image in client.images.list(name="arkbox/base"):
+        if image.tags:
+            return str(image.tags[0])
+    raise SystemExit("no arkbox/base image: run `arkbox build` once (service images stage)")
+
+
+@contextmanager
+def standins(ctx: FirstbootContext) -> Iterator[None]:
+    client = ctx.docker
+    naming = Naming.for_root(ctx.paths.root)
+    made = [client.containers.run(base_image(client), ["sleep", "infinity"], detach=True,
+                                  name=naming.container(s), labels={"arkbox.bench": "backup"})
+            for s in (*PAUSED, "db")]
+    try:
+        yield
+    finally:
+        for container in made:
+            container.remove(force=True)
+
+
+def timed(action: Callable[[], object]) -> float:
+    started = time.monotonic()
+    action()
+    return time.monotonic() - started
+
+
+@contextmanager
+def one_connection_per_part() -> Iterator[None]:
+    """The backup as before the shared connection: each borg run makes its own SSH one."""
+    original = Borg.__dict__["shared"]
+
+    @contextmanager
+    def plain(cls: type[Borg], ctx: FirstbootContext) -> Iterator[Borg]:
+        yield cls(ctx)
+
+    Borg.shared = classmethod(plain)  # type: ignore[assignment,method-assign]
+    try:
+        yield
+    finally:
+        Borg.shared = original  # type: ignore[method-assign]
+
+
+@dataclass
+class Measure:
+    arkbox: float
+    raw: float
+    dump: float
+    pauses: dict[str, float]
+    pause_max: float
+    parts: int
+
+
+def measure(source: FirstbootContext, runs: int, tag: str) -> Measure:
+    data = source.paths.data
+    runner = Borg(source)
+    reports: list[BackupReport] = []
+    arkbox, raw, dump = [], [], []
+    for index in range(runs):
+        started = time.monotonic()
+        reports.append(run_backup(source, prune=False))
+        arkbox.append(time.monotonic() - started)
+        argv = borg.create_argv(f"raw-{tag}-{index}", ["."], compression="lz4")
+        raw.append(timed(functools.partial(runner.run, argv, cwd=data, what="raw create")))
+        dump_argv = borg.docker_exec_argv(Naming.for_root(source.paths.root).container("db"),
+                                          DUMP)
+        dump.append(timed(functools.partial(source.run, dump_argv)))
+    pauses = {s: statistics.median(r.pauses[s] for r in reports) for s in PAUSED}
+    return Measure(statistics.median(arkbox), statistics.median(raw), statistics.median(dump),
+                   pauses, max(max(r.pauses.values()) for r in reports), len(reports[-1].parts))
+
+
+def show(label: str, m: Measure) -> None:
+    arkbox, raw, dump, pauses = m.arkbox, m.raw, m.dump, m.pauses
+    ratio = arkbox / raw
+    budget = 1.2 * raw + dump
+    print(f"{label}")
+    print(f"  backup, no change  arkbox {arkbox:6.2f} s   raw borg create {raw:6.2f} s   "
+          f"ratio {ratio:.2f}x   (target ≤ 1.2x + dump {dump:.2f} s = {budget:.2f} s: "
+          f"{'met' if arkbox <= budget else 'NOT met'}, {arkbox / budget:.2f} of it)")
+    print("  pause per service  " + "   ".join(f"{s} {p:.2f} s" for s, p in pauses.items())
+          + f"   (worst run {m.pause_max:.2f} s; target ≤ 2 s: "
+          f"{'met' if m.pause_max <= 2 else 'NOT met'})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mib", type=int, default=256)
+    parser.add_argument("--files", type=int, default=4000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--compare", action="store_true",
+                        help="also measure with one SSH connection per part (as before)")
+    args = parser.parse_args()
+    from built import built_backup_server
+    from restore import generate
+
+    from firstboot.config import load_config
+
+    client = docker.from_env(timeout=300)
+    image = image_from_rootfs_tar(client, built_backup_server(), "arkbox/backup-server-role")
+    rig = Rig(name=f"arkbox-benchbk{os.getpid()}", client=client,
+              ipv4_subnet="172.30.182.0/24", ipv6_subnet="fd42:a7b0:182::/64")
+    work = Path(tempfile.mkdtemp(prefix="arkbox-bench-backup-", dir="/var/tmp"))
+    try:
+        with rig.running():
+            server = BackupServerPart(rig, "backup", image, aliases=("backup.arkbox.test",))
+            rig.add(server)
+            config = load_config(bench_config(work / "config", server.ip()))
+            source = FirstbootContext(config=config, paths=Paths(work / "a"))
+            generate(source.paths.data, args.mib, args.files)
+            backup_step.run(source)
+            with standins(source):
+                first = timed(lambda: run_backup(source, prune=False))
+                shipped = measure(source, args.runs, "shipped")
+                before = None
+                if args.compare:
+                    with one_connection_per_part():
+                        before = measure(source, args.runs, "per-part")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"data set: {args.files} files, {args.mib} MiB; first backup {first:.1f} s; "
+          f"{shipped.parts} archives per backup; median of {args.runs} runs")
+    show("as shipped: the parts share one SSH connection", shipped)
+    if before is not None:
+        show("before: one SSH connection per part", before)
+
+
+if __name__ == "__main__":
+    main()
