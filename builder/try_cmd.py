@@ -17,8 +17,10 @@ follows it restoring itself (docs/try.md).
 
 The rig also runs a test ACME CA (builder/try_ca.py): the appliance gets a real
 certificate from Pebble over ACME, and the operator trusts Pebble's root.
-Extension point as the mail issue lands: `neighbour_parts()` starts the DNS
-server with the generated zone; `PUBLISHED_PORTS` grows the mail ports.
+When mail is on, the mail ports are published too, with the first mailbox's login
+(its password named by the file it is in, never printed), and once first boot is done
+the rig serves the zone `arkbox-installer dns` generates (builder/try_dns.py), so the
+mail doctor runs in the appliance against it.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ import yaml
 from docker.errors import DockerException, NotFound
 from docker.models.containers import Container
 
-from builder import try_ca
+from builder import try_ca, try_dns
 from builder.cache import digest_tree
 from builder.manifest import MANIFEST_NAME
 from builder.rig import (
@@ -57,6 +59,7 @@ from builder.rig import (
     BackupServerPart,
     JournalFollower,
     Part,
+    PebblePart,
     Rig,
     RigError,
     container_running,
@@ -88,6 +91,7 @@ CERTIFICATE_FILE = "fallback-certificate.pem"
 FAILED_PREFIX = "✗ firstboot failed"
 # Published on 127.0.0.1 only, each to a free port the engine picks.
 PUBLISHED_PORTS = ("80/tcp", "443/tcp", "22/tcp")
+MAIL_PORTS = ("25/tcp", "465/tcp", "587/tcp", "993/tcp")  # when mail is on
 JOURNAL_POLL_S = 1.0
 
 Say = Callable[[str], None]
@@ -303,8 +307,8 @@ def neighbour_parts(rig: Rig, config: Appliance, backup_image: str | None,
                     backup: BackupServerPlan | None) -> list[Part]:
     """The parts the appliance talks to, started before it.
 
-    The test ACME CA is started by cmd_up itself (it needs the appliance's address);
-    still to land with its issue: the DNS server with the generated zone (mail).
+    The test ACME CA is started by cmd_up itself (it needs the appliance's address), and
+    the DNS server with the generated zone once first boot is done (start_zone).
     """
     parts: list[Part] = []
     if backup is not None and backup_image is not None:
@@ -384,9 +388,72 @@ def curl_example(route: Route, port: int, certificate: Path) -> str:
                        "--cacert", str(certificate), url])
 
 
+def published_for(config: Appliance) -> tuple[str, ...]:
+    """The container ports `try` publishes on 127.0.0.1 for this config."""
+    return PUBLISHED_PORTS + (MAIL_PORTS if config.mail.enabled else ())
+
+
+@dataclass(frozen=True)
+class MailLogin:
+    address: str
+    password: str  # where the password is (a file, a variable): never the password
+
+
+def mail_login(config: Appliance, config_path: Path) -> MailLogin | None:
+    """The first mailbox of the config, its password named by where it comes from (pure)."""
+    if not config.mail.enabled or not config.mail.mailboxes:
+        return None
+    box = config.mail.mailboxes[0]
+    ref = box.password
+    if ref is not None and ref.file:
+        path = Path(ref.file)
+        where = str(path if path.is_absolute() else config_path.parent / path)
+    elif ref is not None and ref.env:
+        where = f"${ref.env}"
+    else:
+        where = "(only its hash is in the config: the password you hashed)"
+    return MailLogin(str(box.address), where)
+
+
+def imaps_example(login: MailLogin, hostname: str, port: int, certificate: Path) -> str:
+    """Log in over IMAPS with openssl, the certificate verified for the mail host name; the
+    password is read from its file by the shell, never shown."""
+    password = (f'"$(cat {shlex.quote(login.password)})"' if not login.password.startswith("$")
+                else f'"{login.password}"')
+    commands = r'a LOGIN %s "%s"\r\na SELECT INBOX\r\na LOGOUT\r\n'
+    return (f"printf '{commands}' {shlex.quote(login.address)} {password} | "
+            + shlex.join(["openssl", "s_client", "-quiet", "-connect", f"127.0.0.1:{port}",
+                          "-servername", hostname, "-verify_hostname", hostname,
+                          "-verify_return_error", "-CAfile", str(certificate)]))
+
+
+def mail_lines(config: Appliance, ports: dict[str, int], login: MailLogin | None,
+               certificate: Path | None) -> list[str]:
+    """The mail ports and the test mailbox's login (pure)."""
+    hostname = config.mail.hostname
+    wanted = [("SMTP", "25/tcp", "inbound, STARTTLS"), ("SMTPS", "465/tcp", "submission, TLS"),
+              ("Submission", "587/tcp", "STARTTLS"), ("IMAPS", "993/tcp", "TLS")]
+    shown = [(kind, ports[port], note) for kind, port, note in wanted if port in ports]
+    if not config.mail.enabled or not hostname or not shown:
+        return []
+    lines = [f"  Mail ({hostname}, published on this machine's 127.0.0.1):"]
+    for kind, port, note in shown:
+        lines.append(f"    {kind:<10}  127.0.0.1:{port}   ({note})")
+    imaps = ports.get("993/tcp")
+    if login is not None:
+        lines.append(f"  Test mailbox: user {login.address}, password in {login.password}")
+        if imaps is not None and certificate is not None:
+            lines.append(f"  Read its INBOX over IMAPS (openssl checks the certificate against "
+                         f"{certificate}):")
+            lines.append(f"    {imaps_example(login, hostname, imaps, certificate)}")
+    lines.append("")
+    return lines
+
+
 def next_steps(config: Appliance, ports: dict[str, int], certificate: Path | None,
                dns: str | None, rig_name: str, out_dir: str = "out", *,
-               from_ca: bool = False) -> list[str]:
+               from_ca: bool = False, login: MailLogin | None = None,
+               doctor: str | None = None) -> list[str]:
     """The screen after a successful first boot (pure: the tests read it)."""
     https, http, ssh = ports.get("443/tcp"), ports.get("80/tcp"), ports.get("22/tcp")
     lines = ["", "What you can do now:", ""]
@@ -416,6 +483,7 @@ def next_steps(config: Appliance, ports: dict[str, int], certificate: Path | Non
                      + (" (import the test CA's root above as an authority, or accept the "
                         "warning)." if from_ca else ", accepting the certificate."))
         lines.append("")
+    lines += mail_lines(config, ports, login, certificate)
     lines.append(f"  Shell:   arkbox try ssh{_rig_option(rig_name)}   (root, via docker exec)")
     if ssh is not None:
         lines.append(f"           ssh -p {ssh} {config.appliance.admin.user}@127.0.0.1   "
@@ -425,6 +493,10 @@ def next_steps(config: Appliance, ports: dict[str, int], certificate: Path | Non
     if dns:
         lines.append("  DNS records to publish (arkbox-installer dns):")
         lines += [f"    {line}" for line in dns.splitlines() if line.strip()]
+    if doctor:
+        lines.append("  Mail doctor, against the rig's DNS serving those records (DNS blocklists "
+                     "and outbound port 25 cannot be checked in the rig: warnings):")
+        lines.append(f"    {doctor}")
     lines.append(f"  Stop:    arkbox try down{_rig_option(rig_name, out_dir)}   "
                  "(removes its containers, networks, volumes)")
     return lines
@@ -437,12 +509,12 @@ def _rig_option(rig_name: str, out_dir: str = "out") -> str:
     return rig + out
 
 
-def installer_dns(appliance: AppliancePart) -> str | None:
+def installer_dns(appliance: AppliancePart, *options: str) -> str | None:
     """`arkbox-installer dns` in the appliance, when this installer has that command."""
     code, help_text = appliance.exec("arkbox-installer", "--help")
     if code != 0 or "dns" not in help_text.split():
         return None
-    code, text = appliance.exec("arkbox-installer", "dns")
+    code, text = appliance.exec("arkbox-installer", "dns", *options)
     return text.strip() if code == 0 and text.strip() else None
 
 
@@ -535,6 +607,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     certificate: Path | None = None
     from_ca = False
     dns: str | None = None
+    doctor: str | None = None
+    published = published_for(config)
     with cleanup_on_interrupt(rig_name, state_dir):
         built = ensure_built(config_path, out_dir, rebuild=args.rebuild, no_build=args.no_build)
         backup = plan_backup_server(config, args, out_dir)
@@ -554,6 +628,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         if backup is not None and backup_built is not None:
             backup_image = image_from_rootfs_tar(
                 client, backup.out / f"{backup_built.name}-rootfs.tar", BACKUP_REPOSITORY)
+        dns_image = None
+        if config.mail.enabled:
+            say("the DNS server's image (nsd, rig-internet: built once, cached) …")
+            dns_image = try_dns.dns_image()
         rig = make_rig(rig_name, client).up()
         try:
             for part in neighbour_parts(rig, config, backup_image, backup):
@@ -566,14 +644,14 @@ def cmd_up(args: argparse.Namespace) -> int:
             appliance = TryAppliance(
                 rig=rig, role="appliance", image=image, aliases=[config.appliance.hostname],
                 config=try_ca.config_with_test_ca(config_path.read_text(), pebble),
-                files=try_ca.ca_bundle_file(pebble))
+                files=try_ca.ca_bundle_file(pebble), published=published)
             rig.add(appliance)
             try_ca.point_names(pebble, wanted_names(config), appliance)
         except (RigError, DockerException) as e:
             say(f"  {describe_removed(take_down(client, rig_name, state_dir))}")
             raise ArkboxError(f"the rig did not start: {e}",
                               hint="run again with --debug; `docker info` must answer") from e
-        ports = {port: appliance.host_port(port) for port in PUBLISHED_PORTS}
+        ports = {port: appliance.host_port(port) for port in published}
         say("published on 127.0.0.1: " + " · ".join(
             f"{port.split('/')[0]} → {host}" for port, host in ports.items()))
         say(f"following first boot (journalctl -u {FIRSTBOOT_UNIT}) …")
@@ -588,7 +666,12 @@ def cmd_up(args: argparse.Namespace) -> int:
                 say(f"  ✗ still the fallback certificate: {issued.detail}")
                 certificate = copy_certificate(appliance, state_dir)
             from_ca = issued.ok
-            dns = installer_dns(appliance)
+            ipv4 = appliance.ip(4)
+            dns = installer_dns(appliance, *try_dns.address_options(ipv4))
+            if dns_image is not None:
+                doctor = start_zone(rig, dns_image, appliance,
+                                    [*config.mail.domains, config.appliance.hostname],
+                                    pebble if from_ca else None)
     total = time.monotonic() - started
     if not outcome.ok:
         say(f"✗ {outcome.summary} after {total:.0f} s; the appliance is still up to look at:")
@@ -598,9 +681,25 @@ def cmd_up(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     say(f"ready in {total:.0f} s (first boot {outcome.seconds:.0f} s)")
     for line in next_steps(config, ports, certificate, dns, rig_name, str(out_dir),
-                           from_ca=from_ca):
+                           from_ca=from_ca, login=mail_login(config, config_path),
+                           doctor=doctor):
         say(line)
     return EXIT_OK
+
+
+def start_zone(rig: Rig, image: str, appliance: AppliancePart, domains: list[str],
+               pebble: PebblePart | None) -> str | None:
+    """The rig's DNS serving the appliance's zone; the command that runs the doctor
+    against it (None, said why, when it did not start: the rest of the box works)."""
+    say("starting the DNS server with the zone arkbox-installer dns generates (nsd) …")
+    try:
+        dns = try_dns.start_dns(rig, image, appliance, domains)
+        ca_file = try_dns.give_ca_root(appliance, pebble.root_pem()) if pebble else None
+    except (RigError, DockerException, ValueError, KeyError) as e:
+        say(f"  ✗ the DNS server did not start: {e}")
+        return None
+    say(f"  ✓ serving it at {dns.ip(4)}")
+    return try_dns.doctor_command(appliance.name, dns.ip(4), appliance.ip(4), ca_file)
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -818,6 +917,7 @@ def cmd_disaster(args: argparse.Namespace) -> int:
     found = rig_containers(client, rig_name)
     old, server = found.get("appliance"), found.get("backup")
     pebble_container = found.get(try_ca.ROLE)
+    dns_container = found.get(try_dns.ROLE)
     state = RigFound(old.status if old else None, server.status if server else None, None)
     if old is not None and state.appliance_status == "running":
         part = AppliancePart(rig=make_rig(rig_name, client), role="appliance", image="",
@@ -869,14 +969,15 @@ def cmd_disaster(args: argparse.Namespace) -> int:
         say(f"3/3 booting a blank appliance from the same image ({image}: the same config and "
             "passphrase) …")
         blank_started = time.monotonic()
-        appliance = start_blank_appliance(rig, image, hostname, ports, kept)
+        appliance = start_blank_appliance(rig, image, hostname, ports, kept,
+                                          tuple(ports) or PUBLISHED_PORTS)
         pebble = None
         if pebble_container is not None and try_ca.CA_BUNDLE_PATH in kept:
             pebble = try_ca.existing_test_ca(rig, pebble_container,
                                              kept[try_ca.CA_BUNDLE_PATH][0])
         if pebble is not None:
             try_ca.point_names(pebble, names, appliance)
-        now_ports = {port: appliance.host_port(port) for port in PUBLISHED_PORTS}
+        now_ports = {port: appliance.host_port(port) for port in appliance.published}
         same = " (the same as before)" if now_ports == ports else ""
         say("  published on 127.0.0.1: " + " · ".join(
             f"{port.split('/')[0]} → {host}" for port, host in now_ports.items()) + same)
@@ -887,11 +988,22 @@ def cmd_disaster(args: argparse.Namespace) -> int:
         result = restore_result(appliance.exec("cat", RESTORE_FILE)[1],
                                 appliance.exec("cat", STATUS_FILE)[1])
         certificate = None
+        from_ca = False
         if outcome.ok and pebble is not None and try_ca.wait_for_certificate(appliance).ok:
             certificate = try_ca.save_root(pebble, state_dir_for(out_dir, rig_name))
+            from_ca = True
         elif outcome.ok:
             certificate = copy_certificate(appliance, state_dir_for(out_dir, rig_name))
-        routes = routes_in_yaml(appliance.exec("cat", APPLIANCE_CONFIG)[1])
+        config_text = appliance.exec("cat", APPLIANCE_CONFIG)[1]
+        routes = routes_in_yaml(config_text)
+        doctor = None
+        if outcome.ok and dns_container is not None:
+            # The zone names the destroyed box's address and DKIM key: serve the restored one's.
+            phase.append("serving the restored box's zone")
+            dns_image = str(dns_container.attrs["Config"]["Image"])
+            remove_container(client, dns_container)
+            doctor = start_zone(rig, dns_image, appliance, zone_domains_in_yaml(config_text),
+                                pebble if from_ca else None)
     look = (f"  the blank appliance is still up to look at: arkbox try ssh{_rig_option(rig_name)}"
             f"   then: journalctl -u {FIRSTBOOT_UNIT}; arkbox-installer status")
     if not outcome.ok:
@@ -907,7 +1019,7 @@ def cmd_disaster(args: argparse.Namespace) -> int:
                                 time.monotonic() - started):
         say(line)
     for line in after_disaster(routes, now_ports, same != "", certificate, rig_name,
-                               str(out_dir)):
+                               str(out_dir), doctor=doctor):
         say(line)
     return EXIT_OK
 
@@ -924,8 +1036,21 @@ def routes_in_yaml(text: str) -> list[Route]:
     return sorted(routes, key=lambda r: (r.hostname, r.path))
 
 
+def zone_domains_in_yaml(text: str) -> list[str]:
+    """The mail domains and the appliance's host name of a config as the appliance holds
+    it: the zones the rig's DNS serves (for the rig: no validation)."""
+    try:
+        data = yaml.safe_load(text)
+        domains = [str(d) for d in (data.get("mail") or {}).get("domains") or []]
+        hostname = (data.get("appliance") or {}).get("hostname")
+    except (yaml.YAMLError, AttributeError, TypeError):
+        return []
+    return domains + ([str(hostname)] if hostname else [])
+
+
 def after_disaster(routes: list[Route], ports: dict[str, int], same_ports: bool,
-                   certificate: Path | None, rig_name: str, out_dir: str) -> list[str]:
+                   certificate: Path | None, rig_name: str, out_dir: str, *,
+                   doctor: str | None = None) -> list[str]:
     """What to do with the restored appliance (pure)."""
     https = ports.get("443/tcp")
     lines = [""]
@@ -937,6 +1062,10 @@ def after_disaster(routes: list[Route], ports: dict[str, int], same_ports: bool,
             lines.append(f"    its certificate (restored with the data): {certificate}")
     lines.append(f"  Shell:   arkbox try ssh{_rig_option(rig_name)}   then: "
                  "arkbox-installer status")
+    if doctor:
+        lines.append("  Mail doctor, against the rig's DNS (now serving the restored box's "
+                     "zone):")
+        lines.append(f"    {doctor}")
     lines.append(f"  Stop:    arkbox try down{_rig_option(rig_name, out_dir)}")
     return lines
 
@@ -952,10 +1081,11 @@ def kept_files(appliance: AppliancePart) -> dict[str, tuple[bytes, int]]:
 
 
 def start_blank_appliance(rig: Rig, image: str, hostname: str, ports: dict[str, int],
-                          files: dict[str, tuple[bytes, int]]) -> TryAppliance:
+                          files: dict[str, tuple[bytes, int]],
+                          published: tuple[str, ...] = PUBLISHED_PORTS) -> TryAppliance:
     """A blank appliance from `image`, on the old host ports when they are still free."""
     try:
-        return _add_appliance(rig, image, hostname, ports, files)
+        return _add_appliance(rig, image, hostname, ports, files, published)
     except DockerException as e:
         if not ports or not any(t in str(e) for t in ("already allocated", "already in use")):
             raise ArkboxError(f"the blank appliance did not start: {e}",
@@ -964,13 +1094,14 @@ def start_blank_appliance(rig: Rig, image: str, hostname: str, ports: dict[str, 
         say(f"  the old host ports are taken now ({e}); the engine picks new ones")
         with suppress(NotFound):  # created, not started: made again below
             rig.client.containers.get(f"{rig.name}-appliance").remove(force=True)
-        return start_blank_appliance(rig, image, hostname, {}, files)
+        return start_blank_appliance(rig, image, hostname, {}, files, published)
 
 
 def _add_appliance(rig: Rig, image: str, hostname: str, ports: dict[str, int],
-                   files: dict[str, tuple[bytes, int]]) -> TryAppliance:
+                   files: dict[str, tuple[bytes, int]],
+                   published: tuple[str, ...]) -> TryAppliance:
     appliance = TryAppliance(rig=rig, role="appliance", image=image, aliases=[hostname],
-                             host_ports=ports, files=dict(files))
+                             host_ports=ports, files=dict(files), published=published)
     rig.add(appliance)
     return appliance
 

@@ -154,7 +154,7 @@ def test_disaster_restores_the_same_data_and_down_removes_everything(
     # The restored box serves the certificate the test CA issued to the destroyed one.
     info = restored.read_json("/srv/arkbox/tls/live/certificate.json")
     assert info["source"] == "acme" and info["fingerprint_sha256"] == cert_before, info
-    assert labelled(engine) == {"containers": 3, "networks": 1, "volumes": 2}
+    assert labelled(engine) == {"containers": 4, "networks": 1, "volumes": 2}
 
     # A backup that fails destroys nothing: exit 1, the same appliance still there.
     server = engine.containers.get(f"{RIG}-backup")
@@ -171,7 +171,7 @@ def test_disaster_restores_the_same_data_and_down_removes_everything(
     assert "interrupted while following the restore" in interrupted
     down = run(arkbox_try(built, "down"), timeout=180)
     assert down.returncode == 0
-    assert "removed 3 containers, 2 volumes, 1 network" in down.stdout
+    assert "removed 4 containers, 2 volumes, 1 network" in down.stdout
     assert_nothing_left(engine, before)
 
     none = run(arkbox_try(built, "disaster"), timeout=60)

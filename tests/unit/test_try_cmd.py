@@ -17,8 +17,10 @@ from builder.try_cmd import (
     decide_freshness,
     describe_removed,
     follow_first_boot,
+    mail_login,
     next_steps,
     plan_backup_server,
+    published_for,
     read_built_state,
     rig_subnets,
     source_digest,
@@ -170,6 +172,65 @@ def test_next_steps_say_which_certificate_is_served() -> None:
     assert "fallback" not in text and f"--cacert {root}" in text
     fallback = "\n".join(next_steps(config, {"443/tcp": 8443}, root, None, "arkbox-try"))
     assert "self-signed fallback certificate" in fallback
+
+
+MAIL_PORTS = {"443/tcp": 8443, "25/tcp": 2525, "465/tcp": 4465, "587/tcp": 5587,
+              "993/tcp": 9993}
+
+
+def test_mail_ports_are_published_only_when_mail_is_on() -> None:
+    config = load_config(DEFAULT_CONFIG_PATH)
+    assert published_for(config) == ("80/tcp", "443/tcp", "22/tcp", "25/tcp", "465/tcp",
+                                     "587/tcp", "993/tcp")
+    off = config.model_copy(update={"mail": config.mail.model_copy(update={"enabled": False})})
+    assert published_for(off) == ("80/tcp", "443/tcp", "22/tcp")
+    assert mail_login(off, DEFAULT_CONFIG_PATH) is None
+
+
+def test_next_steps_show_the_mail_ports_and_a_login_without_its_password() -> None:
+    config = load_config(DEFAULT_CONFIG_PATH)
+    root = Path("out/arkbox-try/test-ca-root.pem")
+    login = mail_login(config, Path("config/default.yaml"))
+    assert login is not None
+    assert login.address == "admin@arkbox.test"
+    assert login.password == "config/secrets/admin-mail-password"
+    lines = next_steps(config, MAIL_PORTS, root, None, "arkbox-try", from_ca=True, login=login)
+    text = "\n".join(lines)
+    for kind, port in (("SMTP", 2525), ("SMTPS", 4465), ("Submission", 5587), ("IMAPS", 9993)):
+        assert any(line.split()[:2] == [kind, f"127.0.0.1:{port}"] for line in lines), text
+    assert ("Test mailbox: user admin@arkbox.test, password in "
+            "config/secrets/admin-mail-password") in text
+    secret = (DEFAULT_CONFIG_PATH.parent / "secrets/admin-mail-password").read_text().strip()
+    assert secret not in text
+    (example,) = [line.strip() for line in lines if "openssl s_client" in line]
+    feed, _, client = example.partition(" | ")
+    assert '"$(cat config/secrets/admin-mail-password)"' in feed
+    assert shlex.split(client) == [
+        "openssl", "s_client", "-quiet", "-connect", "127.0.0.1:9993", "-servername",
+        "mail.arkbox.test", "-verify_hostname", "mail.arkbox.test", "-verify_return_error",
+        "-CAfile", str(root)]
+
+
+def test_next_steps_print_the_doctor_command_after_the_records() -> None:
+    config = load_config(DEFAULT_CONFIG_PATH)
+    doctor = "docker exec arkbox-try-appliance arkbox-installer check mail --resolver 10.0.0.9"
+    lines = next_steps(config, {"443/tcp": 8443}, None, "arkbox.test. IN MX 10 mail",
+                       "arkbox-try", doctor=doctor)
+    assert lines.index(f"    {doctor}") > lines.index("    arkbox.test. IN MX 10 mail")
+    assert "Mail (" not in "\n".join(lines)  # no mail port published: no mail lines
+
+
+def test_disaster_serves_the_zones_of_the_restored_config_and_prints_the_doctor() -> None:
+    from builder.try_cmd import after_disaster, zone_domains_in_yaml
+
+    text = DEFAULT_CONFIG_PATH.read_text()
+    assert zone_domains_in_yaml(text) == ["arkbox.test", "arkbox.test"]
+    assert zone_domains_in_yaml("appliance: [") == []
+    assert zone_domains_in_yaml("appliance: {hostname: box.example}\n") == ["box.example"]
+    doctor = "docker exec r-appliance arkbox-installer check mail --resolver 10.0.0.9"
+    lines = after_disaster([], {}, True, None, "r", "out", doctor=doctor)
+    assert lines.index(f"    {doctor}") < len(lines) - 1  # before Stop
+    assert "Mail doctor" not in "\n".join(after_disaster([], {}, True, None, "r", "out"))
 
 
 def test_the_try_config_points_acme_at_the_rig_ca_and_keeps_the_rest() -> None:
@@ -390,8 +451,9 @@ def test_blank_appliance_falls_back_to_new_ports_only_when_the_old_are_taken(
     asked: list[dict[str, int]] = []
 
     def add(rig: object, image: str, hostname: str, ports: dict[str, int],
-            files: dict[str, tuple[bytes, int]]) -> str:
+            files: dict[str, tuple[bytes, int]], published: tuple[str, ...]) -> str:
         asked.append(ports)
+        assert published == ("443/tcp", "993/tcp")  # the old box's, also on new ports
         assert files == kept
         if ports:
             raise APIError("Bind for 127.0.0.1:32768 failed: port is already allocated")
@@ -401,11 +463,11 @@ def test_blank_appliance_falls_back_to_new_ports_only_when_the_old_are_taken(
     monkeypatch.setattr(try_cmd, "say", lambda line="": None)
     kept = {"/etc/arkbox/appliance.yaml": (b"appliance: {}\n", 0o600)}
     assert try_cmd.start_blank_appliance(rig, "img", "h", {"443/tcp": 32768},  # type: ignore[arg-type]
-                                         kept) == "started"
+                                         kept, ("443/tcp", "993/tcp")) == "started"
     assert asked == [{"443/tcp": 32768}, {}] and removed == ["appliance"]
 
     def broken(rig: object, image: str, hostname: str, ports: dict[str, int],
-               files: dict[str, tuple[bytes, int]]) -> str:
+               files: dict[str, tuple[bytes, int]], published: tuple[str, ...]) -> str:
         raise APIError("No such image: img")
 
     monkeypatch.setattr(try_cmd, "_add_appliance", broken)
