@@ -19,7 +19,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -28,58 +27,19 @@ from pathlib import Path
 import docker
 import pytest
 from built import Built, built_appliance, built_backup_server
-from conftest import IN_CI, require_tool
+from conftest import require_tool
 from rig_fixtures import default_sigint
+from try_fixtures import arkbox_try, assert_nothing_left, engine_objects, labelled
 
 from builder.rig import RIG_LABEL, remove_rig
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 ROOT = Path(__file__).resolve().parents[2]
-ARKBOX = str(Path(sys.executable).parent / "arkbox")
 # Its own rig name; ARKBOX_TRY_TEST_RIG gives another, to run beside a CI run on one engine.
 RIG = os.environ.get("ARKBOX_TRY_TEST_RIG", "arkbox-try-test")
 TRY_TIMEOUT_S = 600  # first boot takes ~30 s here; the rest is for a busy CI machine
 MAIL_HOST = "mail.arkbox.test"
-
-Objects = dict[str, dict[str, str]]  # kind -> id -> name
-
-
-def engine_objects(client: docker.DockerClient) -> Objects:
-    return {
-        "containers": {c.id: c.name for c in client.containers.list(all=True)},
-        "networks": {n.id: n.name for n in client.networks.list()},
-        "volumes": {v.id: v.name for v in client.volumes.list()},
-    }
-
-
-def labelled(client: docker.DockerClient) -> dict[str, int]:
-    label = {"label": f"{RIG_LABEL}={RIG}"}
-    return {"containers": len(client.containers.list(all=True, filters=label)),
-            "networks": len(client.networks.list(filters=label)),
-            "volumes": len(client.volumes.list(filters=label))}
-
-
-def assert_nothing_left(client: docker.DockerClient, before: Objects) -> None:
-    after = engine_objects(client)
-    assert labelled(client) == {"containers": 0, "networks": 0, "volumes": 0}
-    new = {kind: sorted(set(after[kind].values()) - set(before[kind].values()))
-           for kind in after}
-    ours = {kind: [n for n in names if n.startswith(RIG)] for kind, names in new.items()}
-    assert ours == {"containers": [], "networks": [], "volumes": []}
-    totals = {kind: (len(before[kind]), len(after[kind])) for kind in after}
-    print(f"engine objects before → after: {totals}")
-    if IN_CI:  # nothing else runs beside this test there
-        assert new == {"containers": [], "networks": [], "volumes": []}
-
-
-def arkbox_try(built: Built, *extra: str) -> list[str]:
-    # The default config backs up to backup.arkbox.test: the rig runs the backup-server
-    # role there, from this run's build of it (as test_backup_restore.py does).
-    backup_out = built_backup_server().parent
-    return [ARKBOX, "try", *extra, "--out", str(built.out), "--rig", RIG,
-            "--backup-server-out", str(backup_out)]
-
 
 @pytest.fixture(scope="module")
 def built(docker_engine: None) -> Built:
@@ -102,7 +62,7 @@ def test_try_serves_the_apps_over_https_and_down_removes_everything(
     curl = require_tool("curl")
     before = engine_objects(engine)
     started = time.monotonic()
-    result = subprocess.run(arkbox_try(built, "--no-build"), cwd=ROOT, capture_output=True,
+    result = subprocess.run(arkbox_try(built, RIG, "--no-build"), cwd=ROOT, capture_output=True,
                             text=True, timeout=TRY_TIMEOUT_S + 120)
     print(result.stdout[-6000:], result.stderr[-3000:])
     print(f"arkbox try: {time.monotonic() - started:.0f} s")
@@ -113,7 +73,7 @@ def test_try_serves_the_apps_over_https_and_down_removes_everything(
     # Backed up to the rig's backup server: first boot made the repository there.
     assert re.search(r"\] backup +changed +repository created", out), out
     # backup server, test CA, appliance, and the DNS server with the zone
-    assert labelled(engine) == {"containers": 4, "networks": 1, "volumes": 2}
+    assert labelled(engine, RIG) == {"containers": 4, "networks": 1, "volumes": 2}
 
     # The certificate comes from the rig's test CA over ACME, and the printed examples,
     # run as printed, trust only that CA's root.
@@ -134,19 +94,19 @@ def test_try_serves_the_apps_over_https_and_down_removes_everything(
     check_the_test_mailbox_over_imaps(out)
     check_the_doctor_is_green_apart_from_the_rig(out)
 
-    status = subprocess.run(arkbox_try(built, "status"), capture_output=True, text=True,
+    status = subprocess.run(arkbox_try(built, RIG, "status"), capture_output=True, text=True,
                             timeout=60)
     assert f"{RIG}-appliance: running · first boot ok" in status.stdout, \
         status.stdout + status.stderr
     assert f"{RIG}-backup: running" in status.stdout
 
-    down = subprocess.run(arkbox_try(built, "down"), capture_output=True, text=True,
+    down = subprocess.run(arkbox_try(built, RIG, "down"), capture_output=True, text=True,
                           timeout=180)
     assert down.returncode == 0, down.stderr
     assert "removed 4 containers, 2 volumes, 1 network" in down.stdout
     assert not (built.out / RIG).exists()  # the copied certificate went too
-    assert_nothing_left(engine, before)
-    again = subprocess.run(arkbox_try(built, "down"), capture_output=True, text=True,
+    assert_nothing_left(engine, before, RIG)
+    again = subprocess.run(arkbox_try(built, RIG, "down"), capture_output=True, text=True,
                            timeout=60)
     assert "nothing to remove" in again.stdout
 
@@ -216,7 +176,7 @@ def check_the_doctor_is_green_apart_from_the_rig(out: str) -> None:
 def test_ctrl_c_during_first_boot_leaves_nothing_behind(
         built: Built, engine: docker.DockerClient) -> None:
     before = engine_objects(engine)
-    process = subprocess.Popen(arkbox_try(built, "--no-build"), cwd=ROOT, text=True,
+    process = subprocess.Popen(arkbox_try(built, RIG, "--no-build"), cwd=ROOT, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                env={**os.environ, "PYTHONUNBUFFERED": "1"},
                                preexec_fn=default_sigint)
@@ -237,7 +197,7 @@ def test_ctrl_c_during_first_boot_leaves_nothing_behind(
             line = lines.get(timeout=max(1.0, deadline - time.monotonic()))
             assert line is not None, "arkbox try ended before first boot:\n" + "\n".join(seen)
             seen.append(line)
-        assert labelled(engine)["containers"] == 3  # backup server, test CA, appliance
+        assert labelled(engine, RIG)["containers"] == 3  # backup server, test CA, appliance
         process.send_signal(signal.SIGINT)
         code = process.wait(timeout=120)
     finally:
@@ -252,4 +212,4 @@ def test_ctrl_c_during_first_boot_leaves_nothing_behind(
     assert "interrupted: removing what arkbox try created" in text
     assert "removed 3 containers, 2 volumes, 1 network" in text
     assert "ready ·" not in text
-    assert_nothing_left(engine, before)
+    assert_nothing_left(engine, before, RIG)

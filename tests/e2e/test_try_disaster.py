@@ -18,7 +18,6 @@ import queue
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,55 +26,18 @@ from pathlib import Path
 import docker
 import pytest
 from built import Built, built_appliance, built_backup_server
-from conftest import IN_CI, require_tool
+from conftest import require_tool
 from restore_checks import Outside, assert_event_stored, assert_same_data, data_facts, write_data
 from rig_fixtures import default_sigint
+from try_fixtures import arkbox_try, assert_nothing_left, engine_objects, labelled
 
-from builder.rig import RIG_LABEL, AppliancePart, Rig, remove_rig
+from builder.rig import AppliancePart, Rig, remove_rig
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 ROOT = Path(__file__).resolve().parents[2]
-ARKBOX = str(Path(sys.executable).parent / "arkbox")
 RIG = "arkbox-try-disaster-test"  # not test_try.py's: the two may run side by side
 RUN_TIMEOUT_S = 1200
-
-Objects = dict[str, dict[str, str]]  # kind -> id -> name
-
-
-def engine_objects(client: docker.DockerClient) -> Objects:
-    return {
-        "containers": {c.id: c.name for c in client.containers.list(all=True)},
-        "networks": {n.id: n.name for n in client.networks.list()},
-        "volumes": {v.id: v.name for v in client.volumes.list()},
-    }
-
-
-def labelled(client: docker.DockerClient) -> dict[str, int]:
-    label = {"label": f"{RIG_LABEL}={RIG}"}
-    return {"containers": len(client.containers.list(all=True, filters=label)),
-            "networks": len(client.networks.list(filters=label)),
-            "volumes": len(client.volumes.list(filters=label))}
-
-
-def assert_nothing_left(client: docker.DockerClient, before: Objects) -> None:
-    after = engine_objects(client)
-    assert labelled(client) == {"containers": 0, "networks": 0, "volumes": 0}
-    new = {kind: sorted(set(after[kind].values()) - set(before[kind].values()))
-           for kind in after}
-    ours = {kind: [n for n in names if n.startswith(RIG)] for kind, names in new.items()}
-    assert ours == {"containers": [], "networks": [], "volumes": []}
-    totals = {kind: (len(before[kind]), len(after[kind])) for kind in after}
-    print(f"engine objects before → after: {totals}")
-    if IN_CI:  # nothing else runs beside this test there
-        assert new == {"containers": [], "networks": [], "volumes": []}
-
-
-def arkbox_try(built: Built, *extra: str) -> list[str]:
-    backup_out = built_backup_server().parent
-    return [ARKBOX, "try", *extra, "--out", str(built.out), "--rig", RIG,
-            "--backup-server-out", str(backup_out)]
-
 
 def run(argv: list[str], timeout: float = RUN_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
     started = time.monotonic()
@@ -122,7 +84,7 @@ def engine(docker_engine: None) -> Iterator[docker.DockerClient]:
 def test_disaster_restores_the_same_data_and_down_removes_everything(
         built: Built, engine: docker.DockerClient) -> None:
     before = engine_objects(engine)
-    up = run(arkbox_try(built, "--no-build"))
+    up = run(arkbox_try(built, RIG, "--no-build"))
     assert up.returncode == 0
 
     app = the_appliance(engine)
@@ -132,7 +94,7 @@ def test_disaster_restores_the_same_data_and_down_removes_everything(
     cert_before = app.read_json("/srv/arkbox/tls/live/certificate.json")["fingerprint_sha256"]
     assert_event_stored(app)
 
-    disaster = run(arkbox_try(built, "disaster"))
+    disaster = run(arkbox_try(built, RIG, "disaster"))
     assert disaster.returncode == 0, disaster.stderr
     out = disaster.stdout
     # Each phase says itself; the blank box's first boot is followed live and restores.
@@ -154,12 +116,12 @@ def test_disaster_restores_the_same_data_and_down_removes_everything(
     # The restored box serves the certificate the test CA issued to the destroyed one.
     info = restored.read_json("/srv/arkbox/tls/live/certificate.json")
     assert info["source"] == "acme" and info["fingerprint_sha256"] == cert_before, info
-    assert labelled(engine) == {"containers": 4, "networks": 1, "volumes": 2}
+    assert labelled(engine, RIG) == {"containers": 4, "networks": 1, "volumes": 2}
 
     # A backup that fails destroys nothing: exit 1, the same appliance still there.
     server = engine.containers.get(f"{RIG}-backup")
     assert server.exec_run(["systemctl", "stop", "ssh.service"]).exit_code == 0
-    failed = run(arkbox_try(built, "disaster"), timeout=600)
+    failed = run(arkbox_try(built, RIG, "disaster"), timeout=600)
     assert failed.returncode == 1
     assert "the backup failed" in failed.stderr and "nothing was destroyed" in failed.stderr
     assert "2/3" not in failed.stdout
@@ -167,14 +129,14 @@ def test_disaster_restores_the_same_data_and_down_removes_everything(
     assert server.exec_run(["systemctl", "start", "ssh.service"]).exit_code == 0
 
     # Ctrl-C while the next blank box restores: `try down` removes all of it.
-    interrupted = interrupt_once_restoring(arkbox_try(built, "disaster"))
+    interrupted = interrupt_once_restoring(arkbox_try(built, RIG, "disaster"))
     assert "interrupted while following the restore" in interrupted
-    down = run(arkbox_try(built, "down"), timeout=180)
+    down = run(arkbox_try(built, RIG, "down"), timeout=180)
     assert down.returncode == 0
     assert "removed 4 containers, 2 volumes, 1 network" in down.stdout
-    assert_nothing_left(engine, before)
+    assert_nothing_left(engine, before, RIG)
 
-    none = run(arkbox_try(built, "disaster"), timeout=60)
+    none = run(arkbox_try(built, RIG, "disaster"), timeout=60)
     assert none.returncode == 2
     assert "no `arkbox try` appliance in the rig" in none.stderr
 
