@@ -4,8 +4,10 @@
                              into `borg create --content-from-command` (no copy on disk)
     <host>-<UTC>.svc-<svc>   a paused service's volumes: the service is paused only
                              while borg reads them (the pause time is reported)
+    <host>-<UTC>.svc-mail    the mail store (queue and mailboxes), the same way: the
+                             mail container is paused only while borg reads it
     <host>-<UTC>             everything else under /srv/arkbox: config, manifest,
-                             secrets, TLS, live-read volumes. Written last, so its
+                             secrets (the DKIM key), TLS, live-read volumes. Written last, so its
                              presence says the whole backup is there; its comment lists
                              the parts, which the restore checks.
 
@@ -31,6 +33,8 @@ from firstboot.containers.naming import Naming
 from firstboot.context import FirstbootContext
 from firstboot.execute import CommandError
 from firstboot.files import atomic_write, ensure_dir
+from firstboot.steps.mail import MAIL_SERVICE
+from firstboot.steps.mail import VOLUMES as MAIL_VOLUMES
 
 CONFIG_DIR = "config"  # /srv/arkbox/config: the validated config, as the box runs it
 
@@ -67,6 +71,15 @@ def plan_parts(config: Appliance, existing_volumes: Callable[[str, str], bool]) 
             parts.append(Part(f"{borg.SERVICE_PART}{name}", service=name, paths=paths,
                               pause=True))
             own_parts += paths
+    # The mail store: Postfix's queue and the Maildirs change under a live read (a
+    # message moved from new/ to cur/ is in neither, or in both); the container is
+    # paused while borg reads them, like a `pause` service. Kept while mail is off too.
+    mail_volumes = [v for v in sorted(MAIL_VOLUMES) if existing_volumes(MAIL_SERVICE, v)]
+    if mail_volumes:
+        paths = tuple(f"volumes/{MAIL_SERVICE}/{v}" for v in mail_volumes)
+        parts.append(Part(f"{borg.SERVICE_PART}{MAIL_SERVICE}", service=MAIL_SERVICE,
+                          paths=paths, pause=True))
+        own_parts += paths
     base = Part("", paths=(".",), excludes=tuple(f"./{p}" for p in [*own_parts, *excluded]))
     return [*parts, base]
 

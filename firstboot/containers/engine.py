@@ -159,6 +159,23 @@ def converge_networks(
     return changes
 
 
+def ensure_service_network(client: docker.DockerClient, naming: Naming, network: NetworkSpec,
+                           role: str) -> bool:
+    """Make a service's network before its owner's step does (the mail step joins the
+    networks of webmail services, and runs first); made as `converge_networks` makes it,
+    so that step keeps it. True when created."""
+    if client.networks.list(names=[network.name], filters=naming.filters(role)):
+        return False
+    client.networks.create(network.name, driver="bridge", internal=network.internal,
+                           check_duplicate=True, labels=naming.labels(role, network.service))
+    return True
+
+
+def connect_container(client: docker.DockerClient, container_id: str, network: str,
+                      aliases: tuple[str, ...]) -> None:
+    client.api.connect_container_to_network(container_id, network, aliases=list(aliases))
+
+
 # The proxy's network also carries IPv6, so that with the daemon's ip6tables on
 # its published 80/443 are reachable over IPv6 too (a ULA prefix: the host's own
 # IPv6 address is what clients connect to; Docker NATs from it).

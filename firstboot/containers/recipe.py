@@ -3,8 +3,9 @@
 The builder lays each recipe's `recipe.yaml` into /usr/share/arkbox/recipes/NAME/
 (the installer cannot read the source tree). Only the fields that shape a
 container are read here: capabilities, read-only root, tmpfs mounts, the user
-(whose uid owns the volumes), the env variables that also accept NAME_FILE, and
-whether the app needs to reach the outside world.
+(whose uid owns the volumes), the env variables that also accept NAME_FILE,
+whether the app needs to reach the outside world, and whether it talks to the box's
+mail server (`depends_on` names `mail`: the mail container joins its network).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import yaml
 from firstboot.steps.base import StepFailed
 
 TMP = "/tmp"  # noqa: S108 -- a path inside the container, always a private tmpfs
+MAIL_DEPENDENCY = "mail"  # in a recipe's depends_on: the app uses the box's mail server
 _UID = re.compile(r"\buid (\d+)")
 _GID = re.compile(r"\bgid (\d+)")
 
@@ -37,6 +39,9 @@ class RecipeRuntime:
     declared_volumes: tuple[str, ...] = ()
     egress: bool = False
     stop_grace_seconds: int = 10
+    # The app talks IMAP/submission to the box's mail server (webmail): the mail
+    # container joins this service's network, reachable there as `mail`.
+    mail_client: bool = False
 
 
 # A service run from a pulled image: nothing is known about it, so it gets the
@@ -66,6 +71,7 @@ def recipe_runtime_from(name: str, data: Mapping[str, Any]) -> RecipeRuntime:
         declared_volumes=tuple(str(v) for v in (data.get("volumes") or {})),
         egress=bool(data.get("egress", False)),
         stop_grace_seconds=int(data.get("stop_grace_seconds", 10)),
+        mail_client=MAIL_DEPENDENCY in [str(d) for d in data.get("depends_on") or ()],
     )
 
 

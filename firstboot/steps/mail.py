@@ -6,6 +6,10 @@ and mounted read-only at /etc/arkbox-mail; the certificate directory
 /srv/arkbox/volumes/mail (so backups carry them, as they carry the DKIM key the
 secrets step made in /srv/arkbox/secrets/generated). The container publishes 25, 465,
 587 and 993 and runs on a network of its own, with egress (it delivers to the world).
+It also joins the network of each service whose recipe uses the mail server (the
+recipe's `depends_on` names `mail`: Roundcube), with the alias `mail`: that service
+reaches `mail:143`/`mail:587`, and no other service reaches the mail container at all
+(other than through its published ports, like anyone).
 
 A digest of the rendered files is part of the container's spec: a config change
 recreates the container (a second or two without mail; senders retry). A new
@@ -18,18 +22,20 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from firstboot.config import Appliance, SecretRef
 from firstboot.containers import engine
 from firstboot.containers.images import baked_image, read_baked_images
-from firstboot.containers.naming import LABEL_CONFIG_HASH, Naming
+from firstboot.containers.naming import LABEL_CONFIG_HASH, ROLE_SERVICE, Naming
 from firstboot.containers.plan import ActualContainer, plan_containers
-from firstboot.containers.recipe import load_recipe_runtime
+from firstboot.containers.recipe import RecipeRuntime, load_recipe_runtime
 from firstboot.containers.spec import (
     Attachment,
     HealthSpec,
+    NetworkSpec,
     ServiceSpec,
     VolumeSpec,
     spec_hash,
@@ -118,6 +124,11 @@ def run(ctx: FirstbootContext) -> Outcome:
     # IPv6 like the proxy's, so the published mail ports answer on the host's IPv6 too.
     network_created = engine.ensure_network(client, naming, spec.network, ROLE_MAIL,
                                             ipv6_subnet=engine.MAIL_IPV6_SUBNET)
+    # The webmail services' networks, made here as the services step makes them (it
+    # runs after this step, and keeps them).
+    for client_network in mail_client_networks(ctx.config, naming, _runtimes(ctx)):
+        network_created |= engine.ensure_service_network(client, naming, client_network,
+                                                         ROLE_SERVICE)
     for old in plan.remove:
         engine.remove_container(client, old.container_id, spec.stop_grace_seconds)
     state = "unchanged"
@@ -140,6 +151,11 @@ def run(ctx: FirstbootContext) -> Outcome:
         # one, or a power cut came between renewal and reload): reload them in place.
         reload_mail_tls(ctx)
         state = "reloaded (new certificate)"
+    if not (plan.create or plan.recreate):
+        # A webmail network the services step replaced (it disconnects what is on it).
+        rejoined = _rejoin_networks(ctx, _kept(actual, plan.remove, config_hash), spec)
+        if rejoined and state == "unchanged":
+            state = "rejoined " + ", ".join(rejoined)
     # A start loads the certificate as it is now, and so does a reload.
     write_if_changed(paths.tls_loaded, _tls_digest(paths), 0o644)
     mail = ctx.config.mail
@@ -171,6 +187,11 @@ def verify(ctx: FirstbootContext) -> str | None:
         return "the mail container is missing, stopped or outdated"
     if _secrets_newer_than_start(ctx, actual[0].container_id, paths):
         return "a mail secret changed after the container started"
+    attached = engine.attached_networks(ctx.docker, actual[0].container_id)
+    missing = [a.network for a in mail_spec(ctx, paths, files).attachments
+               if a.network not in attached]
+    if missing:
+        return "the mail container is not on network(s) " + ", ".join(missing)
     if _read(paths.tls_loaded) != _tls_digest(paths).encode():
         return "Postfix and Dovecot have not loaded the current certificate"
     return None
@@ -277,13 +298,44 @@ def mail_spec(ctx: FirstbootContext, paths: MailPaths, files: dict[str, MailFile
         nano_cpus=None,
         # The image's own check, run every second while starting (not after 30 s).
         healthcheck=HealthSpec(("CMD", "/usr/local/bin/healthcheck"), 30.0, 10.0, 3, 60.0),
-        attachments=(Attachment(naming.network(MAIL_SERVICE), False, (MAIL_SERVICE,)),),
+        attachments=(Attachment(naming.network(MAIL_SERVICE), False, (MAIL_SERVICE,)),
+                     *(Attachment(n.name, n.internal, (MAIL_SERVICE,)) for n in
+                       mail_client_networks(ctx.config, naming, _runtimes(ctx)))),
         stop_grace_seconds=runtime.stop_grace_seconds,
         depends_on=(),
         route=None,
         published_ports=tuple((port, port) for port in MAIL_PORTS),
         binds=((str(paths.rendered), CONF_MOUNT), (str(paths.tls_live), TLS_MOUNT)),
     )
+
+
+def mail_client_networks(config: Appliance, naming: Naming,
+                         runtimes: Mapping[str, RecipeRuntime]) -> list[NetworkSpec]:
+    """The networks the mail container joins: those of the services whose recipe uses
+    the mail server (webmail), as the services step makes them. None while mail is off."""
+    if not config.mail.enabled:
+        return []
+    return [NetworkSpec(naming.network(name), name, not runtimes[name].egress)
+            for name in sorted(config.services)
+            if name in runtimes and runtimes[name].mail_client]
+
+
+def _runtimes(ctx: FirstbootContext) -> dict[str, RecipeRuntime]:
+    """The recipes of the configured services (pulled images: not known to use mail)."""
+    recipes = ctx.paths.at(RECIPES_DIR)
+    return {name: load_recipe_runtime(recipes, service.recipe)
+            for name, service in ctx.config.services.items() if service.recipe}
+
+
+def _rejoin_networks(ctx: FirstbootContext, container_id: str, spec: ServiceSpec) -> list[str]:
+    attached = engine.attached_networks(ctx.docker, container_id)
+    rejoined = []
+    for attachment in spec.attachments:
+        if attachment.network not in attached:
+            engine.connect_container(ctx.docker, container_id, attachment.network,
+                                     attachment.aliases)
+            rejoined.append(attachment.network)
+    return rejoined
 
 
 def _tls_digest(paths: MailPaths) -> str:

@@ -8,12 +8,19 @@ owner and mtime, the database by its rows, and the event by a CalDAV GET.
 
 from __future__ import annotations
 
+import imaplib
+import json
+import smtplib
+import ssl
+import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from rig_fixtures import check
+from rig_fixtures import FULLCHAIN, ROOT, check, installer
 
-from builder.rig import AppliancePart
+from builder.rig import AppliancePart, wait_until
 
 EVENT = """BEGIN:VCALENDAR
 VERSION:2.0
@@ -80,15 +87,15 @@ def assert_event_stored(app: AppliancePart) -> None:
     assert "restored unattended" in check(app, f"cat {EVENT_FILES}")
 
 
-def file_facts(app: AppliancePart) -> dict[str, str]:
+def file_facts(app: AppliancePart, trees: tuple[str, ...] = DATA_TREES) -> dict[str, str]:
     """path -> "mode uid gid mtime sha256" for every file and directory of the data trees."""
-    out = check(app, "cd / && find " + " ".join(DATA_TREES) +
+    out = check(app, "cd / && find " + " ".join(trees) +
                 r" -printf '%p %m %U %G %T@ %y\n' | sort")
     facts: dict[str, str] = {}
     for line in out.splitlines():
         path, mode, uid, gid, mtime, kind = line.rsplit(" ", 5)
         facts[path] = f"{mode} {uid} {gid} {mtime if kind == 'f' else '-'}"
-    sums = check(app, "cd / && find " + " ".join(DATA_TREES) +
+    sums = check(app, "cd / && find " + " ".join(trees) +
                  " -type f -print0 | sort -z | xargs -0r sha256sum")
     for line in sums.splitlines():
         digest, path = line.split(maxsplit=1)
@@ -112,3 +119,104 @@ def assert_same_data(restored: AppliancePart, outside: Outside, before: DataFact
     assert file_facts(restored) == before.files
     assert psql(restored, SQL_ROWS) == before.rows
     assert caldav(restored, outside, "GET", "/admin/e2e/restore-me.ics") == "200"
+
+
+# ---------------------------------------------------------------- the mail store (issue 7)
+
+MAILBOX = "admin@arkbox.test"  # config/default.yaml's mailbox
+MAIL_PASSWORD = (ROOT / "config/secrets/admin-mail-password").read_text().strip()
+MAILBOXES = "/srv/arkbox/volumes/mail/mailboxes"
+MAILDIR = f"{MAILBOXES}/vhosts/arkbox.test/admin/Maildir"
+DKIM_KEY = "/srv/arkbox/secrets/generated/dkim.key"
+DELIVERY_TIMEOUT_S = 90
+
+
+@dataclass(frozen=True)
+class MailFacts:
+    """What a restore must bring back of the mail: the mailbox tree (content, mode,
+    owner, mtime of every file), the DKIM key and the DKIM record `dns --json` prints."""
+
+    mailboxes: dict[str, str]
+    dkim_key_sha256: str
+    dkim_records: dict[str, str]  # SELECTOR._domainkey.DOMAIN. -> TXT value
+
+
+def tls_trusting(app: AppliancePart) -> ssl.SSLContext:
+    """Trust the box's own (fallback) certificate; connections go by address."""
+    context = ssl.create_default_context(cadata=check(app, f"cat {FULLCHAIN}"))
+    context.check_hostname = False
+    return context
+
+
+def submit_587(app: AppliancePart, context: ssl.SSLContext, subject: str) -> None:
+    """A message to the local mailbox on 587: STARTTLS, then AUTH as the mailbox."""
+    body = (f"From: {MAILBOX}\r\nTo: {MAILBOX}\r\nSubject: {subject}\r\n"
+            f"Message-ID: <{uuid.uuid4().hex}@arkbox.test>\r\n\r\nrestore me\r\n")
+    with smtplib.SMTP(app.ip(4), 587, timeout=30) as smtp:
+        smtp.ehlo("client.example")
+        smtp.starttls(context=context)
+        smtp.ehlo("client.example")
+        smtp.login(MAILBOX, MAIL_PASSWORD)
+        smtp.sendmail(MAILBOX, [MAILBOX], body)
+
+
+def send_mail_and_wait(app: AppliancePart) -> str:
+    """Submit a message and wait until it is in the Maildir (on disk: no IMAP session
+    touches the mailbox before its facts are taken). Its subject."""
+    subject = f"restore me {uuid.uuid4().hex[:8]}"
+    submit_587(app, tls_trusting(app), subject)
+    wait_until(f"message {subject!r} in the Maildir",
+               lambda: None if app.exec("sh", "-c", f"grep -rlF '{subject}' {MAILDIR}/new"
+                                        )[0] == 0 else "not delivered yet",
+               DELIVERY_TIMEOUT_S, interval=2)
+    return subject
+
+
+def dkim_records(app: AppliancePart) -> dict[str, str]:
+    code, out = installer(app, "dns --json --ipv6 none")
+    assert code == 0, out
+    records: list[dict[str, Any]] = json.loads(out[out.index("{"):])["records"]
+    found = {str(r["name"]): str(r["value"]) for r in records if "._domainkey." in r["name"]}
+    assert found, records
+    return found
+
+
+def mail_facts(app: AppliancePart) -> MailFacts:
+    digest = check(app, f"sha256sum {DKIM_KEY}").split()[0]
+    return MailFacts(file_facts(app, (MAILBOXES,)), digest, dkim_records(app))
+
+
+def fetch_imaps(app: AppliancePart, subject: str) -> bytes:
+    """The raw message with `subject` from the mailbox's INBOX over IMAPS (993)."""
+    context = tls_trusting(app)
+    found: list[bytes] = []
+
+    def fetched() -> str | None:
+        with imaplib.IMAP4_SSL(app.ip(4), 993, ssl_context=context) as imap:
+            imap.login(MAILBOX, MAIL_PASSWORD)
+            imap.select("INBOX", readonly=True)
+            _, numbers = imap.search(None, "SUBJECT", f'"{subject}"')
+            ids = numbers[0].split()
+            if not ids:
+                return "not in the INBOX"
+            _, data = imap.fetch(ids[-1], "(RFC822)")
+            item = data[0]
+            assert isinstance(item, tuple)
+            found.append(item[1])
+            return None
+
+    wait_until(f"message {subject!r} over IMAPS", fetched, 60, interval=3)
+    return found[0]
+
+
+def assert_same_mail(restored: AppliancePart, before: MailFacts, subject: str) -> None:
+    """Mailboxes, DKIM key and DKIM record identical; the message is served over IMAPS.
+    (Compared before any IMAP session: Dovecot writes its index files on access.)"""
+    started = time.monotonic()
+    after = mail_facts(restored)
+    assert after.mailboxes == before.mailboxes
+    assert after.dkim_key_sha256 == before.dkim_key_sha256
+    assert after.dkim_records == before.dkim_records
+    assert f"Subject: {subject}".encode() in fetch_imaps(restored, subject)
+    print(f"B: mail store, DKIM key and record identical; message fetched over IMAPS "
+          f"({time.monotonic() - started:.1f} s)")

@@ -7,6 +7,10 @@ borg, over real SSH, append-only and restricted to one repository by the server.
 Data is written through the applications where that is cheap (CalDAV over HTTPS
 through the proxy, SQL through psql in the database container) and compared on B
 by content, mode, owner and mtime; the database by its rows; the TLS key by digest.
+Issue 7: a message submitted on A (587, STARTTLS + AUTH) is in B's mailbox, byte for
+byte with the rest of the mailbox tree, fetched over IMAPS; the DKIM key and the DKIM
+record `dns --json` prints are the same on B. The mail store is a part of its own,
+read with arkbox-mail paused; its pause is reported like a service's.
 """
 
 from __future__ import annotations
@@ -18,9 +22,19 @@ from typing import Any
 import docker.errors
 import pytest
 import yaml
-from restore_checks import Outside, assert_event_stored, assert_same_data, data_facts, write_data
+from restore_checks import (
+    Outside,
+    assert_event_stored,
+    assert_same_data,
+    assert_same_mail,
+    data_facts,
+    mail_facts,
+    send_mail_and_wait,
+    write_data,
+)
 from rig_fixtures import (
     DEFAULT_CONFIG,
+    STATE,
     STATUS_JSON,
     add_client,
     admin_key,
@@ -115,14 +129,21 @@ def test_blank_box_restores_itself_and_continues_the_history() -> None:
         check(a, "test -s /srv/arkbox/secrets/backup/borg-key.txt")
         check(a, "systemctl is-enabled arkbox-backup.timer")
 
-        # Data through the applications.
+        # Data through the applications; a message through the mail server.
         write_data(a, in_rig(a, client))
+        subject = send_mail_and_wait(a)
+        mail_a = mail_facts(a)
 
         started = time.monotonic()
         code, out = installer(a, "backup")
         backup_s = time.monotonic() - started
         assert code == 0, out
         print(f"A: {out.strip().splitlines()[-1]} ({backup_s:.1f} s)")
+        last = a.read_json(f"{STATE}/backups.json")["backups"][-1]
+        assert any(p.endswith(".svc-mail") for p in last["parts"]), last
+        assert "mail" in last["pauses"], last  # arkbox-mail paused while borg read it
+        print(f"A: mail store paused {last['pauses']['mail']:.3f} s")
+        assert check(a, "docker inspect -f '{{.State.Status}}' arkbox-mail").strip() == "running"
         facts_a = data_facts(a)
         assert_event_stored(a)
         destroy(rig, a)
@@ -134,6 +155,7 @@ def test_blank_box_restores_itself_and_continues_the_history() -> None:
         assert step(status_b, "restore_dumps")["state"] == "changed", step(status_b,
                                                                              "restore_dumps")
         assert_same_data(b, in_rig(b, client), facts_a)
+        assert_same_mail(b, mail_a, subject)
         assert check(b, f"cat {STATUS_JSON}")
 
         code, out = installer(b, "backup")

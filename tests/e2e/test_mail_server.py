@@ -15,9 +15,11 @@ rig's addresses directly.
 from __future__ import annotations
 
 import email
+import http.client
 import imaplib
 import json
 import smtplib
+import socket
 import ssl
 import time
 import uuid
@@ -545,3 +547,141 @@ def test_password_guessing_is_locked_out(net: Net) -> None:
     # ... and after 10 attempts a minute the address may not even try.
     assert codes[-1] in (421, 450, 454) and b"too many AUTH" in replies[-1][1], replies
     assert codes.count(535) <= 10, replies
+
+
+# ---------------------------------------------------------------- webmail reaches the mail server
+
+IMAP_LOGIN_PHP = r"""
+$s = stream_socket_client('tcp://mail:143', $errno, $error, 10);
+if (!$s) { exit("connect: $error\n"); }
+stream_set_timeout($s, 15);
+echo fgets($s);
+fwrite($s, "a STARTTLS\r\n");
+echo fgets($s);
+stream_context_set_option($s, 'ssl', 'verify_peer', false);
+stream_context_set_option($s, 'ssl', 'verify_peer_name', false);
+if (!stream_socket_enable_crypto($s, true, STREAM_CRYPTO_METHOD_TLS_CLIENT)) { exit("no TLS\n"); }
+fwrite($s, 'b LOGIN "' . getenv('U') . '" "' . getenv('P') . "\"\r\n");
+while (($line = fgets($s)) !== false) { echo $line; if (strpos($line, 'b ') === 0) break; }
+"""
+
+
+def sh_quote(text: str) -> str:
+    return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
+def mail_ips(net: Net) -> dict[str, str]:
+    """arkbox-mail's address on each network it is on."""
+    out = check(net.app, "docker inspect -f '{{range $n, $e := .NetworkSettings.Networks}}"
+                         "{{$n}} {{$e.IPAddress}}\n{{end}}' arkbox-mail")
+    return dict(line.split() for line in out.splitlines() if line.strip())
+
+
+def test_webmail_and_only_webmail_reaches_the_mail_server(net: Net) -> None:
+    # The mail container is on its own network and on webmail's (the roundcube recipe
+    # uses the mail server), nowhere else.
+    ips = mail_ips(net)
+    assert set(ips) == {"arkbox-mail", "arkbox-webmail"}, ips
+    # IMAP on 143 from the webmail container, by the name Roundcube is configured with:
+    # STARTTLS, then a login as the default mailbox.
+    code, out = net.app.exec("sh", "-c", f"docker exec -e U={ADMIN} -e P={sh_quote(PASSWORD)} "
+                             f"arkbox-webmail php -r {sh_quote(IMAP_LOGIN_PHP)}")
+    assert code == 0 and "a OK" in out and "b OK" in out, out
+    # Submission too (Roundcube sends through mail:587).
+    code, out = net.app.exec("sh", "-c", "docker exec arkbox-webmail php -r "
+                             + sh_quote("$s = stream_socket_client('tcp://mail:587', $e, $m, "
+                                        "10); echo fgets($s);"))
+    assert code == 0 and out.startswith("220 "), out
+    # The wiki cannot: no name `mail`, and no route to any of the mail container's
+    # addresses (other bridges); it only reaches the published ports on the host's
+    # address, like anyone.
+    code, out = net.app.exec("docker", "exec", "arkbox-wiki", "getent", "hosts", "mail")
+    assert code == 2, out  # getent: "not found"
+    # (The probe itself works there: the wiki reaches its own port 80.)
+    code, out = net.app.exec("docker", "exec", "arkbox-wiki", "timeout", "5", "bash", "-c",
+                             "exec 3<>/dev/tcp/127.0.0.1/80")
+    assert code == 0, out
+    for network, ip in ips.items():
+        code, out = net.app.exec("docker", "exec", "arkbox-wiki", "timeout", "5", "bash", "-c",
+                                 f"exec 3<>/dev/tcp/{ip}/143")
+        assert code != 0, f"wiki reached arkbox-mail on {network} ({ip}): {out}"
+
+
+class _Https(http.client.HTTPSConnection):
+    """HTTPS to a host name at a given address (SNI and Host are the name)."""
+
+    def __init__(self, ip: str, hostname: str, context: ssl.SSLContext) -> None:
+        super().__init__(hostname, 443, context=context, timeout=60)
+        self._ip = ip
+        self._tls = context
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self._ip, 443), self.timeout)
+        self.sock = self._tls.wrap_socket(sock, server_hostname=self.host)
+
+
+@dataclass
+class Browser:
+    """Just enough of a browser for Roundcube: cookies, and one request at a time."""
+
+    net: Net
+    hostname: str
+    cookies: dict[str, str]
+
+    def request(self, method: str, path: str, body: str | None = None,
+                headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], str]:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # the fallback certificate names no IP; TLS only
+        conn = _Https(self.net.ip, self.hostname, context)
+        sent = {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items()),
+                **({"Content-Type": "application/x-www-form-urlencoded"} if body else {}),
+                **(headers or {})}
+        try:
+            conn.request(method, path, body=body, headers=sent)
+            response = conn.getresponse()
+            text = response.read().decode(errors="replace")
+            for value in response.headers.get_all("Set-Cookie") or []:
+                name, _, rest = value.partition("=")
+                cookie = rest.split(";", 1)[0]
+                if cookie and cookie != "deleted":
+                    self.cookies[name.strip()] = cookie
+                else:
+                    self.cookies.pop(name.strip(), None)
+            return response.status, dict(response.headers.items()), text
+        finally:
+            conn.close()
+
+
+def test_roundcube_login_shows_the_inbox(net: Net) -> None:
+    """Log in to Roundcube over HTTPS through the proxy, as a person would: its login
+    form (with its CSRF token), then the INBOX list, which holds a message just sent."""
+    import re
+    import urllib.parse
+
+    subject = f"webmail{uuid.uuid4().hex[:8]}"
+    submit_587(net, ADMIN, subject)
+    fetch_imaps(net, subject)  # delivered
+    browser = Browser(net, "webmail.arkbox.test", {})
+    code, _, page = browser.request("GET", "/")
+    assert code == 200, page[:500]
+    token = re.search(r'name="_token" value="([^"]+)"', page)
+    assert token, page[:2000]
+    form = urllib.parse.urlencode({"_token": token.group(1), "_task": "login",
+                                   "_action": "login", "_timezone": "UTC", "_url": "",
+                                   "_user": ADMIN, "_pass": PASSWORD})
+    code, headers, page = browser.request("POST", "/?_task=login", form)
+    if code != 302:  # a failed login answers 401 with the form and says why
+        print(check(net.app, "docker logs --tail 30 arkbox-webmail 2>&1; "
+                             "docker logs --tail 30 arkbox-mail 2>&1"))
+    assert code == 302, (code, re.findall(r'display_message\(([^)]*)\)', page))
+    assert "_task=mail" in headers.get("Location", ""), headers
+    code, _, page = browser.request("GET", "/?_task=mail&_mbox=INBOX")
+    assert code == 200 and '"mailbox":"INBOX"' in page, page[:2000]
+    request_token = re.search(r'"request_token":"([^"]+)"', page)
+    assert request_token, page[:2000]
+    code, _, listing = browser.request(
+        "GET", "/?_task=mail&_action=list&_mbox=INBOX&_page=1&_remote=1",
+        headers={"X-Roundcube-Request": request_token.group(1),
+                 "X-Requested-With": "XMLHttpRequest"})
+    assert code == 200 and subject in listing, listing[:3000]

@@ -91,7 +91,7 @@ def test_prune_per_series_with_retention() -> None:
 def test_plan_of_the_default_appliance(config: Appliance) -> None:
     parts = plan_parts(config, lambda service, volume: True)
     by_suffix = {p.suffix: p for p in parts}
-    assert list(by_suffix) == [".svc-calendar", ".dump-db", ".svc-wiki", ""]
+    assert list(by_suffix) == [".svc-calendar", ".dump-db", ".svc-wiki", ".svc-mail", ""]
     assert by_suffix[".svc-calendar"].pause
     assert by_suffix[".svc-calendar"].paths == ("volumes/calendar/collections",)
     dump = by_suffix[".dump-db"]
@@ -100,14 +100,50 @@ def test_plan_of_the_default_appliance(config: Appliance) -> None:
     base = by_suffix[""]
     assert base.paths == (".",)
     # Paused services' volumes are in their own part; the live db directory is not backed up.
+    # The mail store too: it is a part of its own, read with arkbox-mail paused.
     assert set(base.excludes) == {"./volumes/calendar/collections", "./volumes/wiki/acl",
-                                  "./volumes/wiki/data", "./volumes/db/data"}
+                                  "./volumes/wiki/data", "./volumes/db/data",
+                                  "./volumes/mail/mailboxes", "./volumes/mail/queue"}
     assert parts[-1].suffix == ""  # the base, written last, marks the backup complete
 
 
 def test_plan_skips_volumes_that_do_not_exist(config: Appliance) -> None:
     parts = plan_parts(config, lambda service, volume: service != "wiki")
     assert ".svc-wiki" not in {p.suffix for p in parts}
+
+
+def test_mail_store_is_its_own_part_read_with_the_mail_container_paused(
+        config: Appliance) -> None:
+    parts = plan_parts(config, lambda service, volume: True)
+    mail = next(p for p in parts if p.suffix == ".svc-mail")
+    assert mail.service == "mail" and mail.pause  # arkbox-mail, paused while borg reads
+    assert mail.paths == ("volumes/mail/mailboxes", "volumes/mail/queue")
+    assert not mail.dump_command and not mail.excludes
+    # The DKIM key stays in the base (secrets/generated), like every secret.
+    base = parts[-1]
+    assert base.paths == (".",) and not any("secrets" in e for e in base.excludes)
+    # Only the volumes that exist (a box whose queue was never made) are in the part.
+    only_boxes = plan_parts(config, lambda s, v: s != "mail" or v == "mailboxes")
+    mail = next(p for p in only_boxes if p.suffix == ".svc-mail")
+    assert mail.paths == ("volumes/mail/mailboxes",)
+    assert "./volumes/mail/queue" not in only_boxes[-1].excludes
+
+
+def test_no_mail_part_without_a_mail_store(config: Appliance) -> None:
+    parts = plan_parts(config, lambda service, volume: service != "mail")
+    assert ".svc-mail" not in {p.suffix for p in parts}
+    assert not any("mail" in e for e in parts[-1].excludes)
+
+
+def test_restore_extracts_the_mail_part_with_the_others() -> None:
+    archives = [{"name": n, "time": "t"} for n in (
+        "h-2026-11-25T030000Z.svc-mail", "h-2026-11-25T030000Z.svc-wiki",
+        "h-2026-11-25T030000Z")]
+    (backup,) = complete_backups(archives, "h")
+    assert backup.parts == (".svc-mail", ".svc-wiki")
+    parsed = borg.parse_archive_name("h-2026-11-25T030000Z.svc-mail")
+    assert parsed is not None and parsed.part == ".svc-mail"
+    assert borg.prune_globs("h", [".svc-mail"]) == ["h-*Z", "h-*Z.svc-mail"]
 
 
 def test_complete_backups_groups_parts_and_ignores_other_hosts() -> None:

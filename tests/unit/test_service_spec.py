@@ -207,3 +207,36 @@ def test_env_secret_values_enter_the_hash_only_as_digests(config: Appliance) -> 
 
 _KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIF6YilbxuYcReyoVRXRnJrBiinY8edFG7Xgx8AxGsXkQ "
         "ops@laptop")
+
+
+# --- the mail server's clients ---------------------------------------------------------
+
+
+def test_only_webmail_recipes_bring_the_mail_server_onto_their_network(
+        config: Appliance) -> None:
+    from firstboot.steps.mail import mail_client_networks
+
+    runtimes = {n: load_recipe_runtime(RECIPES, s.recipe or "") for n, s in config.services.items()}
+    assert runtimes["webmail"].mail_client  # roundcube's recipe: depends_on [postgres, mail]
+    assert not any(runtimes[n].mail_client for n in ("calendar", "wiki", "db"))
+    networks = mail_client_networks(config, Naming(), runtimes)
+    # The mail container joins arkbox-webmail only, as the services step makes it
+    # (internal: the webmail gets no egress from this); wiki, calendar, db never see it.
+    assert [(n.name, n.service, n.internal) for n in networks] == [
+        ("arkbox-webmail", "webmail", True)]
+    assert networks[0] == network_specs(specs_for(config))["arkbox-webmail"]
+
+
+def test_no_mail_networks_while_mail_is_off(config: Appliance) -> None:
+    from firstboot.steps.mail import mail_client_networks
+
+    data = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    data["mail"]["enabled"] = False
+    off = Appliance.model_validate(data)
+    runtimes = {n: load_recipe_runtime(RECIPES, s.recipe or "") for n, s in off.services.items()}
+    assert mail_client_networks(off, Naming(), runtimes) == []
+
+
+def test_recipe_declares_mail_use_in_depends_on() -> None:
+    assert recipe_runtime_from("x", {"depends_on": ["postgres", "mail"]}).mail_client
+    assert not recipe_runtime_from("x", {"depends_on": ["postgres"]}).mail_client

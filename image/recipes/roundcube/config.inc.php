@@ -23,8 +23,34 @@ $config['db_dsnw'] = sprintf(
     arkbox_env('ROUNDCUBE_DB_PORT', '5432'),
     rawurlencode(arkbox_env('ROUNDCUBE_DB_NAME', 'roundcube'))
 );
-$config['imap_host'] = arkbox_env('ROUNDCUBE_IMAP_HOST', 'mail:143');
-$config['smtp_host'] = arkbox_env('ROUNDCUBE_SMTP_HOST', 'mail:587');
+/**
+ * The box's Dovecot and Postfix refuse a login before TLS: the defaults are STARTTLS
+ * (tls://). A value in ROUNDCUBE_IMAP_HOST / ROUNDCUBE_SMTP_HOST is used as given:
+ * Roundcube itself lets ROUNDCUBE_<OPTION> override any option, so write tls:// there
+ * (config/default.yaml does). The box's own mail server is `mail` on a private bridge
+ * the mail container shares with this one only; no certificate names it (the box's
+ * carry public host names), so for it alone the name and chain are not checked. Any
+ * other server is verified as usual.
+ */
+function arkbox_mail_server(string $name, string $default, ?array &$options): string
+{
+    $host = arkbox_env($name, $default);
+    if (strpos($host, '://') === false) {
+        $host = 'tls://' . $host;
+    }
+    $bare = preg_replace('#^[a-z]+://#', '', $host);
+    if (preg_replace('#:[0-9]+$#', '', $bare) === 'mail') {
+        $options = ['ssl' => ['verify_peer' => false, 'verify_peer_name' => false]];
+    }
+    return $host;
+}
+
+$imap_options = null;
+$smtp_options = null;
+$config['imap_host'] = arkbox_mail_server('ROUNDCUBE_IMAP_HOST', 'mail:143', $imap_options);
+$config['smtp_host'] = arkbox_mail_server('ROUNDCUBE_SMTP_HOST', 'mail:587', $smtp_options);
+$config['imap_conn_options'] = $imap_options;
+$config['smtp_conn_options'] = $smtp_options;
 $config['smtp_user'] = '%u';
 $config['smtp_pass'] = '%p';
 // Encrypts the IMAP password kept in the session: exactly 24 characters.
