@@ -46,6 +46,7 @@ from rig_fixtures import (
 )
 
 from builder.rig import AppliancePart, Part, Rig, rig_image, wait_until
+from builder.try_dns import NSD_CONF
 from firstboot.mail.dkim import make_private_key, txt_value
 from firstboot.mail.doctor import Resolver, spf_result
 from firstboot.mail.records import Record, zone_value
@@ -77,17 +78,6 @@ virtual_uid_maps = static:5000
 virtual_gid_maps = static:5000
 smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
 smtp_tls_security_level = may
-"""
-NSD_CONF = """\
-server:
-    ip-address: 0.0.0.0
-    port: 53
-    username: nsd
-    zonesdir: /etc/nsd/zones
-    verbosity: 1
-remote-control:
-    control-enable: yes
-    control-interface: /run/nsd/nsd.ctl
 """
 
 

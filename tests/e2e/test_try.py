@@ -12,14 +12,11 @@ from __future__ import annotations
 import imaplib
 import json
 import os
-import queue
 import re
 import shlex
-import signal
 import socket
 import ssl
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,8 +25,7 @@ import docker
 import pytest
 from built import Built, built_appliance, built_backup_server
 from conftest import require_tool
-from rig_fixtures import default_sigint
-from try_fixtures import arkbox_try, assert_nothing_left, engine_objects, labelled
+from try_fixtures import arkbox_try, assert_nothing_left, engine_objects, interrupt_when, labelled
 
 from builder.rig import RIG_LABEL, remove_rig
 
@@ -176,39 +172,13 @@ def check_the_doctor_is_green_apart_from_the_rig(out: str) -> None:
 def test_ctrl_c_during_first_boot_leaves_nothing_behind(
         built: Built, engine: docker.DockerClient) -> None:
     before = engine_objects(engine)
-    process = subprocess.Popen(arkbox_try(built, RIG, "--no-build"), cwd=ROOT, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                               preexec_fn=default_sigint)
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def read() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            lines.put(line.rstrip("\n"))
-        lines.put(None)
-
-    threading.Thread(target=read, daemon=True).start()
-    seen: list[str] = []
-    try:
-        deadline = time.monotonic() + 300
-        # Mid-boot: once first boot's own lines are coming (the rig is fully made by then).
-        while not any(line.startswith("  │ ") for line in seen):
-            line = lines.get(timeout=max(1.0, deadline - time.monotonic()))
-            assert line is not None, "arkbox try ended before first boot:\n" + "\n".join(seen)
-            seen.append(line)
+    def three_parts() -> None:
         assert labelled(engine, RIG)["containers"] == 3  # backup server, test CA, appliance
-        process.send_signal(signal.SIGINT)
-        code = process.wait(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    while (line := lines.get(timeout=10)) is not None:
-        seen.append(line)
-    text = "\n".join(seen)
-    print(text[-4000:])
-    assert code == 130, text
+
+    # Mid-boot: once first boot's own lines are coming (the rig is fully made by then).
+    text = interrupt_when(arkbox_try(built, RIG, "--no-build"),
+                          lambda seen: any(line.startswith("  │ ") for line in seen), 300,
+                          before_signal=three_parts)
     assert "interrupted: removing what arkbox try created" in text
     assert "removed 3 containers, 2 volumes, 1 network" in text
     assert "ready ·" not in text

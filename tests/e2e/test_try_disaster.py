@@ -13,12 +13,8 @@ Two full appliance boots and the start of a third.
 
 from __future__ import annotations
 
-import os
-import queue
 import re
-import signal
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,8 +24,7 @@ import pytest
 from built import Built, built_appliance, built_backup_server
 from conftest import require_tool
 from restore_checks import Outside, assert_event_stored, assert_same_data, data_facts, write_data
-from rig_fixtures import default_sigint
-from try_fixtures import arkbox_try, assert_nothing_left, engine_objects, labelled
+from try_fixtures import arkbox_try, assert_nothing_left, engine_objects, interrupt_when, labelled
 
 from builder.rig import AppliancePart, Rig, remove_rig
 
@@ -143,39 +138,10 @@ def test_disaster_restores_the_same_data_and_down_removes_everything(
 
 def interrupt_once_restoring(argv: list[str]) -> str:
     """Run argv, SIGINT it once the blank box's first-boot lines come; its output (exit 130)."""
-    process = subprocess.Popen(argv, cwd=ROOT, text=True, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                               preexec_fn=default_sigint)
-    lines: queue.Queue[str | None] = queue.Queue()
 
-    def read() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            lines.put(line.rstrip("\n"))
-        lines.put(None)
+    def restoring(seen: list[str]) -> bool:
+        following = [i for i, line in enumerate(seen) if "following first boot" in line]
+        return bool(following) and any(line.startswith("  │ ")
+                                       for line in seen[following[0] + 1:])
 
-    threading.Thread(target=read, daemon=True).start()
-    seen: list[str] = []
-    try:
-        deadline = time.monotonic() + 600
-        following = False
-        while True:
-            line = lines.get(timeout=max(1.0, deadline - time.monotonic()))
-            assert line is not None, "ended before the restore:\n" + "\n".join(seen)
-            seen.append(line)
-            following = following or "following first boot" in line
-            if following and line.startswith("  │ "):
-                break
-        process.send_signal(signal.SIGINT)
-        code = process.wait(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    while (line := lines.get(timeout=10)) is not None:
-        seen.append(line)
-    text = "\n".join(seen)
-    print(text[-3000:])
-    assert code == 130, text
-    return text
+    return interrupt_when(argv, restoring, 600)

@@ -5,15 +5,24 @@ Not a conftest.py (one in tests/e2e would shadow tests/conftest.py).
 
 from __future__ import annotations
 
+import os
+import queue
+import signal
+import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import docker
 from built import Built, built_backup_server
 from conftest import IN_CI
+from rig_fixtures import default_sigint
 
 from builder.rig import RIG_LABEL
 
+ROOT = Path(__file__).resolve().parents[2]
 ARKBOX = str(Path(sys.executable).parent / "arkbox")
 
 Objects = dict[str, dict[str, str]]  # kind -> id -> name
@@ -54,3 +63,43 @@ def arkbox_try(built: Built, rig: str, *extra: str) -> list[str]:
     backup_out = built_backup_server().parent
     return [ARKBOX, "try", *extra, "--out", str(built.out), "--rig", rig,
             "--backup-server-out", str(backup_out)]
+
+
+def interrupt_when(argv: list[str], ready: Callable[[list[str]], bool], timeout: float,
+                   before_signal: Callable[[], None] = lambda: None) -> str:
+    """Run argv as from a terminal, SIGINT it once `ready(lines so far)`; its whole output.
+
+    It must end with exit code 130 (interrupted)."""
+    process = subprocess.Popen(argv, cwd=ROOT, text=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                               preexec_fn=default_sigint)
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.put(line.rstrip("\n"))
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    seen: list[str] = []
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready(seen):
+            line = lines.get(timeout=max(1.0, deadline - time.monotonic()))
+            assert line is not None, "ended before the point to interrupt:\n" + "\n".join(seen)
+            seen.append(line)
+        before_signal()
+        process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    while (line := lines.get(timeout=10)) is not None:
+        seen.append(line)
+    text = "\n".join(seen)
+    print(text[-4000:])
+    assert code == 130, text
+    return text
