@@ -348,7 +348,12 @@ def _unit_result(app: AppliancePart) -> dict[str, Any]:
     def ended() -> str | None:
         data = app.read_json(STATUS_JSON) or {}
         result = data.get("result")
-        return None if result in {"ok", "failed"} else f"result {result}"
+        if result not in {"ok", "failed"}:
+            return f"result {result}"
+        # status.json is written just before the installer exits: stopping the unit
+        # before then would SIGTERM it and hide its exit code.
+        _, pid = sh(app, "systemctl show arkbox-firstboot -p MainPID --value")
+        return None if pid.strip() == "0" else "the installer has not exited yet"
 
     wait_until("first-boot run", ended, 240, interval=1)
     data = status(app)
