@@ -18,7 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from rig_fixtures import FULLCHAIN, ROOT, check, installer
+import pytest
+from rig_fixtures import FULLCHAIN, ROOT, STATUS_JSON, check, installer
 
 from builder.rig import AppliancePart, wait_until
 
@@ -220,3 +221,19 @@ def assert_same_mail(restored: AppliancePart, before: MailFacts, subject: str) -
     assert f"Subject: {subject}".encode() in fetch_imaps(restored, subject)
     print(f"B: mail store, DKIM key and record identical; message fetched over IMAPS "
           f"({time.monotonic() - started:.1f} s)")
+
+
+def wait_first_boot_or_failure(part: AppliancePart, timeout: float) -> dict[str, Any]:
+    """The finished first boot's status; a failed run fails the test at once (the unit
+    would retry it for as long as it takes, which helps a real box, not a test)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if part.exec("test", "-e", "/var/lib/arkbox/firstboot.done")[0] == 0:
+            status: dict[str, Any] = part.read_json(STATUS_JSON)
+            return status
+        current = part.read_json(STATUS_JSON) or {}
+        if current.get("result") == "failed":
+            pytest.fail(f"{part.role}: first boot failed: {current.get('failures')}\n"
+                        f"{part.journal()[-4000:]}")
+        time.sleep(3)
+    pytest.fail(f"{part.role}: first boot not done after {timeout:.0f} s")

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 import yaml
+from restore_checks import wait_first_boot_or_failure
 from rig_fixtures import (
     DEFAULT_CONFIG,
-    STATUS_JSON,
     admin_key,
     appliance_image,
     check,
@@ -51,20 +51,6 @@ class Box:
     config: dict[str, Any]
 
 
-def boot_wait(part: AppliancePart, timeout: float = 900) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if part.exec("test", "-e", "/var/lib/arkbox/firstboot.done")[0] == 0:
-            status: dict[str, Any] = part.read_json(STATUS_JSON)
-            return status
-        current = part.read_json(STATUS_JSON) or {}
-        if current.get("result") == "failed":
-            pytest.fail(f"first boot failed: {current.get('failures')}\n"
-                        f"{part.journal()[-4000:]}")
-        time.sleep(3)
-    pytest.fail(f"first boot not done after {timeout:.0f} s")
-
-
 @pytest.fixture(scope="module")
 def box() -> Iterator[Box]:
     from built import built_backup_server
@@ -81,7 +67,7 @@ def box() -> Iterator[Box]:
                             config=yaml.safe_dump(config, sort_keys=False), boot_timeout=420)
         started = time.monotonic()
         rig.add(app)
-        status = boot_wait(app)
+        status = wait_first_boot_or_failure(app, timeout=900)
         print(f"\nappliance: first boot done in {time.monotonic() - started:.0f} s")
         assert status["result"] == "ok", status["failures"]
         yield Box(rig, server, app, config)

@@ -30,6 +30,7 @@ from restore_checks import (
     data_facts,
     mail_facts,
     send_mail_and_wait,
+    wait_first_boot_or_failure,
     write_data,
 )
 from rig_fixtures import (
@@ -80,22 +81,6 @@ def boot(rig: Rig, role: str, image: str, config: str) -> tuple[AppliancePart, d
     status = wait_first_boot_or_failure(part, timeout=900)
     print(f"\n{role}: boot to first boot done {time.monotonic() - started:.0f} s")
     return part, status
-
-
-def wait_first_boot_or_failure(part: AppliancePart, timeout: float) -> dict[str, Any]:
-    """The finished first boot's status; a failed run fails the test at once (the unit
-    would retry it for as long as it takes, which helps a real box, not a test)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if part.exec("test", "-e", "/var/lib/arkbox/firstboot.done")[0] == 0:
-            status: dict[str, Any] = part.read_json(STATUS_JSON)
-            return status
-        current = part.read_json(STATUS_JSON) or {}
-        if current.get("result") == "failed":
-            pytest.fail(f"{part.role}: first boot failed: {current.get('failures')}\n"
-                        f"{part.journal()[-4000:]}")
-        time.sleep(3)
-    pytest.fail(f"{part.role}: first boot not done after {timeout:.0f} s")
 
 
 def step(status: dict[str, Any], name: str) -> dict[str, Any]:
