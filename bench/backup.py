@@ -7,17 +7,16 @@ paused services (calendar, wiki) and a dumped database (stand-in containers name
 installer names them: `sleep` for the services, a `printf` dump), makes a first backup, then
 times, `--runs` times each (median):
 
-  arkbox     run_backup() with nothing changed: every part (dump, two paused services, base)
+  arkbox     run_backup(prune=False) with nothing changed: one archive with the dump, the
+             two paused services (each paused while borg reads it) and the rest
   raw        one `borg create` of the whole tree with nothing changed (the floor)
   dump       the dump command alone (`docker exec`), which arkbox adds by design
+  prune      the nightly prune after it (shown apart: the raw floor has none)
 
-Targets (issue 5): arkbox ≤ 1.2x raw + dump time; each pause ≤ 2 s. With --control-master
-As shipped, the parts of one backup share one SSH connection (ControlMaster); with
---compare the same is measured again with one SSH connection per part (as before), to
-compare. The raw `borg create` always makes its own connection, as an operator's would.
+Targets (issue 5): arkbox ≤ 1.2x raw + dump time; each pause ≤ 2 s.
 
 Run as root on a machine prepared by scripts/setup:
-    .venv/bin/python bench/backup.py [--mib 256] [--files 4000] [--runs 3] [--compare]
+    .venv/bin/python bench/backup.py [--mib 256] [--files 4000] [--runs 3]
 """
 
 from __future__ import annotations
@@ -43,7 +42,7 @@ import docker  # noqa: E402
 
 from builder.rig import BackupServerPart, Rig, image_from_rootfs_tar  # noqa: E402
 from firstboot.backup import borg  # noqa: E402
-from firstboot.backup.backup import BackupReport, run_backup  # noqa: E402
+from firstboot.backup.backup import BackupReport, prune_archives, run_backup  # noqa: E402
 from firstboot.backup.client import Borg  # noqa: E402
 from firstboot.containers.naming import Naming  # noqa: E402
 from firstboot.context import FirstbootContext, Paths  # noqa: E402
@@ -92,37 +91,21 @@ def timed(action: Callable[[], object]) -> float:
     return time.monotonic() - started
 
 
-@contextmanager
-def one_connection_per_part() -> Iterator[None]:
-    """The backup as before the shared connection: each borg run makes its own SSH one."""
-    original = Borg.__dict__["shared"]
-
-    @contextmanager
-    def plain(cls: type[Borg], ctx: FirstbootContext) -> Iterator[Borg]:
-        yield cls(ctx)
-
-    Borg.shared = classmethod(plain)  # type: ignore[assignment,method-assign]
-    try:
-        yield
-    finally:
-        Borg.shared = original  # type: ignore[method-assign]
-
-
 @dataclass
 class Measure:
     arkbox: float
     raw: float
     dump: float
+    prune: float
     pauses: dict[str, float]
     pause_max: float
-    parts: int
 
 
 def measure(source: FirstbootContext, runs: int, tag: str) -> Measure:
     data = source.paths.data
     runner = Borg(source)
     reports: list[BackupReport] = []
-    arkbox, raw, dump = [], [], []
+    arkbox, raw, dump, prune = [], [], [], []
     for index in range(runs):
         started = time.monotonic()
         reports.append(run_backup(source, prune=False))
@@ -132,9 +115,11 @@ def measure(source: FirstbootContext, runs: int, tag: str) -> Measure:
         dump_argv = borg.docker_exec_argv(Naming.for_root(source.paths.root).container("db"),
                                           DUMP)
         dump.append(timed(functools.partial(source.run, dump_argv)))
+        prune.append(timed(functools.partial(prune_archives, source)))
     pauses = {s: statistics.median(r.pauses[s] for r in reports) for s in PAUSED}
     return Measure(statistics.median(arkbox), statistics.median(raw), statistics.median(dump),
-                   pauses, max(max(r.pauses.values()) for r in reports), len(reports[-1].parts))
+                   statistics.median(prune), pauses,
+                   max(max(r.pauses.values()) for r in reports))
 
 
 def show(label: str, m: Measure) -> None:
@@ -148,6 +133,7 @@ def show(label: str, m: Measure) -> None:
     print("  pause per service  " + "   ".join(f"{s} {p:.2f} s" for s, p in pauses.items())
           + f"   (worst run {m.pause_max:.2f} s; target ≤ 2 s: "
           f"{'met' if m.pause_max <= 2 else 'NOT met'})")
+    print(f"  prune after it     {m.prune:6.2f} s")
 
 
 def main() -> None:
@@ -155,8 +141,6 @@ def main() -> None:
     parser.add_argument("--mib", type=int, default=256)
     parser.add_argument("--files", type=int, default=4000)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--compare", action="store_true",
-                        help="also measure with one SSH connection per part (as before)")
     args = parser.parse_args()
     from built import built_backup_server
     from restore import generate
@@ -179,17 +163,11 @@ def main() -> None:
             with standins(source):
                 first = timed(lambda: run_backup(source, prune=False))
                 shipped = measure(source, args.runs, "shipped")
-                before = None
-                if args.compare:
-                    with one_connection_per_part():
-                        before = measure(source, args.runs, "per-part")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"data set: {args.files} files, {args.mib} MiB; first backup {first:.1f} s; "
-          f"{shipped.parts} archives per backup; median of {args.runs} runs")
-    show("as shipped: the parts share one SSH connection", shipped)
-    if before is not None:
-        show("before: one SSH connection per part", before)
+          f"median of {args.runs} runs")
+    show("one archive per backup (borg --paths-from-stdin, pauses at gates)", shipped)
 
 
 if __name__ == "__main__":

@@ -8,14 +8,18 @@ tail of stderr.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from firstboot.errors import ArkboxError
 
@@ -154,6 +158,8 @@ def run(
     binary: bool = False,
     on_line: Callable[[str], None] | None = None,
     hint: str | None = None,
+    feed: Feed | None = None,
+    stdout_fd: int | None = None,
 ) -> Completed:
     """Run one external command.
 
@@ -162,6 +168,8 @@ def run(
     values whose variable names say they are secret (BORG_PASSPHRASE, ...).
     With `on_line`, stdout and stderr are merged and each line is passed on as
     it arrives (for progress); otherwise they are captured separately.
+    With `feed`, the child's stdin is written by `feed(stdin, alive)` in a thread while
+    its output is read (see `Feed`). With `stdout_fd`, stdout goes to that descriptor.
     """
     if not argv:
         raise ValueError("empty argv")
@@ -174,7 +182,10 @@ def run(
         log.debug("  env: %s", " ".join(f"{k}={mask(v, masked_values)}" for k, v in env.items()))
     data = input_data.encode() if isinstance(input_data, str) else input_data
     try:
-        if on_line is not None:
+        if feed is not None:
+            returncode, out_bytes, err = _run_fed(real_argv(argv), full_env, cwd, timeout, feed)
+            out = "" if binary else out_bytes.decode(errors="replace")
+        elif on_line is not None:
             returncode, out, err = _run_streaming(real_argv(argv), full_env, data, cwd, timeout,
                                                   on_line, masked_values)
             out_bytes = out.encode()
@@ -185,7 +196,8 @@ def run(
                 input=data,
                 cwd=cwd,
                 timeout=timeout,
-                stdout=subprocess.PIPE if capture else None,
+                stdout=stdout_fd if stdout_fd is not None else
+                subprocess.PIPE if capture else None,
                 stderr=subprocess.PIPE if capture else None,
                 check=False,
             )
@@ -206,6 +218,56 @@ def run(
         tail = mask(_tail(err or out), masked_values)
         raise CommandError(shown, returncode, tail, hint or _hint_for(shown[0], returncode))
     return result
+
+
+# Writes a child's stdin: `feed(stdin, alive)`, where alive() says whether the child still
+# runs. If it raises, the child is terminated *before* its stdin is closed, so a child that
+# acts on end-of-input (borg committing an archive) never sees a half-written input as whole.
+Feed = Callable[[IO[bytes], Callable[[], bool]], None]
+
+
+def from_file(path: Path) -> Feed:
+    """A feed that streams a file into the child's stdin (never whole in memory)."""
+    def copy(stdin: IO[bytes], alive: Callable[[], bool]) -> None:
+        with path.open("rb") as source:
+            shutil.copyfileobj(source, stdin, 1 << 20)
+    return copy
+
+
+def _run_fed(argv: list[str], env: Mapping[str, str] | None, cwd: Path | str | None,
+             timeout: float | None, feed: Feed) -> tuple[int, bytes, str]:
+    with subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        # communicate() must not touch stdin: the feeding thread owns it.
+        stdin, proc.stdin = proc.stdin, None
+        assert stdin is not None
+        failures: list[BaseException] = []
+
+        def feeding() -> None:
+            try:
+                feed(stdin, lambda: proc.poll() is None)
+            except BrokenPipeError:
+                pass  # the child exited early: its own exit code and stderr say why
+            except BaseException as err:  # handed to the caller below
+                if proc.poll() is None:  # not a consequence of the child dying first
+                    failures.append(err)
+                    proc.terminate()
+            finally:
+                with contextlib.suppress(BrokenPipeError):
+                    stdin.close()
+
+        thread = threading.Thread(target=feeding, name="feed", daemon=True)
+        thread.start()
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except BaseException:
+            proc.kill()
+            raise
+        finally:
+            thread.join(timeout=60)
+    if failures:
+        raise failures[0]
+    return proc.returncode, out or b"", (err or b"").decode(errors="replace")
 
 
 def _run_streaming(

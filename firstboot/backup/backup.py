@@ -1,87 +1,35 @@
-"""`arkbox-installer backup`: one consistent backup, made of a few archives sharing one stamp.
+"""`arkbox-installer backup`: one consistent backup, one archive `<host>-<UTC>`.
 
-    <host>-<UTC>.dump-<svc>  a database's dump, streamed from `docker exec <dump_command>`
-                             into `borg create --content-from-command` (no copy on disk)
-    <host>-<UTC>.svc-<svc>   a paused service's volumes: the service is paused only
-                             while borg reads them (the pause time is reported)
-    <host>-<UTC>.svc-mail    the mail store (queue and mailboxes), the same way: the
-                             mail container is paused only while borg reads it
-    <host>-<UTC>             everything else under /srv/arkbox: config, manifest,
-                             secrets (the DKIM key), TLS, live-read volumes. Written last, so its
-                             presence says the whole backup is there; its comment lists
-                             the parts, which the restore checks.
-
-Nothing of the operating system is in it. Each series is pruned on its own (borg
-prune's --keep-daily keeps one archive per day of the series it is given).
+Everything under /srv/arkbox goes in: config, manifest, secrets (the DKIM key), TLS,
+service volumes, the mail store, and each database's dump (streamed from
+`docker exec <dump_command>`; no copy on disk). One `borg create --paths-from-stdin`
+makes it; the list of paths is written while borg runs (firstboot.backup.feed), so each
+`pause` service and the mail container are paused only while borg reads their volumes
+(the pause time is reported). The archive's comment says what is in it; the restore
+checks it. Nothing of the operating system is in it.
 """
 
 from __future__ import annotations
 
-import functools
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from firstboot.backup import borg
+import docker.errors
+
+from firstboot.backup import borg, feed
 from firstboot.backup.client import BackupError, BackupPaths, Borg, record_stats
-from firstboot.config import Appliance
 from firstboot.containers.naming import Naming
 from firstboot.context import FirstbootContext
 from firstboot.execute import CommandError
 from firstboot.files import atomic_write, ensure_dir
-from firstboot.steps.mail import MAIL_SERVICE
-from firstboot.steps.mail import VOLUMES as MAIL_VOLUMES
 
 CONFIG_DIR = "config"  # /srv/arkbox/config: the validated config, as the box runs it
-
-
-@dataclass(frozen=True)
-class Part:
-    """One archive of a backup."""
-
-    suffix: str  # "" for the base, ".svc-NAME", ".dump-NAME"
-    service: str | None = None
-    paths: tuple[str, ...] = ()  # relative to /srv/arkbox
-    excludes: tuple[str, ...] = ()
-    pause: bool = False
-    dump_command: tuple[str, ...] = ()
-    dump_file: str = ""
-
-
-def plan_parts(config: Appliance, existing_volumes: Callable[[str, str], bool]) -> list[Part]:
-    """The archives of one backup, base last. `existing_volumes(service, volume)` filters."""
-    parts: list[Part] = []
-    own_parts: list[str] = []  # volume dirs the base archive leaves to a part
-    excluded: list[str] = []
-    for name, service in sorted(config.services.items()):
-        policy = service.backup
-        volumes = [v for v in sorted(service.volumes) if existing_volumes(name, v)]
-        kept = [v for v in volumes if v not in policy.exclude_volumes]
-        excluded += [f"volumes/{name}/{v}" for v in volumes if v in policy.exclude_volumes]
-        if policy.consistency == "dump" and policy.dump_command:
-            parts.append(Part(f"{borg.DUMP_PART}{name}", service=name,
-                              dump_command=tuple(policy.dump_command),
-                              dump_file=f"dumps/{name}/{policy.dump_file}"))
-        if policy.consistency == "pause" and kept:
-            paths = tuple(f"volumes/{name}/{v}" for v in kept)
-            parts.append(Part(f"{borg.SERVICE_PART}{name}", service=name, paths=paths,
-                              pause=True))
-            own_parts += paths
-    # The mail store: Postfix's queue and the Maildirs change under a live read (a
-    # message moved from new/ to cur/ is in neither, or in both); the container is
-    # paused while borg reads them, like a `pause` service. Kept while mail is off too.
-    mail_volumes = [v for v in sorted(MAIL_VOLUMES) if existing_volumes(MAIL_SERVICE, v)]
-    if mail_volumes:
-        paths = tuple(f"volumes/{MAIL_SERVICE}/{v}" for v in mail_volumes)
-        parts.append(Part(f"{borg.SERVICE_PART}{MAIL_SERVICE}", service=MAIL_SERVICE,
-                          paths=paths, pause=True))
-        own_parts += paths
-    base = Part("", paths=(".",), excludes=tuple(f"./{p}" for p in [*own_parts, *excluded]))
-    return [*parts, base]
 
 
 @dataclass
@@ -89,31 +37,30 @@ class BackupReport:
     archive: str
     seconds: float = 0.0
     pauses: dict[str, float] = field(default_factory=dict)  # service -> seconds paused
-    parts: list[dict[str, Any]] = field(default_factory=list)  # borg --json per archive
+    stats: dict[str, Any] = field(default_factory=dict)  # borg create --json
+    skipped: list[str] = field(default_factory=list)  # names borg cannot be given
     pruned: bool = False
 
     def totals(self) -> dict[str, int]:
-        total = {"original_size": 0, "compressed_size": 0, "deduplicated_size": 0, "nfiles": 0}
-        for part in self.parts:
-            stats = part.get("archive", {}).get("stats", {})
-            for key in total:
-                total[key] += int(stats.get(key, 0))
-        return total
+        stats = self.stats.get("archive", {}).get("stats", {})
+        return {key: int(stats.get(key, 0)) for key in
+                ("original_size", "compressed_size", "deduplicated_size", "nfiles")}
 
     def as_json(self, finished_at: str) -> dict[str, Any]:
         return {"archive": self.archive, "finished_at": finished_at,
                 "seconds": round(self.seconds, 2),
                 "pauses": {k: round(v, 3) for k, v in self.pauses.items()},
-                "parts": [p.get("archive", {}).get("name") for p in self.parts],
-                "pruned": self.pruned, **self.totals()}
+                "skipped": self.skipped, "pruned": self.pruned, **self.totals()}
 
     def summary(self) -> str:
         t = self.totals()
         ratio = t["original_size"] / t["deduplicated_size"] if t["deduplicated_size"] else 0.0
         pauses = ", ".join(f"{k} paused {v:.2f} s" for k, v in self.pauses.items()) or "no pause"
+        skipped = (f"; NOT backed up (a carriage return in the name): {', '.join(self.skipped)}"
+                   if self.skipped else "")
         return (f"{self.archive}: {t['nfiles']} files, {t['original_size'] >> 20} MiB, "
                 f"{t['deduplicated_size'] >> 10} KiB new (dedup {ratio:.1f}x), "
-                f"{self.seconds:.1f} s; {pauses}")
+                f"{self.seconds:.1f} s; {pauses}{skipped}")
 
 
 def snapshot_config(ctx: FirstbootContext) -> None:
@@ -136,81 +83,136 @@ def run_backup(ctx: FirstbootContext, *, prune: bool = True) -> BackupReport:
         raise BackupError(f"nothing to back up: {data} is empty",
                           hint="run arkbox-installer firstboot first")
     snapshot_config(ctx)
-    with Borg.shared(ctx) as runner:  # one SSH connection for every part and the prune
-        report = _backup_parts(ctx, runner, prune)
+    with Borg.shared(ctx) as runner:  # one SSH connection for the archive and the prune
+        report = _make_archive(ctx, runner)
+        if prune:
+            prune_archives(ctx, runner)
+            report.pruned = True
     report.seconds = time.monotonic() - started
     record_stats(ctx.paths, report.as_json(ctx.now().isoformat(timespec="seconds")))
     return report
 
 
-def _backup_parts(ctx: FirstbootContext, runner: Borg, prune: bool) -> BackupReport:
+def _make_archive(ctx: FirstbootContext, runner: Borg) -> BackupReport:
     data = ctx.paths.data
     config = ctx.config
-    naming = Naming.for_root(ctx.paths.root)
-    stamp = borg.archive_stamp(config.appliance.name, ctx.now())
-    report = BackupReport(stamp)
-    parts = plan_parts(config, lambda s, v: (data / "volumes" / s / v).is_dir())
-    done: list[str] = []
-    for part in parts:
-        archive = stamp + part.suffix
-        if part.dump_command:
-            assert part.service is not None
-            argv = borg.create_from_command_argv(
-                archive, part.dump_file,
-                borg.docker_exec_argv(naming.container(part.service), part.dump_command),
-                compression=config.backup.compression)
-            result = runner.json(borg.with_lock_wait(argv), what=f"dump of {part.service}")
-        elif part.pause:
-            assert part.service is not None
-            comment = json.dumps({"arkbox": "part", "service": part.service})
-            argv = borg.with_lock_wait(borg.create_argv(
-                archive, part.paths, compression=config.backup.compression, comment=comment))
-            result, paused = _while_paused(ctx, naming.container(part.service),
-                                           functools.partial(runner.json, argv, cwd=data,
-                                                             what=f"backup of {archive}"))
-            report.pauses[part.service] = paused
-        else:
-            comment = json.dumps({"arkbox": "backup", "parts": done,
-                                  "appliance": config.appliance.name})
-            argv = borg.create_argv(archive, part.paths, compression=config.backup.compression,
-                                    excludes=part.excludes, comment=comment)
-            result = runner.json(borg.with_lock_wait(argv), what="backup", cwd=data)
-        report.parts.append(result)
-        done.append(part.suffix)
-    if prune:
-        prune_archives(ctx, [p.suffix for p in parts if p.suffix], runner)
-        report.pruned = True
+    plan = feed.plan_backup(config, lambda s, v: (data / "volumes" / s / v).is_dir())
+    report = BackupReport(borg.archive_stamp(config.appliance.name, ctx.now()))
+    run_dir = data / feed.RUN_DIR
+    shutil.rmtree(run_dir, ignore_errors=True)  # a killed run's FIFOs
+    ensure_dir(run_dir, 0o700)
+    feeder = _Feeder(ctx, plan, report)
+    comment = json.dumps(plan.comment(config.appliance.name))
+    argv = borg.with_lock_wait(borg.create_from_stdin_argv(
+        report.archive, compression=config.backup.compression, comment=comment))
+    try:
+        report.stats = runner.json(argv, cwd=data, what="backup", feed=feeder)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
     return report
 
 
-def _while_paused(ctx: FirstbootContext, container: str,
-                  read: Callable[[], Any]) -> tuple[Any, float]:
-    """Run `read` with the container paused; a container that is not running is read as is."""
+@dataclass
+class _Feeder:
+    """Writes the archive's paths to borg (firstboot.backup.feed) and pauses, unpauses and
+    dumps as borg gets to each; runs in a thread beside borg."""
+
+    ctx: FirstbootContext
+    plan: feed.Plan
+    report: BackupReport
+
+    def __call__(self, out: IO[bytes], alive: Callable[[], bool]) -> None:
+        data = self.ctx.paths.data
+        writer = feed.PathWriter(out)
+        found = feed.Walked()
+        naming = Naming.for_root(self.ctx.paths.root)
+        if self.plan.paused:  # no pause while borg starts and opens the repository
+            self._to_gate(writer, alive, "start")
+        for part in self.plan.paused:
+            self._read_paused(writer, alive, naming.container(part.service), part, found)
+        writer.path(feed.RUN_DIR)
+        for rel in feed.walk(data, ".", self.plan.skip, found):
+            writer.path(rel)
+        writer.path(feed.specials_file(data, found))
+        for dump in self.plan.dumps:
+            self._dump(writer, alive, naming.container(dump.service), dump)
+        self.report.skipped = found.skipped
+
+    def _read_paused(self, writer: feed.PathWriter, alive: Callable[[], bool], container: str,
+                     part: feed.Paused, found: feed.Walked) -> None:
+        data = self.ctx.paths.data
+        paused = _pause(self.ctx, container)
+        paused_at = time.monotonic()
+        try:
+            for top in part.paths:
+                for rel in feed.walk(data, top, frozenset({feed.RUN_DIR}), found):
+                    writer.path(rel)
+            self._to_gate(writer, alive, part.service)
+        finally:
+            if paused:
+                _unpause(self.ctx, container)
+        self.report.pauses[part.service] = time.monotonic() - paused_at if paused else 0.0
+        self.ctx.log.info("%s paused %.2f s while borg read %s", container,
+                          self.report.pauses[part.service], ", ".join(part.paths))
+
+    def _to_gate(self, writer: feed.PathWriter, alive: Callable[[], bool], name: str) -> None:
+        """Returns once borg has read every path written before (see feed)."""
+        rel = f"{feed.RUN_DIR}/gate-{name}"
+        gate = self.ctx.paths.data / rel
+        feed.make_fifo(gate)
+        writer.path(rel)
+        writer.flush_to_borg()
+        os.close(feed.open_when_read(gate, alive))
+
+    def _dump(self, writer: feed.PathWriter, alive: Callable[[], bool], container: str,
+              dump: feed.Dump) -> None:
+        fifo = self.ctx.paths.data / dump.path
+        feed.make_fifo(fifo)
+        writer.path(dump.path)
+        writer.flush_to_borg()
+        fd = feed.blocking(feed.open_when_read(fifo, alive))
+        try:
+            self.ctx.run(borg.docker_exec_argv(container, dump.command), stdout_fd=fd)
+        except CommandError as err:
+            raise BackupError(f"the dump of {dump.service} failed: {err.message}",
+                              hint=f"check the service's backup.dump_command and that "
+                              f"{container} runs; nothing was stored") from err
+        finally:
+            os.close(fd)
+
+
+# Pause and unpause through the Engine API: a `docker` CLI run costs more than the call,
+# and every millisecond of it is paused time.
+def _pause(ctx: FirstbootContext, container: str) -> bool:
+    """Pause the container; False when it cannot be (not running): its volumes are read as
+    they are. A container left paused by a killed backup is read so, and unpaused after."""
     try:
-        ctx.run(borg.docker_pause_argv(container, True))
-    except CommandError as err:
-        if "already paused" not in err.stderr_tail:
+        ctx.docker.api.pause(container)
+    except docker.errors.APIError as err:
+        if "already paused" not in str(err):
             ctx.log.warning("could not pause %s (%s); reading its volumes live", container,
-                            err.stderr_tail or err.message)
-            return read(), 0.0
-        # Left paused by a backup that was killed: read it so, and unpause it after.
+                            err.explanation or err)
+            return False
         ctx.log.warning("%s was left paused by an interrupted backup; unpausing it after "
                         "this read", container)
-    paused_at = time.monotonic()
+    return True
+
+
+def _unpause(ctx: FirstbootContext, container: str) -> None:
     try:
-        return read(), time.monotonic() - paused_at
-    finally:
-        ctx.run(borg.docker_pause_argv(container, False))
+        ctx.docker.api.unpause(container)
+    except docker.errors.APIError as err:
+        raise BackupError(f"could not unpause {container}: {err.explanation or err}",
+                          hint=f"unpause it now: docker unpause {container}") from err
 
 
-def prune_archives(ctx: FirstbootContext, suffixes: list[str],
-                   runner: Borg | None = None) -> None:
-    """Prune each series by the retention. On an append-only server this only marks:
-    the space comes back when the server's operator compacts (docs/backup.md)."""
+def prune_archives(ctx: FirstbootContext, runner: Borg | None = None) -> None:
+    """Prune by the retention. On an append-only server this only marks: the space comes
+    back when the server's operator compacts (docs/backup.md)."""
     runner = runner or Borg(ctx)
-    for glob in borg.prune_globs(ctx.config.appliance.name, suffixes):
-        runner.run(borg.with_lock_wait(borg.prune_argv(glob, ctx.config.backup.retention)),
-                   what="prune")
+    glob = borg.archive_glob(ctx.config.appliance.name)
+    runner.run(borg.with_lock_wait(borg.prune_argv(glob, ctx.config.backup.retention)),
+               what="prune")
 
 
 def list_archives(ctx: FirstbootContext) -> list[dict[str, Any]]:
@@ -230,5 +232,5 @@ def remove_tree(path: Path) -> None:
         shutil.rmtree(path)
 
 
-__all__ = ["BackupError", "BackupPaths", "BackupReport", "Part", "check_repository",
-           "list_archives", "plan_parts", "prune_archives", "run_backup"]
+__all__ = ["BackupError", "BackupPaths", "BackupReport", "check_repository", "list_archives",
+           "prune_archives", "run_backup"]

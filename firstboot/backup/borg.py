@@ -17,12 +17,10 @@ from firstboot.config.backup import Retention
 BORG = "borg"
 # How long one SSH connection attempt may take before borg gives up.
 CONNECT_TIMEOUT_S = 20
-# Part suffixes of one backup: "<stamp>" is the base (written last: its presence says the
-# backup is complete), "<stamp>.svc-NAME" a service's volumes, "<stamp>.dump-NAME" a dump.
-SERVICE_PART = ".svc-"
-DUMP_PART = ".dump-"
+# One backup is one archive "<host>-<UTC stamp>"; borg commits it only when complete (a
+# run cut short leaves nothing, or a "<name>.checkpoint" that is not a backup).
 STAMP_FORMAT = "%Y-%m-%dT%H%M%SZ"
-_STAMP_RE = re.compile(r"^(?P<host>.+)-(?P<ts>\d{4}-\d\d-\d\dT\d{6}Z)(?P<part>\.(?:svc|dump)-.+)?$")
+_STAMP_RE = re.compile(r"^(?P<host>.+)-(?P<ts>\d{4}-\d\d-\d\dT\d{6}Z)$")
 
 
 @dataclass(frozen=True)
@@ -111,18 +109,17 @@ def archive_stamp(host: str, when: datetime) -> str:
 class ArchiveName:
     host: str
     timestamp: str
-    part: str  # "" for the base, ".svc-NAME" or ".dump-NAME"
-
-    @property
-    def stamp(self) -> str:
-        return f"{self.host}-{self.timestamp}"
 
 
 def parse_archive_name(name: str) -> ArchiveName | None:
+    """A backup's archive name; None for anything else (a checkpoint, a hand-made one)."""
     match = _STAMP_RE.match(name)
-    if match is None:
-        return None
-    return ArchiveName(match["host"], match["ts"], match["part"] or "")
+    return None if match is None else ArchiveName(match["host"], match["ts"])
+
+
+def archive_glob(host: str) -> str:
+    """The backups of `host` (for prune): never its checkpoints."""
+    return f"{host}-*Z"
 
 
 # ----------------------------------------------------------------------- commands
@@ -157,22 +154,33 @@ def create_argv(archive: str, paths: Sequence[str], *, compression: str,
     for pattern in excludes:
         argv += ("--exclude", pattern)
     if comment is not None:
-        # borg expands {placeholders} in comments: braces are doubled to stay literal.
-        argv += ("--comment", comment.replace("{", "{{").replace("}", "}}"))
+        argv += ("--comment", _literal(comment))
     return (*argv, f"::{archive}", *paths)
 
 
-def create_from_command_argv(archive: str, stdin_name: str, command: Sequence[str], *,
-                             compression: str) -> tuple[str, ...]:
-    """A dump streamed from `command`'s stdout into the archive: no temporary copy."""
-    return (BORG, "create", "--json", "--compression", compression,
-            "--content-from-command", "--stdin-name", stdin_name,
-            f"::{archive}", "--", *command)
+def create_from_stdin_argv(archive: str, *, compression: str, comment: str
+                           ) -> tuple[str, ...]:
+    """The backup: exactly the NUL-separated paths on stdin (relative to /srv/arkbox, no
+    recursion), FIFOs read as files (the gates and dumps of firstboot.backup.feed)."""
+    return (BORG, "create", "--json", "--compression", compression, "--numeric-ids",
+            "--paths-from-stdin", "--paths-delimiter", "\\0", "--read-special",
+            "--comment", _literal(comment), f"::{archive}")
 
 
-def extract_argv(archive: str, paths: Sequence[str] = ()) -> tuple[str, ...]:
-    """Extract into the working directory, which must be empty (borg overwrites)."""
-    return (BORG, "extract", "--numeric-ids", f"::{archive}", *paths)
+def _literal(comment: str) -> str:
+    # borg expands {placeholders} in comments: braces are doubled to stay literal.
+    return comment.replace("{", "{{").replace("}", "}}")
+
+
+def extract_argv(archive: str, paths: Sequence[str] = (), *,
+                 patterns: Sequence[str] = ()) -> tuple[str, ...]:
+    """Extract into the working directory, which must be empty (borg overwrites).
+    `paths` are path prefixes to extract; `patterns` borg patterns ("+pp:x", "-pp:y"),
+    the first that matches deciding."""
+    argv: tuple[str, ...] = (BORG, "extract", "--numeric-ids")
+    for pattern in patterns:
+        argv += (f"--pattern={pattern}",)  # joined: "-pp:x" is not an option
+    return (*argv, f"::{archive}", *paths)
 
 
 def extract_stdout_argv(archive: str) -> tuple[str, ...]:
@@ -180,18 +188,13 @@ def extract_stdout_argv(archive: str) -> tuple[str, ...]:
 
 
 def prune_argv(glob: str, retention: Retention) -> tuple[str, ...]:
-    """Prune one series of archives (the base, or one service's part)."""
+    """Prune the backups `glob` names by the retention."""
     argv: tuple[str, ...] = (BORG, "prune", "--glob-archives", glob)
     for period in ("daily", "weekly", "monthly", "yearly"):
         count = int(getattr(retention, period))
         if count:
             argv += (f"--keep-{period}", str(count))
     return argv
-
-
-def prune_globs(host: str, parts: Sequence[str]) -> list[str]:
-    """One glob per series: the base archives, then each part's ("svc-db", ...)."""
-    return [f"{host}-*Z", *(f"{host}-*Z{part}" for part in parts)]
 
 
 # How long a backup, prune or check waits for the repository lock: the monthly
@@ -212,10 +215,6 @@ def check_argv(verify_data: bool = False) -> tuple[str, ...]:
 def docker_exec_argv(container: str, command: Sequence[str], *, stdin: bool = False
                      ) -> tuple[str, ...]:
     return ("docker", "exec", *(("-i",) if stdin else ()), container, *command)
-
-
-def docker_pause_argv(container: str, pause: bool) -> tuple[str, ...]:
-    return ("docker", "pause" if pause else "unpause", container)
 
 
 # ------------------------------------------------------------------------ errors

@@ -155,8 +155,8 @@ class Borg:
             raise as_backup_error(err, what) from err
 
     def json(self, argv: Sequence[str], *, what: str, cwd: Path | None = None,
-             timeout: float | None = None) -> Any:
-        out = self.run(argv, what=what, cwd=cwd, timeout=timeout).stdout
+             timeout: float | None = None, **kwargs: Any) -> Any:
+        out = self.run(argv, what=what, cwd=cwd, timeout=timeout, **kwargs).stdout
         return json.loads(out) if out.strip() else {}
 
 

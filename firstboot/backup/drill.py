@@ -243,9 +243,9 @@ def _drill(live: FirstbootContext, root: Path, archive: str | None, timeout_s: f
     if backup is None:
         raise BackupError("the repository holds no complete backup: nothing to drill",
                           hint="make one: arkbox-installer backup")
-    report.archive, report.archive_time = backup.base, backup.time
+    report.archive, report.archive_time = backup.name, backup.time
     report.services = {name: ServiceResult(name) for name in sorted(ctx.config.services)}
-    progress(f"restoring {backup.base} into {root}")
+    progress(f"restoring {backup.name} into {root}")
     phase = time.monotonic()
     restored = restore(ctx, backup)
     report.restore_seconds = round(time.monotonic() - phase, 1)

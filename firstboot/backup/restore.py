@@ -1,11 +1,12 @@
-"""Restore: find the latest complete backup, extract it beside /srv/arkbox, verify, swap in.
+"""Restore: find the latest backup, extract it beside /srv/arkbox, verify, swap in.
 
 Nothing is extracted into live data: the archive goes into /srv/arkbox.restoring
 (same file system, so the final step is renames), is verified there (manifest,
-config of the same appliance, secrets), and only then moved into place. A
-failure anywhere removes the staging directory and leaves /srv/arkbox as it was.
-Service parts are extracted two at a time (borg is single-threaded; readers
-share the repository). A database dump is kept outside the data under
+config of the same appliance, secrets, the dumps its comment names), and only then
+moved into place. A failure anywhere removes the staging directory and leaves
+/srv/arkbox as it was. Each paused service's volumes are extracted by their own borg
+process beside the rest, two at a time (borg is single-threaded; readers share the
+repository). A database dump is kept outside the data under
 /var/lib/arkbox/restore-dumps until the `dumps` step feeds it to the restarted
 database's restore_command.
 """
@@ -14,13 +15,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from firstboot.backup import borg
+from firstboot.backup import borg, feed
 from firstboot.backup.backup import CONFIG_DIR, list_archives
 from firstboot.backup.client import BackupError, Borg
 from firstboot.context import FirstbootContext, Paths
@@ -29,16 +31,23 @@ from firstboot.files import ensure_dir
 PARALLEL_EXTRACTS = 2
 # What may already be in /srv/arkbox on a box a restore still counts as blank.
 BLANK_ENTRIES = frozenset({"secrets"})
+_ANOTHER = "restore an older one: arkbox-installer restore --archive NAME"
 
 
 @dataclass(frozen=True)
 class Backup:
-    """One complete backup: its base archive and the parts its comment names."""
+    """One backup: one archive."""
 
-    stamp: str
-    base: str
-    parts: tuple[str, ...]
+    name: str
     time: str
+
+
+@dataclass(frozen=True)
+class Contents:
+    """What the archive's comment says is in it (firstboot.backup.feed.Plan.comment)."""
+
+    paused: tuple[str, ...]
+    dumps: dict[str, str]  # service -> path in the archive
 
 
 def staging_dir(paths: Paths) -> Path:
@@ -50,22 +59,14 @@ def dumps_dir(paths: Paths) -> Path:
 
 
 def complete_backups(archives: Iterable[dict[str, Any]], host: str) -> list[Backup]:
-    """The base archives of `host`, oldest first, with the parts present for each."""
-    by_stamp: dict[str, list[str]] = {}
-    bases: dict[str, dict[str, Any]] = {}
+    """The backups of `host`, oldest first (checkpoints of runs cut short are not)."""
+    backups = []
     for archive in archives:
         name = str(archive.get("name", ""))
         parsed = borg.parse_archive_name(name)
-        if parsed is None or parsed.host != host:
-            continue
-        if parsed.part:
-            by_stamp.setdefault(parsed.stamp, []).append(parsed.part)
-        else:
-            bases[parsed.stamp] = archive
-    backups = [Backup(stamp, str(a["name"]), tuple(sorted(by_stamp.get(stamp, []))),
-                      str(a.get("time", a.get("start", ""))))
-               for stamp, a in bases.items()]
-    return sorted(backups, key=lambda b: b.stamp)
+        if parsed is not None and parsed.host == host:
+            backups.append(Backup(name, str(archive.get("time", archive.get("start", "")))))
+    return sorted(backups, key=lambda b: b.name)
 
 
 def data_is_blank(paths: Paths) -> bool:
@@ -84,25 +85,26 @@ def _only_backup_secrets(entry: Path) -> bool:
 @dataclass
 class RestoreReport:
     archive: str
-    seconds_by_part: dict[str, float] = field(default_factory=dict)
+    seconds_by_part: dict[str, float] = field(default_factory=dict)  # one per borg extract
     dumps: list[str] = field(default_factory=list)
+    specials: int = 0
     config_matches: bool = True
 
     def summary(self) -> str:
-        parts = len(self.seconds_by_part)
         extra = f", {len(self.dumps)} dump(s) to load" if self.dumps else ""
         note = "" if self.config_matches else " (its config differs from this box's: see status)"
-        return f"restored {self.archive} ({parts} archive(s){extra}){note}"
+        return (f"restored {self.archive} ({len(self.seconds_by_part)} extract(s) in parallel"
+                f"{extra}){note}")
 
 
 def find_backup(ctx: FirstbootContext, archive: str | None = None) -> Backup | None:
-    """The backup to restore: the named one, else the latest complete one; None when empty."""
+    """The backup to restore: the named one, else the latest; None when there is none."""
     backups = complete_backups(list_archives(ctx), ctx.config.appliance.name)
     if archive is not None:
         for backup in backups:
-            if archive in (backup.base, backup.stamp):
+            if backup.name == archive:
                 return backup
-        raise BackupError(f"no complete backup named {archive!r} in the repository",
+        raise BackupError(f"no backup named {archive!r} in the repository",
                           hint="see the archives with: arkbox-installer list")
     return backups[-1] if backups else None
 
@@ -114,26 +116,21 @@ def restore(ctx: FirstbootContext, backup: Backup, *, force: bool = False) -> Re
         raise BackupError(f"{paths.data} holds live data: not restoring over it",
                           hint="restore onto a blank box, or move the data away; "
                           "arkbox-installer restore --force replaces it")
-    runner = Borg(ctx)
-    info = runner.json(borg.info_archive_argv(backup.base), what=f"reading {backup.base}")
-    expected = _parts_from_comment(info)
-    missing = [p for p in expected if p not in backup.parts]
-    if missing:
-        raise BackupError(f"backup {backup.stamp} is incomplete: missing {', '.join(missing)}",
-                          hint="restore an older one: arkbox-installer restore --archive NAME")
+    info = Borg(ctx).json(borg.info_archive_argv(backup.name), what=f"reading {backup.name}")
+    contents = read_contents(info, backup.name)
     staging = staging_dir(paths)
     shutil.rmtree(staging, ignore_errors=True)  # a previous attempt, cut short
     ensure_dir(staging, 0o755)
-    report = RestoreReport(backup.base)
+    report = RestoreReport(backup.name)
     try:
-        files = [backup.base, *(backup.stamp + p for p in backup.parts
-                                if p.startswith(borg.SERVICE_PART))]
+        jobs = extract_jobs(backup.name, contents)
         with ThreadPoolExecutor(PARALLEL_EXTRACTS) as pool:
-            for name in pool.map(lambda a: _extract(ctx, a, staging, report), files):
-                ctx.log.info("extracted %s", name)
+            for label in pool.map(lambda job: _extract(ctx, job, staging, report), jobs):
+                ctx.log.info("extracted %s", label)
+        report.specials = _recreate_specials(staging)
         report.config_matches = verify_staging(ctx, staging)
-        dumps = [p for p in backup.parts if p.startswith(borg.DUMP_PART)]
-        _fetch_dumps(ctx, backup, dumps, report)
+        _keep_dumps(ctx, staging, contents, report)
+        shutil.rmtree(staging / feed.RUN_DIR)
         _swap_in(paths, staging, force)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -142,22 +139,50 @@ def restore(ctx: FirstbootContext, backup: Backup, *, force: bool = False) -> Re
     return report
 
 
-def _parts_from_comment(info: Any) -> list[str]:
+def read_contents(info: Any, name: str) -> Contents:
     try:
-        comment = info["archives"][0].get("comment") or "{}"
-        parts = json.loads(comment).get("parts", [])
+        comment = json.loads(info["archives"][0].get("comment") or "{}")
     except (KeyError, IndexError, TypeError, ValueError, AttributeError):
-        return []
-    return [str(p) for p in parts if p]
+        comment = {}
+    if not isinstance(comment, dict) or comment.get("arkbox") != "backup":
+        raise BackupError(f"{name} was not made by arkbox-installer backup",
+                          hint=_ANOTHER)
+    if comment.get("format") != feed.FORMAT:
+        raise BackupError(f"{name} is a backup of format {comment.get('format', 1)}; this "
+                          f"version restores format {feed.FORMAT}",
+                          hint="restore it with the arkbox version that made it")
+    dumps = comment.get("dumps") or {}
+    return Contents(tuple(str(s) for s in comment.get("paused") or ()),
+                    {str(k): str(v) for k, v in dumps.items()} if isinstance(dumps, dict)
+                    else {})
 
 
-def _extract(ctx: FirstbootContext, archive: str, staging: Path, report: RestoreReport) -> str:
-    import time
+def extract_jobs(archive: str, contents: Contents) -> list[tuple[str, tuple[str, ...]]]:
+    """(label, argv) per borg extract: the rest of the box (with the dumps and the
+    specials list, not the gates), and each paused service's volumes on their own."""
+    own = [f"volumes/{service}" for service in contents.paused]
+    rest = borg.extract_argv(archive, patterns=(
+        f"+pp:{feed.SPECIALS}", f"+pp:{feed.RUN_DIR}/dumps", f"-pp:{feed.RUN_DIR}",
+        *(f"-pp:{path}" for path in own)))
+    return [("the rest", rest), *((path, borg.extract_argv(archive, [path])) for path in own)]
 
+
+def _extract(ctx: FirstbootContext, job: tuple[str, tuple[str, ...]], staging: Path,
+             report: RestoreReport) -> str:
+    label, argv = job
     started = time.monotonic()
-    Borg(ctx).run(borg.extract_argv(archive), cwd=staging, what=f"extracting {archive}")
-    report.seconds_by_part[archive] = round(time.monotonic() - started, 2)
-    return archive
+    Borg(ctx).run(argv, cwd=staging, what=f"extracting {label} of {report.archive}")
+    report.seconds_by_part[label] = round(time.monotonic() - started, 2)
+    return label
+
+
+def _recreate_specials(staging: Path) -> int:
+    try:
+        listed = json.loads((staging / feed.SPECIALS).read_text())["specials"]
+    except (FileNotFoundError, ValueError, KeyError, TypeError) as err:
+        raise BackupError(f"the archive's {feed.SPECIALS} is missing or unreadable ({err})",
+                          hint=_ANOTHER) from err
+    return feed.recreate_specials(staging, list(listed))
 
 
 def verify_staging(ctx: FirstbootContext, staging: Path) -> bool:
@@ -172,8 +197,7 @@ def verify_staging(ctx: FirstbootContext, staging: Path) -> bool:
     ) if not path.exists()]
     if problems:
         raise BackupError("the archive does not hold a complete arkbox: " + ", ".join(problems),
-                          hint="it was not made by arkbox-installer backup, or is damaged; "
-                          "restore another: arkbox-installer restore --archive NAME")
+                          hint="it is damaged; " + _ANOTHER)
     try:
         manifest = json.loads((staging / "manifest.json").read_text())
     except ValueError as err:
@@ -188,19 +212,20 @@ def verify_staging(ctx: FirstbootContext, staging: Path) -> bool:
     return source is not None and Path(source).read_bytes() == archived
 
 
-def _fetch_dumps(ctx: FirstbootContext, backup: Backup, dumps: list[str],
-                 report: RestoreReport) -> None:
-    if not dumps:
+def _keep_dumps(ctx: FirstbootContext, staging: Path, contents: Contents,
+                report: RestoreReport) -> None:
+    """The dumps, out of the data and aside for the `dumps` step."""
+    if not contents.dumps:
         return
     target = dumps_dir(ctx.paths)
     shutil.rmtree(target, ignore_errors=True)
     ensure_dir(target, 0o700)
-    runner = Borg(ctx)
-    for part in dumps:
-        service = part.removeprefix(borg.DUMP_PART)
-        result = runner.run(borg.extract_stdout_argv(backup.stamp + part), binary=True,
-                            what=f"extracting the dump of {service}")
-        (target / service).write_bytes(result.stdout_bytes)
+    for service, path in sorted(contents.dumps.items()):
+        source = staging / path
+        if not source.is_file():
+            raise BackupError(f"the archive is incomplete: the dump of {service} ({path}) "
+                              "is missing", hint=_ANOTHER)
+        shutil.move(source, target / service)
         (target / service).chmod(0o600)
         report.dumps.append(service)
 

@@ -101,7 +101,7 @@ def _restore_or_fresh(ctx: FirstbootContext, policy: str) -> Outcome:
         return _decided(ctx, Mode.FRESH, "the backup repository holds no archives")
     ctx.checkpoint("before-extract")
     report = restore(ctx, backup)
-    return _decided(ctx, Mode.RESTORE, report.summary(), archive=backup.base,
+    return _decided(ctx, Mode.RESTORE, report.summary(), archive=backup.name,
                     seconds=report.seconds_by_part, dumps=report.dumps,
                     config_matches=report.config_matches)
 

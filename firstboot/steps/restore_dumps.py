@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Collection, Mapping, Sequence
 
+from firstboot import execute
 from firstboot.backup import borg
 from firstboot.backup.client import enabled
 from firstboot.backup.restore import dumps_dir
@@ -63,7 +64,7 @@ def run(ctx: FirstbootContext) -> Outcome:
         started = time.monotonic()
         try:
             ctx.run(borg.docker_exec_argv(container, command, stdin=True),
-                    input_data=dump.read_bytes(), timeout=3600)
+                    feed=execute.from_file(dump), timeout=3600)
         except CommandError as err:
             raise StepFailed(f"loading the dump of {service} failed: {err.message}",
                              hint="see the journal; the dump stays in "

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from firstboot.backup import borg, timer
-from firstboot.backup.backup import plan_parts
-from firstboot.backup.restore import complete_backups
+from firstboot.backup.client import BackupError
+from firstboot.backup.feed import plan_backup
+from firstboot.backup.restore import Contents, complete_backups, extract_jobs, read_contents
 from firstboot.config import DEFAULT_CONFIG_PATH, Appliance, load_config
 from firstboot.config.backup import Retention
 
@@ -48,10 +49,9 @@ def test_known_hosts_line_uses_bracketed_port() -> None:
 def test_archive_names_round_trip() -> None:
     stamp = borg.archive_stamp("arkbox-test", datetime(2026, 11, 26, 3, 4, 5, tzinfo=UTC))
     assert stamp == "arkbox-test-2026-11-26T030405Z"
-    base = borg.parse_archive_name(stamp)
-    assert base is not None and base.host == "arkbox-test" and base.part == ""
-    part = borg.parse_archive_name(stamp + ".dump-db")
-    assert part is not None and part.part == ".dump-db" and part.stamp == stamp
+    name = borg.parse_archive_name(stamp)
+    assert name is not None and name.host == "arkbox-test"
+    assert borg.parse_archive_name(stamp + ".checkpoint") is None  # a run cut short
     assert borg.parse_archive_name("something-else") is None
 
 
@@ -61,99 +61,91 @@ def test_commands() -> None:
                             comment='{"a": 1}') == (
         "borg", "create", "--json", "--compression", "lz4", "--one-file-system", "--numeric-ids",
         "--exclude", "./volumes/x", "--comment", '{{"a": 1}}', "::a", ".")
-    assert borg.create_from_command_argv("a.dump-db", "dumps/db/p.sql",
-                                         ("docker", "exec", "c", "pg_dumpall"),
-                                         compression="lz4") == (
-        "borg", "create", "--json", "--compression", "lz4", "--content-from-command",
-        "--stdin-name", "dumps/db/p.sql", "::a.dump-db", "--", "docker", "exec", "c",
-        "pg_dumpall")
+    assert borg.create_from_stdin_argv("a", compression="lz4", comment='{"b": 2}') == (
+        "borg", "create", "--json", "--compression", "lz4", "--numeric-ids",
+        "--paths-from-stdin", "--paths-delimiter", "\\0", "--read-special",
+        "--comment", '{{"b": 2}}', "::a")
     assert borg.extract_argv("a") == ("borg", "extract", "--numeric-ids", "::a")
-    assert borg.extract_stdout_argv("a.dump-db") == ("borg", "extract", "--stdout",
-                                                     "::a.dump-db")
+    assert borg.extract_argv("a", ["volumes/wiki"], patterns=["-pp:x"]) == (
+        "borg", "extract", "--numeric-ids", "--pattern=-pp:x", "::a", "volumes/wiki")
     assert borg.key_export_argv(Path("/s/k"), paper=True) == (
         "borg", "key", "export", "--paper", "::", "/s/k")
     assert borg.check_argv(verify_data=True) == ("borg", "check", "--verify-data")
     assert borg.docker_exec_argv("c", ["psql"], stdin=True) == ("docker", "exec", "-i", "c",
                                                                  "psql")
-    assert borg.docker_pause_argv("c", True) == ("docker", "pause", "c")
 
 
-def test_prune_per_series_with_retention() -> None:
+def test_prune_with_retention_never_touches_checkpoints() -> None:
     retention = Retention(daily=7, weekly=4, monthly=6, yearly=0)
     assert borg.prune_argv("h-*Z", retention) == (
         "borg", "prune", "--glob-archives", "h-*Z", "--keep-daily", "7", "--keep-weekly", "4",
         "--keep-monthly", "6")
-    # The base series must not match the parts: each is pruned on its own.
-    assert borg.prune_globs("h", [".svc-wiki", ".dump-db"]) == ["h-*Z", "h-*Z.svc-wiki",
-                                                                "h-*Z.dump-db"]
+    assert borg.archive_glob("h") == "h-*Z"  # "h-...Z.checkpoint" does not match
 
 
 def test_plan_of_the_default_appliance(config: Appliance) -> None:
-    parts = plan_parts(config, lambda service, volume: True)
-    by_suffix = {p.suffix: p for p in parts}
-    assert list(by_suffix) == [".svc-calendar", ".dump-db", ".svc-wiki", ".svc-mail", ""]
-    assert by_suffix[".svc-calendar"].pause
-    assert by_suffix[".svc-calendar"].paths == ("volumes/calendar/collections",)
-    dump = by_suffix[".dump-db"]
-    assert dump.dump_command == ("pg_dumpall", "--clean", "--if-exists")
-    assert dump.dump_file == "dumps/db/postgres.sql"
-    base = by_suffix[""]
-    assert base.paths == (".",)
-    # Paused services' volumes are in their own part; the live db directory is not backed up.
-    # The mail store too: it is a part of its own, read with arkbox-mail paused.
-    assert set(base.excludes) == {"./volumes/calendar/collections", "./volumes/wiki/acl",
-                                  "./volumes/wiki/data", "./volumes/db/data",
-                                  "./volumes/mail/mailboxes", "./volumes/mail/queue"}
-    assert parts[-1].suffix == ""  # the base, written last, marks the backup complete
+    plan = plan_backup(config, lambda service, volume: True)
+    assert [(p.service, p.paths) for p in plan.paused] == [
+        ("calendar", ("volumes/calendar/collections",)),
+        ("wiki", ("volumes/wiki/acl", "volumes/wiki/data")),
+        # The mail store, read with arkbox-mail paused, after the services.
+        ("mail", ("volumes/mail/mailboxes", "volumes/mail/queue"))]
+    (dump,) = plan.dumps
+    assert dump.service == "db" and dump.command == ("pg_dumpall", "--clean", "--if-exists")
+    assert dump.path == ".backup/dumps/db/postgres.sql"
+    # The live walk leaves out what is read paused, the live db directory and the run dir;
+    # secrets (with the DKIM key) are in it.
+    assert plan.skip == {".backup", "volumes/calendar/collections", "volumes/wiki/acl",
+                         "volumes/wiki/data", "volumes/db/data", "volumes/mail/mailboxes",
+                         "volumes/mail/queue"}
+    comment = plan.comment("h")
+    assert comment == {"arkbox": "backup", "format": 2, "appliance": "h",
+                       "paused": ["calendar", "wiki", "mail"],
+                       "dumps": {"db": ".backup/dumps/db/postgres.sql"}}
 
 
 def test_plan_skips_volumes_that_do_not_exist(config: Appliance) -> None:
-    parts = plan_parts(config, lambda service, volume: service != "wiki")
-    assert ".svc-wiki" not in {p.suffix for p in parts}
+    plan = plan_backup(config, lambda service, volume: service != "wiki")
+    assert "wiki" not in {p.service for p in plan.paused}
+    only_boxes = plan_backup(config, lambda s, v: s != "mail" or v == "mailboxes")
+    assert only_boxes.paused[-1].paths == ("volumes/mail/mailboxes",)
+    assert "volumes/mail/queue" not in only_boxes.skip
+    no_mail = plan_backup(config, lambda service, volume: service != "mail")
+    assert "mail" not in {p.service for p in no_mail.paused}
 
 
-def test_mail_store_is_its_own_part_read_with_the_mail_container_paused(
-        config: Appliance) -> None:
-    parts = plan_parts(config, lambda service, volume: True)
-    mail = next(p for p in parts if p.suffix == ".svc-mail")
-    assert mail.service == "mail" and mail.pause  # arkbox-mail, paused while borg reads
-    assert mail.paths == ("volumes/mail/mailboxes", "volumes/mail/queue")
-    assert not mail.dump_command and not mail.excludes
-    # The DKIM key stays in the base (secrets/generated), like every secret.
-    base = parts[-1]
-    assert base.paths == (".",) and not any("secrets" in e for e in base.excludes)
-    # Only the volumes that exist (a box whose queue was never made) are in the part.
-    only_boxes = plan_parts(config, lambda s, v: s != "mail" or v == "mailboxes")
-    mail = next(p for p in only_boxes if p.suffix == ".svc-mail")
-    assert mail.paths == ("volumes/mail/mailboxes",)
-    assert "./volumes/mail/queue" not in only_boxes[-1].excludes
+def test_restore_extracts_paused_volumes_beside_the_rest() -> None:
+    contents = Contents(("wiki", "mail"), {"db": ".backup/dumps/db/p.sql"})
+    jobs = dict(extract_jobs("h-2026-11-25T030000Z", contents))
+    assert jobs["the rest"] == (
+        "borg", "extract", "--numeric-ids", "--pattern=+pp:.backup/specials.json",
+        "--pattern=+pp:.backup/dumps", "--pattern=-pp:.backup", "--pattern=-pp:volumes/wiki",
+        "--pattern=-pp:volumes/mail", "::h-2026-11-25T030000Z")
+    assert jobs["volumes/mail"] == ("borg", "extract", "--numeric-ids",
+                                    "::h-2026-11-25T030000Z", "volumes/mail")
+    assert len(jobs) == 3
 
 
-def test_no_mail_part_without_a_mail_store(config: Appliance) -> None:
-    parts = plan_parts(config, lambda service, volume: service != "mail")
-    assert ".svc-mail" not in {p.suffix for p in parts}
-    assert not any("mail" in e for e in parts[-1].excludes)
-
-
-def test_restore_extracts_the_mail_part_with_the_others() -> None:
+def test_backups_are_whole_archives_of_this_host() -> None:
     archives = [{"name": n, "time": "t"} for n in (
-        "h-2026-11-25T030000Z.svc-mail", "h-2026-11-25T030000Z.svc-wiki",
-        "h-2026-11-25T030000Z")]
-    (backup,) = complete_backups(archives, "h")
-    assert backup.parts == (".svc-mail", ".svc-wiki")
-    parsed = borg.parse_archive_name("h-2026-11-25T030000Z.svc-mail")
-    assert parsed is not None and parsed.part == ".svc-mail"
-    assert borg.prune_globs("h", [".svc-mail"]) == ["h-*Z", "h-*Z.svc-mail"]
-
-
-def test_complete_backups_groups_parts_and_ignores_other_hosts() -> None:
-    archives = [{"name": n, "time": "t"} for n in (
-        "h-2026-11-25T030000Z.dump-db", "h-2026-11-25T030000Z.svc-wiki", "h-2026-11-25T030000Z",
-        "h-2026-11-26T030000Z.dump-db",  # cut short: no base archive
+        "h-2026-11-26T030000Z", "h-2026-11-25T030000Z",
+        "h-2026-11-27T030000Z.checkpoint",  # cut short: not a backup
         "other-2026-11-27T030000Z", "junk")]
     backups = complete_backups(archives, "h")
-    assert [b.base for b in backups] == ["h-2026-11-25T030000Z"]
-    assert backups[0].parts == (".dump-db", ".svc-wiki")
+    assert [b.name for b in backups] == ["h-2026-11-25T030000Z", "h-2026-11-26T030000Z"]
+
+
+def test_the_restore_reads_only_backups_it_can_restore() -> None:
+    def info(comment: str) -> dict[str, object]:
+        return {"archives": [{"comment": comment}]}
+
+    contents = read_contents(info('{"arkbox": "backup", "format": 2, "paused": ["wiki"], '
+                                  '"dumps": {"db": "x"}}'), "a")
+    assert contents == Contents(("wiki",), {"db": "x"})
+    with pytest.raises(BackupError, match="not made by arkbox-installer backup"):
+        read_contents(info(""), "a")
+    with pytest.raises(BackupError, match="format 1; this version restores format 2"):
+        read_contents(info('{"arkbox": "backup", "parts": [".svc-wiki"]}'), "a")
 
 
 @pytest.mark.parametrize(("stderr", "expected"), [

@@ -83,7 +83,7 @@ def test_auto_with_empty_repository_starts_fresh(tmp_path: Path) -> None:
 
 
 def test_required_with_empty_repository_fails_and_records_nothing(tmp_path: Path) -> None:
-    fake = FakeBorg(archives=["arkbox-test-2026-01-01T000000Z.dump-db"])  # incomplete only
+    fake = FakeBorg(archives=["arkbox-test-2026-01-01T000000Z.checkpoint"])  # cut short
     ctx = ctx_for(tmp_path, "required", fake)
     with pytest.raises(StepFailed) as failure:
         restore_step.run(ctx)
