@@ -221,6 +221,14 @@ def list_archives(ctx: FirstbootContext) -> list[dict[str, Any]]:
     return [a for a in archives if isinstance(a, dict)]
 
 
+def archives_with_sizes(ctx: FirstbootContext) -> list[dict[str, Any]]:
+    """This appliance's archives (checkpoints too), oldest first, with borg's stats."""
+    glob = f"{ctx.config.appliance.name}-*"
+    raw = Borg(ctx).json(borg.info_archives_argv(glob), what="reading the archives")
+    archives = raw.get("archives", []) if isinstance(raw, dict) else []
+    return [a for a in archives if isinstance(a, dict)]
+
+
 def check_repository(ctx: FirstbootContext, verify_data: bool = False) -> str:
     result = Borg(ctx).run(borg.with_lock_wait(borg.check_argv(verify_data)),
                            what="borg check")
@@ -232,5 +240,5 @@ def remove_tree(path: Path) -> None:
         shutil.rmtree(path)
 
 
-__all__ = ["BackupError", "BackupPaths", "BackupReport", "check_repository", "list_archives",
-           "prune_archives", "run_backup"]
+__all__ = ["BackupError", "BackupPaths", "BackupReport", "archives_with_sizes",
+           "check_repository", "list_archives", "prune_archives", "run_backup"]

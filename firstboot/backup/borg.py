@@ -138,6 +138,11 @@ def list_argv() -> tuple[str, ...]:
     return (BORG, "list", "--json")
 
 
+def info_archives_argv(glob: str) -> tuple[str, ...]:
+    """Every archive `glob` names, each with its stats (sizes, files, duration)."""
+    return (BORG, "info", "--json", "--glob-archives", glob)
+
+
 def info_archive_argv(archive: str) -> tuple[str, ...]:
     return (BORG, "info", "--json", f"::{archive}")
 

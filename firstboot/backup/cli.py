@@ -31,16 +31,25 @@ def _cmd_backup(args: argparse.Namespace) -> int:
     from firstboot.backup.backup import run_backup
     from firstboot.backup.client import clear_failure, prepare_client, record_failure
     from firstboot.errors import ArkboxError
+    from firstboot.interrupts import terminate_as_interrupt
 
     ctx = _context(args)
     try:
-        prepare_client(ctx)
-        report = run_backup(ctx, prune=not args.no_prune)
+        # systemctl stop / shutdown unwind like Ctrl-C: borg is stopped before it commits
+        # and a paused container is unpaused, not left frozen until the next night.
+        with terminate_as_interrupt():
+            prepare_client(ctx)
+            report = run_backup(ctx, prune=not args.no_prune)
     except ArkboxError as err:
         # For status (until the next success) and, through stderr, the journal.
         record_failure(ctx.paths, ctx.now(), err.message, err.hint)
         log.error("backup failed: %s%s", err.message,
                   f" (hint: {err.hint})" if err.hint else "")
+        raise
+    except KeyboardInterrupt:
+        record_failure(ctx.paths, ctx.now(), "the backup was interrupted before it finished",
+                       "nothing partial is kept; the next run makes a whole backup")
+        log.error("backup interrupted: no archive was made")
         raise
     clear_failure(ctx.paths)
     print(report.summary())
@@ -48,14 +57,33 @@ def _cmd_backup(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from firstboot.backup.backup import list_archives
+    from firstboot.backup.backup import archives_with_sizes
 
-    archives = list_archives(_context(args))
+    archives = archives_with_sizes(_context(args))
     if args.json:
         print(json.dumps(archives, indent=2))
-    for archive in archives if not args.json else []:
-        print(f"{archive.get('name', '?'):60} {archive.get('time', archive.get('start', ''))}")
+    else:
+        print("\n".join(archive_table(archives)))
     return EXIT_OK
+
+
+def archive_table(archives: list[dict[str, Any]]) -> list[str]:
+    """`list` for people: name, start (UTC), size, what it added, files, duration."""
+    from firstboot.status_view import human_size
+
+    lines = [f"{'ARCHIVE':44} {'STARTED (UTC)':19} {'SIZE':>10} {'ADDED':>10} "
+             f"{'FILES':>8} {'TOOK':>7}"]
+    for archive in archives:
+        stats = archive.get("stats") or {}
+        started = str(archive.get("start", ""))[:19].replace("T", " ")
+        lines.append(f"{archive.get('name', '?'):44} {started:19} "
+                     f"{human_size(float(stats.get('original_size', 0))):>10} "
+                     f"{human_size(float(stats.get('deduplicated_size', 0))):>10} "
+                     f"{int(stats.get('nfiles', 0)):>8} "
+                     f"{float(archive.get('duration', 0)):>6.0f}s")
+    if len(lines) == 1:
+        lines.append("(no archives yet: arkbox-installer backup makes one)")
+    return lines
 
 
 def _cmd_check(args: argparse.Namespace) -> int:

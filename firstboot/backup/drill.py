@@ -23,13 +23,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import docker.errors
@@ -41,6 +38,7 @@ from firstboot.containers.probe import container_problem
 from firstboot.context import FirstbootContext, Paths
 from firstboot.errors import ArkboxError
 from firstboot.files import atomic_write, ensure_dir
+from firstboot.interrupts import terminate_as_interrupt
 
 DRILL_SUBDIR = "drill"  # below /var/lib/arkbox
 RESULT_FILE = "drill.json"  # below /var/lib/arkbox
@@ -170,35 +168,6 @@ def remove_stale_drills(live: FirstbootContext) -> list[str]:
     return found
 
 
-@contextmanager
-def _terminate_as_interrupt() -> Iterator[Callable[[], None]]:
-    """SIGTERM/SIGHUP (systemd, a closed SSH session) unwind like Ctrl-C, so cleanup runs.
-
-    Yields `shield`: called when the cleanup starts, it ignores further signals, so a
-    second one (systemd signals every process of the unit, and a parent forwards its own
-    too; a second Ctrl-C) cannot cut the cleanup short.
-    """
-    signals = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
-    fired: list[int] = []
-
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        if fired:
-            return
-        fired.append(signum)
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    def shield() -> None:
-        for sig in signals:
-            signal.signal(sig, signal.SIG_IGN)
-
-    previous = {sig: signal.signal(sig, interrupt) for sig in signals}
-    try:
-        yield shield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
 def run_drill(live: FirstbootContext, archive: str | None = None,
               timeout_s: float = HEALTH_TIMEOUT_S,
               progress: Callable[[str], None] = lambda line: None) -> DrillReport:
@@ -212,7 +181,7 @@ def run_drill(live: FirstbootContext, archive: str | None = None,
     root = drill_root(live.paths, now.strftime("%Y%m%dT%H%M%S") + f"-{time.time_ns() % 10**6}")
     report.prefix = Naming.for_root(root).prefix
     try:
-        with _terminate_as_interrupt() as shield:
+        with terminate_as_interrupt() as shield:
             try:
                 _drill(live, root, archive, timeout_s, report, progress)
             except ArkboxError as err:

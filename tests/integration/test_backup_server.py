@@ -29,8 +29,15 @@ from built import built_backup_server
 from conftest import docker_answers, require, require_tool
 
 from builder.rig import BackupServerPart, Rig, SystemdPart, image_from_rootfs_tar
-from firstboot.backup.backup import check_repository, list_archives, run_backup
-from firstboot.backup.client import BackupError, BackupPaths
+from firstboot.backup import borg
+from firstboot.backup.backup import (
+    archives_with_sizes,
+    check_repository,
+    list_archives,
+    run_backup,
+)
+from firstboot.backup.cli import archive_table
+from firstboot.backup.client import BackupError, BackupPaths, read_failure
 from firstboot.config import Appliance, load_config
 from firstboot.containers.naming import Naming
 from firstboot.context import FirstbootContext, Mode, Paths
@@ -241,6 +248,14 @@ def test_backup_then_restore_onto_a_blank_box(server: Server, tmp_path: Path) ->
         second = run_backup(b.ctx)
         names = {str(x["name"]) for x in list_archives(b.ctx)}
         assert names == {report.archive, second.archive}
+        # `list` shows each with its size and files, from the repository (B made only one).
+        sized = {str(x["name"]): x["stats"] for x in archives_with_sizes(b.ctx)}
+        assert set(sized) == names
+        assert sized[report.archive]["nfiles"] > 5
+        assert sized[report.archive]["original_size"] > len("restore me")
+        table = archive_table(archives_with_sizes(b.ctx))
+        assert table[0].split()[:2] == ["ARCHIVE", "STARTED"] and len(table) == 3
+        assert table[1].split()[0] == report.archive
         print(f"\nbackup (init + first backup) {backup_s:.1f} s; restore {restore_s:.1f} s; "
               f"pause calendar {report.pauses['calendar']:.3f} s")
     finally:
@@ -367,6 +382,55 @@ def test_interrupted_backups_leave_a_repository_the_next_run_completes(
         remove_standins(box)
     assert report.archive in {str(a["name"]) for a in list_archives(box.ctx)}
     check_repository(box.ctx)  # raises when borg check finds a problem
+
+
+def backups_in(box: Box) -> set[str]:
+    """The backups in the repository the module's boxes share (not checkpoints)."""
+    return {name for a in list_archives(box.ctx)
+            if borg.parse_archive_name(name := str(a["name"])) is not None}
+
+
+def test_a_backup_stopped_while_a_service_is_paused_unpauses_it(server: Server,
+                                                               tmp_path: Path) -> None:
+    """SIGTERM (systemctl stop, shutdown) to every process of the run while calendar is
+    paused: calendar runs again at once, no archive is made, status says why."""
+    box = make_box(tmp_path, server, "term")
+    backup_step.run(box.ctx)
+    fill_data(box.ctx.paths.root)
+    bulk = box.ctx.paths.data / "volumes/calendar/collections/bulk"
+    bulk.mkdir()
+    for index in range(60):  # a read long enough to be caught paused
+        (bulk / f"blob{index}").write_bytes(os.urandom(1 << 20))
+    start_standins(box)
+    installer = str(Path(sys.executable).parent / "arkbox-installer")
+    argv = [installer, "backup", "--no-prune", "--root", str(box.ctx.paths.root),
+            "--config", str(box.ctx.config.source_path)]
+    calendar = box.ctx.docker.containers.get(box.containers[0])
+    before = backups_in(box)
+    try:
+        proc = subprocess.Popen(argv, start_new_session=True, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            calendar.reload()
+            if calendar.attrs["State"]["Paused"]:
+                break
+            time.sleep(0.02)
+        else:
+            pytest.fail("the backup never paused calendar")
+        os.killpg(proc.pid, signal.SIGTERM)  # as systemd signals the whole unit
+        _, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 130, stderr
+        calendar.reload()
+        assert calendar.status == "running" and not calendar.attrs["State"]["Paused"]
+        assert backups_in(box) == before  # nothing committed
+        failure = read_failure(box.ctx.paths)
+        assert failure is not None and "interrupted" in failure["message"], failure
+        assert not (box.ctx.paths.data / ".backup").exists()  # its FIFOs removed
+        report = run_backup(box.ctx, prune=False)  # the next run just works
+        assert backups_in(box) == before | {report.archive}
+    finally:
+        remove_standins(box)
 
 
 def test_a_flipped_byte_on_the_server_is_found_by_verify_data(server: Server,

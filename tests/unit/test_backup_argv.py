@@ -197,3 +197,16 @@ def test_a_full_check_with_errors_is_diagnosed_as_damage() -> None:
               "Remote: Finished full repository check, errors found.")
     found = diagnose(stderr)
     assert found is not None and "damaged" in found[0]
+
+
+def test_list_shows_each_archive_with_its_size_files_and_duration() -> None:
+    from firstboot.backup.cli import archive_table
+
+    table = archive_table([{"name": "h-2026-11-25T030000Z", "start": "2026-11-25T03:00:00.123",
+                            "duration": 41.2, "stats": {"original_size": 3 << 30,
+                                                        "deduplicated_size": 5 << 20,
+                                                        "nfiles": 20412}}])
+    assert table[1].split() == ["h-2026-11-25T030000Z", "2026-11-25", "03:00:00", "3.0", "GiB",
+                                "5.0", "MiB", "20412", "41s"]
+    assert "no archives yet" in archive_table([])[1]
+    assert borg.info_archives_argv("h-*") == ("borg", "info", "--json", "--glob-archives", "h-*")
