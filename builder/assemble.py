@@ -11,7 +11,7 @@ INSTALLER_PATH = Path("usr/local/sbin/arkbox-installer")
 CONFIG_DIR = Path("etc/arkbox")
 IMAGES_DIR = Path("usr/share/arkbox/images")
 RECIPES_DIR = Path("usr/share/arkbox/recipes")
-UNITS = ("arkbox-firstboot.service",)
+UNITS = ("arkbox-firstboot.service", "arkbox-images.service")
 
 
 def _copy(src: Path, dest: Path, mode: int) -> None:

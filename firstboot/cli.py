@@ -35,6 +35,19 @@ def _cmd_converge(args: argparse.Namespace) -> int:
     return converge(args.command, Path(args.config), Paths())
 
 
+def _cmd_load_images(args: argparse.Namespace) -> int:
+    from firstboot.config import load_config
+    from firstboot.context import FirstbootContext, Paths
+    from firstboot.steps import engine
+
+    ctx = FirstbootContext(config=load_config(Path(args.config)), paths=Paths())
+    client = engine.wait_for_engine(ctx, engine.WAIT_FOR_ENGINE_S)
+    loaded = engine.load_missing(ctx, client)
+    print(f"loaded {', '.join(i.recipe for i in loaded)}" if loaded else
+          "every baked image is in the engine")
+    return 0
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -102,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
         ("apply", _cmd_converge, "bring this machine in line with its config again, after "
                                  "a change; reports what changed"),
         ("validate", _cmd_validate, "check the installed config"),
+        ("load-images", _cmd_load_images, "load the baked service images into the engine "
+                                          "(run at boot by arkbox-images.service, beside "
+                                          "first boot)"),
     ):
         p = sub.add_parser(name, help=text, description=text, epilog=EXIT_CODES_HELP)
         p.add_argument("config", nargs="?", default=str(INSTALLED_CONFIG),

@@ -15,8 +15,10 @@ from firstboot.steps.base import Step
 ORDER: tuple[str, ...] = (
     "system",
     "firewall",
-    "engine",
+    # Before `engine`: the archive is extracted while arkbox-images.service loads the
+    # service images (the step then waits for that load); the restore needs no engine.
     "restore",
+    "engine",
     "secrets",
     "tls",
     "mail",

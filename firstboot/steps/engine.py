@@ -6,20 +6,28 @@ with its ID in /usr/share/arkbox/build-manifest.json (`service_images`). A
 tarball is loaded only when an image it holds is missing from the engine, and
 every image is then checked by ID: a tag pointing at anything else means the
 disk image is damaged or mixed from two builds.
+
+The load takes tens of seconds; `arkbox-images.service` starts it at boot, beside first
+boot (whose `restore` step runs meanwhile), through `arkbox-installer load-images`. One
+loader at a time (a lock in /var/lib/arkbox): the step waits for the boot-time load and
+then finds nothing missing, or loads what is still missing itself.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import tarfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from firstboot.config import Appliance
 from firstboot.containers.images import BakedImage, read_baked_images
-from firstboot.context import FirstbootContext
+from firstboot.context import FirstbootContext, Paths
+from firstboot.files import ensure_dir
 from firstboot.steps.base import Outcome, StepFailed
 
 if TYPE_CHECKING:
@@ -31,6 +39,7 @@ WAIT_FOR_ENGINE_S = 180.0
 VERIFY_WAIT_S = 20.0
 POLL_S = 2.0
 LOAD_TIMEOUT_S = 1800
+LOCK_FILE = "images.lock"
 REBUILD_HINT = "rebuild the image with `arkbox build` and flash it again"
 
 
@@ -66,15 +75,8 @@ def load_argv(tar_path: Path) -> tuple[str, ...]:
 def run(ctx: FirstbootContext) -> Outcome:
     client = wait_for_engine(ctx, WAIT_FOR_ENGINE_S)
     wanted = list(read_baked_images(ctx.paths.build_manifest).values())
-    missing = _missing(client, wanted)
-    loaded: list[str] = []
-    if missing:
-        for tar_path in _tarballs_to_load(ctx.paths.baked_images, missing):
-            ctx.log.info("loading %s", tar_path.name)
-            ctx.run(load_argv(tar_path), timeout=LOAD_TIMEOUT_S,
-                    hint="the tarball may be damaged, or the disk full (df -h /var/lib/docker)")
-            ctx.checkpoint(f"loaded-{tar_path.stem}")
-        loaded = [image.recipe for image in missing]
+    loaded = [image.recipe for image in load_missing(ctx, client)]
+    ctx.checkpoint("loaded-images")  # loaded here or by arkbox-images.service
     retagged = _retag(client, wanted)
     problem = _mismatch(client, wanted)
     if problem is not None:
@@ -86,6 +88,28 @@ def run(ctx: FirstbootContext) -> Outcome:
         done += [f"re-tagged {', '.join(retagged)}"] if retagged else []
         return Outcome.changed_(f"{'; '.join(done)} · {count}", details)
     return Outcome.unchanged(f"{count}, none to load", details)
+
+
+@contextmanager
+def load_lock(paths: Paths) -> Iterator[None]:
+    """Held while images are loaded: the boot-time load and the step wait for each other
+    (released by the kernel when its holder dies)."""
+    ensure_dir(paths.state, 0o755)
+    with (paths.state / LOCK_FILE).open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def load_missing(ctx: FirstbootContext, client: docker.DockerClient) -> list[BakedImage]:
+    """Load the tarballs of the baked images the engine lacks; returns those images."""
+    with load_lock(ctx.paths):
+        missing = _missing(client, read_baked_images(ctx.paths.build_manifest).values())
+        if missing:
+            for tar_path in _tarballs_to_load(ctx.paths.baked_images, missing):
+                ctx.log.info("loading %s", tar_path.name)
+                ctx.run(load_argv(tar_path), timeout=LOAD_TIMEOUT_S, hint="the tarball may "
+                        "be damaged, or the disk full (df -h /var/lib/docker)")
+    return missing
 
 
 def verify(ctx: FirstbootContext) -> str | None:

@@ -85,6 +85,8 @@ def test_image_carries_installer_unit_config_and_images(first: Built) -> None:
     names = set(members_names(first.rootfs_tar))
     for path in ("usr/local/sbin/arkbox-installer", "etc/systemd/system/arkbox-firstboot.service",
                  "etc/systemd/system/multi-user.target.wants/arkbox-firstboot.service",
+                 "etc/systemd/system/arkbox-images.service",
+                 "etc/systemd/system/multi-user.target.wants/arkbox-images.service",
                  "etc/arkbox/appliance.yaml", "etc/arkbox/secrets/borg-passphrase",
                  "usr/share/arkbox/images/images.tar", "usr/share/arkbox/build-manifest.json"):
         assert path in names or f"./{path}" in names, path

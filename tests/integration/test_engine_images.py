@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,3 +60,43 @@ def test_engine_step_loads_and_verifies_baked_images(baked: tuple[Path, str, str
     assert docker("image", "inspect", "--format", "{{.Id}}", tag) == image_id
     assert engine.verify(ctx) is None
     assert not engine.run(ctx).changed
+
+
+def test_the_step_waits_for_the_boot_time_load_and_finds_it_done(
+        baked: tuple[Path, str, str]) -> None:
+    """arkbox-images.service (`arkbox-installer load-images`) holds the lock while it loads;
+    the step waits for it, then has nothing left to load."""
+    root, tag, image_id = baked
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    holder = subprocess.Popen([sys.executable, "-c", LOAD_SLOWLY, str(root)], env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while not (root / "var/lib/arkbox/images.lock").exists():
+            assert time.monotonic() < deadline and holder.poll() is None
+            time.sleep(0.05)
+        ctx = FirstbootContext(config=load_config(DEFAULT_CONFIG_PATH), paths=Paths(root))
+        started = time.monotonic()
+        outcome = engine.run(ctx)
+        waited = time.monotonic() - started
+        assert holder.wait(timeout=60) == 0
+    finally:
+        holder.kill()
+    # The other process loaded the image; the step found it there.
+    assert outcome.summary == "1/1 images verified, none to load", outcome.summary
+    assert waited > 1.0  # it waited for the lock rather than loading beside the other
+    assert docker("image", "inspect", "--format", "{{.Id}}", tag) == image_id
+
+
+# The boot-time loader, slowed down: it holds the lock, waits, then loads the tarball.
+LOAD_SLOWLY = """
+import subprocess, sys, time
+from pathlib import Path
+from firstboot.context import Paths
+from firstboot.steps import engine
+
+paths = Paths(Path(sys.argv[1]))
+with engine.load_lock(paths):
+    time.sleep(2)
+    tarball = paths.baked_images / "engine-step.tar"
+    subprocess.run(["docker", "load", "--input", str(tarball)], check=True)
+"""

@@ -70,7 +70,7 @@ def runner_for(config: Appliance, root: Path, steps: list[Any],
 def test_order_lists_every_fresh_step() -> None:
     # restore before anything writes /srv/arkbox; its dumps before the services start (#5);
     # acme last: it starts the certificate request in the background (issue 6)
-    assert ORDER == ("system", "firewall", "engine", "restore", "secrets", "tls", "mail",
+    assert ORDER == ("system", "firewall", "restore", "engine", "secrets", "tls", "mail",
                      "restore_dumps", "services", "proxy", "health", "backup", "acme")
 
 
