@@ -399,6 +399,35 @@ def test_dokuwiki_serves_a_real_page_without_the_installer(lab: Lab) -> None:
     assert "Register" not in body or "disabled" in body.lower() or status != 200
 
 
+# Inside the container from its first second: is the server "ready" (the health check's
+# pg_isready) while PID 1 is still the entrypoint, i.e. the private init-time server?
+READY_ONLY_WHEN_SERVING = """
+for _ in $(seq 1500); do
+  if pg_isready -q; then
+    comm=$(cat /proc/1/comm)
+    [ "$comm" = postgres ] && exit 0
+    echo "pg_isready answered while PID 1 is $comm (the init-time server)"; exit 1
+  fi
+  sleep 0.02
+done
+echo "never ready"; exit 1
+"""
+
+
+@integration
+def test_postgres_is_ready_only_once_the_real_server_runs(lab: Lab) -> None:
+    """A restore loads its dump as soon as the health check passes; during initialisation a
+    private server runs and is then stopped, so it must not count as ready."""
+    container = lab.client.containers.run(
+        lab.images["postgres"].tag, detach=True, name=f"{lab.tag}-pg-init",
+        environment={"POSTGRES_USER": "app", "POSTGRES_PASSWORD": "pw"})
+    try:
+        result = container.exec_run(["sh", "-c", READY_ONLY_WHEN_SERVING])
+        assert result.exit_code == 0, result.output.decode(errors="replace")
+    finally:
+        container.remove(force=True)
+
+
 @integration
 def test_postgres_answers_and_roundcube_initialises_its_schema(lab: Lab) -> None:
     postgres = lab.run("postgres", env={
