@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
+from restore_checks import sh_quote  # noqa: E402
 from rig_fixtures import admin_key, appliance_image, check, installer, rig_up  # noqa: E402
 from test_backup_drill import BORG_ENV  # noqa: E402
 from test_backup_restore import add_backup_server, boot, destroy, full_config, step  # noqa: E402
@@ -69,7 +70,7 @@ def main() -> None:
         if status_a["result"] != "ok":
             raise SystemExit(f"A did not come up: {status_a['failures']}")
         started = time.monotonic()
-        check(a, f"python3 -c {quote(GENERATE)} {args.mib} {args.files} {' '.join(TARGETS)}")
+        check(a, f"python3 -c {sh_quote(GENERATE)} {args.mib} {args.files} {' '.join(TARGETS)}")
         generate_s = time.monotonic() - started
         started = time.monotonic()
         code, out = installer(a, "backup")
@@ -100,10 +101,6 @@ def main() -> None:
     print(f"blank boot to healthy  arkbox {arkbox_s:6.1f} s   raw borg extract {raw_s:6.1f} s "
           f"({size} MiB)   ratio {arkbox_s / raw_s:.2f}x   (target ≤ 1.0x raw + 30 s = "
           f"{budget:.0f} s: {'met' if arkbox_s <= budget else 'NOT met'})")
-
-
-def quote(text: str) -> str:
-    return "'" + text.replace("'", "'\"'\"'") + "'"
 
 
 if __name__ == "__main__":

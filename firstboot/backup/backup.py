@@ -170,7 +170,8 @@ class _Feeder:
         feed.make_fifo(fifo)
         writer.path(dump.path)
         writer.flush_to_borg()
-        fd = feed.blocking(feed.open_when_read(fifo, alive))
+        fd = feed.open_when_read(fifo, alive)
+        os.set_blocking(fd, True)  # the dump command writes as fast as borg reads
         try:
             self.ctx.run(borg.docker_exec_argv(container, dump.command), stdout_fd=fd)
         except CommandError as err:

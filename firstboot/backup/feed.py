@@ -234,11 +234,6 @@ def make_fifo(path: Path) -> None:
     os.mkfifo(path, 0o600)
 
 
-def blocking(fd: int) -> int:
-    os.set_blocking(fd, True)
-    return fd
-
-
 def specials_file(data: Path, found: Walked) -> str:
     target = data / SPECIALS
     target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -254,7 +249,6 @@ __all__ = [
     "Paused",
     "Plan",
     "Walked",
-    "blocking",
     "make_fifo",
     "open_when_read",
     "plan_backup",

@@ -87,7 +87,6 @@ class RestoreReport:
     archive: str
     seconds_by_part: dict[str, float] = field(default_factory=dict)  # one per borg extract
     dumps: list[str] = field(default_factory=list)
-    specials: int = 0
     config_matches: bool = True
 
     def summary(self) -> str:
@@ -127,7 +126,7 @@ def restore(ctx: FirstbootContext, backup: Backup, *, force: bool = False) -> Re
         with ThreadPoolExecutor(PARALLEL_EXTRACTS) as pool:
             for label in pool.map(lambda job: _extract(ctx, job, staging, report), jobs):
                 ctx.log.info("extracted %s", label)
-        report.specials = _recreate_specials(staging)
+        _recreate_specials(staging)
         report.config_matches = verify_staging(ctx, staging)
         _keep_dumps(ctx, staging, contents, report)
         shutil.rmtree(staging / feed.RUN_DIR)
@@ -176,13 +175,13 @@ def _extract(ctx: FirstbootContext, job: tuple[str, tuple[str, ...]], staging: P
     return label
 
 
-def _recreate_specials(staging: Path) -> int:
+def _recreate_specials(staging: Path) -> None:
     try:
         listed = json.loads((staging / feed.SPECIALS).read_text())["specials"]
     except (FileNotFoundError, ValueError, KeyError, TypeError) as err:
         raise BackupError(f"the archive's {feed.SPECIALS} is missing or unreadable ({err})",
                           hint=_ANOTHER) from err
-    return feed.recreate_specials(staging, list(listed))
+    feed.recreate_specials(staging, list(listed))
 
 
 def verify_staging(ctx: FirstbootContext, staging: Path) -> bool:

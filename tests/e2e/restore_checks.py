@@ -189,24 +189,30 @@ def mail_facts(app: AppliancePart) -> MailFacts:
 
 def fetch_imaps(app: AppliancePart, subject: str) -> bytes:
     """The raw message with `subject` from the mailbox's INBOX over IMAPS (993)."""
-    context = tls_trusting(app)
+    return imaps_message(app.ip(4), tls_trusting(app), MAILBOX, MAIL_PASSWORD, subject,
+                         timeout=60, interval=3, readonly=True)
+
+
+def imaps_message(host: str, context: ssl.SSLContext, user: str, password: str,
+                  subject: str, *, timeout: float, interval: float, readonly: bool) -> bytes:
+    """The newest message with `subject` in `user`'s INBOX, waiting until it is there."""
     found: list[bytes] = []
 
     def fetched() -> str | None:
-        with imaplib.IMAP4_SSL(app.ip(4), 993, ssl_context=context) as imap:
-            imap.login(MAILBOX, MAIL_PASSWORD)
-            imap.select("INBOX", readonly=True)
+        with imaplib.IMAP4_SSL(host, 993, ssl_context=context) as imap:
+            imap.login(user, password)
+            imap.select("INBOX", readonly=readonly)
             _, numbers = imap.search(None, "SUBJECT", f'"{subject}"')
             ids = numbers[0].split()
             if not ids:
-                return "not in the INBOX"
+                return "not in the INBOX yet"
             _, data = imap.fetch(ids[-1], "(RFC822)")
             item = data[0]
             assert isinstance(item, tuple)
             found.append(item[1])
             return None
 
-    wait_until(f"message {subject!r} over IMAPS", fetched, 60, interval=3)
+    wait_until(f"message {subject!r} over IMAPS", fetched, timeout, interval=interval)
     return found[0]
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import email
 import http.client
-import imaplib
 import json
 import smtplib
 import socket
@@ -30,6 +29,7 @@ from typing import Any
 
 import dkim as dkimpy
 import pytest
+from restore_checks import imaps_message
 from rig_fixtures import (
     BOOT_TIMEOUT_S,
     CACHE_DIR,
@@ -246,24 +246,8 @@ def submit_465(net: Net, to: str, subject: str) -> None:
 
 def fetch_imaps(net: Net, subject: str) -> bytes:
     """The raw message with `subject` in the admin's INBOX (waits for delivery)."""
-    found: list[bytes] = []
-
-    def arrived() -> str | None:
-        with imaplib.IMAP4_SSL(net.ip, 993, ssl_context=tls_context(net)) as imap:
-            imap.login(ADMIN, PASSWORD)
-            imap.select("INBOX")
-            _, numbers = imap.search(None, "SUBJECT", f'"{subject}"')
-            ids = numbers[0].split()
-            if not ids:
-                return "not in the INBOX yet"
-            _, data = imap.fetch(ids[-1], "(RFC822)")
-            item = data[0]
-            assert isinstance(item, tuple)
-            found.append(item[1])
-            return None
-
-    wait_until(f"message {subject!r} over IMAPS", arrived, DELIVERY_TIMEOUT_S, interval=2)
-    return found[0]
+    return imaps_message(net.ip, tls_context(net), ADMIN, PASSWORD, subject,
+                         timeout=DELIVERY_TIMEOUT_S, interval=2, readonly=False)
 
 
 def sink_message(net: Net, subject: str) -> bytes:
