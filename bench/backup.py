@@ -40,12 +40,12 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import docker  # noqa: E402
 
-from builder.rig import BackupServerPart, Rig, image_from_rootfs_tar  # noqa: E402
+from builder.rig.parts import BackupServerPart, Rig, image_from_rootfs_tar  # noqa: E402
 from firstboot.backup import borg  # noqa: E402
 from firstboot.backup.backup import BackupReport, prune_archives, run_backup  # noqa: E402
 from firstboot.backup.client import Borg  # noqa: E402
 from firstboot.containers.naming import Naming  # noqa: E402
-from firstboot.context import FirstbootContext, Paths  # noqa: E402
+from firstboot.core.context import FirstbootContext, Paths  # noqa: E402
 from firstboot.steps import backup as backup_step  # noqa: E402
 
 PAUSED = ("calendar", "wiki")
@@ -145,7 +145,7 @@ def main() -> None:
     from built import built_backup_server
     from restore import generate
 
-    from firstboot.config import load_config
+    from firstboot.core.config import load_config
 
     client = docker.from_env(timeout=300)
     image = image_from_rootfs_tar(client, built_backup_server(), "arkbox/backup-server-role")

@@ -23,9 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from builder import hardening, rootfs  # noqa: E402
-from builder.build import IMAGE_PACKAGES  # noqa: E402
-from builder.manifest import read_manifest  # noqa: E402
+from builder.pipeline import hardening, rootfs  # noqa: E402
+from builder.pipeline.build import IMAGE_PACKAGES  # noqa: E402
+from builder.pipeline.manifest import read_manifest  # noqa: E402
 
 ARKBOX = str(Path(sys.executable).parent / "arkbox")
 

@@ -35,7 +35,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from builder.rig import AppliancePart, Rig, image_from_rootfs_tar, wait_until
+from builder.rig.parts import AppliancePart, Rig, image_from_rootfs_tar, wait_until
 
 INSTALLER = "/usr/local/sbin/arkbox-installer"
 TARGET_RERUN_S = 3.0

@@ -5,7 +5,7 @@ Builds (or reuses) two root fs tarballs:
 
   stock     plain `mmdebstrap --variant=apt` of the root fs stage's package list, as an
             admin would install it;
-  hardened  the root fs stage's own build (same list + builder.hardening.HARDENING_PACKAGES)
+  hardened  the root fs stage's own build (same list + hardening.HARDENING_PACKAGES)
             with `apply_hardening` applied for the appliance role.
 
 Each is imported into Docker and booted with systemd as PID 1 (the container rig of
@@ -35,9 +35,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from builder import rootfs
-from builder.hardening import HARDENING_PACKAGES, apply_hardening
-from firstboot.execute import run
+from builder.pipeline import rootfs
+from builder.pipeline.hardening import HARDENING_PACKAGES, apply_hardening
+from firstboot.core.execute import run
 
 WORK_DIR = Path("/var/cache/arkbox/lynis-bench")
 ROLE = "appliance"
@@ -97,7 +97,7 @@ def build_hardened(work: Path, rebuild: bool) -> Path:
     tree = Path(__file__).resolve().parents[1] / "image/hardening"
     tree_digest = [(str(p.relative_to(tree)), hashlib.sha256(p.read_bytes()).hexdigest())
                    for p in sorted(tree.rglob("*")) if p.is_file()]
-    code = (Path(__file__).resolve().parents[1] / "builder/hardening.py").read_bytes()
+    code = (Path(__file__).resolve().parents[1] / "builder/pipeline/hardening.py").read_bytes()
     base_key = _base_key()
     base = work / f"base-{base_key}.tar"
     out = work / f"hardened-{inputs_key(base_key, tree_digest, code.decode(), SAMPLE_VARS)}.tar"

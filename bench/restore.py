@@ -34,12 +34,12 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import docker  # noqa: E402
 
-from builder.rig import Rig, SystemdPart, image_from_rootfs_tar, wait_until  # noqa: E402
+from builder.rig.parts import Rig, SystemdPart, image_from_rootfs_tar, wait_until  # noqa: E402
 from firstboot.backup import borg  # noqa: E402
 from firstboot.backup.backup import run_backup  # noqa: E402
 from firstboot.backup.client import Borg, prepare_client  # noqa: E402
 from firstboot.backup.restore import find_backup, restore  # noqa: E402
-from firstboot.context import FirstbootContext, Paths  # noqa: E402
+from firstboot.core.context import FirstbootContext, Paths  # noqa: E402
 from firstboot.steps import backup as backup_step  # noqa: E402
 
 BENCH_SERVICES = (("calendar", "collections"), ("wiki", "data"))  # service, volume
@@ -85,7 +85,7 @@ def main() -> None:
     args = parser.parse_args()
     from built import built_backup_server
 
-    from firstboot.config import load_config
+    from firstboot.core.config import load_config
 
     client = docker.from_env(timeout=300)
     image = image_from_rootfs_tar(client, built_backup_server(), "arkbox/backup-server-role")

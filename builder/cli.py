@@ -9,7 +9,7 @@ from pathlib import Path
 
 from firstboot import __version__
 from firstboot.cli_support import EXIT_CODES_HELP, add_common_options, run_cli, setup_logging
-from firstboot.config import (
+from firstboot.core.config import (
     DEFAULT_CONFIG_PATH,
     ConfigInvalid,
     format_problems,
@@ -18,7 +18,7 @@ from firstboot.config import (
     render_config_docs,
     render_schema_json,
 )
-from firstboot.errors import EXIT_FAILURE, EXIT_OK
+from firstboot.core.errors import EXIT_FAILURE, EXIT_OK
 
 SOURCE_DIR = Path(__file__).resolve().parents[1]
 BACKUP_SERVER_EXAMPLE = SOURCE_DIR / "config" / "examples" / "backup-server.yaml"
@@ -73,13 +73,13 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    from builder.build import build_from_args
+    from builder.pipeline.build import build_from_args
 
     return build_from_args(args)
 
 
 def _cmd_try(args: argparse.Namespace) -> int:
-    from builder.try_cmd import run_try
+    from builder.rig.try_cmd import run_try
 
     return run_try(args)
 
@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_add_client(args: argparse.Namespace) -> int:
-    from builder.backup_server import cmd_add_client
+    from builder.pipeline.backup_server import cmd_add_client
 
     target = Path(args.authorized_keys) if args.authorized_keys else None
     line, changed = cmd_add_client(args.name, args.public_key, args.path, args.quota, target)

@@ -11,13 +11,13 @@ from firstboot import __version__
 from firstboot.cli_support import EXIT_CODES_HELP, add_common_options, run_cli, setup_logging
 
 if TYPE_CHECKING:
-    from firstboot.context import Paths
+    from firstboot.core.context import Paths
 
 INSTALLED_CONFIG = Path("/etc/arkbox/appliance.yaml")
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from firstboot.config import ConfigInvalid, format_problems, load_config
+    from firstboot.core.config import ConfigInvalid, format_problems, load_config
 
     try:
         appliance = load_config(Path(args.config))
@@ -29,15 +29,15 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_converge(args: argparse.Namespace) -> int:
-    from firstboot.context import Paths
     from firstboot.converge import converge
+    from firstboot.core.context import Paths
 
     return converge(args.command, Path(args.config), Paths())
 
 
 def _cmd_load_images(args: argparse.Namespace) -> int:
-    from firstboot.config import load_config
-    from firstboot.context import FirstbootContext, Paths
+    from firstboot.core.config import load_config
+    from firstboot.core.context import FirstbootContext, Paths
     from firstboot.steps import engine
 
     ctx = FirstbootContext(config=load_config(Path(args.config)), paths=Paths())
@@ -52,7 +52,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from firstboot.certs.renew import status_facts
-    from firstboot.context import Paths, utc_now
+    from firstboot.core.context import Paths, utc_now
     from firstboot.runner import runner_active
     from firstboot.status import RunResult, Status
     from firstboot.status_view import print_status, status_json
@@ -76,8 +76,8 @@ def _backup_status(paths: Paths) -> dict[str, Any]:
     from firstboot.backup import timer
     from firstboot.backup.client import BackupPaths, backup_status, next_run_argv, parse_next_run
     from firstboot.backup.drill import last_drill
-    from firstboot.context import utc_now
-    from firstboot.execute import CommandError, run
+    from firstboot.core.context import utc_now
+    from firstboot.core.execute import CommandError, run
 
     installed = paths.at(timer.UNIT_DIR).joinpath(timer.TIMER).exists()
     if not installed and not BackupPaths(paths).stats.exists():

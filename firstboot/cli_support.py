@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.text import Text
 
-from firstboot.errors import EXIT_FAILURE, ArkboxError
+from firstboot.core.errors import EXIT_FAILURE, ArkboxError
 
 EXIT_CODES_HELP = "exit codes: 0 ok, 1 failure, 2 bad input or invalid config"
 
@@ -49,7 +49,7 @@ def run_cli(command: Callable[[argparse.Namespace], int], args: argparse.Namespa
     except ArkboxError as e:
         if debug:
             stderr_console.print_exception()
-        from firstboot.config import ConfigInvalid, format_problems  # only on this path
+        from firstboot.core.config import ConfigInvalid, format_problems  # only on this path
 
         if isinstance(e, ConfigInvalid):  # every problem, with lines and hints
             print(format_problems(e), file=sys.stderr)

@@ -14,13 +14,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from firstboot import __version__
-from firstboot.config import Appliance, ConfigInvalid, format_problems, load_config
-from firstboot.context import FirstbootContext, Mode, Paths, utc_now
-from firstboot.errors import EXIT_OK, BadInputError
+from firstboot.core.config import Appliance, ConfigInvalid, format_problems, load_config
+from firstboot.core.context import FirstbootContext, Mode, Paths, utc_now
+from firstboot.core.errors import EXIT_OK, BadInputError
+from firstboot.core.step import Step
 from firstboot.runner import Print, Runner, print_line
 from firstboot.status import Failure, RunResult, Status
 from firstboot.steps import ORDER, load_steps
-from firstboot.steps.base import Step
 
 
 def decide_mode(config: Appliance) -> tuple[Mode, str]:

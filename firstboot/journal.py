@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from firstboot.files import atomic_write
+from firstboot.core.files import atomic_write
 
 log = logging.getLogger("arkbox.firstboot")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from firstboot.containers.spec import ServiceSpec
-from firstboot.files import write_if_changed
+from firstboot.core.files import write_if_changed
 
 SCHEMA_VERSION = 1
 MANIFEST_MODE = 0o640

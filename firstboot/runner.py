@@ -36,12 +36,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from firstboot import __version__
-from firstboot.context import FirstbootContext
-from firstboot.errors import EXIT_FAILURE, EXIT_OK, ArkboxError
-from firstboot.files import atomic_write, ensure_dir
+from firstboot.core.context import FirstbootContext
+from firstboot.core.errors import EXIT_FAILURE, EXIT_OK, ArkboxError
+from firstboot.core.files import atomic_write, ensure_dir
+from firstboot.core.step import Outcome, Step, StepFailed
 from firstboot.journal import Journal, StepRecord
 from firstboot.status import Failure, RunResult, Status, StepReport, StepState
-from firstboot.steps.base import Outcome, Step, StepFailed
 
 log = logging.getLogger("arkbox.firstboot")
 

@@ -13,7 +13,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from firstboot.files import atomic_write
+from firstboot.core.files import atomic_write
 
 SCHEMA_VERSION = 1
 

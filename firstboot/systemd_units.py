@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from firstboot.context import FirstbootContext
-from firstboot.files import write_if_changed
+from firstboot.core.context import FirstbootContext
+from firstboot.core.files import write_if_changed
 
 UNIT_DIR = "/etc/systemd/system"
 

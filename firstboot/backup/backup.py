@@ -25,9 +25,9 @@ import docker.errors
 from firstboot.backup import borg, feed
 from firstboot.backup.client import BackupError, BackupPaths, Borg, record_stats
 from firstboot.containers.naming import Naming
-from firstboot.context import FirstbootContext
-from firstboot.execute import CommandError
-from firstboot.files import atomic_write, ensure_dir
+from firstboot.core.context import FirstbootContext
+from firstboot.core.execute import CommandError
+from firstboot.core.files import atomic_write, ensure_dir
 
 CONFIG_DIR = "config"  # /srv/arkbox/config: the validated config, as the box runs it
 

@@ -1,6 +1,6 @@
 """borg commands as data: every argv and environment the backup code runs, built by pure functions.
 
-Nothing here runs anything; firstboot.execute.run does (with BORG_PASSPHRASE masked).
+Nothing here runs anything; firstboot.core.execute.run does (with BORG_PASSPHRASE masked).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from firstboot.config.backup import Retention
+from firstboot.core.config.backup import Retention
 
 BORG = "borg"
 # How long one SSH connection attempt may take before borg gives up.

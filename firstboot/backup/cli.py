@@ -9,15 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from firstboot.cli_support import EXIT_CODES_HELP, add_common_options
-from firstboot.errors import EXIT_FAILURE, EXIT_OK, BadInputError
+from firstboot.core.errors import EXIT_FAILURE, EXIT_OK, BadInputError
 
 log = logging.getLogger("arkbox.backup")
 
 
 def _context(args: argparse.Namespace) -> Any:
     from firstboot.backup.client import enabled
-    from firstboot.config import load_config
-    from firstboot.context import FirstbootContext, Paths
+    from firstboot.core.config import load_config
+    from firstboot.core.context import FirstbootContext, Paths
 
     config = load_config(Path(args.config))
     if not enabled(config):
@@ -30,8 +30,8 @@ def _context(args: argparse.Namespace) -> Any:
 def _cmd_backup(args: argparse.Namespace) -> int:
     from firstboot.backup.backup import run_backup
     from firstboot.backup.client import clear_failure, prepare_client, record_failure
-    from firstboot.errors import ArkboxError
-    from firstboot.interrupts import terminate_as_interrupt
+    from firstboot.core.errors import ArkboxError
+    from firstboot.core.interrupts import terminate_as_interrupt
 
     ctx = _context(args)
     try:

@@ -30,11 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from firstboot.backup import borg
-from firstboot.config import Appliance, SecretUnavailable
-from firstboot.context import FirstbootContext, Paths
-from firstboot.errors import ArkboxError
-from firstboot.execute import CommandError, Completed
-from firstboot.files import atomic_write, ensure_dir
+from firstboot.core.config import Appliance, SecretUnavailable
+from firstboot.core.context import FirstbootContext, Paths
+from firstboot.core.errors import ArkboxError
+from firstboot.core.execute import CommandError, Completed
+from firstboot.core.files import atomic_write, ensure_dir
 
 SECRET_DIR_MODE = 0o700
 

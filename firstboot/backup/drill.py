@@ -35,10 +35,10 @@ from firstboot.backup.client import BackupError, BackupPaths
 from firstboot.backup.restore import find_backup, restore
 from firstboot.containers.naming import Naming
 from firstboot.containers.probe import container_problem
-from firstboot.context import FirstbootContext, Paths
-from firstboot.errors import ArkboxError
-from firstboot.files import atomic_write, ensure_dir
-from firstboot.interrupts import terminate_as_interrupt
+from firstboot.core.context import FirstbootContext, Paths
+from firstboot.core.errors import ArkboxError
+from firstboot.core.files import atomic_write, ensure_dir
+from firstboot.core.interrupts import terminate_as_interrupt
 
 DRILL_SUBDIR = "drill"  # below /var/lib/arkbox
 RESULT_FILE = "drill.json"  # below /var/lib/arkbox

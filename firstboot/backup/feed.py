@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from firstboot.config import Appliance
+from firstboot.core.config import Appliance
 from firstboot.steps.mail import MAIL_SERVICE
 from firstboot.steps.mail import VOLUMES as MAIL_VOLUMES
 

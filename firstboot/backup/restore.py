@@ -25,8 +25,8 @@ from typing import Any
 from firstboot.backup import borg, feed
 from firstboot.backup.backup import CONFIG_DIR, list_archives
 from firstboot.backup.client import BackupError, Borg
-from firstboot.context import FirstbootContext, Paths
-from firstboot.files import ensure_dir
+from firstboot.core.context import FirstbootContext, Paths
+from firstboot.core.files import ensure_dir
 
 PARALLEL_EXTRACTS = 2
 # What may already be in /srv/arkbox on a box a restore still counts as blank.

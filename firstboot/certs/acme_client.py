@@ -26,7 +26,7 @@ from cryptography.x509.oid import NameOID
 from josepy.jwa import ES256, RS256, JWASignature
 from josepy.jwk import JWK, JWKEC, JWKRSA
 
-from firstboot.files import atomic_write, ensure_dir
+from firstboot.core.files import atomic_write, ensure_dir
 
 log = logging.getLogger("arkbox.certs")
 

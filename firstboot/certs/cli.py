@@ -8,7 +8,7 @@ from typing import Any
 
 from firstboot.certs.timer import EXIT_RETRY_LATER
 from firstboot.cli_support import add_common_options
-from firstboot.errors import EXIT_FAILURE, EXIT_OK
+from firstboot.core.errors import EXIT_FAILURE, EXIT_OK
 
 RENEW_EXIT_CODES = (
     "exit codes: 0 a certificate from the CA is served (renewed now, or not due yet; with "
@@ -20,8 +20,8 @@ RENEW_EXIT_CODES = (
 
 def _cmd_renew(args: argparse.Namespace) -> int:
     from firstboot.certs.renew import Result, renew
-    from firstboot.config import load_config
-    from firstboot.context import FirstbootContext, Paths
+    from firstboot.core.config import load_config
+    from firstboot.core.context import FirstbootContext, Paths
 
     ctx = FirstbootContext(config=load_config(Path(args.config)), paths=Paths(Path(args.root)))
     report = renew(ctx, force=args.force, scheduled=args.scheduled)

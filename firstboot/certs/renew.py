@@ -27,8 +27,8 @@ from typing import Any
 from cryptography import x509
 
 from firstboot.certs.acme_client import IssuanceFailed, Request, explain, issue
-from firstboot.context import FirstbootContext, Paths
-from firstboot.files import atomic_write, ensure_dir
+from firstboot.core.context import FirstbootContext, Paths
+from firstboot.core.files import atomic_write, ensure_dir
 from firstboot.steps import tls
 from firstboot.steps.mail import reload_mail_tls
 from firstboot.steps.proxy import ProxyFiles, converge_proxy

@@ -22,7 +22,7 @@ from docker.utils import version_gte
 from firstboot.containers.naming import LABEL_CONFIG_HASH, LABEL_SERVICE, Naming
 from firstboot.containers.plan import ActualContainer
 from firstboot.containers.spec import HealthSpec, NetworkSpec, ServiceSpec
-from firstboot.steps.base import StepFailed
+from firstboot.core.step import StepFailed
 
 log = logging.getLogger("arkbox.firstboot.engine")
 

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from firstboot.steps.base import StepFailed
+from firstboot.core.step import StepFailed
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.x509.oid import AuthorityInformationAccessOID
 
-from firstboot.config.scalars import size_bytes
 from firstboot.containers.spec import RouteSpec
-from firstboot.render import render
+from firstboot.core.config.scalars import size_bytes
+from firstboot.core.render import render
 
 TEMPLATE = "nginx/arkbox.conf.j2"
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from firstboot.steps.base import StepFailed
+from firstboot.core.step import StepFailed
 
 TMP = "/tmp"  # noqa: S108 -- a path inside the container, always a private tmpfs
 MAIL_DEPENDENCY = "mail"  # in a recipe's depends_on: the app uses the box's mail server

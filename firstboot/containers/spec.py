@@ -17,12 +17,12 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from firstboot.config import Appliance, SecretRef
-from firstboot.config.scalars import duration_seconds, size_bytes
-from firstboot.config.services import Healthcheck, Service
 from firstboot.containers.images import BakedImage
 from firstboot.containers.naming import Naming
 from firstboot.containers.recipe import TMP, RecipeRuntime
+from firstboot.core.config import Appliance, SecretRef
+from firstboot.core.config.scalars import duration_seconds, size_bytes
+from firstboot.core.config.services import Healthcheck, Service
 
 HASH_CHARS = 24
 TMPFS_SIZE = {TMP: "128m"}

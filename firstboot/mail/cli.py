@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from firstboot.cli_support import EXIT_CODES_HELP, add_common_options
-from firstboot.errors import EXIT_FAILURE, EXIT_OK, ArkboxError, BadInputError
+from firstboot.core.errors import EXIT_FAILURE, EXIT_OK, ArkboxError, BadInputError
 
 CERTIFICATE_INFO = "tls/live/certificate.json"
 
@@ -70,8 +70,8 @@ def _address_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace) -> tuple[Any, Any, bytes]:
-    from firstboot.config import load_config
-    from firstboot.context import Paths
+    from firstboot.core.config import load_config
+    from firstboot.core.context import Paths
     from firstboot.mail import dkim
     from firstboot.mail.records import BoxAddresses, detect_addresses
     from firstboot.steps.secrets import generated_path

@@ -23,7 +23,7 @@ import dns.resolver
 import dns.reversename
 import spf
 
-from firstboot.config import Appliance
+from firstboot.core.config import Appliance
 from firstboot.mail import dkim
 from firstboot.mail.records import BoxAddresses, report_address
 

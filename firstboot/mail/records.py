@@ -13,7 +13,7 @@ import socket
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from firstboot.config import Appliance
+from firstboot.core.config import Appliance
 from firstboot.mail import dkim
 
 TTL = 3600

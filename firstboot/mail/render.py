@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from firstboot.config.mail import Mail
-from firstboot.config.scalars import size_bytes
 from firstboot.containers.nginx import INTERMEDIATE_CIPHERS
-from firstboot.render import render
+from firstboot.core.config.mail import Mail
+from firstboot.core.config.scalars import size_bytes
+from firstboot.core.render import render
 
 CONF_MOUNT = "/etc/arkbox-mail"  # where the container sees the rendered tree
 TLS_MOUNT = "/etc/mail-tls"  # where it sees /srv/arkbox/tls/live

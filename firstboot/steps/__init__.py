@@ -9,8 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import cast
 
-from firstboot.errors import ArkboxError
-from firstboot.steps.base import Step
+from firstboot.core.errors import ArkboxError
+from firstboot.core.step import Step
 
 ORDER: tuple[str, ...] = (
     "system",

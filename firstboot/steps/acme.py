@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from firstboot.certs import timer
 from firstboot.certs.renew import renewal_due
-from firstboot.config import Appliance
-from firstboot.context import FirstbootContext
+from firstboot.core.config import Appliance
+from firstboot.core.context import FirstbootContext
+from firstboot.core.step import Outcome
 from firstboot.steps import tls
-from firstboot.steps.base import Outcome
 from firstboot.systemd_units import install_timer, installed
 
 NAME = "acme"

@@ -19,10 +19,10 @@ from firstboot.backup.client import (
     enabled,
     prepare_client,
 )
-from firstboot.config import Appliance
-from firstboot.context import FirstbootContext
-from firstboot.files import ensure_dir, write_if_changed
-from firstboot.steps.base import Outcome, StepFailed
+from firstboot.core.config import Appliance
+from firstboot.core.context import FirstbootContext
+from firstboot.core.files import ensure_dir, write_if_changed
+from firstboot.core.step import Outcome, StepFailed
 from firstboot.systemd_units import install_timer
 
 NAME = "backup"

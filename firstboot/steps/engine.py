@@ -24,11 +24,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from firstboot.config import Appliance
 from firstboot.containers.images import BakedImage, read_baked_images
-from firstboot.context import FirstbootContext, Paths
-from firstboot.files import ensure_dir
-from firstboot.steps.base import Outcome, StepFailed
+from firstboot.core.config import Appliance
+from firstboot.core.context import FirstbootContext, Paths
+from firstboot.core.files import ensure_dir
+from firstboot.core.step import Outcome, StepFailed
 
 if TYPE_CHECKING:
     import docker

@@ -18,11 +18,11 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
-from firstboot.config import Appliance
-from firstboot.context import FirstbootContext
-from firstboot.files import atomic_symlink, ensure_dir, read_text, write_if_changed
-from firstboot.render import render
-from firstboot.steps.base import Outcome, StepFailed
+from firstboot.core.config import Appliance
+from firstboot.core.context import FirstbootContext
+from firstboot.core.files import atomic_symlink, ensure_dir, read_text, write_if_changed
+from firstboot.core.render import render
+from firstboot.core.step import Outcome, StepFailed
 
 NAME = "firewall"
 

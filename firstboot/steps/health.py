@@ -12,7 +12,6 @@ import logging
 import time
 from dataclasses import dataclass
 
-from firstboot.config import Appliance
 from firstboot.containers.engine import owned_containers
 from firstboot.containers.naming import Naming
 from firstboot.containers.probe import (
@@ -22,8 +21,9 @@ from firstboot.containers.probe import (
     published_port,
     route_problem,
 )
-from firstboot.context import FirstbootContext
-from firstboot.steps.base import Outcome, StepFailed
+from firstboot.core.config import Appliance
+from firstboot.core.context import FirstbootContext
+from firstboot.core.step import Outcome, StepFailed
 
 NAME = "health"
 TIMEOUT_S = 300.0

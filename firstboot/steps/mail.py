@@ -26,7 +26,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from firstboot.config import Appliance, SecretRef
 from firstboot.containers import engine
 from firstboot.containers.images import baked_image, read_baked_images
 from firstboot.containers.naming import LABEL_CONFIG_HASH, ROLE_SERVICE, Naming
@@ -40,8 +39,10 @@ from firstboot.containers.spec import (
     VolumeSpec,
     spec_hash,
 )
-from firstboot.context import FirstbootContext, Paths
-from firstboot.files import ensure_dir, write_if_changed
+from firstboot.core.config import Appliance, SecretRef
+from firstboot.core.context import FirstbootContext, Paths
+from firstboot.core.files import ensure_dir, write_if_changed
+from firstboot.core.step import Outcome, StepFailed
 from firstboot.mail import dkim
 from firstboot.mail.passwords import hash_password, verifies
 from firstboot.mail.render import (
@@ -54,7 +55,6 @@ from firstboot.mail.render import (
     UserEntry,
     render_mail_files,
 )
-from firstboot.steps.base import Outcome, StepFailed
 from firstboot.steps.secrets import generated_path, read_stored
 from firstboot.steps.services import RECIPES_DIR, parse_engine_time
 

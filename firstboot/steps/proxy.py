@@ -23,7 +23,6 @@ import docker
 from cryptography import x509
 from docker.models.containers import Container
 
-from firstboot.config import Appliance
 from firstboot.containers import engine
 from firstboot.containers.images import baked_image, read_baked_images
 from firstboot.containers.naming import LABEL_CONFIG_HASH, ROLE_PROXY, ROLE_SERVICE, Naming
@@ -40,11 +39,12 @@ from firstboot.containers.nginx import (
 from firstboot.containers.plan import plan_containers
 from firstboot.containers.recipe import RecipeRuntime, load_recipe_runtime
 from firstboot.containers.spec import Attachment, RouteSpec, ServiceSpec, spec_hash
-from firstboot.context import FirstbootContext
-from firstboot.files import atomic_write, ensure_dir, write_if_changed
+from firstboot.core.config import Appliance
+from firstboot.core.context import FirstbootContext
+from firstboot.core.files import atomic_write, ensure_dir, write_if_changed
+from firstboot.core.step import Outcome, StepFailed
 from firstboot.mail.records import mta_sts_policy
 from firstboot.manifest import ManifestImage, ManifestProxy, read_manifest, write_manifest
-from firstboot.steps.base import Outcome, StepFailed
 from firstboot.steps.services import RECIPES_DIR
 from firstboot.steps.tls import is_fallback
 

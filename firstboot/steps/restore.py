@@ -22,10 +22,10 @@ import time
 from firstboot.backup import borg
 from firstboot.backup.client import BackupError, Borg, enabled, prepare_client
 from firstboot.backup.restore import data_is_blank, find_backup, restore
-from firstboot.config import Appliance
-from firstboot.context import FirstbootContext, Mode
-from firstboot.files import atomic_write
-from firstboot.steps.base import Outcome, StepFailed
+from firstboot.core.config import Appliance
+from firstboot.core.context import FirstbootContext, Mode
+from firstboot.core.files import atomic_write
+from firstboot.core.step import Outcome, StepFailed
 
 NAME = "restore"
 # Inside one run, `required` retries this often before failing (the unit then backs off).

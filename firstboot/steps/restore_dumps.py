@@ -13,17 +13,17 @@ from __future__ import annotations
 import time
 from collections.abc import Collection, Mapping, Sequence
 
-from firstboot import execute
 from firstboot.backup import borg
 from firstboot.backup.client import enabled
 from firstboot.backup.restore import dumps_dir
-from firstboot.config import Appliance
 from firstboot.containers.engine import container_state
 from firstboot.containers.naming import Naming
 from firstboot.containers.probe import container_problem
-from firstboot.context import FirstbootContext
-from firstboot.execute import CommandError
-from firstboot.steps.base import Outcome, StepFailed
+from firstboot.core import execute
+from firstboot.core.config import Appliance
+from firstboot.core.context import FirstbootContext
+from firstboot.core.execute import CommandError
+from firstboot.core.step import Outcome, StepFailed
 from firstboot.steps.services import converge_services
 
 NAME = "restore_dumps"

@@ -21,12 +21,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from firstboot.config import Appliance, SecretRef, SecretUnavailable
-from firstboot.config.secrets import iter_secret_refs
-from firstboot.context import FirstbootContext, Paths
-from firstboot.files import ensure_dir, write_if_changed
+from firstboot.core.config import Appliance, SecretRef, SecretUnavailable
+from firstboot.core.config.secrets import iter_secret_refs
+from firstboot.core.context import FirstbootContext, Paths
+from firstboot.core.files import ensure_dir, write_if_changed
+from firstboot.core.step import Outcome, StepFailed
 from firstboot.mail import dkim
-from firstboot.steps.base import Outcome, StepFailed
 
 NAME = "secrets"
 

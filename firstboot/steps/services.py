@@ -22,7 +22,6 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from firstboot.config import Appliance, SecretRef, SecretUnavailable
 from firstboot.containers import engine
 from firstboot.containers.images import BakedImage, baked_image, read_baked_images
 from firstboot.containers.naming import LABEL_CONFIG_HASH, ROLE_SERVICE, Naming
@@ -36,8 +35,10 @@ from firstboot.containers.spec import (
     spec_hash,
     start_order,
 )
-from firstboot.context import FirstbootContext
-from firstboot.files import ensure_dir, write_if_changed
+from firstboot.core.config import Appliance, SecretRef, SecretUnavailable
+from firstboot.core.context import FirstbootContext
+from firstboot.core.files import ensure_dir, write_if_changed
+from firstboot.core.step import Outcome, StepFailed
 from firstboot.manifest import (
     EnvironmentManifest,
     ManifestNetwork,
@@ -46,7 +47,6 @@ from firstboot.manifest import (
     read_manifest,
     write_manifest,
 )
-from firstboot.steps.base import Outcome, StepFailed
 
 NAME = "services"
 RECIPES_DIR = "/usr/share/arkbox/recipes"

@@ -31,10 +31,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from firstboot.config import Appliance
-from firstboot.context import FirstbootContext
-from firstboot.files import atomic_write, ensure_dir
-from firstboot.steps.base import Outcome
+from firstboot.core.config import Appliance
+from firstboot.core.context import FirstbootContext
+from firstboot.core.files import atomic_write, ensure_dir
+from firstboot.core.step import Outcome
 
 NAME = "tls"
 

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from rig_fixtures import FULLCHAIN, ROOT, STATUS_JSON, check, installer
 
-from builder.rig import AppliancePart, wait_until
+from builder.rig.parts import AppliancePart, wait_until
 
 EVENT = """BEGIN:VCALENDAR
 VERSION:2.0

@@ -20,7 +20,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from builder.rig import AppliancePart, ClientPart, Rig, client_image, image_from_rootfs_tar
+from builder.rig.parts import AppliancePart, ClientPart, Rig, client_image, image_from_rootfs_tar
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = ROOT / "config/default.yaml"

@@ -29,7 +29,7 @@ from rig_fixtures import (
     sh,
 )
 
-from builder.rig import AppliancePart, BackupServerPart, Rig, image_from_rootfs_tar
+from builder.rig.parts import AppliancePart, BackupServerPart, Rig, image_from_rootfs_tar
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

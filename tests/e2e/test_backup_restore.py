@@ -46,7 +46,7 @@ from rig_fixtures import (
     the_client_image,
 )
 
-from builder.rig import (
+from builder.rig.parts import (
     AppliancePart,
     BackupServerPart,
     ClientPart,

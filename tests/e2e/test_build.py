@@ -21,7 +21,7 @@ import pytest
 from built import ROOT, Built, arkbox_build, built_appliance
 from conftest import require
 
-from builder.manifest import read_manifest
+from builder.pipeline.manifest import read_manifest
 
 pytestmark = [pytest.mark.slow]
 

@@ -45,7 +45,7 @@ from rig_fixtures import (
     tree_checksums,
 )
 
-from builder.rig import AppliancePart, ClientPart, Rig, files_tar, wait_until
+from builder.rig.parts import AppliancePart, ClientPart, Rig, files_tar, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -45,8 +45,8 @@ from rig_fixtures import (
     step_states,
 )
 
-from builder.rig import AppliancePart, Part, Rig, rig_image, wait_until
-from builder.try_dns import NSD_CONF
+from builder.rig.dns import NSD_CONF
+from builder.rig.parts import AppliancePart, Part, Rig, rig_image, wait_until
 from firstboot.mail.dkim import make_private_key, txt_value
 from firstboot.mail.doctor import Resolver, spf_result
 from firstboot.mail.records import Record, zone_value
@@ -97,7 +97,7 @@ class DnsPart(Part):
                                   for name in sorted(zones))
         files["/etc/nsd/nsd.conf"] = (conf.encode(), 0o644)
         assert self.container is not None
-        from builder.rig import files_tar
+        from builder.rig.parts import files_tar
 
         self.container.put_archive("/", files_tar(files))
         code, out = self.exec("sh", "-c", "nsd-checkconf /etc/nsd/nsd.conf && for z in "
@@ -474,8 +474,8 @@ def test_a_new_certificate_is_reloaded_not_recreated(net: Net) -> None:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
 
-    from builder.rig import files_tar
-    from firstboot.context import utc_now
+    from builder.rig.parts import files_tar
+    from firstboot.core.context import utc_now
     from firstboot.steps.tls import cert_names, make_fallback
 
     before = check(net.app, "docker inspect -f '{{.Id}}' arkbox-mail").strip()

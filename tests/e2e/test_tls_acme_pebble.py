@@ -38,7 +38,7 @@ from rig_fixtures import (
     the_client_image,
 )
 
-from builder.rig import (
+from builder.rig.parts import (
     AppliancePart,
     ClientPart,
     PebblePart,

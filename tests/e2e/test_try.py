@@ -27,7 +27,7 @@ from built import Built, built_appliance, built_backup_server
 from conftest import require_tool
 from try_fixtures import arkbox_try, assert_nothing_left, engine_objects, interrupt_when, labelled
 
-from builder.rig import RIG_LABEL, remove_rig
+from builder.rig.parts import RIG_LABEL, remove_rig
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

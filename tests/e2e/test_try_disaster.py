@@ -26,7 +26,7 @@ from conftest import require_tool
 from restore_checks import Outside, assert_event_stored, assert_same_data, data_facts, write_data
 from try_fixtures import arkbox_try, assert_nothing_left, engine_objects, interrupt_when, labelled
 
-from builder.rig import AppliancePart, Rig, remove_rig
+from builder.rig.parts import AppliancePart, Rig, remove_rig
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

@@ -20,7 +20,7 @@ from built import Built, built_backup_server
 from conftest import IN_CI
 from rig_fixtures import default_sigint
 
-from builder.rig import RIG_LABEL
+from builder.rig.parts import RIG_LABEL
 
 ROOT = Path(__file__).resolve().parents[2]
 ARKBOX = str(Path(sys.executable).parent / "arkbox")

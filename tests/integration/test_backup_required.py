@@ -19,11 +19,11 @@ from built import built_backup_server
 from conftest import docker_answers, require, require_tool
 from test_backup_server import write_config
 
-from builder.rig import BackupServerPart, Rig, image_from_rootfs_tar
+from builder.rig.parts import BackupServerPart, Rig, image_from_rootfs_tar
 from firstboot.backup.backup import list_archives
 from firstboot.containers.naming import Naming
-from firstboot.context import FirstbootContext, Paths
 from firstboot.converge import converge
+from firstboot.core.context import FirstbootContext, Paths
 from firstboot.status import Status
 from firstboot.steps import backup as backup_step
 from firstboot.steps import load_steps

@@ -28,7 +28,7 @@ import pytest
 from built import built_backup_server
 from conftest import docker_answers, require, require_tool
 
-from builder.rig import BackupServerPart, Rig, SystemdPart, image_from_rootfs_tar
+from builder.rig.parts import BackupServerPart, Rig, SystemdPart, image_from_rootfs_tar
 from firstboot.backup import borg
 from firstboot.backup.backup import (
     archives_with_sizes,
@@ -38,13 +38,13 @@ from firstboot.backup.backup import (
 )
 from firstboot.backup.cli import archive_table
 from firstboot.backup.client import BackupError, BackupPaths, read_failure
-from firstboot.config import Appliance, load_config
 from firstboot.containers.naming import Naming
-from firstboot.context import FirstbootContext, Mode, Paths
+from firstboot.core.config import Appliance, load_config
+from firstboot.core.context import FirstbootContext, Mode, Paths
+from firstboot.core.step import StepFailed
 from firstboot.steps import backup as backup_step
 from firstboot.steps import restore as restore_step
 from firstboot.steps import restore_dumps
-from firstboot.steps.base import StepFailed
 
 pytestmark = [pytest.mark.integration]
 

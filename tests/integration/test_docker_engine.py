@@ -12,8 +12,8 @@ import docker
 import pytest
 from testcontainers.core.container import DockerContainer
 
-from builder.cache import cache_dir_from_env
-from builder.service_images import BaseSpec, build_base_image
+from builder.pipeline.cache import cache_dir_from_env
+from builder.pipeline.service_images import BaseSpec, build_base_image
 
 pytestmark = [pytest.mark.integration]
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from firstboot.config import DEFAULT_CONFIG_PATH, load_config
-from firstboot.context import FirstbootContext, Paths
+from firstboot.core.config import DEFAULT_CONFIG_PATH, load_config
+from firstboot.core.context import FirstbootContext, Paths
 from firstboot.steps import engine
 
 pytestmark = pytest.mark.integration
@@ -91,7 +91,7 @@ def test_the_step_waits_for_the_boot_time_load_and_finds_it_done(
 LOAD_SLOWLY = """
 import subprocess, sys, time
 from pathlib import Path
-from firstboot.context import Paths
+from firstboot.core.context import Paths
 from firstboot.steps import engine
 
 paths = Paths(Path(sys.argv[1]))

@@ -19,7 +19,7 @@ import pytest
 from conftest import require, require_tool
 from conftest_rootfs import Artifacts, artifacts
 
-from builder.rig import AppliancePart, Rig, image_from_rootfs_tar
+from builder.rig.parts import AppliancePart, Rig, image_from_rootfs_tar
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -162,7 +162,7 @@ def test_base_tarball_is_bit_reproducible(rootfs_artifacts: Artifacts, tmp_path:
         pytest.skip("set ARKBOX_TEST_REPRODUCIBLE=1 to rebuild the base root fs and compare")
     from conftest_rootfs import SOURCE_DATE_EPOCH
 
-    from builder.rootfs import build_rootfs_tar
+    from builder.pipeline.rootfs import build_rootfs_tar
 
     again = build_rootfs_tar(tmp_path / "again.tar", source_date_epoch=SOURCE_DATE_EPOCH,
                              work_dir=tmp_path)

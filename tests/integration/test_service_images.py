@@ -31,8 +31,8 @@ from conftest import require_tool
 from docker.models.containers import Container
 from docker.models.networks import Network
 
-from builder.cache import cache_dir_from_env
-from builder.service_images import (
+from builder.pipeline.cache import cache_dir_from_env
+from builder.pipeline.service_images import (
     BaseSpec,
     BuiltImage,
     RecipeState,
@@ -46,7 +46,7 @@ from builder.service_images import (
     recipe_files,
     recipe_key,
 )
-from firstboot.errors import BadInputError
+from firstboot.core.errors import BadInputError
 
 
 def integration(test: Callable[..., None]) -> Callable[..., None]:

@@ -31,13 +31,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from docker.models.containers import Container
 
-from builder.cache import cache_dir_from_env
-from builder.service_images import BuiltImage, build_service_images
-from firstboot.config import Appliance, load_config
-from firstboot.config.loader import DEFAULT_CONFIG_PATH
+from builder.pipeline.cache import cache_dir_from_env
+from builder.pipeline.service_images import BuiltImage, build_service_images
 from firstboot.containers.naming import Naming
 from firstboot.containers.probe import leaf_fingerprint, route_problem
-from firstboot.context import FirstbootContext, Paths
+from firstboot.core.config import Appliance, load_config
+from firstboot.core.config.loader import DEFAULT_CONFIG_PATH
+from firstboot.core.context import FirstbootContext, Paths
 from firstboot.steps import health, proxy, services
 
 pytestmark = [pytest.mark.integration]

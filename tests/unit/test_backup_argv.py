@@ -11,8 +11,8 @@ from firstboot.backup import borg, timer
 from firstboot.backup.client import BackupError
 from firstboot.backup.feed import plan_backup
 from firstboot.backup.restore import Contents, complete_backups, extract_jobs, read_contents
-from firstboot.config import DEFAULT_CONFIG_PATH, Appliance, load_config
-from firstboot.config.backup import Retention
+from firstboot.core.config import DEFAULT_CONFIG_PATH, Appliance, load_config
+from firstboot.core.config.backup import Retention
 
 REMOTE = borg.Remote("ssh://borg@backup.arkbox.test:2222/./arkbox", Path("/k/ssh-key"),
                      Path("/k/known_hosts"), pinned=False)
@@ -175,7 +175,7 @@ def test_timer_is_daily_randomized_and_persistent() -> None:
 
 def test_backup_status_from_the_recorded_stats(tmp_path: Path) -> None:
     from firstboot.backup.client import backup_status, record_stats
-    from firstboot.context import Paths
+    from firstboot.core.context import Paths
 
     paths = Paths(tmp_path)
     now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

@@ -30,10 +30,10 @@ from firstboot.backup.drill import (
     remove_drill,
     remove_stale_drills,
 )
-from firstboot.config import load_config
 from firstboot.containers.naming import Naming
-from firstboot.context import FirstbootContext, Paths
-from firstboot.execute import Completed
+from firstboot.core.config import load_config
+from firstboot.core.context import FirstbootContext, Paths
+from firstboot.core.execute import Completed
 from firstboot.status import Status, StepReport, StepState
 from firstboot.status_view import backup_lines, human_size, render_status, status_json
 from firstboot.steps import ORDER

@@ -12,8 +12,8 @@ from typing import IO
 
 import pytest
 
-from firstboot import execute
 from firstboot.backup import feed
+from firstboot.core import execute
 
 
 def make_tree(data: Path) -> None:

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from firstboot.config import Appliance, load_config
-from firstboot.context import FirstbootContext, Mode, Paths
-from firstboot.execute import CommandError, Completed
+from firstboot.core.config import Appliance, load_config
+from firstboot.core.context import FirstbootContext, Mode, Paths
+from firstboot.core.execute import CommandError, Completed
+from firstboot.core.step import StepFailed
 from firstboot.steps import restore as restore_step
-from firstboot.steps.base import StepFailed
 
 REPO = Path(__file__).resolve().parents[2]
 

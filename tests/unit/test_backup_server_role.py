@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from builder import backup_server as bs
-from firstboot.config import load_config
-from firstboot.errors import BadInputError
+from builder.pipeline import backup_server as bs
+from firstboot.core.config import load_config
+from firstboot.core.errors import BadInputError
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAwC1DRQY/x3qGXy6prYbPx+Bpi3uUVeeMZWEl9qGWCh x@y"

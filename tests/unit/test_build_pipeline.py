@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from builder import build
-from builder.context import BuildContext
-from builder.progress import Progress
-from firstboot.config import DEFAULT_CONFIG_PATH, load_config
-from firstboot.errors import ArkboxError
+from builder.pipeline import build
+from builder.pipeline.context import BuildContext
+from builder.pipeline.progress import Progress
+from firstboot.core.config import DEFAULT_CONFIG_PATH, load_config
+from firstboot.core.errors import ArkboxError
 
 STAGES = [
     "stage_base_rootfs", "stage_service_images", "stage_installer", "stage_assemble",

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from builder.cache import digest_tree, inputs_key, lookup
+from builder.pipeline.cache import digest_tree, inputs_key, lookup
 
 
 def test_key_changes_exactly_when_inputs_change() -> None:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from firstboot.config import ConfigInvalid, format_problems, load_config
-from firstboot.errors import EXIT_BAD_INPUT
+from firstboot.core.config import ConfigInvalid, format_problems, load_config
+from firstboot.core.errors import EXIT_BAD_INPUT
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "bad-configs"
 REPO = Path(__file__).resolve().parents[2]

@@ -6,7 +6,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from firstboot.config import Appliance, render_config_docs, render_schema_json
+from firstboot.core.config import Appliance, render_config_docs, render_schema_json
 
 REPO = Path(__file__).resolve().parents[2]
 REGENERATE = "regenerate with scripts/gen-config-docs (or: arkbox schema && arkbox docs)"

@@ -9,15 +9,15 @@ from typing import Annotated, Any
 import pytest
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from firstboot.config import (
+from firstboot.core.config import (
     DEFAULT_CONFIG_PATH,
     Appliance,
     ConfigInvalid,
     config_digest,
     load_config,
 )
-from firstboot.config.messages import unwrap
-from firstboot.config.scalars import duration_seconds, size_bytes
+from firstboot.core.config.messages import unwrap
+from firstboot.core.config.scalars import duration_seconds, size_bytes
 
 EXAMPLES = sorted((DEFAULT_CONFIG_PATH.parent / "examples").glob("*.yaml"))
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from firstboot.config import ConfigInvalid, Problem, format_problems, load_config
-from firstboot.config.problems import dotted, format_warnings
-from firstboot.config.yaml_source import YamlRejected, parse_yaml
-from firstboot.errors import BadInputError
+from firstboot.core.config import ConfigInvalid, Problem, format_problems, load_config
+from firstboot.core.config.problems import dotted, format_warnings
+from firstboot.core.config.yaml_source import YamlRejected, parse_yaml
+from firstboot.core.errors import BadInputError
 
 
 def test_problem_reads_like_the_ux_example() -> None:

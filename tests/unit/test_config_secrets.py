@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from firstboot.config import ConfigInvalid, SecretRef, SecretUnavailable, load_config
+from firstboot.core.config import ConfigInvalid, SecretRef, SecretUnavailable, load_config
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIF6YilbxuYcReyoVRXRnJrBiinY8edFG7Xgx8AxGsXkQ ops@laptop"
 PASSPHRASE = "correct horse battery staple"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from builder import disk
+from builder.pipeline import disk
 
 IDS = disk.disk_ids("demo", 1735689600)
 LAYOUT = disk.disk_layout(IDS, root_mib=1000)

@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from firstboot.config import DEFAULT_CONFIG_PATH, Appliance, load_config
 from firstboot.containers.images import BakedImage
-from firstboot.context import FirstbootContext, Paths
-from firstboot.execute import Completed
+from firstboot.core.config import DEFAULT_CONFIG_PATH, Appliance, load_config
+from firstboot.core.context import FirstbootContext, Paths
+from firstboot.core.execute import Completed
+from firstboot.core.step import StepFailed
 from firstboot.steps import engine
-from firstboot.steps.base import StepFailed
 
 PROXY = BakedImage("proxy", "arkbox/proxy:aaaa", "sha256:" + "a" * 64)
 WIKI = BakedImage("wiki", "arkbox/wiki:bbbb", "sha256:" + "b" * 64)

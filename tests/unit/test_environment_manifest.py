@@ -6,12 +6,12 @@ import dataclasses
 import json
 from pathlib import Path
 
-from firstboot.config import load_config
-from firstboot.config.loader import DEFAULT_CONFIG_PATH
 from firstboot.containers.images import BakedImage
 from firstboot.containers.naming import Naming
 from firstboot.containers.recipe import load_recipe_runtime
 from firstboot.containers.spec import ServiceSpec, service_specs, spec_hash
+from firstboot.core.config import load_config
+from firstboot.core.config.loader import DEFAULT_CONFIG_PATH
 from firstboot.manifest import (
     EnvironmentManifest,
     changed_fields,

@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from firstboot.execute import MASK, CommandError, Secret, mask, run, secret_values, shown_argv
+from firstboot.core.execute import MASK, CommandError, Secret, mask, run, secret_values, shown_argv
 
 PASSPHRASE = "correct horse battery staple"
 
@@ -83,7 +83,7 @@ def test_streaming_lines_and_check_false() -> None:
 
 
 def test_frozen_binary_does_not_leak_its_library_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    from firstboot.execute import child_environment
+    from firstboot.core.execute import child_environment
 
     monkeypatch.setattr(sys, "frozen", True, raising=False)
     monkeypatch.setenv("LD_LIBRARY_PATH", "/tmp/_MEIxyz")

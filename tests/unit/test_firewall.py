@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from conftest import require, require_tool
 
-from firstboot.config import DEFAULT_CONFIG_PATH, Appliance, load_config
-from firstboot.context import FirstbootContext, Paths
-from firstboot.execute import Completed
+from firstboot.core.config import DEFAULT_CONFIG_PATH, Appliance, load_config
+from firstboot.core.context import FirstbootContext, Paths
+from firstboot.core.execute import Completed
 from firstboot.steps import firewall
 
 GOLDEN = Path(__file__).resolve().parents[1] / "data/golden/nftables-default.conf"

@@ -1,4 +1,4 @@
-"""builder.hardening: variables, the tree, the data edits and the unit commands, run nowhere."""
+"""builder.pipeline.hardening: variables, the tree, the data edits, unit commands, run nowhere."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from builder import hardening
-from builder.hardening import (
+from builder.pipeline import hardening
+from builder.pipeline.hardening import (
     HARDENING_TREE,
     HardeningVars,
     apply_hardening,
@@ -24,9 +24,9 @@ from builder.hardening import (
     systemctl_argv,
     tree_files,
 )
-from firstboot.config import DEFAULT_CONFIG_PATH, load_config
-from firstboot.errors import ArkboxError, BadInputError
-from firstboot.execute import Completed
+from firstboot.core.config import DEFAULT_CONFIG_PATH, load_config
+from firstboot.core.errors import ArkboxError, BadInputError
+from firstboot.core.execute import Completed
 
 GOLDEN_SSHD = Path(__file__).resolve().parents[1] / "data/golden/sshd_config.conf"
 SAMPLE = {"admin_user": "ops", "ssh_port": 2222}

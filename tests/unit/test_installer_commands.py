@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from firstboot.config import DEFAULT_CONFIG_PATH, Appliance, load_config
-from firstboot.context import FirstbootContext, Paths
 from firstboot.converge import converge
+from firstboot.core.config import DEFAULT_CONFIG_PATH, Appliance, load_config
+from firstboot.core.context import FirstbootContext, Paths
+from firstboot.core.step import Outcome, StepFailed
 from firstboot.status import Status
-from firstboot.steps.base import Outcome, StepFailed
 
 INSTALLER = str(Path(sys.executable).parent / "arkbox-installer")
 

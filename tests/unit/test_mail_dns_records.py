@@ -12,7 +12,7 @@ import dns.rdataclass
 import dns.rdatatype
 import pytest
 
-from firstboot.config import Appliance, load_config
+from firstboot.core.config import Appliance, load_config
 from firstboot.mail import dkim
 from firstboot.mail.doctor import (
     FAIL,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from firstboot.config import load_config
-from firstboot.config.mail import Mail
+from firstboot.core.config import load_config
+from firstboot.core.config.mail import Mail
 from firstboot.mail import dkim
 from firstboot.mail.passwords import hash_password, verifies
 from firstboot.mail.render import DKIM_KEY, UserEntry, render_mail_files, sender_logins
@@ -137,7 +137,7 @@ def test_password_hashes_are_argon2id_and_verify() -> None:
 
 
 def test_hashes_are_kept_while_the_password_is_unchanged(tmp_path: Path) -> None:
-    from firstboot.context import FirstbootContext, Paths
+    from firstboot.core.context import FirstbootContext, Paths
     from firstboot.steps.mail import MailPaths, user_entries
 
     config = load_config(ROOT / "config/default.yaml")

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from builder.manifest import (
+from builder.pipeline.manifest import (
     BuildManifest,
     describe_outputs,
     installed_packages,

@@ -12,8 +12,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 
-from firstboot.config import load_config
-from firstboot.config.loader import DEFAULT_CONFIG_PATH
 from firstboot.containers.nginx import (
     INTERMEDIATE_CIPHERS,
     Location,
@@ -24,6 +22,8 @@ from firstboot.containers.nginx import (
     sites_from_routes,
 )
 from firstboot.containers.spec import RouteSpec
+from firstboot.core.config import load_config
+from firstboot.core.config.loader import DEFAULT_CONFIG_PATH
 
 GOLDEN = Path(__file__).resolve().parents[1] / "data/golden/nginx-default.conf"
 

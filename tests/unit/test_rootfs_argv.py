@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from builder import rootfs
-from firstboot.errors import ArkboxError
+from builder.pipeline import rootfs
+from firstboot.core.errors import ArkboxError
 
 OUT = Path("/tmp/out/rootfs.tar")
 

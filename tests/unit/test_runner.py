@@ -12,14 +12,14 @@ from typing import Any
 
 import pytest
 
-from firstboot.config import DEFAULT_CONFIG_PATH, Appliance, load_config
-from firstboot.context import FirstbootContext, Paths
-from firstboot.errors import ArkboxError
+from firstboot.core.config import DEFAULT_CONFIG_PATH, Appliance, load_config
+from firstboot.core.context import FirstbootContext, Paths
+from firstboot.core.errors import ArkboxError
+from firstboot.core.step import Outcome, StepFailed
 from firstboot.journal import Journal, StepRecord
 from firstboot.runner import KILL_ENV, KillSwitch, Runner, run_lock
 from firstboot.status import RunResult, Status, StepState
 from firstboot.steps import ORDER
-from firstboot.steps.base import Outcome, StepFailed
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -176,7 +176,7 @@ def test_failure_summary_names_the_step_the_error_and_the_hint(config: Appliance
 
 def test_bad_input_in_a_step_exits_2_and_a_crash_is_an_internal_error(
         config: Appliance, tmp_path: Path) -> None:
-    from firstboot.errors import BadInputError
+    from firstboot.core.errors import BadInputError
 
     runner = runner_for(config, tmp_path / "a", [FakeStep("x", fail=BadInputError("no secret"))])
     runner.run()
@@ -245,10 +245,10 @@ def test_checkpoints_call_the_kill_switch_with_step_and_point(config: Appliance,
 KILL_SCRIPT = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from firstboot.config import DEFAULT_CONFIG_PATH, load_config
-    from firstboot.context import FirstbootContext, Paths
+    from firstboot.core.config import DEFAULT_CONFIG_PATH, load_config
+    from firstboot.core.context import FirstbootContext, Paths
     from firstboot.runner import Runner
-    from firstboot.steps.base import Outcome
+    from firstboot.core.step import Outcome
 
     root = Path(sys.argv[1])
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from firstboot.config import DEFAULT_CONFIG_PATH, Appliance, SecretRef, load_config
-from firstboot.context import FirstbootContext, Paths
+from firstboot.core.config import DEFAULT_CONFIG_PATH, Appliance, SecretRef, load_config
+from firstboot.core.context import FirstbootContext, Paths
+from firstboot.core.step import StepFailed
 from firstboot.steps import secrets
-from firstboot.steps.base import StepFailed
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIF6YilbxuYcReyoVRXRnJrBiinY8edFG7Xgx8AxGsXkQ"
 

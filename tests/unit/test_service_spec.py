@@ -8,8 +8,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from firstboot.config import Appliance, SecretRef, load_config
-from firstboot.config.loader import DEFAULT_CONFIG_PATH
 from firstboot.containers.images import BakedImage
 from firstboot.containers.naming import Naming
 from firstboot.containers.recipe import RecipeRuntime, load_recipe_runtime, recipe_runtime_from
@@ -21,7 +19,9 @@ from firstboot.containers.spec import (
     spec_hash,
     start_order,
 )
-from firstboot.steps.base import StepFailed
+from firstboot.core.config import Appliance, SecretRef, load_config
+from firstboot.core.config.loader import DEFAULT_CONFIG_PATH
+from firstboot.core.step import StepFailed
 
 RECIPES = Path(__file__).resolve().parents[2] / "image" / "recipes"
 DATA = Path("/srv/arkbox")

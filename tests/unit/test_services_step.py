@@ -9,9 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from firstboot.config.services import Healthcheck
 from firstboot.containers.plan import Plan
 from firstboot.containers.spec import http_check_script
+from firstboot.core.config.services import Healthcheck
 from firstboot.steps.services import ServicesReport, parse_engine_time
 
 

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from conftest import require_tool
 
-from firstboot.config import DEFAULT_CONFIG_PATH, Appliance, load_config
-from firstboot.context import FirstbootContext, Paths
-from firstboot.execute import Completed
+from firstboot.core.config import DEFAULT_CONFIG_PATH, Appliance, load_config
+from firstboot.core.context import FirstbootContext, Paths
+from firstboot.core.execute import Completed
+from firstboot.core.step import StepFailed
 from firstboot.steps import system
-from firstboot.steps.base import StepFailed
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIF6YilbxuYcReyoVRXRnJrBiinY8edFG7Xgx8AxGsXkQ ops@laptop"
 

@@ -20,8 +20,8 @@ from rich.console import Console
 
 from firstboot.certs import acme_client, renew, timer
 from firstboot.certs.acme_client import CaProblem, explain, make_csr, new_private_key
-from firstboot.config import DEFAULT_CONFIG_PATH, Appliance, load_config
-from firstboot.context import FirstbootContext, Paths
+from firstboot.core.config import DEFAULT_CONFIG_PATH, Appliance, load_config
+from firstboot.core.context import FirstbootContext, Paths
 from firstboot.status import Status, StepReport, StepState
 from firstboot.status_view import render_status
 from firstboot.steps import acme as acme_step

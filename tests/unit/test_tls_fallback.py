@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from firstboot.config import DEFAULT_CONFIG_PATH, Appliance, load_config
-from firstboot.context import FirstbootContext, Paths
+from firstboot.core.config import DEFAULT_CONFIG_PATH, Appliance, load_config
+from firstboot.core.context import FirstbootContext, Paths
 from firstboot.steps import tls
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)

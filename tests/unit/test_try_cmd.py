@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.try_cmd import (
+from builder.rig.try_cmd import (
     STAMP_NAME,
     BuiltState,
     CurrentInputs,
@@ -27,8 +27,8 @@ from builder.try_cmd import (
     write_stamp,
 )
 from firstboot import __version__
-from firstboot.config import load_config
-from firstboot.config.loader import DEFAULT_CONFIG_PATH
+from firstboot.core.config import load_config
+from firstboot.core.config.loader import DEFAULT_CONFIG_PATH
 
 NOW = CurrentInputs(config_file="config/default.yaml", config_sha256="a" * 64,
                     arkbox_version="1.0.0", source_sha256="s" * 64)
@@ -221,7 +221,7 @@ def test_next_steps_print_the_doctor_command_after_the_records() -> None:
 
 
 def test_disaster_serves_the_zones_of_the_restored_config_and_prints_the_doctor() -> None:
-    from builder.try_cmd import after_disaster, zone_domains_in_yaml
+    from builder.rig.try_cmd import after_disaster, zone_domains_in_yaml
 
     text = DEFAULT_CONFIG_PATH.read_text()
     assert zone_domains_in_yaml(text) == ["arkbox.test", "arkbox.test"]
@@ -238,7 +238,7 @@ def test_the_try_config_points_acme_at_the_rig_ca_and_keeps_the_rest() -> None:
 
     import yaml
 
-    from builder import try_ca
+    from builder.rig import ca as try_ca
 
     pebble = SimpleNamespace(directory="https://pebble:14000/dir")
     text = DEFAULT_CONFIG_PATH.read_text()
@@ -274,7 +274,7 @@ class FakeAppliance:
 
 @pytest.fixture
 def no_wait(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("builder.try_cmd.JOURNAL_POLL_S", 0.0)
+    monkeypatch.setattr("builder.rig.try_cmd.JOURNAL_POLL_S", 0.0)
 
 
 def test_follow_prints_lines_until_the_done_marker(no_wait: None) -> None:
@@ -335,7 +335,7 @@ def test_backup_server_planned_for_an_ssh_repository(tmp_path: Path) -> None:
 
 
 def test_disaster_refuses_without_a_finished_rig_and_says_what_to_do() -> None:
-    from builder.try_cmd import RigFound, disaster_refusal
+    from builder.rig.try_cmd import RigFound, disaster_refusal
 
     ready = RigFound("running", "running", "done")
     assert disaster_refusal("arkbox-try", ready) is None
@@ -357,7 +357,7 @@ def test_disaster_refuses_without_a_finished_rig_and_says_what_to_do() -> None:
 
 
 def test_backup_progress_shows_commands_short_and_hides_the_rest() -> None:
-    from builder.try_cmd import archive_of_backup, backup_progress
+    from builder.rig.try_cmd import archive_of_backup, backup_progress
 
     lines = [
         "DEBUG arkbox.exec: run: docker pause arkbox-calendar",
@@ -382,7 +382,7 @@ def test_backup_progress_shows_commands_short_and_hides_the_rest() -> None:
 
 
 def test_restore_result_and_the_report() -> None:
-    from builder.try_cmd import disaster_report, restore_result
+    from builder.rig.try_cmd import disaster_report, restore_result
 
     restore = json.dumps({"mode": "RESTORE", "reason": "restored A (3 archive(s))",
                           "archive": "A"})
@@ -398,7 +398,7 @@ def test_restore_result_and_the_report() -> None:
 
 
 def test_after_disaster_lists_the_routes_on_the_published_port() -> None:
-    from builder.try_cmd import after_disaster, routes_in_yaml
+    from builder.rig.try_cmd import after_disaster, routes_in_yaml
 
     routes = routes_in_yaml(DEFAULT_CONFIG_PATH.read_text())
     assert [r.hostname for r in routes] == ["cal.arkbox.test", "webmail.arkbox.test",
@@ -415,7 +415,7 @@ def test_after_disaster_lists_the_routes_on_the_published_port() -> None:
 def test_exec_streaming_hands_over_whole_lines_as_they_come() -> None:
     from types import SimpleNamespace
 
-    from builder.rig import exec_streaming
+    from builder.rig.parts import exec_streaming
 
     class Api:
         def exec_create(self, container: str, argv: list[str], **kw: object) -> dict[str, str]:
@@ -441,8 +441,8 @@ def test_blank_appliance_falls_back_to_new_ports_only_when_the_old_are_taken(
 
     from docker.errors import APIError
 
-    from builder import try_cmd
-    from firstboot.errors import ArkboxError
+    from builder.rig import try_cmd
+    from firstboot.core.errors import ArkboxError
 
     removed: list[str] = []
     container = SimpleNamespace(remove=lambda force: removed.append("appliance"))

@@ -6,7 +6,7 @@ import shlex
 
 import pytest
 
-from builder.try_dns import address_options, doctor_command, nsd_conf, zone_files, zones_for
+from builder.rig.dns import address_options, doctor_command, nsd_conf, zone_files, zones_for
 
 RECORDS = [
     {"name": "mail.arkbox.test.", "type": "A", "value": "172.31.7.3", "purpose": "mail host",

@@ -1,0 +1,273 @@
+"""`arkbox build`: the pipeline, top to bottom.
+
+Each stage is a function of the BuildContext; expensive ones are cached under
+the cache dir by a hash of their inputs. Outputs are written into a work dir
+and renamed into out/ only when every stage succeeded, so a failed build
+leaves out/ as it was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+
+from builder.pipeline import assemble, disk, hardening, installer, rootfs, service_images
+from builder.pipeline.backup_server import install_backup_server
+from builder.pipeline.cache import cache_dir_from_env, digest_tree, lookup
+from builder.pipeline.context import BuildContext
+from builder.pipeline.manifest import (
+    MANIFEST_NAME,
+    BuildManifest,
+    ServiceImage,
+    StageRecord,
+    describe_outputs,
+    installed_packages,
+    write_manifest,
+)
+from builder.pipeline.progress import Progress
+from firstboot import __version__
+from firstboot.core.config import config_digest, load_config
+from firstboot.core.errors import ArkboxError
+
+MIN_FREE_BYTES = 6 << 30
+# docker-cli: trixie's docker.io ships only the daemon; the admin needs `docker`.
+# sudo: the admin account runs `arkbox-installer status/apply` through it.
+IMAGE_PACKAGES = ("docker-cli", "sudo")
+
+
+def stage_base_rootfs(ctx: BuildContext) -> None:
+    """mmdebstrap of Debian with every package the roles need (shared by both roles)."""
+    build = ctx.config.build
+    extra = image_packages(ctx)
+    packages = rootfs.package_list(extra)
+    inputs = {
+        "suite": build.suite, "mirror": build.mirror, "packages": list(packages),
+        "source_date_epoch": ctx.source_date_epoch,
+        "recipe": digest_tree(ctx.source_dir, [Path(rootfs.__file__).resolve()]),
+    }
+    entry = lookup(ctx.cache_dir, "base-rootfs", inputs)
+    ctx.progress.note(f"{build.suite}: {entry.reason}")
+    if not entry.hit:
+        entry.reset()
+        rootfs.build_rootfs_tar(
+            entry.path / "base.tar", source_date_epoch=ctx.source_date_epoch,
+            extra_packages=extra, suite=build.suite, mirror=build.mirror,
+            cache_dir=ctx.cache_dir / "debs", work_dir=entry.path,
+            on_line=ctx.progress.detail,
+        )
+        entry.commit()
+    ctx.base_tar = entry.path / "base.tar"
+
+
+def image_packages(ctx: BuildContext) -> list[str]:
+    """Packages on top of the base list: hardening's, the docker CLI, sudo, the config's."""
+    return [*hardening.HARDENING_PACKAGES, *IMAGE_PACKAGES, *ctx.config.build.extra_packages]
+
+
+def recipes_for(ctx: BuildContext) -> list[str]:
+    """The service images a role runs: the proxy, mail when on, and every service's recipe."""
+    if ctx.role != "appliance":
+        return []
+    names = {"proxy"} | {s.recipe for s in ctx.config.services.values() if s.recipe}
+    if ctx.config.mail.enabled:
+        names.add("mail")
+    return sorted(names)
+
+
+def stage_service_images(ctx: BuildContext) -> None:
+    names = recipes_for(ctx)
+    if not names:
+        ctx.progress.note("none for this role")
+        return
+    verdicts: list[str] = []
+    built = service_images.build_service_images(
+        ctx.source_dir / "image" / "recipes", names, ctx.cache_dir,
+        mirror=ctx.config.build.mirror, log=verdicts.append,
+        source_date_epoch=ctx.source_date_epoch,
+    )
+    for line in verdicts:
+        ctx.progress.detail(line)
+    fresh = [b.name for b in built if not b.cached]
+    ctx.images = [
+        {"name": b.name, "tag": b.tag, "id": b.image_id, "size": b.size} for b in built
+    ]
+    entry = lookup(ctx.cache_dir, "images-tar", {"images": ctx.images})
+    if not entry.hit:
+        entry.reset()
+        service_images.save_images(built, entry.path / "images.tar")
+        entry.commit()
+    ctx.images_tar = entry.path / "images.tar"
+    ctx.progress.note(
+        f"{' '.join(names)} · cached {len(built) - len(fresh)}/{len(built)}"
+        + (f" · built {' '.join(fresh)}" if fresh else "")
+    )
+
+
+def stage_installer(ctx: BuildContext) -> None:
+    """The frozen `arkbox-installer`, rebuilt only when its sources change."""
+    entry = lookup(ctx.cache_dir, "installer", installer.installer_inputs(ctx.source_dir))
+    ctx.progress.note(entry.reason)
+    if not entry.hit:
+        entry.reset()
+        installer.freeze_installer(ctx.source_dir, entry.path)
+        entry.commit()
+    ctx.installer = entry.path / "arkbox-installer"
+    shutil.copy2(ctx.installer, ctx.staged("arkbox-installer"))
+
+
+def stage_assemble(ctx: BuildContext) -> None:
+    """Unpack the base, harden it, and lay arkbox in: installer, units, config, images."""
+    assert ctx.base_tar is not None and ctx.installer is not None
+    tree = rootfs.unpack_rootfs_tar(ctx.base_tar, ctx.work_dir / "tree")
+    changes = hardening.apply_hardening(
+        tree, hardening.vars_from_config(ctx.config, ctx.role), ctx.role)
+    for change in changes:
+        ctx.progress.detail(change)
+    assemble.install_installer(tree, ctx.installer)
+    assemble.install_units(tree, ctx.source_dir / "image" / "systemd")
+    changes += install_backup_server(tree, ctx.config, ctx.role)
+    secrets = assemble.install_config(tree, ctx.config_path.read_text(), secret_files(ctx))
+    if ctx.images_tar is not None:
+        assemble.install_images(tree, ctx.images_tar)
+        assemble.install_recipes(tree, ctx.source_dir / "image" / "recipes",
+                                 [str(image["name"]) for image in ctx.images])
+    ctx.packages = installed_packages(tree)
+    write_manifest(make_manifest(ctx, outputs=[]), tree / "usr/share/arkbox" / MANIFEST_NAME)
+    ctx.rootfs_dir = tree
+    ctx.progress.note(f"{len(changes)} hardening changes · {len(secrets)} secret files · "
+                      f"{len(ctx.packages)} packages")
+
+
+def stage_disk_image(ctx: BuildContext) -> None:
+    assert ctx.rootfs_dir is not None
+    images = disk.build_disk_images(
+        ctx.rootfs_dir, ctx.work_dir / "out", ctx.name,
+        source_date_epoch=ctx.source_date_epoch,
+        size_mib=root_partition_mib(ctx.config.build.disk_size), on_line=ctx.progress.detail,
+    )
+    raw, qcow2 = images.raw.stat().st_size, images.qcow2.stat().st_size
+    ctx.progress.note(f"raw {raw / (1 << 30):.1f} GiB → qcow2 {qcow2 >> 20} MiB")
+
+
+def stage_rootfs_tar(ctx: BuildContext) -> None:
+    assert ctx.rootfs_dir is not None
+    tar = disk.rootfs_tar(ctx.rootfs_dir, ctx.staged(f"{ctx.name}-rootfs.tar"),
+                          source_date_epoch=ctx.source_date_epoch)
+    ctx.progress.note(f"{tar.stat().st_size >> 20} MiB")
+
+
+def stage_manifest(ctx: BuildContext) -> None:
+    outputs = sorted(p for p in (ctx.work_dir / "out").iterdir())
+    write_manifest(make_manifest(ctx, outputs), ctx.staged(MANIFEST_NAME))
+    ctx.progress.note(f"{len(outputs)} outputs with sha256")
+
+
+def build(ctx: BuildContext) -> None:
+    """The whole build, in order."""
+    with ctx.progress.stage(f"base root fs ({ctx.config.build.suite})"):
+        stage_base_rootfs(ctx)
+    with ctx.progress.stage("service images"):
+        stage_service_images(ctx)
+    with ctx.progress.stage("installer (PyInstaller)"):
+        stage_installer(ctx)
+    with ctx.progress.stage("assemble + hardening"):
+        stage_assemble(ctx)
+    with ctx.progress.stage("disk image"):
+        stage_disk_image(ctx)
+    with ctx.progress.stage("root fs tarball"):
+        stage_rootfs_tar(ctx)
+    with ctx.progress.stage("manifest"):
+        stage_manifest(ctx)
+
+
+def secret_files(ctx: BuildContext) -> dict[str, Path]:
+    """The files the config refers to, by the path the config writes them with: its
+    file-referenced secrets and tls.ca_bundle (read at run time, relative to the config)."""
+    base = ctx.config.base_dir
+    files: dict[str, Path] = {}
+    for _path, ref in ctx.config.secret_refs():
+        if ref.file is not None:
+            files[ref.file] = (base / ref.file)
+    if ctx.config.tls.ca_bundle is not None:
+        files[ctx.config.tls.ca_bundle] = base / ctx.config.tls.ca_bundle
+    return files
+
+
+def root_partition_mib(disk_size: str) -> int:
+    """The root partition's size for a whole-disk size like "4G" (GPT, BIOS boot and ESP off)."""
+    units = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
+    total = int(int(disk_size[:-1]) * units[disk_size[-1]])
+    return total - disk.BIOS_BOOT_MIB - disk.ESP_MIB - 2
+
+
+def make_manifest(ctx: BuildContext, outputs: list[Path]) -> BuildManifest:
+    return BuildManifest(
+        arkbox_version=__version__, name=ctx.name, role=ctx.role,
+        config_file=str(ctx.config_path), config_sha256=config_digest(ctx.config_path),
+        suite=ctx.config.build.suite, source_date_epoch=ctx.source_date_epoch,
+        stages=[StageRecord(name=r.name, seconds=round(r.seconds, 1), note=r.note)
+                for r in ctx.progress.results],
+        packages=ctx.packages,
+        service_images=[ServiceImage(**image) for image in ctx.images],
+        outputs=describe_outputs(outputs),
+    )
+
+
+def check_free_space(*dirs: Path) -> None:
+    for d in dirs:
+        d.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(d).free
+        if free < MIN_FREE_BYTES:
+            raise ArkboxError(
+                f"only {free >> 20} MiB free in {d}; a build needs {MIN_FREE_BYTES >> 30} GiB",
+                hint="free some space, or point --out / --cache (ARKBOX_CACHE) elsewhere",
+            )
+
+
+def publish(ctx: BuildContext) -> list[Path]:
+    """Move every staged output into out/: renames, so out/ never holds half a file."""
+    ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    published = []
+    for staged in sorted((ctx.work_dir / "out").iterdir()):
+        final = ctx.out_dir / staged.name
+        staged.replace(final)
+        published.append(final)
+    return published
+
+
+def build_from_args(args: argparse.Namespace) -> int:
+    console = Console(highlight=False, soft_wrap=True)
+    config_path = Path(args.config)
+    progress = Progress(console)
+    digest = config_digest(config_path)[:12] if config_path.is_file() else "?"
+    console.print(f"arkbox {__version__} · building {config_path} (sha256 {digest}…)")
+    with progress.stage("validate config"):
+        appliance = load_config(config_path)
+        progress.note(f"appliance {appliance.appliance.name!r}, role {args.role}")
+    out_dir = Path(args.out)
+    cache_dir = Path(args.cache) if args.cache else cache_dir_from_env()
+    check_free_space(out_dir, cache_dir)
+    # The work dir sits next to out/ so the final renames stay on one filesystem.
+    work_dir = Path(tempfile.mkdtemp(prefix=".arkbox-build-", dir=out_dir))
+    ctx = BuildContext(
+        config=appliance, config_path=config_path, role=args.role, out_dir=out_dir,
+        cache_dir=cache_dir, work_dir=work_dir, progress=progress,
+    )
+    (work_dir / "out").mkdir()
+    try:
+        build(ctx)
+        published = publish(ctx)
+    except BaseException:
+        console.print(f"nothing was written to {out_dir}/")
+        raise
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    total = sum(r.seconds for r in progress.results)
+    console.print(f"done in {total:.0f} s → {out_dir}/")
+    for path in published:
+        console.print(f"  {path}")
+    return 0

@@ -1,0 +1,494 @@
+"""Hardening of the appliance's root file system at build time.
+
+`apply_hardening` lays the files of `image/hardening/` (a tree mirroring the
+target; `*.j2` files are jinja2 templates rendered with StrictUndefined), edits
+a few stock files as data (login.defs, the root password, set-uid bits), and
+disables or masks the systemd units the role does not need. It returns one
+line per change, for the build log. Why each item exists: docs/hardening.md.
+
+The variables the templates need (`appliance_vars`), with their defaults:
+
+    admin_user             str, required     the one account that may log in over SSH
+    ssh_port               int, required     the SSH port
+    ssh_extra_users        list[str] = []    other SSH accounts (the backup-server role's
+                                             clients log in as one; that role needs it)
+    ssh_required_rsa_size  int = 3072        smallest RSA key accepted from a client
+    auto_reboot            bool = False      reboot after an unattended kernel/libc upgrade
+    auto_reboot_time       str = "04:30"     ... at this time of day
+    journal_max_use        str = "1G"        cap of the persistent journal
+"""
+
+from __future__ import annotations
+
+import re
+import stat
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import jinja2
+
+from firstboot.core.errors import ArkboxError, BadInputError
+from firstboot.core.execute import run
+
+if TYPE_CHECKING:
+    from firstboot.core.config import Appliance
+
+ROLES = ("appliance", "backup-server")
+HARDENING_TREE = Path(__file__).resolve().parents[2] / "image" / "hardening"
+TEMPLATE_SUFFIX = ".j2"
+
+# Debian packages the hardening relies on, for the root fs stage's package list:
+# confinement of containers (docker-default profile), a private $TMPDIR per login,
+# services restarted after library upgrades, and a check of packaged files.
+HARDENING_PACKAGES: tuple[str, ...] = ("apparmor", "libpam-tmpdir", "needrestart", "debsums")
+
+# The clients of a backup server log in as this account (their repository URLs say
+# ssh://borg@...), so sshd's AllowUsers must name it.
+BACKUP_SERVER_SSH_USERS: tuple[str, ...] = ("borg",)
+
+FILE_MODE = 0o644
+DIR_MODE = 0o755
+# Files whose mode differs from FILE_MODE, by path in the target.
+FILE_MODES: Mapping[str, int] = {
+    # Only root reads sshd's policy (who may log in, from where).
+    "etc/ssh/sshd_config.d/10-arkbox.conf": 0o600,
+}
+# Files laid only for some roles (path in the target -> roles).
+ROLE_FILES: Mapping[str, frozenset[str]] = {
+    "etc/docker/daemon.json": frozenset({"appliance"}),
+}
+# Files that configure something another package or stage provides: laid only when that
+# path exists in the root fs, so a missing package leaves no stray configuration.
+REQUIRES: Mapping[str, str] = {
+    "etc/docker/daemon.json": "usr/sbin/dockerd",
+    "etc/needrestart/conf.d/90-arkbox.conf": "usr/sbin/needrestart",
+    "etc/systemd/system/arkbox-ssh-hostkeys.service.d/10-arkbox-hardening.conf":
+        "etc/systemd/system/arkbox-ssh-hostkeys.service",
+}
+
+# /etc/login.defs settings (key, value): new files private to their owner's group,
+# home directories private, and a password (should one ever be set) kept a day.
+LOGIN_DEFS: tuple[tuple[str, str], ...] = (
+    ("UMASK", "027"),
+    ("HOME_MODE", "0700"),
+    ("PASS_MIN_DAYS", "1"),
+    ("ENCRYPT_METHOD", "YESCRYPT"),
+)
+LOCKED_ACCOUNTS: tuple[str, ...] = ("root",)
+# Set-uid/set-gid programs nobody on an appliance needs: changing one's finger info or
+# shell, group passwords, password-ageing queries, host-based SSH authentication.
+SETID_DROPPED: tuple[str, ...] = (
+    "usr/bin/chfn",
+    "usr/bin/chsh",
+    "usr/bin/gpasswd",
+    "usr/bin/newgrp",
+    "usr/bin/chage",
+    "usr/bin/expiry",
+    "usr/lib/openssh/ssh-keysign",
+)
+# Host keys baked into an image would be shared by every server made from it.
+HOST_KEY_GLOB = "etc/ssh/ssh_host_*"
+
+# Units the role does not need. Only those present in the root fs are touched.
+DISABLED_UNITS: Mapping[str, tuple[str, ...]] = {
+    # e2scrub checks ext4 through LVM snapshots; the image has no LVM.
+    "appliance": ("e2scrub_all.timer", "e2scrub_reap.service"),
+    # A backup server runs borg over SSH and no containers.
+    "backup-server": ("e2scrub_all.timer", "e2scrub_reap.service",
+                      "docker.service", "docker.socket", "containerd.service"),
+}
+# Never wanted: a root shell on tty9 with no password, and a reboot on Ctrl-Alt-Del sent
+# by a stray keystroke in the provider's web console.
+MASKED_UNITS: tuple[str, ...] = ("debug-shell.service", "ctrl-alt-del.target")
+# The root fs stage makes host keys with its own unit; Debian's first-boot generator
+# would race it and make the weaker set (RSA 3072, ECDSA), so it is masked when ours exists.
+ARKBOX_KEYGEN_UNIT = "arkbox-ssh-hostkeys.service"
+DEBIAN_KEYGEN_UNIT = "sshd-keygen.service"
+UNIT_DIRS = ("etc/systemd/system", "usr/lib/systemd/system", "lib/systemd/system")
+
+_USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+_REBOOT_TIME = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+_SIZE = re.compile(r"^[0-9]+[KMG]$")
+
+
+@dataclass(frozen=True)
+class HardeningVars:
+    """The validated variables of the hardening templates."""
+
+    role: str
+    admin_user: str
+    ssh_port: int
+    ssh_extra_users: tuple[str, ...] = ()
+    ssh_required_rsa_size: int = 3072
+    auto_reboot: bool = False
+    auto_reboot_time: str = "04:30"
+    journal_max_use: str = "1G"
+    ssh_allow_users: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        users = dict.fromkeys((self.admin_user, *self.ssh_extra_users))
+        object.__setattr__(self, "ssh_allow_users", tuple(users))
+
+
+@dataclass(frozen=True)
+class TreeFile:
+    """One file of the hardening tree and where it goes in the target."""
+
+    source: Path
+    target: str  # relative to the root fs, without the template suffix
+    mode: int
+    template: bool
+
+
+def _is_user(value: object) -> bool:
+    """A Unix user name that may log in over SSH (so not root)."""
+    return isinstance(value, str) and bool(_USER_NAME.match(value)) and value != "root"
+
+
+def _is_users(value: object) -> bool:
+    return isinstance(value, list | tuple) and all(_is_user(v) for v in value)
+
+
+def _is_int_in(low: int, high: int) -> Callable[[object], bool]:
+    def check(value: object) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+    return check
+
+
+def _matches(pattern: re.Pattern[str]) -> Callable[[object], bool]:
+    def check(value: object) -> bool:
+        return isinstance(value, str) and bool(pattern.match(value))
+    return check
+
+
+def _is_bool(value: object) -> bool:
+    return isinstance(value, bool)
+
+
+# Each variable: the check its value must pass, and what to say when it does not.
+_CHECKS: Mapping[str, tuple[Callable[[object], bool], str]] = {
+    "admin_user": (_is_user, "must be a Unix user name other than root"),
+    "ssh_port": (_is_int_in(1, 65535), "must be a port, 1-65535"),
+    "ssh_extra_users": (_is_users, "must be a list of Unix user names other than root"),
+    "ssh_required_rsa_size": (_is_int_in(2048, 16384), "must be a number of bits, 2048-16384"),
+    "auto_reboot": (_is_bool, "must be true or false"),
+    "auto_reboot_time": (_matches(_REBOOT_TIME), "must be a time of day, HH:MM"),
+    "journal_max_use": (_matches(_SIZE), "must be a size like 500M or 2G"),
+}
+_REQUIRED = ("admin_user", "ssh_port")
+
+
+def hardening_vars(appliance_vars: Mapping[str, object], role: str) -> HardeningVars:
+    """Check `appliance_vars` and fill in defaults; every problem is reported at once."""
+    problems: list[str] = []
+    if role not in ROLES:
+        problems.append(f"role: must be one of {', '.join(ROLES)}, got {role!r}")
+    problems += [f"{key}: unknown hardening variable"
+                 for key in sorted(set(appliance_vars) - set(_CHECKS))]
+    problems += [f"{key}: required" for key in _REQUIRED if key not in appliance_vars]
+    problems += [f"{key}: {why}, got {appliance_vars[key]!r}"
+                 for key, (check, why) in _CHECKS.items()
+                 if key in appliance_vars and not check(appliance_vars[key])]
+    if role == "backup-server" and not appliance_vars.get("ssh_extra_users"):
+        problems.append("ssh_extra_users: the backup-server role needs the account its "
+                        "clients log in as, or sshd refuses them")
+    if problems:
+        raise BadInputError("invalid hardening variables:\n  " + "\n  ".join(problems),
+                            hint="see the variable list at the top of builder/hardening.py")
+    # Checked above, so the values have the fields' types.
+    values: dict[str, Any] = dict(appliance_vars)
+    values["ssh_extra_users"] = tuple(values.get("ssh_extra_users", ()))
+    return HardeningVars(role=role, **values)
+
+
+def vars_from_config(config: Appliance, role: str) -> dict[str, object]:
+    """The hardening variables of a validated config, for `apply_hardening`."""
+    admin = config.appliance.admin
+    values: dict[str, object] = {"admin_user": admin.user, "ssh_port": admin.ssh_port}
+    if role == "backup-server":
+        server = config.backup_server
+        if server is not None:
+            values["ssh_port"] = server.port
+        values["ssh_extra_users"] = list(BACKUP_SERVER_SSH_USERS)
+    return values
+
+
+# --- the tree --------------------------------------------------------------------------
+
+
+def tree_files(tree: Path, role: str) -> list[TreeFile]:
+    """The files of `tree` that `role` gets, sorted, with their target paths and modes."""
+    files = []
+    for source in sorted(p for p in tree.rglob("*") if p.is_file()):
+        relative = source.relative_to(tree).as_posix()
+        template = relative.endswith(TEMPLATE_SUFFIX)
+        target = relative.removesuffix(TEMPLATE_SUFFIX) if template else relative
+        if role not in ROLE_FILES.get(target, frozenset(ROLES)):
+            continue
+        files.append(TreeFile(source, target, FILE_MODES.get(target, FILE_MODE), template))
+    return files
+
+
+def render(source: Path, variables: HardeningVars) -> str:
+    """Render one template; an undefined variable is an error, not an empty string."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(source.parent)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,  # noqa: S701 - configuration files, not HTML
+    )
+    try:
+        return env.get_template(source.name).render(asdict(variables))
+    except jinja2.TemplateError as e:
+        raise ArkboxError(
+            f"hardening template {source}: {e}",
+            hint="every variable a template uses must be a HardeningVars field",
+        ) from e
+
+
+def file_content(item: TreeFile, variables: HardeningVars) -> bytes:
+    return render(item.source, variables).encode() if item.template else item.source.read_bytes()
+
+
+def write_file(rootdir: Path, target: str, content: bytes, mode: int) -> bool:
+    """Write one file (atomically, via a temp name) unless it already has this content and mode.
+
+    Returns whether anything changed.
+    """
+    dest = _inside(rootdir, target)
+    if dest.is_file() and not dest.is_symlink() and dest.read_bytes() == content \
+            and stat.S_IMODE(dest.stat().st_mode) == mode:
+        return False
+    _make_parents(rootdir, dest.parent)
+    if dest.is_symlink():
+        dest.unlink()  # never write through a link out of the tree
+    partial = dest.with_name(dest.name + ".arkbox-tmp")
+    partial.write_bytes(content)
+    partial.chmod(mode)
+    partial.replace(dest)
+    return True
+
+
+def _make_parents(rootdir: Path, directory: Path) -> None:
+    missing = []
+    while not directory.exists() and directory != rootdir:
+        missing.append(directory)
+        directory = directory.parent
+    for path in reversed(missing):
+        path.mkdir(mode=DIR_MODE)
+        path.chmod(DIR_MODE)  # mkdir's mode is filtered by the umask
+
+
+def _inside(rootdir: Path, target: str) -> Path:
+    if target.startswith("/") or ".." in Path(target).parts:
+        raise ValueError(f"target path must be relative and inside the root fs: {target}")
+    return rootdir / target
+
+
+def lay_tree(rootdir: Path, variables: HardeningVars, tree: Path) -> list[str]:
+    changes = []
+    for item in tree_files(tree, variables.role):
+        needed = REQUIRES.get(item.target)
+        if needed is not None and not (rootdir / needed).exists():
+            changes.append(f"skipped /{item.target}: /{needed} is not in the root fs")
+            continue
+        if write_file(rootdir, item.target, file_content(item, variables), item.mode):
+            changes.append(f"wrote /{item.target} ({item.mode:04o})")
+    return changes
+
+
+# --- stock files edited as data --------------------------------------------------------
+
+
+def set_login_defs(text: str, settings: Iterable[tuple[str, str]]) -> str:
+    """`text` (a login.defs) with each KEY set to its value.
+
+    The first uncommented KEY line is replaced, later ones are dropped (login.defs
+    reads the first); a missing KEY is appended. Comments are kept.
+    """
+    lines = text.splitlines()
+    appended: list[str] = []
+    for key, value in settings:
+        wanted = f"{key}\t{value}"
+        pattern = re.compile(rf"^\s*{re.escape(key)}\s")
+        found = [i for i, line in enumerate(lines) if pattern.match(line + " ")]
+        if not found:
+            appended.append(wanted)
+            continue
+        lines[found[0]] = wanted
+        for i in reversed(found[1:]):
+            del lines[i]
+    if appended:
+        lines += ["", "# arkbox hardening (docs/hardening.md)", *appended]
+    return "\n".join(lines) + "\n"
+
+
+def lock_passwords(shadow: str, users: Sequence[str]) -> tuple[str, list[str]]:
+    """`shadow` with the password of each of `users` locked ("!" prefixed, as `passwd -l`).
+
+    Returns the new text and the users whose entry changed.
+    """
+    changed = []
+    lines = shadow.splitlines()
+    for i, line in enumerate(lines):
+        fields = line.split(":")
+        if len(fields) > 1 and fields[0] in users and not fields[1].startswith("!"):
+            fields[1] = "!" + fields[1]
+            lines[i] = ":".join(fields)
+            changed.append(fields[0])
+    return "\n".join(lines) + "\n", changed
+
+
+def id_names(table: str) -> dict[int, str]:
+    """Numeric id -> name, from the text of an /etc/passwd or /etc/group."""
+    names: dict[int, str] = {}
+    for line in table.splitlines():
+        fields = line.split(":")
+        if len(fields) > 2 and fields[2].isdigit():
+            names.setdefault(int(fields[2]), fields[0])
+    return names
+
+
+def statoverride_line(owner: str, group: str, mode: int, path: str) -> str:
+    """One line of dpkg's statoverride database (mode in octal, as dpkg writes it)."""
+    return f"{owner} {group} {mode:o} /{path}"
+
+
+def set_statoverrides(text: str, entries: Sequence[str]) -> str:
+    """dpkg's statoverride text with `entries` added, replacing any for the same path."""
+    paths = {entry.rsplit(" ", 1)[1] for entry in entries}
+    kept = [line for line in text.splitlines() if line and line.rsplit(" ", 1)[-1] not in paths]
+    return "\n".join([*kept, *entries]) + "\n"
+
+
+def edit_login_defs(rootdir: Path) -> list[str]:
+    path = rootdir / "etc/login.defs"
+    if not path.is_file():
+        raise ArkboxError(f"{path} is missing", hint="the root fs stage must install `login`")
+    old = path.read_text()
+    new = set_login_defs(old, LOGIN_DEFS)
+    if new == old:
+        return []
+    path.write_text(new)
+    return ["set /etc/login.defs " + ", ".join(f"{k} {v}" for k, v in LOGIN_DEFS)]
+
+
+def lock_root(rootdir: Path) -> list[str]:
+    path = rootdir / "etc/shadow"
+    new, changed = lock_passwords(path.read_text(), LOCKED_ACCOUNTS)
+    if not changed:
+        return []
+    mode = stat.S_IMODE(path.stat().st_mode)
+    path.write_text(new)
+    path.chmod(mode)
+    return [f"locked the password of {', '.join(changed)} in /etc/shadow"]
+
+
+def drop_setid_bits(rootdir: Path) -> list[str]:
+    """Clear the set-uid/set-gid bits of SETID_DROPPED, recorded as dpkg statoverrides.
+
+    The statoverride keeps the mode through package upgrades.
+    """
+    users = id_names((rootdir / "etc/passwd").read_text())
+    groups = id_names((rootdir / "etc/group").read_text())
+    entries, changes = [], []
+    for path in SETID_DROPPED:
+        target = rootdir / path
+        if not target.is_file() or target.is_symlink():
+            continue
+        info = target.stat()
+        mode = stat.S_IMODE(info.st_mode) & ~(stat.S_ISUID | stat.S_ISGID)
+        entries.append(statoverride_line(users.get(info.st_uid, str(info.st_uid)),
+                                         groups.get(info.st_gid, str(info.st_gid)), mode, path))
+        if stat.S_IMODE(info.st_mode) != mode:
+            target.chmod(mode)
+            changes.append(f"cleared set-id bits of /{path}")
+    database = rootdir / "var/lib/dpkg/statoverride"
+    old = database.read_text() if database.exists() else ""
+    new = set_statoverrides(old, entries)
+    if entries and new != old:
+        database.write_text(new)
+        database.chmod(0o644)
+    return changes
+
+
+def remove_host_keys(rootdir: Path) -> list[str]:
+    removed = sorted(rootdir.glob(HOST_KEY_GLOB))
+    for key in removed:
+        key.unlink()
+    return [f"removed /{key.relative_to(rootdir)}" for key in removed]
+
+
+# --- systemd units ---------------------------------------------------------------------
+
+
+def systemctl_argv(rootdir: Path, verb: str, units: Sequence[str]) -> tuple[str, ...]:
+    """`systemctl --root` acting on the unit files of an offline root fs."""
+    return ("systemctl", f"--root={rootdir}", "--no-reload", verb, *units)
+
+
+def unit_present(rootdir: Path, unit: str) -> bool:
+    return any((rootdir / d / unit).exists() or (rootdir / d / unit).is_symlink()
+               for d in UNIT_DIRS)
+
+
+def is_masked(rootdir: Path, unit: str) -> bool:
+    link = rootdir / "etc/systemd/system" / unit
+    return link.is_symlink() and str(link.readlink()) == "/dev/null"
+
+
+def units_to_disable(rootdir: Path, role: str) -> list[str]:
+    return [u for u in DISABLED_UNITS[role] if unit_present(rootdir, u)]
+
+
+def units_to_mask(rootdir: Path) -> list[str]:
+    units = list(MASKED_UNITS)
+    if unit_present(rootdir, ARKBOX_KEYGEN_UNIT) and unit_present(rootdir, DEBIAN_KEYGEN_UNIT):
+        units.append(DEBIAN_KEYGEN_UNIT)
+    return [u for u in units if not is_masked(rootdir, u)]
+
+
+def apply_units(rootdir: Path, role: str) -> list[str]:
+    changes = []
+    disable = units_to_disable(rootdir, role)
+    if disable:
+        result = run(systemctl_argv(rootdir, "disable", disable))
+        # systemctl says "Removed ..." for each symlink it deleted, nothing when already off.
+        if "Removed" in result.stderr + result.stdout:
+            changes.append("disabled " + " ".join(disable))
+    mask = units_to_mask(rootdir)
+    if mask:
+        run(systemctl_argv(rootdir, "mask", mask))
+        changes.append("masked " + " ".join(mask))
+    return changes
+
+
+# --- the stage -------------------------------------------------------------------------
+
+
+def apply_hardening(
+    rootdir: Path,
+    appliance_vars: Mapping[str, object],
+    role: str,
+    *,
+    tree: Path = HARDENING_TREE,
+) -> list[str]:
+    """Harden the unpacked root fs at `rootdir` for `role`; returns what changed, for the log.
+
+    Idempotent: a second run on the same tree returns an empty list. Needs to own the
+    files of `rootdir` (root, as the rest of the build) and `systemctl` on the build host.
+    """
+    if not (rootdir / "etc").is_dir():
+        raise ArkboxError(f"{rootdir} is not an unpacked root fs (no etc/)",
+                          hint="run the root fs stage first")
+    variables = hardening_vars(appliance_vars, role)
+    changes = lay_tree(rootdir, variables, tree)
+    changes += edit_login_defs(rootdir)
+    changes += lock_root(rootdir)
+    changes += drop_setid_bits(rootdir)
+    changes += remove_host_keys(rootdir)
+    changes += apply_units(rootdir, role)
+    return changes
+

@@ -1,0 +1,74 @@
+"""build-manifest.json: what went into a build and what came out, with digests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from builder.pipeline.cache import digest_file
+
+MANIFEST_NAME = "build-manifest.json"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StageRecord(_Strict):
+    name: str
+    seconds: float = Field(ge=0)
+    note: str = ""
+
+
+class ServiceImage(_Strict):
+    name: str = Field(description="recipe name, e.g. proxy")
+    tag: str = Field(description="tag in the engine, arkbox/NAME:KEY")
+    id: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+    size: int = Field(ge=0, description="bytes, as the engine reports")
+
+
+class OutputFile(_Strict):
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int = Field(ge=0)
+
+
+class BuildManifest(_Strict):
+    schema_version: int = 1
+    arkbox_version: str
+    name: str
+    role: str
+    config_file: str
+    config_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    suite: str
+    source_date_epoch: int
+    stages: list[StageRecord]
+    packages: dict[str, str] = Field(description="Debian package -> version in the root fs")
+    service_images: list[ServiceImage]
+    outputs: dict[str, OutputFile] = Field(description="file name in out/ -> digest")
+
+
+def describe_outputs(paths: list[Path]) -> dict[str, OutputFile]:
+    return {p.name: OutputFile(sha256=digest_file(p), size=p.stat().st_size) for p in sorted(paths)}
+
+
+def write_manifest(manifest: BuildManifest, path: Path) -> None:
+    path.write_text(json.dumps(manifest.model_dump(), indent=2, sort_keys=True) + "\n")
+
+
+def read_manifest(path: Path) -> BuildManifest:
+    return BuildManifest.model_validate_json(path.read_text())
+
+
+def installed_packages(rootfs: Path) -> dict[str, str]:
+    """Package -> version from the root fs's dpkg database (read as data, no chroot)."""
+    status = rootfs / "var/lib/dpkg/status"
+    packages: dict[str, str] = {}
+    for stanza in status.read_text().split("\n\n"):
+        fields = dict(
+            line.split(": ", 1) for line in stanza.splitlines() if ": " in line and line[0] != " "
+        )
+        if fields.get("Status", "").endswith(" installed") and "Package" in fields:
+            packages[fields["Package"]] = fields.get("Version", "")
+    return dict(sorted(packages.items()))

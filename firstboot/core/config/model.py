@@ -1,0 +1,247 @@
+"""The appliance config, declared once: `Appliance` and its small top-level sections.
+
+Descriptions and examples here are the documentation: docs/config.md and
+config/appliance.schema.json are generated from them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, PrivateAttr
+
+from firstboot.core.config.backup import Backup, BackupServer
+from firstboot.core.config.base import EXAMPLE_ADMIN_KEY, Section
+from firstboot.core.config.mail import Mail
+from firstboot.core.config.network import Cidr, Email, Hostname, HttpsUrl, HttpUrl, SshKeys
+from firstboot.core.config.problems import PathPart, Problem
+from firstboot.core.config.scalars import (
+    ApplianceName,
+    DebianPackage,
+    FirewallComment,
+    Port,
+    ServiceName,
+    Size,
+    Timezone,
+    UnixUser,
+)
+from firstboot.core.config.secrets import SecretRef, iter_secret_refs
+from firstboot.core.config.services import Service
+
+LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
+ANYWHERE = ["0.0.0.0/0", "::/0"]
+
+
+class Admin(Section):
+    """The administrator's login: SSH with keys only, no passwords."""
+
+    user: UnixUser = Field(
+        default="admin", description="The administrator's user name.", examples=["ops"]
+    )
+    ssh_keys: SshKeys = Field(
+        description="OpenSSH public keys allowed to log in as the administrator; at least one.",
+        examples=[[EXAMPLE_ADMIN_KEY]],
+    )
+    ssh_port: Port = Field(default=22, description="The SSH port.", examples=[22])
+    allow_from: list[Cidr] = Field(
+        default_factory=lambda: list(ANYWHERE),
+        min_length=1,
+        description="Networks allowed to reach the SSH port.",
+        examples=[["203.0.113.0/24", "2001:db8::/32"]],
+    )
+
+
+class Identity(Section):
+    """Who the appliance is: name, domain, host name, time zone, administrator."""
+
+    name: ApplianceName = Field(
+        description="Short name; names the image files (out/NAME.qcow2).",
+        examples=["arkbox-test"],
+    )
+    domain: Hostname = Field(
+        description="The organisation's main DNS domain.", examples=["arkbox.test"]
+    )
+    hostname: Hostname = Field(
+        description="The appliance's own fully-qualified host name; it serves the status page.",
+        examples=["arkbox.test"],
+    )
+    timezone: Timezone = Field(
+        default="Etc/UTC", description="IANA time zone of the system.", examples=["Europe/Paris"]
+    )
+    admin: Admin = Field(
+        description="The administrator's SSH access.",
+        examples=[{"user": "ops", "ssh_keys": [EXAMPLE_ADMIN_KEY]}],
+    )
+
+
+class Tls(Section):
+    """Certificates from an ACME CA, with a self-signed fallback until one is issued."""
+
+    acme_directory: HttpsUrl = Field(
+        default=LETS_ENCRYPT,
+        description="ACME directory URL (Let's Encrypt; Pebble in tests).",
+        examples=[LETS_ENCRYPT],
+    )
+    contact_email: Email | None = Field(
+        default=None,
+        description="Contact address registered with the ACME account.",
+        examples=["admin@arkbox.test"],
+    )
+    ca_bundle: str | None = Field(
+        default=None,
+        min_length=1,
+        description="PEM file of extra CA certificates trusted for the ACME directory "
+        "(a test CA like Pebble), relative to the config file.",
+        examples=["pebble.minica.pem"],
+    )
+    key_type: Literal["ecdsa-p256", "ecdsa-p384", "rsa-2048", "rsa-4096"] = Field(
+        default="ecdsa-p256",
+        description="Key type of the certificates.",
+        examples=["ecdsa-p256"],
+    )
+
+
+class FirewallRule(Section):
+    """One extra port opened in the firewall."""
+
+    port: Port = Field(description="The port to open.", examples=[8443])
+    proto: Literal["tcp", "udp"] = Field(default="tcp", description="Protocol.", examples=["udp"])
+    allow_from: list[Cidr] = Field(
+        default_factory=lambda: list(ANYWHERE),
+        min_length=1,
+        description="Networks allowed to reach the port.",
+        examples=[["198.51.100.0/24"]],
+    )
+    comment: FirewallComment = Field(
+        description="Why the port is open (kept in the firewall rule).",
+        examples=["WireGuard"],
+    )
+
+
+class Firewall(Section):
+    """Default drop. Open: admin SSH, 80, 443, and the mail ports when mail is on."""
+
+    allow: list[FirewallRule] = Field(
+        default_factory=list,
+        description="Extra ports to open; nothing else is reachable.",
+        examples=[[{"port": 51820, "proto": "udp", "comment": "WireGuard"}]],
+    )
+
+
+class Build(Section):
+    """How `arkbox build` makes the image."""
+
+    mirror: HttpUrl = Field(
+        default="http://deb.debian.org/debian",
+        description="Debian mirror for the root fs and the service images.",
+        examples=["http://deb.debian.org/debian"],
+    )
+    suite: Literal["bookworm", "trixie"] = Field(
+        default="trixie", description="Debian release of the image.", examples=["trixie"]
+    )
+    disk_size: Size = Field(default="4G", description="Size of the disk image.", examples=["8G"])
+    extra_packages: list[DebianPackage] = Field(
+        default_factory=list,
+        description="Extra Debian packages installed on the host system.",
+        examples=[["htop", "tmux"]],
+    )
+
+
+def _mail_off() -> Mail:
+    return Mail(enabled=False)
+
+
+class Appliance(Section):
+    """A whole appliance: what `arkbox build` turns into a server image."""
+
+    appliance: Identity = Field(
+        description="Who the appliance is.",
+        examples=[
+            {
+                "name": "arkbox-test",
+                "domain": "arkbox.test",
+                "hostname": "arkbox.test",
+                "admin": {"ssh_keys": [EXAMPLE_ADMIN_KEY]},
+            }
+        ],
+    )
+    tls: Tls = Field(
+        default_factory=Tls,
+        description="TLS certificates.",
+        examples=[{"contact_email": "admin@arkbox.test"}],
+    )
+    mail: Mail = Field(
+        default_factory=_mail_off,
+        description="The mail server; off when absent.",
+        examples=[{"hostname": "mail.arkbox.test", "domains": ["arkbox.test"]}],
+    )
+    services: dict[ServiceName, Service] = Field(
+        default_factory=dict,
+        description="The applications, by service name.",
+        examples=[
+            {"wiki": {"recipe": "dokuwiki", "route": {"hostname": "wiki.arkbox.test", "port": 80}}}
+        ],
+    )
+    backup: Backup = Field(
+        default_factory=Backup,
+        description="Off-site backups and restore; off when no repository is given.",
+        examples=[
+            {
+                "repository": "ssh://borg@backup.arkbox.test:22/./arkbox",
+                "passphrase": {"file": "secrets/borg-passphrase"},
+            }
+        ],
+    )
+    firewall: Firewall = Field(
+        default_factory=Firewall,
+        description="Extra firewall openings.",
+        examples=[{"allow": [{"port": 51820, "proto": "udp", "comment": "WireGuard"}]}],
+    )
+    build: Build = Field(
+        default_factory=Build, description="Image build settings.", examples=[{"disk_size": "8G"}]
+    )
+    backup_server: BackupServer | None = Field(
+        default=None,
+        description="Settings of the backup-server role built from this config.",
+        examples=[{"port": 22, "clients": []}],
+    )
+
+    _source: Path | None = PrivateAttr(default=None)
+    _sha256: str | None = PrivateAttr(default=None)
+    _warnings: list[Problem] = PrivateAttr(default_factory=list)
+
+    def bind_source(self, source: Path, sha256: str, warnings: list[Problem]) -> None:
+        """Remember the file this config was loaded from (done by `load_config`)."""
+        self._source = source
+        self._sha256 = sha256
+        self._warnings = list(warnings)
+
+    @property
+    def source_path(self) -> Path | None:
+        """The config file, when loaded from one."""
+        return self._source
+
+    @property
+    def base_dir(self) -> Path:
+        """The directory secret and CA file references are relative to."""
+        return self._source.parent if self._source is not None else Path.cwd()
+
+    @property
+    def config_sha256(self) -> str | None:
+        """sha256 of the config file's bytes, when loaded from one."""
+        return self._sha256
+
+    @property
+    def warnings(self) -> list[Problem]:
+        """What deserves attention although the config is valid (e.g. a 0644 secret file)."""
+        return list(self._warnings)
+
+    def secret(self, ref: SecretRef) -> str:
+        """Read a secret referenced by this config. Never log the result."""
+        return ref.resolve(self.base_dir)
+
+    def secret_refs(self) -> Iterator[tuple[tuple[PathPart, ...], SecretRef]]:
+        """Every secret reference, with its path (e.g. for the build to embed them)."""
+        return iter_secret_refs(self)

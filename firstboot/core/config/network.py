@@ -1,0 +1,128 @@
+"""Network-facing types of the config: DNS names, addresses, URLs, networks, SSH keys."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+from typing import Annotated
+
+from pydantic import AfterValidator, Field
+
+from firstboot.core.config.base import Kind, explain, mismatch, refuse
+
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_DNS_NAME = rf"(?:{_LABEL}\.)+[a-z](?:[a-z0-9-]{{0,61}}[a-z0-9])?"
+
+
+def _check_dns_length(name: str) -> str:
+    if len(name) > 253:
+        raise refuse(f"must be at most 253 characters long, got {len(name)}")
+    return name
+
+
+Hostname = Annotated[
+    str,
+    Field(pattern=rf"^{_DNS_NAME}$"),
+    explain(
+        "use lower-case letters, digits, dashes and at least one dot",
+        string_pattern_mismatch='must be a fully-qualified DNS name like "wiki.arkbox.test", '
+        "got {value}",
+    ),
+    AfterValidator(_check_dns_length),
+    Kind("DNS name"),
+]
+Email = Annotated[
+    str,
+    Field(pattern=rf"^[A-Za-z0-9._%+-]+@{_DNS_NAME}$"),
+    explain(
+        string_pattern_mismatch='must be an e-mail address like "admin@arkbox.test", got {value}'
+    ),
+    Kind("e-mail address"),
+]
+HttpUrl = Annotated[
+    str,
+    Field(pattern=r"^https?://[^\s/]+(?:/\S*)?$"),
+    mismatch('must be an http:// or https:// URL like "http://deb.debian.org/debian"'),
+    Kind("http(s) URL"),
+]
+HttpsUrl = Annotated[
+    str,
+    Field(pattern=r"^https://[^\s/]+(?:/\S*)?$"),
+    mismatch("must be an https:// URL"),
+    Kind("https URL"),
+]
+RepositoryUrl = Annotated[
+    str,
+    Field(pattern=r"^ssh://[a-z_][a-z0-9_-]*@[A-Za-z0-9.:\[\]-]+?(?::[0-9]{1,5})?/\S+$"),
+    mismatch(
+        'must look like "ssh://USER@HOST:PORT/PATH" (e.g. ssh://borg@backup.arkbox.test:22/./arkbox)'
+    ),
+    Kind("borg repository URL"),
+]
+ImageReference = Annotated[
+    str,
+    Field(
+        pattern=r"^(?:[a-z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*"
+        r"(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*"
+        r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|@sha256:[a-f0-9]{64})$"
+    ),
+    mismatch('must be an image reference with a tag or digest, like "nextcloud:29.0"'),
+    Kind("image reference"),
+]
+
+
+def _check_cidr(text: str) -> str:
+    try:
+        ipaddress.ip_network(text, strict=True)
+    except ValueError:
+        try:
+            fixed = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            raise refuse(
+                f'must be an IP network like "203.0.113.0/24" or "::/0", got "{text}"'
+            ) from None
+        raise refuse(f'"{text}" has host bits set — did you mean "{fixed}"?') from None
+    return text
+
+
+Cidr = Annotated[str, AfterValidator(_check_cidr), Kind("IP network (CIDR)")]
+
+SSH_KEY_TYPES = (
+    "ssh-ed25519",
+    "ssh-rsa",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+)
+
+
+def _check_ssh_public_key(text: str) -> str:
+    fields = text.split()
+    if len(fields) < 2 or fields[0] not in SSH_KEY_TYPES:
+        raise refuse(
+            'must be one OpenSSH public key line like "ssh-ed25519 AAAA... ops@laptop"',
+            "copy the line from your ~/.ssh/id_ed25519.pub (the .pub file, never the key itself)",
+        )
+    try:
+        blob = base64.b64decode(fields[1], validate=True)
+    except binascii.Error:
+        raise refuse("the key data (second field) is not valid base64") from None
+    declared = fields[0].encode()
+    if blob[4 : 4 + len(declared)] != declared:
+        raise refuse(f"the key data is not of type {fields[0]} (truncated or mismatched?)")
+    return text
+
+
+SshPublicKey = Annotated[str, AfterValidator(_check_ssh_public_key), Kind("SSH public key")]
+SshKeys = Annotated[
+    list[SshPublicKey],
+    Field(min_length=1),
+    explain(
+        "add the line of your ~/.ssh/id_ed25519.pub",
+        too_short="at least one SSH public key is needed, or nobody can log in",
+    ),
+    Kind("list of SSH public keys"),
+]

@@ -1,0 +1,301 @@
+"""The one place where arkbox runs external commands.
+
+Commands are built as data (tuples) by pure functions elsewhere and handed to
+`run`. Every run is logged at debug level with secrets masked, and every
+failure raises `CommandError` carrying the masked argv, the exit code and the
+tail of stderr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from firstboot.core.errors import ArkboxError
+
+log = logging.getLogger("arkbox.exec")
+
+MASK = "*****"
+STDERR_TAIL_LINES = 15
+# Environment variables whose values are secret by name, whatever their content.
+_SECRET_ENV_NAME = re.compile(r"PASS|SECRET|TOKEN|PASSWORD|PRIVATE|_KEY$|CREDENTIAL", re.I)
+
+
+@dataclass(frozen=True)
+class Secret:
+    """An argv element that must never be shown: logged and reported as `*****`."""
+
+    value: str
+
+    def __str__(self) -> str:
+        return MASK
+
+    def __repr__(self) -> str:
+        return f"Secret({MASK})"
+
+
+Arg = str | Path | Secret
+Argv = Sequence[Arg]
+
+
+class CommandError(ArkboxError):
+    """An external command failed, timed out or could not be started."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        exit_code: int | None,
+        stderr_tail: str,
+        hint: str | None = None,
+        timed_out: bool = False,
+    ) -> None:
+        shown = " ".join(argv)
+        if timed_out:
+            what = f"`{shown}` timed out"
+        elif exit_code == 127:
+            what = f"`{shown}` could not be started: {argv[0]} is not installed"
+        else:
+            what = f"`{shown}` failed (exit {exit_code})"
+        message = what + (f"\n  last lines: {stderr_tail}" if stderr_tail else "")
+        super().__init__(message, hint)
+        self.argv = tuple(argv)
+        self.exit_code_of_command = exit_code
+        self.stderr_tail = stderr_tail
+        self.timed_out = timed_out
+
+
+@dataclass
+class Completed:
+    """A finished command: its masked argv, exit code and (when captured) output."""
+
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str = ""
+    stderr: str = ""
+    stdout_bytes: bytes = field(default=b"", repr=False)
+
+
+def secret_values(env: Mapping[str, str] | None, extra: Iterable[str] = ()) -> list[str]:
+    """The strings to mask: explicit secrets plus env values whose names say they are secret."""
+    values = [s for s in extra if s]
+    for name, value in (env or {}).items():
+        if value and _SECRET_ENV_NAME.search(name):
+            values.append(value)
+    # Longest first, so a secret that contains another is masked whole.
+    return sorted(set(values), key=len, reverse=True)
+
+
+def mask(text: str, secrets: Iterable[str]) -> str:
+    """Replace every occurrence of every secret in `text` with `*****`."""
+    for value in secrets:
+        if value:
+            text = text.replace(value, MASK)
+    return text
+
+
+def shown_argv(argv: Argv, secrets: Iterable[str] = ()) -> tuple[str, ...]:
+    """The argv as it may be logged or shown: Secret elements and known secrets masked."""
+    values = list(secrets)
+    return tuple(mask(str(a), values) if not isinstance(a, Secret) else MASK for a in argv)
+
+
+def real_argv(argv: Argv) -> list[str]:
+    return [a.value if isinstance(a, Secret) else str(a) for a in argv]
+
+
+def child_environment(env: Mapping[str, str] | None) -> dict[str, str] | None:
+    """The environment a command runs with: ours plus `env`.
+
+    A PyInstaller one-file binary points LD_LIBRARY_PATH at its own bundled
+    libraries; the system's programs (systemctl, nft, ...) must not load those,
+    so the variable is put back as it was before the binary started.
+    """
+    if not getattr(sys, "frozen", False):
+        return {**os.environ, **env} if env is not None else None
+    base = dict(os.environ)
+    original = base.pop("LD_LIBRARY_PATH_ORIG", None)
+    if original is not None:
+        base["LD_LIBRARY_PATH"] = original
+    else:
+        base.pop("LD_LIBRARY_PATH", None)
+    return {**base, **(env or {})}
+
+
+def _tail(text: str, lines: int = STDERR_TAIL_LINES) -> str:
+    kept = [line for line in text.strip().splitlines() if line.strip()][-lines:]
+    return "\n  ".join(kept)
+
+
+def _hint_for(argv0: str, exit_code: int | None) -> str | None:
+    if exit_code == 127:
+        return (
+            f"install the program that provides `{argv0}` "
+            "(on a development machine: run scripts/setup)"
+        )
+    return None
+
+
+def run(
+    argv: Argv,
+    *,
+    env: Mapping[str, str] | None = None,
+    secrets: Iterable[str] = (),
+    input_data: bytes | str | None = None,
+    cwd: Path | str | None = None,
+    timeout: float | None = None,
+    check: bool = True,
+    capture: bool = True,
+    binary: bool = False,
+    on_line: Callable[[str], None] | None = None,
+    hint: str | None = None,
+    feed: Feed | None = None,
+    stdout_fd: int | None = None,
+) -> Completed:
+    """Run one external command.
+
+    `env` is added to the inherited environment. Secrets are masked in the log
+    and in the error: `Secret` argv elements, the values of `secrets`, and env
+    values whose variable names say they are secret (BORG_PASSPHRASE, ...).
+    With `on_line`, stdout and stderr are merged and each line is passed on as
+    it arrives (for progress); otherwise they are captured separately.
+    With `feed`, the child's stdin is written by `feed(stdin, alive)` in a thread while
+    its output is read (see `Feed`). With `stdout_fd`, stdout goes to that descriptor.
+    """
+    if not argv:
+        raise ValueError("empty argv")
+    argv_secrets = [a.value for a in argv if isinstance(a, Secret)]
+    masked_values = secret_values(env, [*secrets, *argv_secrets])
+    shown = shown_argv(argv, masked_values)
+    full_env = child_environment(env)
+    log.debug("run: %s", " ".join(shown))
+    if env:
+        log.debug("  env: %s", " ".join(f"{k}={mask(v, masked_values)}" for k, v in env.items()))
+    data = input_data.encode() if isinstance(input_data, str) else input_data
+    try:
+        if feed is not None:
+            returncode, out_bytes, err = _run_fed(real_argv(argv), full_env, cwd, timeout, feed)
+            out = "" if binary else out_bytes.decode(errors="replace")
+        elif on_line is not None:
+            returncode, out, err = _run_streaming(real_argv(argv), full_env, data, cwd, timeout,
+                                                  on_line, masked_values)
+            out_bytes = out.encode()
+        else:
+            proc = subprocess.run(
+                real_argv(argv),
+                env=full_env,
+                input=data,
+                cwd=cwd,
+                timeout=timeout,
+                stdout=stdout_fd if stdout_fd is not None else
+                subprocess.PIPE if capture else None,
+                stderr=subprocess.PIPE if capture else None,
+                check=False,
+            )
+            returncode = proc.returncode
+            out_bytes = proc.stdout or b""
+            out = "" if binary else out_bytes.decode(errors="replace")
+            err = (proc.stderr or b"").decode(errors="replace")
+    except FileNotFoundError as e:
+        raise CommandError(shown, 127, "", hint or _hint_for(shown[0], 127)) from e
+    except subprocess.TimeoutExpired as e:
+        stderr = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else ""
+        raise CommandError(shown, None, mask(_tail(stderr), masked_values),
+                           hint or f"it ran longer than {timeout} s", timed_out=True) from e
+    result = Completed(shown, returncode, mask(out, masked_values) if not binary else "",
+                       mask(err, masked_values), out_bytes)
+    log.debug("  exit %d", returncode)
+    if check and returncode != 0:
+        tail = mask(_tail(err or out), masked_values)
+        raise CommandError(shown, returncode, tail, hint or _hint_for(shown[0], returncode))
+    return result
+
+
+# Writes a child's stdin: `feed(stdin, alive)`, where alive() says whether the child still
+# runs. If it raises, the child is terminated *before* its stdin is closed, so a child that
+# acts on end-of-input (borg committing an archive) never sees a half-written input as whole.
+Feed = Callable[[IO[bytes], Callable[[], bool]], None]
+
+
+def from_file(path: Path) -> Feed:
+    """A feed that streams a file into the child's stdin (never whole in memory)."""
+    def copy(stdin: IO[bytes], alive: Callable[[], bool]) -> None:
+        with path.open("rb") as source:
+            shutil.copyfileobj(source, stdin, 1 << 20)
+    return copy
+
+
+def _run_fed(argv: list[str], env: Mapping[str, str] | None, cwd: Path | str | None,
+             timeout: float | None, feed: Feed) -> tuple[int, bytes, str]:
+    with subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        # communicate() must not touch stdin: the feeding thread owns it.
+        stdin, proc.stdin = proc.stdin, None
+        assert stdin is not None
+        failures: list[BaseException] = []
+
+        def feeding() -> None:
+            try:
+                feed(stdin, lambda: proc.poll() is None)
+            except BrokenPipeError:
+                pass  # the child exited early: its own exit code and stderr say why
+            except BaseException as err:  # handed to the caller below
+                if proc.poll() is None:  # not a consequence of the child dying first
+                    failures.append(err)
+                    proc.terminate()
+            finally:
+                with contextlib.suppress(BrokenPipeError):
+                    stdin.close()
+
+        thread = threading.Thread(target=feeding, name="feed", daemon=True)
+        thread.start()
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except BaseException:
+            proc.kill()
+            raise
+        finally:
+            thread.join(timeout=60)
+    if failures:
+        raise failures[0]
+    return proc.returncode, out or b"", (err or b"").decode(errors="replace")
+
+
+def _run_streaming(
+    argv: list[str],
+    env: Mapping[str, str] | None,
+    data: bytes | None,
+    cwd: Path | str | None,
+    timeout: float | None,
+    on_line: Callable[[str], None],
+    masked_values: list[str],
+) -> tuple[int, str, str]:
+    lines: list[str] = []
+    with subprocess.Popen(
+        argv,
+        env=env,
+        cwd=cwd,
+        stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    ) as proc:
+        if data is not None and proc.stdin is not None:
+            proc.stdin.write(data)
+            proc.stdin.close()
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = mask(raw.decode(errors="replace").rstrip("\n"), masked_values)
+            lines.append(line)
+            on_line(line)
+        returncode = proc.wait(timeout=timeout)
+    text = "\n".join(lines)
+    return returncode, text, text
