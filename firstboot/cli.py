@@ -36,9 +36,9 @@ def _cmd_converge(args: argparse.Namespace) -> int:
 
 
 def _cmd_load_images(args: argparse.Namespace) -> int:
+    from firstboot.containers import image_load as engine
     from firstboot.core.config import load_config
     from firstboot.core.context import FirstbootContext, Paths
-    from firstboot.steps import engine
 
     ctx = FirstbootContext(config=load_config(Path(args.config)), paths=Paths())
     client = engine.wait_for_engine(ctx, engine.WAIT_FOR_ENGINE_S)

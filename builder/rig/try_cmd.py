@@ -72,9 +72,9 @@ from builder.rig.parts import (
     wait_until,
 )
 from firstboot import __version__
+from firstboot.certs.certificate import wanted_names
 from firstboot.core.config import DEFAULT_CONFIG_PATH, Appliance, config_digest, load_config
 from firstboot.core.errors import EXIT_FAILURE, EXIT_OK, ArkboxError, BadInputError
-from firstboot.steps.tls import wanted_names
 
 SOURCE_DIR = Path(__file__).resolve().parents[2]
 # What a build is made of besides the config: the pipeline, the installer, what is laid in.

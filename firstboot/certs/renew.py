@@ -26,10 +26,10 @@ from typing import Any
 
 from cryptography import x509
 
+from firstboot.certs import certificate as tls
 from firstboot.certs.acme_client import IssuanceFailed, Request, explain, issue
 from firstboot.core.context import FirstbootContext, Paths
 from firstboot.core.files import atomic_write, ensure_dir
-from firstboot.steps import tls
 from firstboot.steps.mail import reload_mail_tls
 from firstboot.steps.proxy import ProxyFiles, converge_proxy
 

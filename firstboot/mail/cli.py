@@ -74,7 +74,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, bytes]:
     from firstboot.core.context import Paths
     from firstboot.mail import dkim
     from firstboot.mail.records import BoxAddresses, detect_addresses
-    from firstboot.steps.secrets import generated_path
+    from firstboot.secret_store import generated_path
 
     config = load_config(Path(args.config))
     if not config.mail.enabled or not config.mail.hostname:

@@ -9,12 +9,12 @@ with backoff and renews when a third of the lifetime is left.
 
 from __future__ import annotations
 
+from firstboot.certs import certificate as tls
 from firstboot.certs import timer
 from firstboot.certs.renew import renewal_due
 from firstboot.core.config import Appliance
 from firstboot.core.context import FirstbootContext
 from firstboot.core.step import Outcome
-from firstboot.steps import tls
 from firstboot.systemd_units import install_timer, installed
 
 NAME = "acme"

@@ -44,23 +44,22 @@ from firstboot.core.context import FirstbootContext, Paths
 from firstboot.core.files import ensure_dir, write_if_changed
 from firstboot.core.step import Outcome, StepFailed
 from firstboot.mail import dkim
+from firstboot.mail.layout import MAIL_SERVICE, VOLUMES
 from firstboot.mail.passwords import hash_password, verifies
 from firstboot.mail.render import (
     CONF_MOUNT,
     DIRECTORIES,
     DKIM_KEY,
     TLS_MOUNT,
-    VMAIL_UID,
     MailFile,
     UserEntry,
     render_mail_files,
 )
-from firstboot.steps.secrets import generated_path, read_stored
+from firstboot.secret_store import generated_path, read_stored
 from firstboot.steps.services import RECIPES_DIR, parse_engine_time
 
 NAME = "mail"
 ROLE_MAIL = "mail"
-MAIL_SERVICE = "mail"
 MAIL_RECIPE = "mail"
 MAIL_PORTS = (25, 465, 587, 993)
 MAIL_MEMORY = 512 * 1024**2
@@ -69,12 +68,6 @@ CONFIG_DIGEST_ENV = "ARKBOX_MAIL_CONFIG"
 # Rendered files whose content is made on the box (hashes, keys) or secret: not in the
 # spec's digest; a change restarts the container.
 SECRET_FILES = ("dovecot/users", DKIM_KEY, "postfix/relay_password")
-# Volume name -> (path in the container, owner, mode). The queue's top directory is
-# root's (Postfix makes its own below it); the mailboxes belong to vmail.
-VOLUMES = {
-    "queue": ("/var/spool/postfix", (0, 0), 0o755),
-    "mailboxes": ("/var/mail", (VMAIL_UID, VMAIL_UID), 0o750),
-}
 
 log = logging.getLogger("arkbox.firstboot.mail")
 

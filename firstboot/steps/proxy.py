@@ -23,6 +23,7 @@ import docker
 from cryptography import x509
 from docker.models.containers import Container
 
+from firstboot.certs.certificate import is_fallback
 from firstboot.containers import engine
 from firstboot.containers.images import baked_image, read_baked_images
 from firstboot.containers.naming import LABEL_CONFIG_HASH, ROLE_PROXY, ROLE_SERVICE, Naming
@@ -46,7 +47,6 @@ from firstboot.core.step import Outcome, StepFailed
 from firstboot.mail.records import mta_sts_policy
 from firstboot.manifest import ManifestImage, ManifestProxy, read_manifest, write_manifest
 from firstboot.steps.services import RECIPES_DIR
-from firstboot.steps.tls import is_fallback
 
 NAME = "proxy"
 PROXY_RECIPE = "proxy"

@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import os
 import secrets as random_source
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from firstboot.core.config import Appliance, SecretRef, SecretUnavailable
-from firstboot.core.config.secrets import iter_secret_refs
-from firstboot.core.context import FirstbootContext, Paths
+from firstboot.core.context import FirstbootContext
 from firstboot.core.files import ensure_dir, write_if_changed
 from firstboot.core.step import Outcome, StepFailed
 from firstboot.mail import dkim
+from firstboot.secret_store import generated_path, service_secret_refs, stored_name, stored_path
 
 NAME = "secrets"
 
@@ -61,52 +61,6 @@ GENERATED: tuple[Generated, ...] = (
     Generated(dkim.KEY_FILE, "the DKIM key that signs outgoing mail", dkim.make_private_key,
               lambda config: config.mail.enabled),
 )
-
-
-# ---------------------------------------------------------------- where secrets live
-
-
-def stored_name(ref: SecretRef) -> PurePosixPath:
-    """Where a config secret's copy lives, relative to the secrets directory."""
-    if ref.env is not None:
-        return PurePosixPath("config", "env", ref.env)
-    assert ref.file is not None
-    path = PurePosixPath(ref.file)
-    if ".." in path.parts:
-        raise StepFailed(f"secret file {ref.file!r} points outside the config's directory",
-                         hint="keep secret files next to the config, e.g. secrets/NAME")
-    if path.is_absolute():
-        return PurePosixPath("config", "abs", *path.parts[1:])
-    return PurePosixPath("config", *path.parts)
-
-
-def stored_path(paths: Paths, ref: SecretRef) -> Path:
-    """The copy of a config secret under /srv/arkbox/secrets (mount it, do not log it)."""
-    return paths.secrets / stored_name(ref)
-
-
-def generated_path(paths: Paths, name: str) -> Path:
-    return paths.secrets / "generated" / name
-
-
-def read_stored(paths: Paths, ref: SecretRef) -> str:
-    """A config secret's value as stored by this step (one trailing newline dropped)."""
-    text = stored_path(paths, ref).read_text(encoding="utf-8")
-    return text.removesuffix("\n").removesuffix("\r")
-
-
-def service_secret_refs(config: Appliance) -> Iterator[tuple[str, SecretRef]]:
-    """The config's secrets the services (and mail) use, each with its path in the config."""
-    sections: list[tuple[str, object]] = [("services", config.services)]
-    if config.mail.enabled:
-        sections.append(("mail", config.mail))
-    seen: set[PurePosixPath] = set()
-    for section, value in sections:
-        for where, ref in iter_secret_refs(value, (section,)):
-            name = stored_name(ref)
-            if name not in seen:
-                seen.add(name)
-                yield ".".join(str(part) for part in where), ref
 
 
 def _source_bytes(config: Appliance, ref: SecretRef) -> bytes | None:

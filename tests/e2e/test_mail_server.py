@@ -475,8 +475,8 @@ def test_a_new_certificate_is_reloaded_not_recreated(net: Net) -> None:
     from cryptography.hazmat.primitives import hashes
 
     from builder.rig.parts import files_tar
+    from firstboot.certs.certificate import cert_names, make_fallback
     from firstboot.core.context import utc_now
-    from firstboot.steps.tls import cert_names, make_fallback
 
     before = check(net.app, "docker inspect -f '{{.Id}}' arkbox-mail").strip()
     names = cert_names(x509.load_pem_x509_certificate(net.ca_file.read_bytes()))

@@ -92,10 +92,10 @@ LOAD_SLOWLY = """
 import subprocess, sys, time
 from pathlib import Path
 from firstboot.core.context import Paths
-from firstboot.steps import engine
+from firstboot.containers import image_load
 
 paths = Paths(Path(sys.argv[1]))
-with engine.load_lock(paths):
+with image_load.load_lock(paths):
     time.sleep(2)
     tarball = paths.baked_images / "engine-step.tar"
     subprocess.run(["docker", "load", "--input", str(tarball)], check=True)

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from firstboot.containers import image_load
 from firstboot.containers.images import BakedImage
 from firstboot.core.config import DEFAULT_CONFIG_PATH, Appliance, load_config
 from firstboot.core.context import FirstbootContext, Paths
@@ -108,21 +109,22 @@ def ctx_with(config: Appliance, root: Path, fake: FakeEngine,
 
 
 def test_load_argv() -> None:
-    assert engine.load_argv(Path("/usr/share/arkbox/images/all.tar")) == (
+    assert image_load.load_argv(Path("/usr/share/arkbox/images/all.tar")) == (
         "docker", "load", "--input", "/usr/share/arkbox/images/all.tar")
 
 
 @pytest.mark.parametrize("oci", [True, False])
 def test_tarball_images_reads_both_save_formats(tmp_path: Path, oci: bool) -> None:
     tar = save_tar(tmp_path / "all.tar", [PROXY, WIKI], oci=oci)
-    assert engine.tarball_images(tar) == {PROXY.image_id: [PROXY.tag], WIKI.image_id: [WIKI.tag]}
+    held = image_load.tarball_images(tar)
+    assert held == {PROXY.image_id: [PROXY.tag], WIKI.image_id: [WIKI.tag]}
 
 
 def test_not_a_tarball_is_a_clear_failure(tmp_path: Path) -> None:
     bad = tmp_path / "bad.tar"
     bad.write_text("not a tar")
     with pytest.raises(StepFailed, match="not a readable image tarball"):
-        engine.tarball_images(bad)
+        image_load.tarball_images(bad)
 
 
 def test_missing_build_manifest_fails_the_step(config: Appliance, tmp_path: Path) -> None:
@@ -195,8 +197,9 @@ def test_a_tag_on_another_image_is_a_mismatch(config: Appliance, tmp_path: Path)
 
 def test_an_engine_that_never_answers_fails_with_a_hint(config: Appliance, tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(engine, "POLL_S", 0.01)
+    monkeypatch.setattr(image_load, "POLL_S", 0.01)
     ctx, _ = ctx_with(config, tmp_path, FakeEngine(answers=False), {})
-    with pytest.raises(StepFailed, match=r"did not answer within 0 s \(ConnectionError") as failed:
-        engine.wait_for_engine(ctx, 0.05)
+    gave_up = r"gave up waiting for the container engine to answer after 0.05 s: ConnectionError"
+    with pytest.raises(StepFailed, match=gave_up) as failed:
+        image_load.wait_for_engine(ctx, 0.05)
     assert "journalctl -u docker" in (failed.value.hint or "")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from firstboot import secret_store
 from firstboot.core.config import DEFAULT_CONFIG_PATH, Appliance, SecretRef, load_config
 from firstboot.core.context import FirstbootContext, Paths
 from firstboot.core.step import StepFailed
@@ -83,16 +84,16 @@ def stored(root: Path) -> dict[str, bytes]:
 
 
 def test_stored_names_mirror_the_references() -> None:
-    assert secrets.stored_name(SecretRef(file="secrets/db")).as_posix() == "config/secrets/db"
-    assert secrets.stored_name(SecretRef(file="/etc/x/pw")).as_posix() == "config/abs/etc/x/pw"
-    assert secrets.stored_name(SecretRef(env="DB_PW")).as_posix() == "config/env/DB_PW"
+    assert secret_store.stored_name(SecretRef(file="secrets/db")).as_posix() == "config/secrets/db"
+    assert secret_store.stored_name(SecretRef(file="/etc/x/pw")).as_posix() == "config/abs/etc/x/pw"
+    assert secret_store.stored_name(SecretRef(env="DB_PW")).as_posix() == "config/env/DB_PW"
     with pytest.raises(StepFailed, match="outside the config's directory"):
-        secrets.stored_name(SecretRef(file="../elsewhere"))
+        secret_store.stored_name(SecretRef(file="../elsewhere"))
 
 
 def test_only_service_and_mail_secrets_are_copied(config_dir: Path) -> None:
     config = load_config(config_dir / "appliance.yaml")
-    wheres = [where for where, _ in secrets.service_secret_refs(config)]
+    wheres = [where for where, _ in secret_store.service_secret_refs(config)]
     # webmail's and db's password are one file: copied once
     assert wheres == [
         "services.calendar.secret_files./etc/radicale/users",
@@ -104,7 +105,8 @@ def test_only_service_and_mail_secrets_are_copied(config_dir: Path) -> None:
 
 def test_the_default_config_secrets_are_all_copied() -> None:
     config = load_config(DEFAULT_CONFIG_PATH)
-    names = {str(secrets.stored_name(ref)) for _, ref in secrets.service_secret_refs(config)}
+    refs = secret_store.service_secret_refs(config)
+    names = {str(secret_store.stored_name(ref)) for _, ref in refs}
     assert "config/secrets/webmail-db-password" in names
     assert not any("borg" in name or "backup" in name for name in names)
 
@@ -138,7 +140,7 @@ def test_first_run_copies_and_generates(config_dir: Path, root: Path,
     for value in files.values():
         assert value.decode().strip() not in caplog.text
     assert secrets.verify(ctx) is None
-    assert secrets.read_stored(ctx.paths, SecretRef(file="secrets/db-password")) == "db-pw"
+    assert secret_store.read_stored(ctx.paths, SecretRef(file="secrets/db-password")) == "db-pw"
 
 
 def test_second_run_changes_nothing_and_keeps_generated_values(config_dir: Path,

@@ -19,13 +19,14 @@ from cryptography.x509.oid import NameOID
 from rich.console import Console
 
 from firstboot.certs import acme_client, renew, timer
+from firstboot.certs import certificate as tls
 from firstboot.certs.acme_client import CaProblem, explain, make_csr, new_private_key
 from firstboot.core.config import DEFAULT_CONFIG_PATH, Appliance, load_config
 from firstboot.core.context import FirstbootContext, Paths
 from firstboot.status import Status, StepReport, StepState
 from firstboot.status_view import render_status
 from firstboot.steps import acme as acme_step
-from firstboot.steps import tls
+from firstboot.steps import tls as tls_step
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 NAMES = ["arkbox.test", "cal.arkbox.test", "mail.arkbox.test", "mta-sts.arkbox.test",
@@ -212,7 +213,7 @@ def test_the_ca_bundle_is_used_for_the_directorys_https() -> None:
 
 def test_install_makes_the_pair_live_and_records_it(config: Appliance, tmp_path: Path) -> None:
     ctx = FirstbootContext(config=config, paths=Paths(tmp_path), now=lambda: NOW)
-    tls.run(ctx)  # the fallback first
+    tls_step.run(ctx)  # the fallback first
     key, chain = ca_issued(NAMES, NOW, 90)
     tls.install(tls.live_files(ctx), tls.staged_files(ctx), key, chain)
     live = tls.live_files(ctx)
@@ -221,13 +222,13 @@ def test_install_makes_the_pair_live_and_records_it(config: Appliance, tmp_path:
     assert info["source"] == "acme" and info["names"] == NAMES and "reason" not in info
     assert not tls.staged_files(ctx).chain.exists()
     # The tls step keeps a valid certificate from the CA (also a restored one).
-    assert not tls.run(ctx).changed
+    assert not tls_step.run(ctx).changed
 
 
 def test_a_pair_staged_before_a_power_cut_is_installed_by_the_next_run(
         config: Appliance, tmp_path: Path) -> None:
     ctx = FirstbootContext(config=config, paths=Paths(tmp_path), now=lambda: NOW)
-    tls.run(ctx)
+    tls_step.run(ctx)
     key, chain = ca_issued(NAMES, NOW, 90)
 
     def cut(point: str) -> None:
@@ -236,7 +237,7 @@ def test_a_pair_staged_before_a_power_cut_is_installed_by_the_next_run(
     with pytest.raises(KeyboardInterrupt):
         tls.install(tls.live_files(ctx), tls.staged_files(ctx), key, chain, cut)
     assert tls.is_fallback(tls.read_current(tls.live_files(ctx)).certificate)  # type: ignore
-    tls.run(ctx)
+    tls_step.run(ctx)
     assert tls.live_files(ctx).chain.read_bytes() == chain
     # Half a pair (only the key) is dropped, never installed.
     staged = tls.staged_files(ctx)
@@ -249,11 +250,11 @@ def test_a_pair_staged_before_a_power_cut_is_installed_by_the_next_run(
 def test_a_failure_is_recorded_as_the_fallbacks_reason(config: Appliance,
                                                         tmp_path: Path) -> None:
     ctx = FirstbootContext(config=config, paths=Paths(tmp_path), now=lambda: NOW)
-    tls.run(ctx)
+    tls_step.run(ctx)
     tls.record_reason(tls.live_files(ctx), "DNS for x.example does not point here yet")
     assert json.loads(tls.live_files(ctx).info.read_text())["reason"] == (
         "DNS for x.example does not point here yet")
-    assert not tls.run(ctx).changed  # the step keeps the recorded reason
+    assert not tls_step.run(ctx).changed  # the step keeps the recorded reason
 
 
 # ---------------------------------------------------------------- step, timer, status, CLI
@@ -262,7 +263,7 @@ def test_a_failure_is_recorded_as_the_fallbacks_reason(config: Appliance,
 def test_the_step_installs_the_timer_and_requests_in_the_background(
         config: Appliance, tmp_path: Path) -> None:
     ctx = FirstbootContext(config=config, paths=Paths(tmp_path), now=lambda: NOW)
-    tls.run(ctx)
+    tls_step.run(ctx)
     outcome = acme_step.run(ctx)
     assert outcome.changed
     assert outcome.summary == ("certificate requested in the background from "
@@ -278,7 +279,7 @@ def test_the_step_installs_the_timer_and_requests_in_the_background(
 def test_status_says_why_the_fallback_is_served_and_when_it_retries(
         config: Appliance, tmp_path: Path) -> None:
     ctx = FirstbootContext(config=config, paths=Paths(tmp_path), now=lambda: NOW)
-    tls.run(ctx)
+    tls_step.run(ctx)
     tls.record_reason(tls.live_files(ctx), "DNS for wiki.x.example does not point here yet")
     renew.RenewState(failures=1, last_error="DNS for wiki.x.example does not point here yet",
                      next_attempt="2025-06-01T12:15:00+00:00").save(
@@ -329,7 +330,7 @@ def test_a_failed_request_is_recorded_with_backoff_and_never_holds_the_runner_lo
     from firstboot.runner import runner_active
 
     ctx = FirstbootContext(config=config, paths=Paths(tmp_path), now=lambda: NOW)
-    tls.run(ctx)
+    tls_step.run(ctx)
     asked: list[bool] = []
 
     def unreachable(request: acme_client.Request) -> acme_client.Issued:

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from firstboot.certs import certificate
 from firstboot.core.config import DEFAULT_CONFIG_PATH, Appliance, load_config
 from firstboot.core.context import FirstbootContext, Paths
 from firstboot.steps import tls
@@ -50,7 +51,7 @@ def served(root: Path) -> x509.Certificate:
 
 
 def test_names_are_every_route_the_mail_host_and_the_appliance(config: Appliance) -> None:
-    assert tls.wanted_names(config) == DEFAULT_NAMES
+    assert certificate.wanted_names(config) == DEFAULT_NAMES
 
 
 def test_first_run_makes_a_fallback_certificate(config: Appliance, tmp_path: Path) -> None:
@@ -62,7 +63,7 @@ def test_first_run_makes_a_fallback_certificate(config: Appliance, tmp_path: Pat
     assert outcome.details["source"] == "fallback"
     assert outcome.details["reason"] == "no certificate from an ACME CA yet"
     cert = served(tmp_path)
-    assert tls.cert_names(cert) == DEFAULT_NAMES
+    assert certificate.cert_names(cert) == DEFAULT_NAMES
     assert cert.issuer == cert.subject  # self-signed
     assert cert.not_valid_after_utc - NOW == timedelta(days=90)
     assert cert.not_valid_before_utc < NOW
@@ -110,8 +111,8 @@ def test_renewed_when_the_host_names_change(config: Appliance, tmp_path: Path) -
     ctx = ctx_at(changed, tmp_path)
     assert tls.verify(ctx) == "the host names changed"
     assert tls.run(ctx).changed
-    assert "docs.arkbox.test" in tls.cert_names(served(tmp_path))
-    assert "wiki.arkbox.test" not in tls.cert_names(served(tmp_path))
+    assert "docs.arkbox.test" in certificate.cert_names(served(tmp_path))
+    assert "wiki.arkbox.test" not in certificate.cert_names(served(tmp_path))
 
 
 def test_a_key_that_does_not_match_is_replaced(config: Appliance, tmp_path: Path) -> None:
@@ -165,7 +166,7 @@ def test_an_expired_acme_certificate_falls_back(config: Appliance, tmp_path: Pat
     assert tls.verify(ctx) == "the ACME certificate expired on 2025-06-01"
     outcome = tls.run(ctx)
     assert outcome.changed and outcome.summary.startswith("fallback (self-signed)")
-    assert tls.is_fallback(served(tmp_path))
+    assert certificate.is_fallback(served(tmp_path))
 
 
 def test_long_host_name_goes_in_the_san_only(tmp_path: Path) -> None:
@@ -181,5 +182,5 @@ def test_long_host_name_goes_in_the_san_only(tmp_path: Path) -> None:
         """))
     tls.run(ctx_at(load_config(path), tmp_path))
     cert = served(tmp_path)
-    assert tls.cert_names(cert) == [name]
+    assert certificate.cert_names(cert) == [name]
     assert not cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
