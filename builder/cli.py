@@ -7,8 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from firstboot import __version__
-from firstboot.cli_support import EXIT_CODES_HELP, add_common_options, run_cli, setup_logging
+from firstboot.cli_support import EXIT_CODES_HELP, add_common_options, run_tool, tool_parser
 from firstboot.core.config import (
     DEFAULT_CONFIG_PATH,
     ConfigInvalid,
@@ -73,9 +72,11 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    from builder.pipeline.build import build_from_args
+    from builder.pipeline.build import build
 
-    return build_from_args(args)
+    build(Path(args.config), Path(args.out), args.role,
+          cache_dir=Path(args.cache) if args.cache else None)
+    return EXIT_OK
 
 
 def _cmd_try(args: argparse.Namespace) -> int:
@@ -85,14 +86,8 @@ def _cmd_try(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="arkbox",
-        description="Turn one appliance.yaml into a hardened server image that sets itself up.",
-        epilog=EXIT_CODES_HELP,
-    )
-    parser.add_argument("--version", action="version", version=f"arkbox {__version__}")
-    add_common_options(parser)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser, sub = tool_parser(
+        "arkbox", "Turn one appliance.yaml into a hardened server image that sets itself up.")
 
     def command(name: str, text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text, description=text, epilog=EXIT_CODES_HELP)
@@ -120,7 +115,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--role", choices=("appliance", "backup-server"), default="appliance")
     p.add_argument("--cache", default=None,
                    help="cache directory (default: $ARKBOX_CACHE or /var/cache/arkbox)")
-    p.add_argument("--json", action="store_true", help="print the build manifest at the end")
     p.set_defaults(func=_cmd_build)
 
     server = command("backup-server", "manage the clients of a backup server")
@@ -178,6 +172,4 @@ def _cmd_add_client(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.verbose, args.debug)
-    sys.exit(run_cli(args.func, args))
+    run_tool(build_parser(), argv)

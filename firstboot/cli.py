@@ -7,8 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from firstboot import __version__
-from firstboot.cli_support import EXIT_CODES_HELP, add_common_options, run_cli, setup_logging
+from firstboot.cli_support import EXIT_CODES_HELP, add_common_options, run_tool, tool_parser
 
 if TYPE_CHECKING:
     from firstboot.core.context import Paths
@@ -102,14 +101,9 @@ def _backup_status(paths: Paths) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="arkbox-installer",
-        description="Sets up an arkbox appliance at first boot and runs its day-2 commands.",
-        epilog=EXIT_CODES_HELP,
-    )
-    parser.add_argument("--version", action="version", version=f"arkbox-installer {__version__}")
-    add_common_options(parser)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser, sub = tool_parser(
+        "arkbox-installer",
+        "Sets up an arkbox appliance at first boot and runs its day-2 commands.")
     for name, func, text in (
         ("firstboot", _cmd_converge, "set this machine up from its config (run by systemd)"),
         ("apply", _cmd_converge, "bring this machine in line with its config again, after "
@@ -151,6 +145,4 @@ def _add_root_option(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.verbose, args.debug)
-    sys.exit(run_cli(args.func, args))
+    run_tool(build_parser(), argv)

@@ -6,11 +6,13 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.text import Text
 
+from firstboot import __version__
 from firstboot.core.errors import EXIT_FAILURE, ArkboxError
 
 EXIT_CODES_HELP = "exit codes: 0 ok, 1 failure, 2 bad input or invalid config"
@@ -21,6 +23,27 @@ stderr_console = Console(stderr=True, highlight=False)
 def add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="show each command run")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+
+
+# argparse names no public type for what add_subparsers returns.
+SubParsers = argparse._SubParsersAction
+
+
+def tool_parser(prog: str, description: str
+                ) -> tuple[argparse.ArgumentParser, SubParsers[argparse.ArgumentParser]]:
+    """The top of both tools' parsers: --version, -v/--debug, the exit codes, one COMMAND."""
+    parser = argparse.ArgumentParser(prog=prog, description=description,
+                                     epilog=EXIT_CODES_HELP)
+    parser.add_argument("--version", action="version", version=f"{prog} {__version__}")
+    add_common_options(parser)
+    return parser, parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+
+def run_tool(parser: argparse.ArgumentParser, argv: list[str] | None) -> NoReturn:
+    """Parse argv, set up logging, run the chosen command and exit with its code."""
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose, args.debug)
+    sys.exit(run_cli(args.func, args))
 
 
 def setup_logging(verbose: bool, debug: bool) -> None:

@@ -8,9 +8,10 @@ leaves out/ as it was.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -18,7 +19,7 @@ from rich.console import Console
 from builder.pipeline import assemble, disk, hardening, installer, rootfs, service_images
 from builder.pipeline.backup_server import install_backup_server
 from builder.pipeline.cache import cache_dir_from_env, digest_tree, lookup
-from builder.pipeline.context import BuildContext
+from builder.pipeline.context import BuildContext, Role
 from builder.pipeline.manifest import (
     MANIFEST_NAME,
     BuildManifest,
@@ -166,22 +167,23 @@ def stage_manifest(ctx: BuildContext) -> None:
     ctx.progress.note(f"{len(outputs)} outputs with sha256")
 
 
-def build(ctx: BuildContext) -> None:
+# The stages in order: (what the progress line says, the stage).
+STAGES: tuple[tuple[str, Callable[[BuildContext], None]], ...] = (
+    ("base root fs ({suite})", stage_base_rootfs),
+    ("service images", stage_service_images),
+    ("installer (PyInstaller)", stage_installer),
+    ("assemble + hardening", stage_assemble),
+    ("disk image", stage_disk_image),
+    ("root fs tarball", stage_rootfs_tar),
+    ("manifest", stage_manifest),
+)
+
+
+def run_stages(ctx: BuildContext) -> None:
     """The whole build, in order."""
-    with ctx.progress.stage(f"base root fs ({ctx.config.build.suite})"):
-        stage_base_rootfs(ctx)
-    with ctx.progress.stage("service images"):
-        stage_service_images(ctx)
-    with ctx.progress.stage("installer (PyInstaller)"):
-        stage_installer(ctx)
-    with ctx.progress.stage("assemble + hardening"):
-        stage_assemble(ctx)
-    with ctx.progress.stage("disk image"):
-        stage_disk_image(ctx)
-    with ctx.progress.stage("root fs tarball"):
-        stage_rootfs_tar(ctx)
-    with ctx.progress.stage("manifest"):
-        stage_manifest(ctx)
+    for title, stage in STAGES:
+        with ctx.progress.stage(title.format(suite=ctx.config.build.suite)):
+            stage(ctx)
 
 
 def secret_files(ctx: BuildContext) -> dict[str, Path]:
@@ -239,35 +241,51 @@ def publish(ctx: BuildContext) -> list[Path]:
     return published
 
 
-def build_from_args(args: argparse.Namespace) -> int:
-    console = Console(highlight=False, soft_wrap=True)
-    config_path = Path(args.config)
+@dataclass(frozen=True)
+class BuildResult:
+    out_dir: Path
+    outputs: list[Path]  # what was renamed into out_dir
+    seconds: float
+
+
+def build(config_path: Path, out_dir: Path, role: Role = "appliance", *,
+          cache_dir: Path | None = None, console: Console | None = None) -> BuildResult:
+    """`arkbox build`: validate the config, run every stage, publish into out_dir.
+
+    Raises ConfigInvalid (every problem at once) or the ArkboxError of the stage that
+    failed; out_dir is then left as it was.
+    """
+    console = console or Console(highlight=False, soft_wrap=True)
     progress = Progress(console)
     digest = config_digest(config_path)[:12] if config_path.is_file() else "?"
     console.print(f"arkbox {__version__} · building {config_path} (sha256 {digest}…)")
     with progress.stage("validate config"):
         appliance = load_config(config_path)
-        progress.note(f"appliance {appliance.appliance.name!r}, role {args.role}")
-    out_dir = Path(args.out)
-    cache_dir = Path(args.cache) if args.cache else cache_dir_from_env()
+        progress.note(f"appliance {appliance.appliance.name!r}, role {role}")
+    cache_dir = cache_dir or cache_dir_from_env()
     check_free_space(out_dir, cache_dir)
     # The work dir sits next to out/ so the final renames stay on one filesystem.
     work_dir = Path(tempfile.mkdtemp(prefix=".arkbox-build-", dir=out_dir))
     ctx = BuildContext(
-        config=appliance, config_path=config_path, role=args.role, out_dir=out_dir,
+        config=appliance, config_path=config_path, role=role, out_dir=out_dir,
         cache_dir=cache_dir, work_dir=work_dir, progress=progress,
     )
-    (work_dir / "out").mkdir()
-    try:
-        build(ctx)
-        published = publish(ctx)
-    except BaseException:
-        console.print(f"nothing was written to {out_dir}/")
-        raise
-    finally:
-        shutil.rmtree(work_dir, ignore_errors=True)
+    published = _build_in_work_dir(ctx, console)
     total = sum(r.seconds for r in progress.results)
     console.print(f"done in {total:.0f} s → {out_dir}/")
     for path in published:
         console.print(f"  {path}")
-    return 0
+    return BuildResult(out_dir, published, total)
+
+
+def _build_in_work_dir(ctx: BuildContext, console: Console) -> list[Path]:
+    """Every stage into the work dir, then publish; the work dir goes either way."""
+    (ctx.work_dir / "out").mkdir()
+    try:
+        run_stages(ctx)
+        return publish(ctx)
+    except BaseException:
+        console.print(f"nothing was written to {ctx.out_dir}/")
+        raise
+    finally:
+        shutil.rmtree(ctx.work_dir, ignore_errors=True)

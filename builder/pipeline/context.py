@@ -30,7 +30,6 @@ class BuildContext:
     images: list[dict[str, Any]] = field(default_factory=list)
     installer: Path | None = None
     rootfs_dir: Path | None = None
-    outputs: dict[str, Path] = field(default_factory=dict)
     packages: dict[str, str] = field(default_factory=dict)
 
     @property

@@ -49,6 +49,7 @@ from docker.errors import DockerException, NotFound
 from docker.models.containers import Container
 
 from builder.pipeline.cache import digest_tree
+from builder.pipeline.context import Role
 from builder.pipeline.manifest import MANIFEST_NAME
 from builder.rig import ca as try_ca
 from builder.rig import dns as try_dns
@@ -207,7 +208,7 @@ def write_stamp(out_dir: Path, source_sha256: str) -> None:
 
 
 def ensure_built(config_path: Path, out_dir: Path, *, rebuild: bool, no_build: bool,
-                 role: str = "appliance", out: Say = say) -> BuiltState:
+                 role: Role = "appliance", out: Say = say) -> BuiltState:
     """Build into out_dir unless it is up to date for this config and these sources."""
     now = CurrentInputs(str(config_path), config_digest(config_path), __version__,
                         source_digest())
@@ -220,15 +221,9 @@ def ensure_built(config_path: Path, out_dir: Path, *, rebuild: bool, no_build: b
         out(f"{out_dir}/ is stale ({decision.reason}); using it anyway (--no-build)")
     else:
         out(f"building into {out_dir}/: {decision.reason}")
-        from builder.pipeline.build import build_from_args
+        from builder.pipeline.build import build
 
-        code = build_from_args(argparse.Namespace(
-            config=str(config_path), out=str(out_dir), role=role, cache=None,
-            json=False))
-        if code != EXIT_OK:
-            raise ArkboxError("the build failed; nothing was started",
-                              hint=f"fix what the build reported, or run: arkbox build "
-                                   f"{config_path} --out {out_dir}")
+        build(config_path, out_dir, role)
         write_stamp(out_dir, now.source_sha256)
     state = read_built_state(out_dir)
     if state is None or not state.rootfs_tar_present:
