@@ -117,7 +117,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cache directory (default: $ARKBOX_CACHE or /var/cache/arkbox)")
     p.set_defaults(func=_cmd_build)
 
-    server = command("backup-server", "manage the clients of a backup server")
+    _add_backup_server_command(
+        command("backup-server", "manage the clients of a backup server"))
+    _add_try_command(command("try", "boot the built appliance here, follow its first boot, "
+                             "show how to reach it (`try down` removes it, `try ssh` opens a "
+                             "shell, `try status`; `try disaster` backs up, destroys the "
+                             "appliance and watches a blank one restore itself)"))
+    return parser
+
+
+def _add_backup_server_command(server: argparse.ArgumentParser) -> None:
     server_sub = server.add_subparsers(dest="server_command", required=True, metavar="COMMAND")
     p = server_sub.add_parser("add-client", help="authorize an appliance's backup key: one "
                               "forced, append-only `borg serve` line")
@@ -131,10 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_common_options(p)
     p.set_defaults(func=_cmd_add_client)
 
-    p = command("try", "boot the built appliance here, follow its first boot, show how to "
-                       "reach it (`try down` removes it, `try ssh` opens a shell, `try status`; "
-                       "`try disaster` backs up, destroys the appliance and watches a blank "
-                       "one restore itself)")
+
+def _add_try_command(p: argparse.ArgumentParser) -> None:
     p.epilog = (EXIT_CODES_HELP + "; try disaster: 0 restored and healthy, 1 the backup "
                 "failed (nothing destroyed) or the restore failed (the blank appliance is "
                 "left up), 2 no try rig with a finished appliance and a backup server "
@@ -157,7 +164,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rig", default="arkbox-try", help=argparse.SUPPRESS)  # tests: their own rig
     p.add_argument("--json", action="store_true", help="with status: print it as JSON")
     p.set_defaults(func=_cmd_try)
-    return parser
 
 
 def _cmd_add_client(args: argparse.Namespace) -> int:

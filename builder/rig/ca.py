@@ -10,7 +10,6 @@ The operator trusts Pebble's root, saved next to `out/` while the rig is up.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,14 +17,16 @@ from typing import Any
 import yaml
 
 from builder.pipeline.cache import cache_dir_from_env
-from builder.rig.parts import AppliancePart, HttpsIdentity, PebblePart, Rig, pebble_image
+from builder.rig.parts import BOX, AppliancePart, HttpsIdentity, PebblePart, Rig, pebble_image
+from firstboot.certs.certificate import LiveFiles
+from firstboot.core import wait
 
 SOURCE_DIR = Path(__file__).resolve().parents[2]
 ROLE = "pebble"
 # The CA of Pebble's own HTTPS, next to the appliance's config (tls.ca_bundle).
 CA_BUNDLE_NAME = "try-test-ca-https.pem"
 CA_BUNDLE_PATH = f"/etc/arkbox/{CA_BUNDLE_NAME}"
-CERTIFICATE_INFO = "/srv/arkbox/tls/live/certificate.json"
+CERTIFICATE_INFO = str(LiveFiles(BOX.tls / "live").info)
 ROOT_FILE = "test-ca-root.pem"  # in the rig's state dir: what the operator trusts
 # Pebble answers in seconds; the renew service starts once first boot is done.
 ISSUE_TIMEOUT_S = 120
@@ -77,17 +78,21 @@ class Issued:
 
 def wait_for_certificate(appliance: AppliancePart, timeout: float = ISSUE_TIMEOUT_S,
                          interval: float = 2) -> Issued:
-    """Wait until the appliance serves a certificate from the CA (certificate.json says so)."""
-    deadline = time.monotonic() + timeout
-    info: Any = None
-    while True:
+    """Wait until the appliance serves a certificate from the CA (certificate.json says so);
+    else why it still serves its fallback."""
+
+    def issued() -> Issued | wait.NotYet:
         info = appliance.read_json(CERTIFICATE_INFO)
         if isinstance(info, dict) and info.get("source") == "acme":
             return Issued(True, ", ".join(info.get("names") or []))
-        if time.monotonic() >= deadline:
-            reason = info.get("reason") if isinstance(info, dict) else None
-            return Issued(False, str(reason or "no certificate information on the appliance"))
-        time.sleep(interval)
+        reason = info.get("reason") if isinstance(info, dict) else None
+        return wait.NotYet(str(reason or "no certificate information on the appliance"))
+
+    try:
+        return wait.until("a certificate from the test CA", issued, timeout,
+                          interval_s=interval)
+    except wait.WaitTimedOut as timed_out:
+        return Issued(False, timed_out.message)
 
 
 def save_root(pebble: PebblePart, state_dir: Path) -> Path:

@@ -29,6 +29,8 @@ import docker
 from docker.errors import ImageNotFound, NotFound
 from docker.models.containers import Container
 
+from firstboot.core import wait
+from firstboot.core.context import Paths
 from firstboot.core.errors import ArkboxError
 from firstboot.core.execute import run
 
@@ -42,6 +44,10 @@ SYSTEMD_CAPS_DROP = ["SYS_RESOURCE"]
 SYSTEMD_SECURITY_OPT = ["seccomp=unconfined", "apparmor=unconfined"]
 SYSTEMD_TMPFS = {"/run": "rw,mode=755", "/run/lock": "rw,mode=1777"}
 SYSTEMD_ENV = {"container": "docker", "SYSTEMD_CGROUP_ENABLE_LEGACY_FORCE": "1"}
+# Where the installer keeps its files inside the appliance: absolute paths in the container.
+BOX = Paths(root=Path("/"))
+APPLIANCE_CONFIG = "/etc/arkbox/appliance.yaml"  # the config first boot reads
+FIRSTBOOT_UNIT = "arkbox-firstboot"
 
 
 class RigError(ArkboxError):
@@ -50,16 +56,17 @@ class RigError(ArkboxError):
 
 def wait_until(what: str, check: Callable[[], str | None], timeout: float,
                interval: float = 1.0) -> None:
-    """Poll `check` (None = ready, else the reason it is not) until ready or timeout."""
-    deadline = time.monotonic() + timeout
-    reason = "not checked yet"
-    while time.monotonic() < deadline:
-        result = check()
-        if result is None:
-            return
-        reason = result
-        time.sleep(interval)
-    raise RigError(f"{what} not ready after {timeout:.0f} s: {reason}")
+    """Poll `check` (None = ready, else the reason it is not) with `wait.until`; a RigError
+    saying what was awaited and the last reason when the time runs out."""
+
+    def ready() -> wait.NotYet | None:
+        reason = check()
+        return None if reason is None else wait.NotYet(reason)
+
+    try:
+        wait.until(what, ready, timeout, interval_s=interval)
+    except wait.WaitTimedOut as timed_out:
+        raise RigError(timed_out.message, hint=timed_out.hint) from None
 
 
 def docker_import_argv(tar: Path, tag: str) -> tuple[str, ...]:
@@ -323,12 +330,7 @@ def remove_container(client: docker.DockerClient, container: Container) -> dict[
     return removed
 
 
-# ---------------------------------------------------------------- watching a part from outside
-# (arkbox try, and tests that show what happens: live output, a unit's journal, first boot)
-
-FIRSTBOOT_UNIT = "arkbox-firstboot"
-FIRSTBOOT_DONE = "/var/lib/arkbox/firstboot.done"
-FIRSTBOOT_STATUS = "/var/lib/arkbox/status.json"
+# ---------------------------------------------------------------- running a command live
 
 
 def exec_streaming(part: Part, argv: Sequence[str], on_line: Callable[[str], None]) -> int:
@@ -347,56 +349,6 @@ def exec_streaming(part: Part, argv: Sequence[str], on_line: Callable[[str], Non
     return int(api.exec_inspect(exec_id).get("ExitCode") or 0)
 
 
-@dataclass
-class JournalFollower:
-    """New lines of a unit's journal in a part, by cursor (no process left behind in it)."""
-
-    part: Part
-    unit: str = FIRSTBOOT_UNIT
-    cursor: str | None = None
-
-    def new_lines(self) -> list[str]:
-        argv = ["journalctl", "-u", self.unit, "-o", "cat", "--no-pager", "--show-cursor"]
-        if self.cursor:
-            argv.append(f"--after-cursor={self.cursor}")
-        code, text = self.part.exec(*argv)
-        if code != 0:
-            return []
-        lines = []
-        for line in text.splitlines():
-            if line.startswith("-- cursor: "):
-                self.cursor = line.removeprefix("-- cursor: ").strip()
-            elif line != "-- No entries --":
-                lines.append(line)
-        return lines
-
-
-def first_boot_state(part: Part) -> str:
-    """done (the marker), failed (the last run, per status.json), or running."""
-    code, text = part.exec("sh", "-c", f"test -e {FIRSTBOOT_DONE} && echo done; "
-                           f"cat {FIRSTBOOT_STATUS} 2>/dev/null")
-    if code == 0 and text.startswith("done"):
-        return "done"
-    try:
-        status = json.loads(text)
-    except ValueError:
-        return "running"
-    return "failed" if isinstance(status, dict) and status.get("result") == "failed" \
-        else "running"
-
-
-def container_running(part: Part) -> bool:
-    if part.container is None:
-        return False
-    part.container.reload()
-    return str(part.container.status) == "running"
-
-
-def client_image(source_dir: Path, cache_dir: Path) -> str:
-    """The rig's outside client, built offline like every service image (cached)."""
-    return rig_image(source_dir, cache_dir, "client")
-
-
 def rig_image(source_dir: Path, cache_dir: Path, recipe: str) -> str:
     """A rig-only image (client, rig-internet), built offline like every service image."""
     from builder.pipeline.service_images import build_service_images
@@ -404,14 +356,6 @@ def rig_image(source_dir: Path, cache_dir: Path, recipe: str) -> str:
     (image,) = build_service_images(source_dir / "image" / "recipes", [recipe], cache_dir,
                                     log=log.debug)
     return image.tag
-
-
-@dataclass
-class ClientPart(Part):
-    """A client on the rig's network: curl, nmap, openssl, swaks, ssh, borg."""
-
-    def run_kwargs(self) -> dict[str, Any]:
-        return {"cap_add": ["NET_RAW"]}
 
 
 @dataclass
@@ -440,33 +384,29 @@ class AppliancePart(SystemdPart):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.config is not None:
-            self.files["/etc/arkbox/appliance.yaml"] = (self.config.encode(), 0o600)
+            self.files[APPLIANCE_CONFIG] = (self.config.encode(), 0o600)
 
     def wait_first_boot(self, timeout: float = 600) -> dict[str, Any]:
         """Wait until first boot finished (done marker) or failed for good; returns status.json."""
 
         def finished() -> str | None:
-            code, _ = self.exec("test", "-e", "/var/lib/arkbox/firstboot.done")
+            code, _ = self.exec("test", "-e", str(BOX.done_marker))
             if code == 0:
                 return None
-            status = self.read_json("/var/lib/arkbox/status.json") or {}
+            status = self.read_json(str(BOX.status)) or {}
             return f"first boot result: {status.get('result', 'not started')}"
 
         wait_until("first boot", finished, timeout, interval=3)
-        status: dict[str, Any] = self.read_json("/var/lib/arkbox/status.json")
+        status: dict[str, Any] = self.read_json(str(BOX.status))
         return status
 
-    def journal(self, unit: str = "arkbox-firstboot") -> str:
+    def journal(self, unit: str = FIRSTBOOT_UNIT) -> str:
         return self.exec("journalctl", "-u", unit, "--no-pager", "-o", "cat")[1]
 
 
 def pebble_image(source_dir: Path, cache_dir: Path) -> str:
     """The rig's test ACME CA (Debian's pebble), built offline like the client (cached)."""
-    from builder.pipeline.service_images import build_service_images
-
-    (image,) = build_service_images(source_dir / "image" / "recipes", ["pebble"], cache_dir,
-                                    log=log.debug)
-    return image.tag
+    return rig_image(source_dir, cache_dir, "pebble")
 
 
 @dataclass(frozen=True)

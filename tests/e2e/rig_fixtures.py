@@ -1,7 +1,7 @@
 """Helpers the end-to-end tests share: the built appliance as a rig image, test configs.
 
 Deliberately not a conftest.py (one in tests/e2e would shadow tests/conftest.py).
-Everything here stands on builder/rig.py: no second way of running containers.
+Everything here stands on builder/rig/parts.py: no second way of running containers.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import signal
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from builder.rig.parts import AppliancePart, ClientPart, Rig, client_image, image_from_rootfs_tar
+from builder.rig.parts import AppliancePart, Part, Rig, image_from_rootfs_tar, rig_image
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = ROOT / "config/default.yaml"
@@ -73,8 +74,18 @@ def appliance_image(rig: Rig) -> str:
     return image_from_rootfs_tar(rig.client, built_appliance().rootfs_tar, "arkbox/appliance")
 
 
+@dataclass
+class ClientPart(Part):
+    """A client on the rig's network: curl, nmap, openssl, swaks, ssh, borg."""
+
+    def run_kwargs(self) -> dict[str, Any]:
+        return {"cap_add": ["NET_RAW"]}
+
+
 def the_client_image() -> str:
-    return client_image(ROOT, CACHE_DIR)
+    """The rig's outside client (image/recipes/client), built offline like every service
+    image (cached)."""
+    return rig_image(ROOT, CACHE_DIR, "client")
 
 
 def new_rig(purpose: str, octet: int) -> Rig:

@@ -37,6 +37,7 @@ from rig_fixtures import (
     DEFAULT_CONFIG,
     STATE,
     STATUS_JSON,
+    ClientPart,
     add_client,
     admin_key,
     appliance_image,
@@ -49,7 +50,6 @@ from rig_fixtures import (
 from builder.rig.parts import (
     AppliancePart,
     BackupServerPart,
-    ClientPart,
     Rig,
     image_from_rootfs_tar,
 )

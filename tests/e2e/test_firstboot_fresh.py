@@ -25,6 +25,7 @@ from rig_fixtures import (
     FULLCHAIN,
     ROUTES,
     STATUS_JSON,
+    ClientPart,
     add_appliance,
     add_client,
     admin_key,
@@ -45,7 +46,7 @@ from rig_fixtures import (
     tree_checksums,
 )
 
-from builder.rig.parts import AppliancePart, ClientPart, Rig, files_tar, wait_until
+from builder.rig.parts import AppliancePart, Rig, files_tar, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -28,6 +28,7 @@ from cryptography import x509
 from rig_fixtures import (
     INSTALLER,
     ROUTES,
+    ClientPart,
     admin_key,
     appliance_image,
     check,
@@ -40,7 +41,6 @@ from rig_fixtures import (
 
 from builder.rig.parts import (
     AppliancePart,
-    ClientPart,
     PebblePart,
     Rig,
     files_tar,

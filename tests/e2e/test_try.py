@@ -18,16 +18,14 @@ import socket
 import ssl
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import docker
 import pytest
-from built import Built, built_appliance, built_backup_server
+import try_fixtures
+from built import Built
 from conftest import require_tool
 from try_fixtures import arkbox_try, assert_nothing_left, engine_objects, interrupt_when, labelled
-
-from builder.rig.parts import RIG_LABEL, remove_rig
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -37,20 +35,7 @@ RIG = os.environ.get("ARKBOX_TRY_TEST_RIG", "arkbox-try-test")
 TRY_TIMEOUT_S = 600  # first boot takes ~30 s here; the rest is for a busy CI machine
 MAIL_HOST = "mail.arkbox.test"
 
-@pytest.fixture(scope="module")
-def built(docker_engine: None) -> Built:
-    built_backup_server()
-    return built_appliance()
-
-
-@pytest.fixture
-def engine(docker_engine: None) -> Iterator[docker.DockerClient]:
-    client = docker.from_env(timeout=300)
-    remove_rig(client, RIG)  # a killed earlier run
-    yield client
-    remove_rig(client, RIG)  # whatever the test did, nothing stays
-    for volume in client.volumes.list(filters={"label": f"{RIG_LABEL}={RIG}"}):
-        volume.remove(force=True)
+built, engine = try_fixtures.fixtures_for(RIG)
 
 
 def test_try_serves_the_apps_over_https_and_down_removes_everything(

@@ -16,17 +16,17 @@ from __future__ import annotations
 import re
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import docker
 import pytest
-from built import Built, built_appliance, built_backup_server
+import try_fixtures
+from built import Built
 from conftest import require_tool
 from restore_checks import Outside, assert_event_stored, assert_same_data, data_facts, write_data
 from try_fixtures import arkbox_try, assert_nothing_left, engine_objects, interrupt_when, labelled
 
-from builder.rig.parts import AppliancePart, Rig, remove_rig
+from builder.rig.parts import AppliancePart, Rig
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -62,18 +62,7 @@ def from_here(app: AppliancePart) -> Outside:
     return Outside(sh, f"127.0.0.1:{app.host_port('443/tcp')}")
 
 
-@pytest.fixture(scope="module")
-def built(docker_engine: None) -> Built:
-    built_backup_server()
-    return built_appliance()
-
-
-@pytest.fixture
-def engine(docker_engine: None) -> Iterator[docker.DockerClient]:
-    client = docker.from_env(timeout=300)
-    remove_rig(client, RIG)  # a killed earlier run
-    yield client
-    remove_rig(client, RIG)  # whatever the test did, nothing stays
+built, engine = try_fixtures.fixtures_for(RIG)
 
 
 def test_disaster_restores_the_same_data_and_down_removes_everything(

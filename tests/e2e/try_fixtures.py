@@ -12,20 +12,45 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import docker
-from built import Built, built_backup_server
+import pytest
+from built import Built, built_appliance, built_backup_server
 from conftest import IN_CI
 from rig_fixtures import default_sigint
 
-from builder.rig.parts import RIG_LABEL
+from builder.rig.parts import RIG_LABEL, remove_rig
 
 ROOT = Path(__file__).resolve().parents[2]
 ARKBOX = str(Path(sys.executable).parent / "arkbox")
 
 Objects = dict[str, dict[str, str]]  # kind -> id -> name
+
+
+def fixtures_for(rig: str) -> tuple[Callable[[None], Built],
+                                  Callable[[None], Iterator[docker.DockerClient]]]:
+    """The fixtures a `try` test module binds as `built, engine = try_fixtures.fixtures_for(RIG)`
+    (pytest finds them by those names): this run's builds of the backup server and the
+    appliance (`try --no-build` uses them), and the engine with nothing of `rig` in it
+    before each test nor after, whatever the test did."""
+
+    @pytest.fixture(scope="module")
+    def built(docker_engine: None) -> Built:
+        built_backup_server()
+        return built_appliance()
+
+    @pytest.fixture
+    def engine(docker_engine: None) -> Iterator[docker.DockerClient]:
+        client = docker.from_env(timeout=300)
+        remove_rig(client, rig)  # a killed earlier run
+        yield client
+        remove_rig(client, rig)
+        for volume in client.volumes.list(filters={"label": f"{RIG_LABEL}={rig}"}):
+            volume.remove(force=True)
+
+    return built, engine
 
 
 def engine_objects(client: docker.DockerClient) -> Objects:

@@ -9,23 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from builder.rig.try_cmd import (
+from builder.rig.freshness import (
     STAMP_NAME,
     BuiltState,
     CurrentInputs,
-    backup_server_host,
     decide_freshness,
-    describe_removed,
-    follow_first_boot,
-    mail_login,
-    next_steps,
-    plan_backup_server,
-    published_for,
     read_built_state,
-    rig_subnets,
     source_digest,
     write_stamp,
 )
+from builder.rig.journal_follow import follow_first_boot
+from builder.rig.screens import describe_removed, mail_login, next_steps
+from builder.rig.try_rig import published_for, rig_subnets
+from builder.rig.up import backup_server_host, plan_backup_server
 from firstboot import __version__
 from firstboot.core.config import load_config
 from firstboot.core.config.loader import DEFAULT_CONFIG_PATH
@@ -221,12 +217,17 @@ def test_next_steps_print_the_doctor_command_after_the_records() -> None:
 
 
 def test_disaster_serves_the_zones_of_the_restored_config_and_prints_the_doctor() -> None:
-    from builder.rig.try_cmd import after_disaster, zone_domains_in_yaml
+    from builder.rig.screens import after_disaster
+    from builder.rig.try_rig import config_from_text, zone_domains
 
-    text = DEFAULT_CONFIG_PATH.read_text()
-    assert zone_domains_in_yaml(text) == ["arkbox.test", "arkbox.test"]
-    assert zone_domains_in_yaml("appliance: [") == []
-    assert zone_domains_in_yaml("appliance: {hostname: box.example}\n") == ["box.example"]
+    config = config_from_text(DEFAULT_CONFIG_PATH.read_bytes())
+    assert config is not None
+    assert zone_domains(config) == ["arkbox.test", "arkbox.test"]
+    assert config_from_text(b"appliance: [") is None
+    no_mail = config.model_copy(update={
+        "appliance": config.appliance.model_copy(update={"hostname": "box.example"}),
+        "mail": config.mail.model_copy(update={"domains": []})})
+    assert zone_domains(no_mail) == ["box.example"]
     doctor = "docker exec r-appliance arkbox-installer check mail --resolver 10.0.0.9"
     lines = after_disaster([], {}, True, None, "r", "out", doctor=doctor)
     assert lines.index(f"    {doctor}") < len(lines) - 1  # before Stop
@@ -274,7 +275,7 @@ class FakeAppliance:
 
 @pytest.fixture
 def no_wait(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("builder.rig.try_cmd.JOURNAL_POLL_S", 0.0)
+    monkeypatch.setattr("builder.rig.journal_follow.JOURNAL_POLL_S", 0.0)
 
 
 def test_follow_prints_lines_until_the_done_marker(no_wait: None) -> None:
@@ -335,7 +336,7 @@ def test_backup_server_planned_for_an_ssh_repository(tmp_path: Path) -> None:
 
 
 def test_disaster_refuses_without_a_finished_rig_and_says_what_to_do() -> None:
-    from builder.rig.try_cmd import RigFound, disaster_refusal
+    from builder.rig.disaster import RigFound, disaster_refusal
 
     ready = RigFound("running", "running", "done")
     assert disaster_refusal("arkbox-try", ready) is None
@@ -357,7 +358,7 @@ def test_disaster_refuses_without_a_finished_rig_and_says_what_to_do() -> None:
 
 
 def test_backup_progress_shows_commands_short_and_hides_the_rest() -> None:
-    from builder.rig.try_cmd import archive_of_backup, backup_progress
+    from builder.rig.disaster import archive_of_backup, backup_progress
 
     lines = [
         "DEBUG arkbox.exec: run: docker pause arkbox-calendar",
@@ -382,7 +383,7 @@ def test_backup_progress_shows_commands_short_and_hides_the_rest() -> None:
 
 
 def test_restore_result_and_the_report() -> None:
-    from builder.rig.try_cmd import disaster_report, restore_result
+    from builder.rig.disaster import disaster_report, restore_result
 
     restore = json.dumps({"mode": "RESTORE", "reason": "restored A (3 archive(s))",
                           "archive": "A"})
@@ -398,12 +399,15 @@ def test_restore_result_and_the_report() -> None:
 
 
 def test_after_disaster_lists_the_routes_on_the_published_port() -> None:
-    from builder.rig.try_cmd import after_disaster, routes_in_yaml
+    from builder.rig.screens import after_disaster, routes_of
+    from builder.rig.try_rig import config_from_text
 
-    routes = routes_in_yaml(DEFAULT_CONFIG_PATH.read_text())
+    config = config_from_text(DEFAULT_CONFIG_PATH.read_bytes())
+    assert config is not None
+    routes = routes_of(config)
     assert [r.hostname for r in routes] == ["cal.arkbox.test", "webmail.arkbox.test",
                                             "wiki.arkbox.test"]
-    assert routes_in_yaml("not: [valid") == [] and routes_in_yaml("") == []
+    assert config_from_text(b"not: [valid") is None and config_from_text(b"") is None
     cert = Path("out/arkbox-try/fallback-certificate.pem")
     text = "\n".join(after_disaster(routes, {"443/tcp": 8443}, True, cert, "arkbox-try", "out"))
     assert "https://wiki.arkbox.test:8443/" in text and "the same as before" in text
@@ -441,7 +445,7 @@ def test_blank_appliance_falls_back_to_new_ports_only_when_the_old_are_taken(
 
     from docker.errors import APIError
 
-    from builder.rig import try_cmd
+    from builder.rig import disaster
     from firstboot.core.errors import ArkboxError
 
     removed: list[str] = []
@@ -459,10 +463,10 @@ def test_blank_appliance_falls_back_to_new_ports_only_when_the_old_are_taken(
             raise APIError("Bind for 127.0.0.1:32768 failed: port is already allocated")
         return "started"
 
-    monkeypatch.setattr(try_cmd, "_add_appliance", add)
-    monkeypatch.setattr(try_cmd, "say", lambda line="": None)
+    monkeypatch.setattr(disaster, "_add_appliance", add)
+    monkeypatch.setattr(disaster, "say", lambda line="": None)
     kept = {"/etc/arkbox/appliance.yaml": (b"appliance: {}\n", 0o600)}
-    assert try_cmd.start_blank_appliance(rig, "img", "h", {"443/tcp": 32768},  # type: ignore[arg-type]
+    assert disaster.start_blank_appliance(rig, "img", "h", {"443/tcp": 32768},  # type: ignore[arg-type]
                                          kept, ("443/tcp", "993/tcp")) == "started"
     assert asked == [{"443/tcp": 32768}, {}] and removed == ["appliance"]
 
@@ -470,6 +474,53 @@ def test_blank_appliance_falls_back_to_new_ports_only_when_the_old_are_taken(
                files: dict[str, tuple[bytes, int]], published: tuple[str, ...]) -> str:
         raise APIError("No such image: img")
 
-    monkeypatch.setattr(try_cmd, "_add_appliance", broken)
+    monkeypatch.setattr(disaster, "_add_appliance", broken)
     with pytest.raises(ArkboxError, match="the blank appliance did not start"):
-        try_cmd.start_blank_appliance(rig, "img", "h", {"443/tcp": 32768}, kept)  # type: ignore[arg-type]
+        disaster.start_blank_appliance(rig, "img", "h", {"443/tcp": 32768}, kept)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- waits and signals
+
+
+def test_rig_waits_say_what_they_waited_for_and_why_they_gave_up() -> None:
+    from builder.rig.parts import RigError, wait_until
+
+    answers = iter([None])
+    wait_until("nsd", lambda: next(answers), 1, interval=0.001)  # ready at once
+    with pytest.raises(RigError, match=r"gave up waiting for nsd after 0.02 s: not answering"):
+        wait_until("nsd", lambda: "not answering", 0.02, interval=0.001)
+
+
+def test_certificate_wait_says_why_the_fallback_is_still_served() -> None:
+    from types import SimpleNamespace
+
+    from builder.rig import ca as try_ca
+
+    infos = [None, {"source": "acme", "names": ["a.test", "b.test"]}]
+    issued = try_ca.wait_for_certificate(SimpleNamespace(  # type: ignore[arg-type]
+        read_json=lambda path: infos.pop(0)), timeout=5, interval=0.001)
+    assert issued == try_ca.Issued(True, "a.test, b.test")
+    fallback = {"source": "fallback", "reason": "no certificate from an ACME CA yet"}
+    issued = try_ca.wait_for_certificate(SimpleNamespace(  # type: ignore[arg-type]
+        read_json=lambda path: fallback), timeout=0.02, interval=0.001)
+    assert not issued.ok
+    assert "after 0.02 s: no certificate from an ACME CA yet" in issued.detail
+
+
+def test_a_signal_in_try_runs_the_cleanup_once_and_ends_as_interrupted() -> None:
+    import os
+    import signal
+
+    from builder.rig.try_rig import on_interrupt
+
+    before = signal.getsignal(signal.SIGTERM)
+    ran: list[str] = []
+
+    def cleanup() -> None:
+        os.kill(os.getpid(), signal.SIGTERM)  # a second signal cannot cut the cleanup short
+        ran.append("cleanup")
+
+    with pytest.raises(KeyboardInterrupt), on_interrupt(cleanup):
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert ran == ["cleanup"]
+    assert signal.getsignal(signal.SIGTERM) == before
