@@ -305,23 +305,22 @@ class Restored:
     doctor: str | None = None
 
 
-def hand_out(rig: Rig, appliance: TryAppliance, pebble: PebblePart | None,
-             dns_container: Container | None, box: OldBox,
-             state_dir: Path) -> tuple[Path | None, str | None]:
-    """The restored box's certificate to trust, and its zone on the rig's DNS (replacing
-    the destroyed box's: it named that one's address and DKIM key)."""
-    from_ca = pebble is not None and try_ca.wait_for_certificate(appliance).ok
-    certificate: Path | None
-    if pebble is not None and from_ca:
-        certificate = try_ca.save_root(pebble, state_dir)
-    else:
-        certificate = copy_certificate(appliance, state_dir)
-    if dns_container is None or box.config is None:
-        return certificate, None
+def restored_certificate(appliance: TryAppliance, pebble: PebblePart | None,
+                         state_dir: Path) -> tuple[Path | None, bool]:
+    """The certificate to trust for the restored box (the test CA's root when it serves
+    one from the CA, else its fallback's copy), and whether it is the CA's."""
+    if pebble is not None and try_ca.wait_for_certificate(appliance).ok:
+        return try_ca.save_root(pebble, state_dir), True
+    return copy_certificate(appliance, state_dir), False
+
+
+def serve_zone_again(rig: Rig, dns_container: Container, appliance: TryAppliance,
+                     config: Appliance, pebble: PebblePart | None) -> str | None:
+    """The rig's DNS serving the restored box's zone: the old one named the destroyed box's
+    address and DKIM key. The doctor command, as start_zone gives it."""
     dns_image = str(dns_container.attrs["Config"]["Image"])
     remove_container(rig.client, dns_container)
-    return certificate, start_zone(rig, dns_image, appliance, zone_domains(box.config),
-                                   pebble if from_ca else None)
+    return start_zone(rig, dns_image, appliance, zone_domains(config), pebble)
 
 
 def cmd_disaster(args: argparse.Namespace) -> int:
@@ -368,10 +367,12 @@ def restore(rig: Rig, box: OldBox, found: dict[str, Container], state_dir: Path,
                             appliance.exec("cat", str(BOX.status))[1])
     if not outcome.ok:
         return Restored(outcome, result, healthy_s, ports)
-    if found.get(try_dns.ROLE) is not None:
+    certificate, from_ca = restored_certificate(appliance, pebble, state_dir)
+    doctor = None
+    if (dns_container := found.get(try_dns.ROLE)) is not None and box.config is not None:
         phase.append("serving the restored box's zone")
-    certificate, doctor = hand_out(rig, appliance, pebble, found.get(try_dns.ROLE), box,
-                                   state_dir)
+        doctor = serve_zone_again(rig, dns_container, appliance, box.config,
+                                  pebble if from_ca else None)
     return Restored(outcome, result, healthy_s, ports, certificate, doctor)
 
 

@@ -249,6 +249,12 @@ def test_the_try_config_points_acme_at_the_rig_ca_and_keeps_the_rest() -> None:
     assert changed["tls"]["ca_bundle"] == try_ca.CA_BUNDLE_NAME
     assert {k: v for k, v in changed.items() if k != "tls"} == \
         {k: v for k, v in original.items() if k != "tls"}
+    # `try disaster` reads it back from the appliance through the model.
+    from builder.rig.try_rig import config_from_text
+
+    held = config_from_text(try_ca.config_with_test_ca(text, pebble).encode())  # type: ignore[arg-type]
+    assert held is not None and held.tls.acme_directory is not None
+    assert str(held.tls.acme_directory) == "https://pebble:14000/dir"
 
 
 class FakeAppliance:

@@ -1,4 +1,4 @@
-"""The zone `arkbox try` serves from `arkbox-installer dns --json` (builder/try_dns.py)."""
+"""The zone `arkbox try` serves from `arkbox-installer dns --json` (builder/rig/dns.py)."""
 
 from __future__ import annotations
 
