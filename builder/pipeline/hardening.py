@@ -108,6 +108,7 @@ ARKBOX_KEYGEN_UNIT = "arkbox-ssh-hostkeys.service"
 DEBIAN_KEYGEN_UNIT = "sshd-keygen.service"
 UNIT_DIRS = ("etc/systemd/system", "usr/lib/systemd/system", "lib/systemd/system")
 
+
 @dataclass(frozen=True)
 class HardeningVars:
     """What the hardening templates are rendered from, for one appliance."""
