@@ -36,7 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from builder.pipeline import rootfs
-from builder.pipeline.hardening import HARDENING_PACKAGES, apply_hardening
+from builder.pipeline.hardening import HARDENING_PACKAGES, HardeningVars, apply_hardening
 from firstboot.core.execute import run
 
 WORK_DIR = Path("/var/cache/arkbox/lynis-bench")
@@ -113,7 +113,7 @@ def build_hardened(work: Path, rebuild: bool) -> Path:
         root.mkdir()
         run(("tar", "-C", root, "--numeric-owner", "--xattrs", "--xattrs-include=*",
              "-xf", base))
-        changes = apply_hardening(root, SAMPLE_VARS, ROLE)
+        changes = apply_hardening(root, HardeningVars(**SAMPLE_VARS), ROLE)  # type: ignore[arg-type]
         print(f"hardened root fs: apply_hardening made {len(changes)} changes")
         partial = out.with_name(out.name + ".partial")
         run(("tar", "-C", root, "--numeric-owner", "--xattrs", "--xattrs-include=*",

@@ -14,17 +14,13 @@ from firstboot.core.config import (
     format_problems,
     format_warnings,
     load_config,
-    render_config_docs,
-    render_schema_json,
 )
 from firstboot.core.errors import EXIT_FAILURE, EXIT_OK
+from firstboot.core.generated import PAGES, SCHEMAS
 
 SOURCE_DIR = Path(__file__).resolve().parents[1]
 BACKUP_SERVER_EXAMPLE = SOURCE_DIR / "config" / "examples" / "backup-server.yaml"
-GENERATED = {
-    "schema": (SOURCE_DIR / "config" / "appliance.schema.json", render_schema_json),
-    "docs": (SOURCE_DIR / "docs" / "config.md", render_config_docs),
-}
+GENERATED = {"schema": SCHEMAS, "docs": PAGES}
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -54,21 +50,22 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    """Write (or with --check, compare) the files generated from the config model."""
-    target, render = GENERATED[args.command]
-    text = render()
-    if args.check:
-        if not target.exists() or target.read_text() != text:
-            print(f"{target} is out of date: run `arkbox {args.command}`", file=sys.stderr)
-            return EXIT_FAILURE
-        print(f"{target}: up to date")
-        return EXIT_OK
-    if args.stdout:
-        sys.stdout.write(text)
-        return EXIT_OK
-    target.write_text(text)
-    print(f"wrote {target}")
-    return EXIT_OK
+    """Write (or with --check, compare) the files generated from the models."""
+    status = EXIT_OK
+    for relative, render in GENERATED[args.command].items():
+        target, text = SOURCE_DIR / relative, render()
+        if args.check:
+            if target.exists() and target.read_text() == text:
+                print(f"{target}: up to date")
+            else:
+                print(f"{target} is out of date: run `arkbox {args.command}`", file=sys.stderr)
+                status = EXIT_FAILURE
+        elif args.stdout:
+            sys.stdout.write(text)
+        else:
+            target.write_text(text)
+            print(f"wrote {target}")
+    return status
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
@@ -100,12 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=_cmd_validate)
 
-    for name, text in (("schema", "write config/appliance.schema.json from the model"),
-                       ("docs", "write docs/config.md from the model")):
+    for name, text in (("schema", "write the JSON Schemas of appliance.yaml and recipe.yaml "
+                                  "(config/*.schema.json) from the models"),
+                       ("docs", "write docs/config.md and docs/recipes.md from the models")):
         p = command(name, text)
         p.add_argument("--check", action="store_true",
-                       help="only compare with the committed file (exit 1 if it drifted)")
-        p.add_argument("--stdout", action="store_true", help="print instead of writing")
+                       help="only compare with the committed files (exit 1 if one drifted)")
+        p.add_argument("--stdout", action="store_true",
+                       help="print instead of writing (the appliance's, then the recipe's)")
         p.set_defaults(func=_cmd_generate)
 
     p = command("build", "build the disk images, root fs tarball and installer")

@@ -6,29 +6,26 @@ a few stock files as data (login.defs, the root password, set-uid bits), and
 disables or masks the systemd units the role does not need. It returns one
 line per change, for the build log. Why each item exists: docs/hardening.md.
 
-The variables the templates need (`appliance_vars`), with their defaults:
-
-    admin_user             str, required     the one account that may log in over SSH
-    ssh_port               int, required     the SSH port
-    ssh_extra_users        list[str] = []    other SSH accounts (the backup-server role's
-                                             clients log in as one; that role needs it)
-    ssh_required_rsa_size  int = 3072        smallest RSA key accepted from a client
-    auto_reboot            bool = False      reboot after an unattended kernel/libc upgrade
-    auto_reboot_time       str = "04:30"     ... at this time of day
-    journal_max_use        str = "1G"        cap of the persistent journal
+The templates' variables (`template_values`) come from the validated config
+(`vars_from_config`): the admin's user and SSH port (`appliance.admin`, or
+`backup_server.port` for that role), the settings of `build.hardening`, the
+role, and the accounts that may log in over SSH (the admin, plus the borg
+account on a backup server).
 """
 
 from __future__ import annotations
 
 import re
 import stat
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import jinja2
 
+from builder.pipeline.backup_server import BORG_USER
+from firstboot.core.config.hardening import Hardening
 from firstboot.core.errors import ArkboxError, BadInputError
 from firstboot.core.execute import run
 
@@ -44,9 +41,12 @@ TEMPLATE_SUFFIX = ".j2"
 # services restarted after library upgrades, and a check of packaged files.
 HARDENING_PACKAGES: tuple[str, ...] = ("apparmor", "libpam-tmpdir", "needrestart", "debsums")
 
-# The clients of a backup server log in as this account (their repository URLs say
-# ssh://borg@...), so sshd's AllowUsers must name it.
-BACKUP_SERVER_SSH_USERS: tuple[str, ...] = ("borg",)
+# Accounts besides the admin that may log in over SSH, by role: the clients of a backup
+# server log in as borg (their repository URLs say ssh://borg@...).
+ROLE_SSH_USERS: Mapping[str, tuple[str, ...]] = {
+    "appliance": (),
+    "backup-server": (BORG_USER,),
+}
 
 FILE_MODE = 0o644
 DIR_MODE = 0o755
@@ -108,28 +108,14 @@ ARKBOX_KEYGEN_UNIT = "arkbox-ssh-hostkeys.service"
 DEBIAN_KEYGEN_UNIT = "sshd-keygen.service"
 UNIT_DIRS = ("etc/systemd/system", "usr/lib/systemd/system", "lib/systemd/system")
 
-_USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
-_REBOOT_TIME = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
-_SIZE = re.compile(r"^[0-9]+[KMG]$")
-
 
 @dataclass(frozen=True)
 class HardeningVars:
-    """The validated variables of the hardening templates."""
+    """What the hardening templates are rendered from, for one appliance."""
 
-    role: str
     admin_user: str
     ssh_port: int
-    ssh_extra_users: tuple[str, ...] = ()
-    ssh_required_rsa_size: int = 3072
-    auto_reboot: bool = False
-    auto_reboot_time: str = "04:30"
-    journal_max_use: str = "1G"
-    ssh_allow_users: tuple[str, ...] = field(init=False)
-
-    def __post_init__(self) -> None:
-        users = dict.fromkeys((self.admin_user, *self.ssh_extra_users))
-        object.__setattr__(self, "ssh_allow_users", tuple(users))
+    settings: Hardening = field(default_factory=Hardening)
 
 
 @dataclass(frozen=True)
@@ -142,77 +128,27 @@ class TreeFile:
     template: bool
 
 
-def _is_user(value: object) -> bool:
-    """A Unix user name that may log in over SSH (so not root)."""
-    return isinstance(value, str) and bool(_USER_NAME.match(value)) and value != "root"
-
-
-def _is_users(value: object) -> bool:
-    return isinstance(value, list | tuple) and all(_is_user(v) for v in value)
-
-
-def _is_int_in(low: int, high: int) -> Callable[[object], bool]:
-    def check(value: object) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
-    return check
-
-
-def _matches(pattern: re.Pattern[str]) -> Callable[[object], bool]:
-    def check(value: object) -> bool:
-        return isinstance(value, str) and bool(pattern.match(value))
-    return check
-
-
-def _is_bool(value: object) -> bool:
-    return isinstance(value, bool)
-
-
-# Each variable: the check its value must pass, and what to say when it does not.
-_CHECKS: Mapping[str, tuple[Callable[[object], bool], str]] = {
-    "admin_user": (_is_user, "must be a Unix user name other than root"),
-    "ssh_port": (_is_int_in(1, 65535), "must be a port, 1-65535"),
-    "ssh_extra_users": (_is_users, "must be a list of Unix user names other than root"),
-    "ssh_required_rsa_size": (_is_int_in(2048, 16384), "must be a number of bits, 2048-16384"),
-    "auto_reboot": (_is_bool, "must be true or false"),
-    "auto_reboot_time": (_matches(_REBOOT_TIME), "must be a time of day, HH:MM"),
-    "journal_max_use": (_matches(_SIZE), "must be a size like 500M or 2G"),
-}
-_REQUIRED = ("admin_user", "ssh_port")
-
-
-def hardening_vars(appliance_vars: Mapping[str, object], role: str) -> HardeningVars:
-    """Check `appliance_vars` and fill in defaults; every problem is reported at once."""
-    problems: list[str] = []
-    if role not in ROLES:
-        problems.append(f"role: must be one of {', '.join(ROLES)}, got {role!r}")
-    problems += [f"{key}: unknown hardening variable"
-                 for key in sorted(set(appliance_vars) - set(_CHECKS))]
-    problems += [f"{key}: required" for key in _REQUIRED if key not in appliance_vars]
-    problems += [f"{key}: {why}, got {appliance_vars[key]!r}"
-                 for key, (check, why) in _CHECKS.items()
-                 if key in appliance_vars and not check(appliance_vars[key])]
-    if role == "backup-server" and not appliance_vars.get("ssh_extra_users"):
-        problems.append("ssh_extra_users: the backup-server role needs the account its "
-                        "clients log in as, or sshd refuses them")
-    if problems:
-        raise BadInputError("invalid hardening variables:\n  " + "\n  ".join(problems),
-                            hint="see the variable list at the top of builder/hardening.py")
-    # Checked above, so the values have the fields' types.
-    values: dict[str, Any] = dict(appliance_vars)
-    values["ssh_extra_users"] = tuple(values.get("ssh_extra_users", ()))
-    return HardeningVars(role=role, **values)
-
-
-def vars_from_config(config: Appliance, role: str) -> dict[str, object]:
-    """The hardening variables of a validated config, for `apply_hardening`."""
+def vars_from_config(config: Appliance, role: str) -> HardeningVars:
+    """The hardening variables of a validated config (the model checked every value)."""
     admin = config.appliance.admin
-    values: dict[str, object] = {"admin_user": admin.user, "ssh_port": admin.ssh_port}
-    if role == "backup-server":
-        server = config.backup_server
-        if server is not None:
-            values["ssh_port"] = server.port
-        values["ssh_extra_users"] = list(BACKUP_SERVER_SSH_USERS)
-    return values
+    port = admin.ssh_port
+    if role == "backup-server" and config.backup_server is not None:
+        port = config.backup_server.port
+    return HardeningVars(admin.user, port, config.build.hardening)
+
+
+def template_values(variables: HardeningVars, role: str) -> dict[str, object]:
+    """The names the templates use: the settings, the role and who may log in over SSH."""
+    if role not in ROLES:
+        raise BadInputError(f"role: must be one of {', '.join(ROLES)}, got {role!r}")
+    allow_users = tuple(dict.fromkeys((variables.admin_user, *ROLE_SSH_USERS[role])))
+    return {
+        **variables.settings.model_dump(),
+        "role": role,
+        "admin_user": variables.admin_user,
+        "ssh_port": variables.ssh_port,
+        "ssh_allow_users": allow_users,
+    }
 
 
 # --- the tree --------------------------------------------------------------------------
@@ -231,7 +167,7 @@ def tree_files(tree: Path, role: str) -> list[TreeFile]:
     return files
 
 
-def render(source: Path, variables: HardeningVars) -> str:
+def render(source: Path, values: Mapping[str, object]) -> str:
     """Render one template; an undefined variable is an error, not an empty string."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(source.parent)),
@@ -240,16 +176,17 @@ def render(source: Path, variables: HardeningVars) -> str:
         autoescape=False,  # noqa: S701 - configuration files, not HTML
     )
     try:
-        return env.get_template(source.name).render(asdict(variables))
+        return env.get_template(source.name).render(values)
     except jinja2.TemplateError as e:
         raise ArkboxError(
             f"hardening template {source}: {e}",
-            hint="every variable a template uses must be a HardeningVars field",
+            hint="a template may use the names of template_values: a build.hardening "
+            "setting, role, admin_user, ssh_port, ssh_allow_users",
         ) from e
 
 
-def file_content(item: TreeFile, variables: HardeningVars) -> bytes:
-    return render(item.source, variables).encode() if item.template else item.source.read_bytes()
+def file_content(item: TreeFile, values: Mapping[str, object]) -> bytes:
+    return render(item.source, values).encode() if item.template else item.source.read_bytes()
 
 
 def write_file(rootdir: Path, target: str, content: bytes, mode: int) -> bool:
@@ -287,14 +224,15 @@ def _inside(rootdir: Path, target: str) -> Path:
     return rootdir / target
 
 
-def lay_tree(rootdir: Path, variables: HardeningVars, tree: Path) -> list[str]:
+def lay_tree(rootdir: Path, variables: HardeningVars, role: str, tree: Path) -> list[str]:
+    values = template_values(variables, role)
     changes = []
-    for item in tree_files(tree, variables.role):
+    for item in tree_files(tree, role):
         needed = REQUIRES.get(item.target)
         if needed is not None and not (rootdir / needed).exists():
             changes.append(f"skipped /{item.target}: /{needed} is not in the root fs")
             continue
-        if write_file(rootdir, item.target, file_content(item, variables), item.mode):
+        if write_file(rootdir, item.target, file_content(item, values), item.mode):
             changes.append(f"wrote /{item.target} ({item.mode:04o})")
     return changes
 
@@ -470,7 +408,7 @@ def apply_units(rootdir: Path, role: str) -> list[str]:
 
 def apply_hardening(
     rootdir: Path,
-    appliance_vars: Mapping[str, object],
+    variables: HardeningVars,
     role: str,
     *,
     tree: Path = HARDENING_TREE,
@@ -483,8 +421,7 @@ def apply_hardening(
     if not (rootdir / "etc").is_dir():
         raise ArkboxError(f"{rootdir} is not an unpacked root fs (no etc/)",
                           hint="run the root fs stage first")
-    variables = hardening_vars(appliance_vars, role)
-    changes = lay_tree(rootdir, variables, tree)
+    changes = lay_tree(rootdir, variables, role, tree)
     changes += edit_login_defs(rootdir)
     changes += lock_root(rootdir)
     changes += drop_setid_bits(rootdir)

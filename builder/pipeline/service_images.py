@@ -18,15 +18,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import docker
 import docker.errors
-import yaml
 
 from builder.pipeline.cache import cache_dir_from_env, changed_keys, digest_file
 from builder.pipeline.rootfs import (
@@ -37,21 +37,20 @@ from builder.pipeline.rootfs import (
     apt_sources,
     locked,
 )
+from firstboot.core.config import Problem
 from firstboot.core.errors import ArkboxError, BadInputError
 from firstboot.core.execute import CommandError, run
+from firstboot.core.recipe import Recipe, RecipeInvalid, load_recipe, recipe_path
 
 __all__ = [
     "BaseImage",
     "BuiltImage",
-    "RecipeMeta",
     "build_base_image",
     "build_service_images",
     "cache_dir_from_env",
-    "default_recipes_dir",
+    "check_recipes",
     "list_recipes",
-    "load_recipe",
     "save_images",
-    "save_images_separately",
 ]
 
 log = logging.getLogger("arkbox.build.images")
@@ -71,6 +70,10 @@ RECIPE_FORMAT = 1
 MMDEBSTRAP_TIMEOUT_S = 1800
 BUILD_TIMEOUT_S = 1800
 SAVE_TIMEOUT_S = 1800
+_RECIPE_HINT = "every recipe has a recipe.yaml beside its Dockerfile; docs/recipes.md"
+# The Dockerfile lines a recipe.yaml must agree with.
+_USER = re.compile(r"^USER\s+(\S+)")
+_HEALTHCHECK = re.compile(r"^HEALTHCHECK\s.*\bCMD\s+(.+?)\s*$")
 # Files in a recipe directory that are not part of the recipe.
 _IGNORED_PARTS = frozenset({"__pycache__", ".git"})
 _IGNORED_SUFFIXES = (".pyc", "~", ".swp")
@@ -127,25 +130,6 @@ class RecipeState:
     key: str
     base_layer: str
     files: Mapping[str, str]
-
-
-@dataclass(frozen=True)
-class RecipeMeta:
-    """recipe.yaml: how the image is meant to run (read by whoever runs the containers)."""
-
-    name: str
-    description: str
-    ports: tuple[int, ...]
-    volumes: Mapping[str, str]
-    capabilities: tuple[str, ...]
-    user: str
-    read_only: bool
-    tmpfs: tuple[str, ...]
-    healthcheck: str
-    backup: Mapping[str, Any]
-    env: Mapping[str, str] = field(default_factory=dict)
-    depends_on: tuple[str, ...] = ()
-    stop_grace_seconds: int = 10
 
 
 # ---------------------------------------------------------------- pure functions
@@ -248,34 +232,6 @@ def list_recipes(recipes_dir: Path) -> list[str]:
     return sorted(p.parent.name for p in recipes_dir.glob("*/Dockerfile"))
 
 
-def load_recipe(recipe_dir: Path) -> RecipeMeta:
-    """Read and check recipe.yaml; every problem is reported at once."""
-    path = recipe_dir / "recipe.yaml"
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise BadInputError(f"cannot read {path}: {e}") from e
-    problems = _recipe_problems(data)
-    if problems:
-        raise BadInputError(f"{path}: " + "; ".join(problems),
-                            hint="see docs/service-images.md for the fields of recipe.yaml")
-    return RecipeMeta(
-        name=recipe_dir.name,
-        description=str(data["description"]),
-        ports=tuple(int(p) for p in data.get("ports") or ()),
-        volumes={str(k): str(v) for k, v in (data.get("volumes") or {}).items()},
-        capabilities=tuple(str(c) for c in data.get("capabilities") or ()),
-        user=str(data["user"]),
-        read_only=bool(data.get("read_only", True)),
-        tmpfs=tuple(str(t) for t in data.get("tmpfs") or ()),
-        healthcheck=str(data["healthcheck"]),
-        backup=dict(data["backup"]),
-        env={str(k): str(v) for k, v in (data.get("env") or {}).items()},
-        depends_on=tuple(str(d) for d in data.get("depends_on") or ()),
-        stop_grace_seconds=int(data.get("stop_grace_seconds", 10)),
-    )
-
-
 # ---------------------------------------------------------------- the base
 
 
@@ -350,7 +306,7 @@ def build_service_images(
     """
     cache_dir = cache_dir if cache_dir is not None else cache_dir_from_env()
     wanted = list(names) if names is not None else list_recipes(recipes_dir)
-    _check_recipes(recipes_dir, wanted)
+    check_recipes(recipes_dir, wanted)
     client = client or _client()
     spec = BaseSpec(SUITE, mirror, security_mirror, source_date_epoch)
     # One build at a time per cache dir: a second waits, then finds the images cached.
@@ -425,13 +381,60 @@ def _untag_older(client: docker.DockerClient, name: str, keep: str, base_layer: 
                     log.debug("keeping %s: %s", tag, e)
 
 
-def _check_recipes(recipes_dir: Path, names: Sequence[str]) -> None:
-    missing = [n for n in names if not (recipes_dir / n / "Dockerfile").is_file()]
+def check_recipes(recipes_dir: Path, names: Sequence[str]) -> dict[str, Recipe]:
+    """Each named recipe exists, and its recipe.yaml is valid and true to its Dockerfile.
+
+    Checked before anything is built: a bad recipe fails the build with its file, the
+    line and key of every problem, and a hint.
+    """
+    known = list_recipes(recipes_dir)
+    missing = [n for n in names if n not in known]
     if missing:
         raise BadInputError(
             f"no recipe for {', '.join(missing)} in {recipes_dir}",
-            hint=f"recipes there: {', '.join(list_recipes(recipes_dir)) or 'none'}",
+            hint=f"recipes there: {', '.join(known) or 'none'}",
         )
+    recipes = {}
+    for name in names:
+        path = recipe_path(recipes_dir, name)
+        try:
+            recipe = load_recipe(path, known_recipes=known)
+        except FileNotFoundError:
+            raise RecipeInvalid(path, [Problem("", "file not found", None, _RECIPE_HINT)]) from None
+        problems = dockerfile_problems(recipe, (recipes_dir / name / "Dockerfile").read_text())
+        if problems:
+            raise RecipeInvalid(path, problems)
+        recipes[name] = recipe
+    return recipes
+
+
+def dockerfile_problems(recipe: Recipe, dockerfile: str) -> list[Problem]:
+    """Where recipe.yaml and the Dockerfile disagree on the user or the health check."""
+    lines = [line.strip() for line in dockerfile.splitlines()]
+    users = [m.group(1) for line in lines if (m := _USER.match(line))]
+    image_user = users[-1] if users else "root"
+    wanted_user = "root" if recipe.user.starts_as_root else recipe.user.name
+    problems = []
+    if image_user != wanted_user:
+        problems.append(Problem(
+            "user", f"the image runs as {image_user} (the Dockerfile's USER), the recipe says "
+            f"{wanted_user}", None,
+            "starts_as_root: true when PID 1 starts as root and changes user itself"))
+    checks = [m.group(1) for line in lines if (m := _HEALTHCHECK.match(line))]
+    if not checks or _json_list(checks[-1]) != recipe.healthcheck.command:
+        problems.append(Problem(
+            "healthcheck.command", "the Dockerfile's HEALTHCHECK runs "
+            f"{checks[-1] if checks else 'nothing'}, not this command", None,
+            'write HEALTHCHECK ... CMD ["/usr/local/bin/healthcheck"] (exec form), the same '
+            "command as here"))
+    return problems
+
+
+def _json_list(text: str) -> object:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
 
 
 # ---------------------------------------------------------------- saving
@@ -458,11 +461,6 @@ def save_images(images: Sequence[BuiltImage], out_tar: Path) -> Path:
         raise
     partial.replace(out_tar)
     return out_tar
-
-
-def save_images_separately(images: Sequence[BuiltImage], out_dir: Path) -> list[Path]:
-    """One tarball per image (each repeats the base layer): for comparison and partial loads."""
-    return [save_images([image], out_dir / f"{image.name}.tar") for image in images]
 
 
 # ---------------------------------------------------------------- helpers
@@ -512,20 +510,6 @@ def _describe_change(old: Mapping[str, str], new: Mapping[str, str],
     return described
 
 
-def _recipe_problems(data: object) -> list[str]:
-    if not isinstance(data, dict):
-        return ["not a mapping"]
-    problems = [f"missing `{k}`" for k in ("description", "user", "healthcheck", "backup")
-                if k not in data]
-    for cap in data.get("capabilities") or ():
-        if not isinstance(cap, str) or not cap.isupper() or cap.startswith("CAP_"):
-            problems.append(f"capability {cap!r}: write it as the engine does, e.g. CHOWN")
-    backup = data.get("backup")
-    if isinstance(backup, dict) and backup.get("consistency") not in ("pause", "dump", "none"):
-        problems.append("backup.consistency must be pause, dump or none")
-    return problems
-
-
 def _ignored(rel: Path) -> bool:
     return bool(_IGNORED_PARTS.intersection(rel.parts)) or rel.name.endswith(_IGNORED_SUFFIXES)
 
@@ -537,8 +521,4 @@ def _digest(inputs: Mapping[str, object]) -> str:
 
 def _debug(line: str) -> None:
     log.debug("  %s", line)
-
-
-def default_recipes_dir() -> Path:
-    return Path(__file__).resolve().parents[2] / "image" / "recipes"
 

@@ -40,13 +40,12 @@ from builder.pipeline.service_images import (
     build_service_images,
     docker_build_argv,
     list_recipes,
-    load_recipe,
     mmdebstrap_argv,
     rebuild_reason,
     recipe_files,
     recipe_key,
 )
-from firstboot.core.errors import BadInputError
+from firstboot.core.recipe import Recipe, RecipeInvalid, load_recipe, recipe_path
 
 
 def integration(test: Callable[..., None]) -> Callable[..., None]:
@@ -57,6 +56,10 @@ def integration(test: Callable[..., None]) -> Callable[..., None]:
 RECIPES = Path(__file__).resolve().parents[2] / "image" / "recipes"
 EXPECTED = {"proxy", "mail", "radicale", "dokuwiki", "roundcube", "postgres", "backup-server"}
 READY_TIMEOUT_S = 120
+
+
+def recipe(name: str) -> Recipe:
+    return load_recipe(recipe_path(RECIPES, name))
 
 
 # ---------------------------------------------------------------- fixtures
@@ -74,15 +77,20 @@ def client(docker_engine: None) -> docker.DockerClient:
     return docker.from_env()
 
 
-@pytest.fixture(scope="session")
-def built(client: docker.DockerClient) -> Built:
+def build_all(client: docker.DockerClient, what: str) -> Built:
+    """Every recipe, built or reused, with the build's log lines and its time printed."""
     log: list[str] = []
     started = time.monotonic()
     images = build_service_images(RECIPES, None, cache_dir_from_env(), log=log.append,
                                   client=client)
     seconds = time.monotonic() - started
-    print("\n".join(log) + f"\nservice images ready in {seconds:.1f} s")
+    print("\n".join(log) + f"\n{what} {seconds:.1f} s")
     return Built({i.name: i for i in images}, log, seconds)
+
+
+@pytest.fixture(scope="session")
+def built(client: docker.DockerClient) -> Built:
+    return build_all(client, "service images ready in")
 
 
 @dataclass
@@ -102,15 +110,15 @@ class Lab:
         self.volumes.append(full)
         return full
 
-    def run(self, recipe: str, *, ports: tuple[int, ...] = (), env: dict[str, str] | None = None,
+    def run(self, name: str, *, ports: tuple[int, ...] = (), env: dict[str, str] | None = None,
             volumes: dict[str, dict[str, str]] | None = None,
             hostname: str | None = None) -> Service:
-        """Start `recipe`'s image as its recipe.yaml says it runs; wait until healthy."""
-        meta = load_recipe(RECIPES / recipe)
+        """Start the image of recipe `name` as its recipe.yaml says it runs; wait until healthy."""
+        meta = recipe(name)
         container = self.client.containers.run(
-            self.images[recipe].tag,
+            self.images[name].tag,
             detach=True,
-            name=f"arkbox-test-{recipe}-{self.tag}",
+            name=f"arkbox-test-{name}-{self.tag}",
             hostname=hostname,
             network=self.network.name,
             cap_drop=["ALL"],
@@ -283,23 +291,29 @@ def test_build_never_pulls_and_uses_the_local_base() -> None:
 def test_every_recipe_says_how_it_runs() -> None:
     assert set(list_recipes(RECIPES)) >= EXPECTED
     for name in list_recipes(RECIPES):
-        meta = load_recipe(RECIPES / name)
-        assert meta.healthcheck and meta.user, name
+        meta = recipe(name)
+        assert meta.healthcheck.command and meta.user.name, name
         if name == "client":  # the rig's outside client serves nothing and is never baked in
             continue
         assert meta.ports, name
         assert "/tmp" in meta.tmpfs, name
-    assert load_recipe(RECIPES / "postgres").backup["dump"][0] == "pg_dumpall"
+    assert recipe("postgres").backup.dump is not None
+    assert recipe("postgres").backup.dump[0] == "pg_dumpall"
 
 
-def test_a_bad_recipe_yaml_reports_every_problem(tmp_path: Path) -> None:
-    (tmp_path / "recipe.yaml").write_text(
-        "description: x\ncapabilities: [cap_net_admin]\nbackup: {consistency: maybe}\n")
-    with pytest.raises(BadInputError) as caught:
-        load_recipe(tmp_path)
+def test_a_bad_recipe_yaml_fails_the_build_reporting_every_problem(tmp_path: Path) -> None:
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "Dockerfile").write_text("ARG BASE\nFROM ${BASE}\n")
+    (tmp_path / "bad" / "recipe.yaml").write_text(
+        "description: x\ncapabilities: {cap_net_admin: x}\nbackup: {consistency: maybe}\n")
+    # Checked before the engine is asked anything: no client is given, none is made.
+    with pytest.raises(RecipeInvalid) as caught:
+        build_service_images(tmp_path, ["bad"], tmp_path / "cache", log=lambda _: None)
     message = str(caught.value)
-    assert "missing `user`" in message and "missing `healthcheck`" in message
-    assert "cap_net_admin" in message and "backup.consistency" in message
+    assert str(tmp_path / "bad" / "recipe.yaml") in message
+    assert "line 1  user: required key is missing" in message
+    assert "line 1  healthcheck: required key is missing" in message
+    assert "cap_net_admin" in message and "line 3  backup.consistency" in message
 
 
 # ---------------------------------------------------------------- the images
@@ -318,8 +332,9 @@ def test_every_recipe_is_built_from_the_local_base(built: Built, client: docker.
         assert attrs["Id"] == image.image_id
         assert attrs["RootFS"]["Layers"][0] == base_layer, f"{image.name} is not FROM the base"
         assert attrs["Config"]["Healthcheck"]["Test"], f"{image.name} has no HEALTHCHECK"
-        meta = load_recipe(RECIPES / image.name)
-        assert meta.healthcheck and meta.backup["consistency"] in ("pause", "dump", "none")
+        meta = recipe(image.name)
+        assert attrs["Config"]["Healthcheck"]["Test"] == ["CMD", *meta.healthcheck.command]
+        assert meta.backup.consistency in ("pause", "dump", "none")
 
 
 @integration
@@ -568,18 +583,14 @@ def test_backup_server_is_key_only_ssh_with_borg(lab: Lab, tmp_path: Path) -> No
 
 @integration
 def test_second_build_reuses_every_image(built: Built, client: docker.DockerClient) -> None:
-    log: list[str] = []
-    started = time.monotonic()
-    again = build_service_images(RECIPES, None, cache_dir_from_env(), log=log.append,
-                                 client=client)
-    warm = time.monotonic() - started
-    print("\n".join(log) + f"\nwarm build {warm:.1f} s")
-    assert all(image.cached for image in again)
-    assert {i.name: i.image_id for i in again} == {n: i.image_id for n, i in built.images.items()}
-    assert log[0].startswith("base: cached (inputs unchanged)")
-    for image in again:
-        assert f"{image.name}: cached (recipe unchanged)" in "\n".join(log)
-    assert warm < 30
+    again = build_all(client, "warm build")
+    assert all(image.cached for image in again.images.values())
+    assert {n: i.image_id for n, i in again.images.items()} == {
+        n: i.image_id for n, i in built.images.items()}
+    assert again.log[0].startswith("base: cached (inputs unchanged)")
+    for name in again.images:
+        assert f"{name}: cached (recipe unchanged)" in "\n".join(again.log)
+    assert again.seconds < 30
 
 
 @integration

@@ -1,4 +1,5 @@
-"""builder.pipeline.hardening: variables, the tree, the data edits, unit commands, run nowhere."""
+"""builder.pipeline.hardening: its settings (from the config), the tree, the data edits, unit
+commands, run nowhere."""
 
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ import stat
 from pathlib import Path
 
 import pytest
+import yaml
+from pydantic import ValidationError
 
 from builder.pipeline import hardening
 from builder.pipeline.hardening import (
     HARDENING_TREE,
+    ROLE_SSH_USERS,
     HardeningVars,
     apply_hardening,
-    hardening_vars,
     id_names,
     lock_passwords,
     render,
@@ -22,73 +25,119 @@ from builder.pipeline.hardening import (
     set_statoverrides,
     statoverride_line,
     systemctl_argv,
+    template_values,
     tree_files,
+    vars_from_config,
 )
-from firstboot.core.config import DEFAULT_CONFIG_PATH, load_config
+from firstboot.core.config import DEFAULT_CONFIG_PATH, Appliance, ConfigInvalid, load_config
+from firstboot.core.config.hardening import Hardening
 from firstboot.core.errors import ArkboxError, BadInputError
 from firstboot.core.execute import Completed
 
 GOLDEN_SSHD = Path(__file__).resolve().parents[1] / "data/golden/sshd_config.conf"
-SAMPLE = {"admin_user": "ops", "ssh_port": 2222}
+SAMPLE = HardeningVars(admin_user="ops", ssh_port=2222)
 SSHD_TEMPLATE = HARDENING_TREE / "etc/ssh/sshd_config.d/10-arkbox.conf.j2"
+APT_TEMPLATE = HARDENING_TREE / "etc/apt/apt.conf.d/52arkbox-unattended-upgrades.j2"
+JOURNALD_TEMPLATE = HARDENING_TREE / "etc/systemd/journald.conf.d/90-arkbox.conf.j2"
+
+
+def default_config_with(**paths: object) -> dict[str, object]:
+    """config/default.yaml's data with some values set, by dotted path ("build.hardening.x")."""
+    data: dict[str, object] = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    for dotted, value in paths.items():
+        *parents, key = dotted.split(".")
+        section = data
+        for part in parents:
+            section = section.setdefault(part, {})  # type: ignore[assignment]
+        section[key] = value
+    return data
 
 
 # --- variables -------------------------------------------------------------------------
 
 
 def test_defaults_fill_in_what_the_config_leaves_out() -> None:
-    v = hardening_vars(SAMPLE, "appliance")
-    assert v == HardeningVars(role="appliance", admin_user="ops", ssh_port=2222)
-    assert v.ssh_allow_users == ("ops",)
-    assert (v.auto_reboot, v.journal_max_use, v.ssh_required_rsa_size) == (False, "1G", 3072)
+    assert HardeningVars(admin_user="ops", ssh_port=2222, settings=Hardening()) == SAMPLE
+    values = template_values(SAMPLE, "appliance")
+    assert values["ssh_allow_users"] == ("ops",)
+    assert (values["auto_reboot"], values["journal_max_use"], values["ssh_required_rsa_size"]) \
+        == (False, "1G", 3072)
 
 
-def test_every_problem_is_reported_at_once() -> None:
-    with pytest.raises(BadInputError) as e:
-        hardening_vars({"ssh_port": 70000, "journal_max_use": "lots", "colour": "red"}, "vps")
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    """The config model checks the hardening settings; all problems come out together."""
+    config = tmp_path / "appliance.yaml"
+    config.write_text(yaml.safe_dump(default_config_with(**{
+        "appliance.admin.ssh_port": 70000,
+        "build.hardening": {"journal_max_use": "lots", "colour": "red"},
+    }), sort_keys=False))
+    with pytest.raises(ConfigInvalid) as e:
+        load_config(config, check_secrets=False)
     message = str(e.value)
-    for expected in ("role: must be one of appliance, backup-server, got 'vps'",
-                     "colour: unknown hardening variable", "admin_user: required",
-                     "ssh_port: must be a port", "journal_max_use: must be a size"):
+    for expected in ("appliance.admin.ssh_port: must be between 1 and 65535, got 70000",
+                     "build.hardening.colour: unknown key",
+                     'build.hardening.journal_max_use: must be a size like "512M" or "4G"'):
         assert expected in message
+    assert all(p.line is not None for p in e.value.problems)
+    with pytest.raises(BadInputError, match="role: must be one of appliance, backup-server, "
+                                            "got 'vps'"):
+        template_values(SAMPLE, "vps")
 
 
 @pytest.mark.parametrize("bad", [
-    {"admin_user": "root"},
-    {"admin_user": "Bad User"},
-    {"ssh_port": True},
-    {"ssh_port": "22"},
-    {"ssh_extra_users": ["root"]},
-    {"auto_reboot": "yes"},
-    {"auto_reboot_time": "25:00"},
-    {"ssh_required_rsa_size": 1024},
+    {"appliance.admin.user": "root"},
+    {"appliance.admin.user": "Bad User"},
+    {"appliance.admin.ssh_port": True},
+    {"appliance.admin.ssh_port": "22"},
+    {"build.hardening.ssh_extra_users": ["root"]},  # derived from the role, not a setting
+    {"build.hardening.auto_reboot": "yes"},
+    {"build.hardening.auto_reboot_time": "25:00"},
+    {"build.hardening.auto_reboot_time": 270},  # what YAML makes of an unquoted 04:30
+    {"build.hardening.ssh_required_rsa_size": 1024},
+    {"build.hardening.journal_max_use": "1 GB"},
 ])
 def test_bad_values_are_refused(bad: dict[str, object]) -> None:
-    with pytest.raises(BadInputError):
-        hardening_vars({**SAMPLE, **bad}, "appliance")
+    with pytest.raises(ValidationError):
+        Appliance.model_validate(default_config_with(**bad))
 
 
-def test_backup_server_needs_the_account_its_clients_use() -> None:
-    with pytest.raises(BadInputError, match="ssh_extra_users: the backup-server role"):
-        hardening_vars(SAMPLE, "backup-server")
-    v = hardening_vars({**SAMPLE, "ssh_extra_users": ["borg", "ops"]}, "backup-server")
-    assert v.ssh_allow_users == ("ops", "borg")  # no duplicate, admin first
+def test_settings_reach_the_rendered_files() -> None:
+    config = Appliance.model_validate(default_config_with(**{"build.hardening": {
+        "auto_reboot": True, "auto_reboot_time": "03:15", "journal_max_use": "500M",
+        "ssh_required_rsa_size": 4096}}))
+    values = template_values(vars_from_config(config, "appliance"), "appliance")
+    apt = render(APT_TEMPLATE, values)
+    assert 'Unattended-Upgrade::Automatic-Reboot "true";' in apt
+    assert 'Unattended-Upgrade::Automatic-Reboot-Time "03:15";' in apt
+    assert "SystemMaxUse=500M\n" in render(JOURNALD_TEMPLATE, values)
+    assert "RequiredRSASize 4096\n" in render(SSHD_TEMPLATE, values)
+
+
+def test_backup_server_lets_in_the_account_its_clients_use() -> None:
+    assert template_values(SAMPLE, "backup-server")["ssh_allow_users"] == ("ops", "borg")
+    assert template_values(SAMPLE, "appliance")["ssh_allow_users"] == ("ops",)
+    # no duplicate, admin first
+    assert template_values(HardeningVars("borg", 22), "backup-server")["ssh_allow_users"] == (
+        "borg",)
 
 
 def test_vars_from_the_default_config_are_valid_for_both_roles() -> None:
     config = load_config(DEFAULT_CONFIG_PATH, check_secrets=False)
     admin = config.appliance.admin
-    v = hardening_vars(hardening.vars_from_config(config, "appliance"), "appliance")
-    assert (v.admin_user, v.ssh_port, v.ssh_extra_users) == (admin.user, admin.ssh_port, ())
-    v = hardening_vars(hardening.vars_from_config(config, "backup-server"), "backup-server")
-    assert v.ssh_allow_users == (admin.user, *hardening.BACKUP_SERVER_SSH_USERS)
+    v = vars_from_config(config, "appliance")
+    assert (v.admin_user, v.ssh_port, v.settings) == (admin.user, admin.ssh_port,
+                                                      config.build.hardening)
+    assert template_values(v, "appliance")["ssh_allow_users"] == (admin.user,)
+    v = vars_from_config(config, "backup-server")
+    assert template_values(v, "backup-server")["ssh_allow_users"] == (
+        admin.user, *ROLE_SSH_USERS["backup-server"])
 
 
 # --- the tree and its templates --------------------------------------------------------
 
 
 def test_rendered_sshd_config_matches_the_golden_file() -> None:
-    rendered = render(SSHD_TEMPLATE, hardening_vars(SAMPLE, "appliance"))
+    rendered = render(SSHD_TEMPLATE, template_values(SAMPLE, "appliance"))
     assert rendered == GOLDEN_SSHD.read_text()
 
 
@@ -119,9 +168,9 @@ def test_sshd_config_says_what_the_policy_requires() -> None:
 
 @pytest.mark.parametrize("role", ["appliance", "backup-server"])
 def test_every_template_renders_for_every_role(role: str) -> None:
-    v = hardening_vars({**SAMPLE, "ssh_extra_users": ["borg"]}, role)
+    values = template_values(SAMPLE, role)
     for item in tree_files(HARDENING_TREE, role):
-        text = hardening.file_content(item, v).decode()
+        text = hardening.file_content(item, values).decode()
         assert "{{" not in text and "{%" not in text, item.target
 
 
@@ -129,7 +178,7 @@ def test_an_undefined_template_variable_is_an_error(tmp_path: Path) -> None:
     template = tmp_path / "x.conf.j2"
     template.write_text("Port {{ ssh_portt }}\n")
     with pytest.raises(ArkboxError, match="ssh_portt"):
-        render(template, hardening_vars(SAMPLE, "appliance"))
+        render(template, template_values(SAMPLE, "appliance"))
 
 
 def test_tree_targets_modes_and_roles() -> None:
@@ -305,7 +354,7 @@ def test_backup_server_gets_no_docker_config_and_docker_disabled(
     _mini_rootfs(tmp_path)
     for unit in ("docker.service", "docker.socket", "containerd.service"):
         (tmp_path / "usr/lib/systemd/system" / unit).write_text("")
-    apply_hardening(tmp_path, {**SAMPLE, "ssh_extra_users": ["borg"]}, "backup-server")
+    apply_hardening(tmp_path, SAMPLE, "backup-server")
     assert not (tmp_path / "etc/docker/daemon.json").exists()
     assert "AllowUsers ops borg\n" in \
         (tmp_path / "etc/ssh/sshd_config.d/10-arkbox.conf").read_text()

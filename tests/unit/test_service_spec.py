@@ -10,7 +10,7 @@ import yaml
 
 from firstboot.containers.images import BakedImage
 from firstboot.containers.naming import Naming
-from firstboot.containers.recipe import RecipeRuntime, load_recipe_runtime, recipe_runtime_from
+from firstboot.containers.recipe import load_recipe_runtime
 from firstboot.containers.spec import (
     ServiceSpec,
     network_specs,
@@ -21,7 +21,6 @@ from firstboot.containers.spec import (
 )
 from firstboot.core.config import Appliance, SecretRef, load_config
 from firstboot.core.config.loader import DEFAULT_CONFIG_PATH
-from firstboot.core.step import StepFailed
 
 RECIPES = Path(__file__).resolve().parents[2] / "image" / "recipes"
 DATA = Path("/srv/arkbox")
@@ -48,33 +47,6 @@ def with_services(config: Appliance, **changes: dict[str, object] | None) -> App
         else:
             data["services"].setdefault(name, {}).update(fields)
     return Appliance.model_validate(data)
-
-
-# --- recipe.yaml -----------------------------------------------------------------------
-
-
-def test_recipe_runtime_reads_user_caps_and_file_variables() -> None:
-    postgres = load_recipe_runtime(RECIPES, "postgres")
-    assert (postgres.uid, postgres.gid, postgres.read_only) == (220, 220, True)
-    assert postgres.capabilities == ()
-    assert postgres.file_env == {"POSTGRES_PASSWORD"}
-    roundcube = load_recipe_runtime(RECIPES, "roundcube")
-    assert (roundcube.uid, roundcube.gid) == (33, 33)  # "www-data (uid 33)": gid defaults to uid
-    assert {"ROUNDCUBE_DB_PASSWORD", "ROUNDCUBE_DES_KEY"} <= roundcube.file_env
-    mail = load_recipe_runtime(RECIPES, "mail")
-    assert "SETUID" in mail.capabilities and mail.tmpfs == ("/tmp", "/run")
-
-
-def test_recipe_runtime_defaults_are_the_hardened_ones() -> None:
-    runtime = recipe_runtime_from("x", {"user": "root"})
-    assert runtime == RecipeRuntime(name="x")
-    assert (runtime.read_only, runtime.capabilities, runtime.egress) == (True, (), False)
-
-
-def test_a_missing_recipe_says_where_it_looked(tmp_path: Path) -> None:
-    with pytest.raises(StepFailed, match=r"recipe\.yaml is missing") as failed:
-        load_recipe_runtime(tmp_path, "nope")
-    assert failed.value.hint and "/usr/share/arkbox/recipes" in failed.value.hint
 
 
 # --- specs ----------------------------------------------------------------------------
@@ -235,8 +207,3 @@ def test_no_mail_networks_while_mail_is_off(config: Appliance) -> None:
     off = Appliance.model_validate(data)
     runtimes = {n: load_recipe_runtime(RECIPES, s.recipe or "") for n, s in off.services.items()}
     assert mail_client_networks(off, Naming(), runtimes) == []
-
-
-def test_recipe_declares_mail_use_in_depends_on() -> None:
-    assert recipe_runtime_from("x", {"depends_on": ["postgres", "mail"]}).mail_client
-    assert not recipe_runtime_from("x", {"depends_on": ["postgres"]}).mail_client

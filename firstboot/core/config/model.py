@@ -14,6 +14,7 @@ from pydantic import Field, PrivateAttr
 
 from firstboot.core.config.backup import Backup, BackupServer
 from firstboot.core.config.base import EXAMPLE_ADMIN_KEY, Section
+from firstboot.core.config.hardening import Hardening
 from firstboot.core.config.mail import Mail
 from firstboot.core.config.network import Cidr, Email, Hostname, HttpsUrl, HttpUrl, SshKeys
 from firstboot.core.config.problems import PathPart, Problem
@@ -146,6 +147,11 @@ class Build(Section):
         default_factory=list,
         description="Extra Debian packages installed on the host system.",
         examples=[["htop", "tmux"]],
+    )
+    hardening: Hardening = Field(
+        default_factory=Hardening,
+        description="Settings of the image's hardening.",
+        examples=[{"auto_reboot": True, "auto_reboot_time": "03:15"}],
     )
 
 

@@ -24,6 +24,9 @@ KeepCount = Annotated[int, Field(ge=0, le=10000), _ranged(0, 10000), Kind("integ
 PidsLimit = Annotated[
     int, Field(ge=16, le=4194304), _ranged(16, 4194304), Kind("integer (16-4194304)")
 ]
+AccountId = Annotated[int, Field(ge=0, le=65535), _ranged(0, 65535), Kind("uid or gid (0-65535)")]
+GraceSeconds = Annotated[int, Field(ge=1, le=300), _ranged(1, 300), Kind("seconds (1-300)")]
+RsaBits = Annotated[int, Field(ge=2048, le=16384), _ranged(2048, 16384), Kind("bits (2048-16384)")]
 Cpus = Annotated[
     float,
     Field(gt=0, le=256),
@@ -128,6 +131,19 @@ UnixUser = Annotated[
     mismatch("must be a Unix user name (lower-case letters, digits, _ and -, at most 32)"),
     AfterValidator(_check_admin_user),
     Kind("user name"),
+]
+# Any account of an image (root and system accounts too), unlike UnixUser.
+AccountName = Annotated[
+    str,
+    Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$"),
+    mismatch("must be a Unix account name (lower-case letters, digits, _ and -, at most 32)"),
+    Kind("account name"),
+]
+TimeOfDay = Annotated[
+    str,
+    Field(pattern=r"^(?:[01][0-9]|2[0-3]):[0-5][0-9]$"),
+    mismatch('must be a time of day like "04:30" (HH:MM, 24 hours)'),
+    Kind("time of day (HH:MM)"),
 ]
 Size = Annotated[
     str,

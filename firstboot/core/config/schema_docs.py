@@ -1,17 +1,15 @@
-"""Generate config/appliance.schema.json and docs/config.md from the model.
+"""A JSON Schema and a reference page from a model: appliance.yaml's, recipe.yaml's.
 
-python -m firstboot.core.config.schema_docs           # write both files
-python -m firstboot.core.config.schema_docs --check   # exit 1 if they drifted
+config/appliance.schema.json and docs/config.md are the appliance config's;
+firstboot.core.generated lists every generated file and writes or checks them.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import sys
 import types
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
@@ -22,31 +20,37 @@ from firstboot.core.config.messages import flow_yaml
 from firstboot.core.config.model import Appliance
 from firstboot.core.config.secrets import SecretRef
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-SCHEMA_PATH = REPO_ROOT / "config" / "appliance.schema.json"
-DOCS_PATH = REPO_ROOT / "docs" / "config.md"
-GENERATOR = "scripts/gen-config-docs"
-
 
 def render_schema_json() -> str:
     """The JSON Schema of appliance.yaml (for editors and other tools)."""
-    schema = {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        **Appliance.model_json_schema(),
-        "title": "arkbox appliance.yaml",
-    }
-    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
+    return schema_json(Appliance, "arkbox appliance.yaml")
 
 
 def render_config_docs() -> str:
     """docs/config.md: every key with its type, default, meaning and an example."""
-    sections = list(_sections(Appliance, "", 2))
+    return reference_docs(Appliance, _INTRO)
+
+
+def schema_json(model: type[BaseModel], title: str) -> str:
+    """The JSON Schema of the YAML file `model` reads."""
+    schema = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        **model.model_json_schema(),
+        "title": title,
+    }
+    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
+
+
+def reference_docs(model: type[BaseModel], intro: str) -> str:
+    """A reference page: `intro`, then every mapping with its keys' type, default, meaning
+    and an example."""
+    sections = list(_sections(model, "", 2))
     contents = [f"- [`{path}`](#{_anchor(path)})" for path, _, _ in sections]
-    body = _section("top level", Appliance, 2, title="The top level")
-    for path, model, level in sections:
-        body.extend(_section(path, model, level))
+    body = _section("top level", model, 2, title="The top level")
+    for path, section, level in sections:
+        body.extend(_section(path, section, level))
     contents.insert(0, "- [The top level](#the-top-level)")
-    return "\n".join([_INTRO.strip(), "", "## Contents", "", *contents, "", *body]).rstrip() + "\n"
+    return "\n".join([intro.strip(), "", "## Contents", "", *contents, "", *body]).rstrip() + "\n"
 
 
 def _sections(
@@ -219,23 +223,3 @@ Fix it with `chmod 0600 FILE`.
   checked with `systemd-analyze calendar EXPR`.
 """
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    check = args == ["--check"]
-    drifted = []
-    for path, text in ((SCHEMA_PATH, render_schema_json()), (DOCS_PATH, render_config_docs())):
-        current = path.read_text(encoding="utf-8") if path.exists() else None
-        if current == text:
-            continue
-        drifted.append(path)
-        if not check:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
-    for path in drifted:
-        verb = "out of date" if check else "written"
-        print(f"{path.relative_to(REPO_ROOT)}: {verb}")
-    if check and drifted:
-        print(f"regenerate with: {GENERATOR}")
-        return 1
-    return 0

@@ -47,8 +47,18 @@ class YamlDocument:
     duplicates: list[Finding]
 
 
-def parse_yaml(text: str) -> YamlDocument:
-    """Parse one YAML document whose top level is a mapping; raise YamlRejected otherwise."""
+# What an appliance.yaml's top level holds, and where to start from when it is empty.
+_CONFIG_TOP_LEVEL = "sections (appliance:, services:, ...)"
+_CONFIG_EMPTY_HINT = "start from config/default.yaml; docs/config.md lists every key"
+
+
+def parse_yaml(
+    text: str, *, top_level: str = _CONFIG_TOP_LEVEL, empty_hint: str = _CONFIG_EMPTY_HINT
+) -> YamlDocument:
+    """Parse one YAML document whose top level is a mapping; raise YamlRejected otherwise.
+
+    top_level and empty_hint word the refusals for the kind of file (a recipe.yaml).
+    """
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
@@ -65,7 +75,7 @@ def parse_yaml(text: str) -> YamlDocument:
                 "",
                 "the file is empty",
                 None,
-                "start from config/default.yaml; docs/config.md lists every key",
+                empty_hint,
             )
         )
     if not isinstance(node, yaml.MappingNode) or not isinstance(data, dict):
@@ -73,8 +83,7 @@ def parse_yaml(text: str) -> YamlDocument:
         raise YamlRejected(
             Problem(
                 "",
-                f"the top level must be a mapping of sections (appliance:, services:, ...), "
-                f"got {got}",
+                f"the top level must be a mapping of {top_level}, got {got}",
                 node.start_mark.line + 1,
             )
         )
