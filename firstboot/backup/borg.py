@@ -250,7 +250,9 @@ _DIAGNOSES: tuple[tuple[re.Pattern[str], str, str], ...] = (
      "the repository is locked by another borg run",
      "wait for it; a stale lock from a dead client is released by the server within minutes"),
     (re.compile(r"Data integrity error|IntegrityError|segment.*(?:crc|checksum)|corrupt|"
-                r"problems found|errors found|Archive .* does not exist|object.*missing", re.I),
+                r"problems found|errors found|Archive .* does not exist|object.*missing|"
+                # a damaged segment's entries no longer match the committed index
+                r"rebuilt index: .* committed index:|Index object count mismatch", re.I),
      "the archive is damaged or incomplete",
      "run arkbox-installer check; restore an older archive with --archive NAME"),
 )

@@ -160,6 +160,9 @@ def test_the_restore_reads_only_backups_it_can_restore() -> None:
     ("Archive consistency check complete, problems found.", "damaged"),
     ("Data integrity error: Segment entry checksum mismatch [segment 45, offset 20975585]",
      "damaged"),
+    # seen in CI: a flipped byte in a segment, and no "errors found" line after it
+    ("Remote: ID: 3bbd2c3f rebuilt index: <not found>      committed index: (29, 62920616)",
+     "damaged"),
 ])
 def test_diagnose(stderr: str, expected: str) -> None:
     diagnosis = borg.diagnose(stderr)
