@@ -12,14 +12,17 @@ import contextlib
 import logging
 import os
 import re
+import selectors
 import shutil
+import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from firstboot.core.errors import ArkboxError
 
@@ -170,54 +173,95 @@ def run(
     it arrives (for progress); otherwise they are captured separately.
     With `feed`, the child's stdin is written by `feed(stdin, alive)` in a thread while
     its output is read (see `Feed`). With `stdout_fd`, stdout goes to that descriptor.
+    The command runs in its own process group: when the timeout passes, or anything
+    else ends the run early (Ctrl-C, a failing feed), the whole group is ended and reaped.
     """
     if not argv:
         raise ValueError("empty argv")
     argv_secrets = [a.value for a in argv if isinstance(a, Secret)]
     masked_values = secret_values(env, [*secrets, *argv_secrets])
     shown = shown_argv(argv, masked_values)
-    full_env = child_environment(env)
     log.debug("run: %s", " ".join(shown))
     if env:
         log.debug("  env: %s", " ".join(f"{k}={mask(v, masked_values)}" for k, v in env.items()))
     data = input_data.encode() if isinstance(input_data, str) else input_data
+    child = _Child(real_argv(argv), child_environment(env), cwd, timeout)
     try:
         if feed is not None:
-            returncode, out_bytes, err = _run_fed(real_argv(argv), full_env, cwd, timeout, feed)
-            out = "" if binary else out_bytes.decode(errors="replace")
+            returncode, out_bytes, err = _run_fed(child, feed)
         elif on_line is not None:
-            returncode, out, err = _run_streaming(real_argv(argv), full_env, data, cwd, timeout,
-                                                  on_line, masked_values)
-            out_bytes = out.encode()
+            returncode, out_bytes, err = _run_streaming(child, data, on_line, masked_values)
         else:
-            proc = subprocess.run(
-                real_argv(argv),
-                env=full_env,
-                input=data,
-                cwd=cwd,
-                timeout=timeout,
-                stdout=stdout_fd if stdout_fd is not None else
-                subprocess.PIPE if capture else None,
-                stderr=subprocess.PIPE if capture else None,
-                check=False,
-            )
-            returncode = proc.returncode
-            out_bytes = proc.stdout or b""
-            out = "" if binary else out_bytes.decode(errors="replace")
-            err = (proc.stderr or b"").decode(errors="replace")
+            returncode, out_bytes, err = _run_captured(child, data, capture, stdout_fd)
     except FileNotFoundError as e:
         raise CommandError(shown, 127, "", hint or _hint_for(shown[0], 127)) from e
     except subprocess.TimeoutExpired as e:
         stderr = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else ""
         raise CommandError(shown, None, mask(_tail(stderr), masked_values),
                            hint or f"it ran longer than {timeout} s", timed_out=True) from e
-    result = Completed(shown, returncode, mask(out, masked_values) if not binary else "",
-                       mask(err, masked_values), out_bytes)
+    out = "" if binary else out_bytes.decode(errors="replace")
+    result = Completed(shown, returncode, mask(out, masked_values), mask(err, masked_values),
+                       out_bytes)
     log.debug("  exit %d", returncode)
     if check and returncode != 0:
         tail = mask(_tail(err or out), masked_values)
         raise CommandError(shown, returncode, tail, hint or _hint_for(shown[0], returncode))
     return result
+
+
+# How long a command that is being ended gets to exit on SIGTERM (borg releases its
+# repository lock, mmdebstrap unmounts its chroot) before its group is killed.
+END_GRACE_S = 10.0
+
+
+@dataclass(frozen=True)
+class _Child:
+    """What starts a child: its real argv, environment, folder and timeout."""
+
+    argv: list[str]
+    env: Mapping[str, str] | None
+    cwd: Path | str | None
+    timeout: float | None
+
+    @contextlib.contextmanager
+    def start(self, **pipes: Any) -> Iterator[subprocess.Popen[bytes]]:
+        """Popen in a process group of its own; leaving early ends and reaps the group."""
+        with subprocess.Popen(self.argv, env=self.env, cwd=self.cwd, process_group=0,
+                              **pipes) as proc:
+            try:
+                yield proc
+            except BaseException:
+                _end_group(proc)
+                raise
+
+
+def _end_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the child's group, SIGKILL to what is left after the grace, then reap.
+
+    The group outlives its leader while any member runs (a forked `sleep`, an ssh
+    ControlMaster), so the SIGKILL goes to the group even when the leader has exited.
+    """
+    try:
+        _signal_group(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=END_GRACE_S)
+    finally:
+        _signal_group(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signum)
+
+
+def _run_captured(child: _Child, data: bytes | None, capture: bool,
+                  stdout_fd: int | None) -> tuple[int, bytes, str]:
+    stdout = stdout_fd if stdout_fd is not None else subprocess.PIPE if capture else None
+    with child.start(stdin=subprocess.PIPE if data is not None else None, stdout=stdout,
+                     stderr=subprocess.PIPE if capture else None) as proc:
+        out, err = proc.communicate(data, timeout=child.timeout)
+    return proc.returncode, out or b"", (err or b"").decode(errors="replace")
 
 
 # Writes a child's stdin: `feed(stdin, alive)`, where alive() says whether the child still
@@ -234,10 +278,9 @@ def from_file(path: Path) -> Feed:
     return copy
 
 
-def _run_fed(argv: list[str], env: Mapping[str, str] | None, cwd: Path | str | None,
-             timeout: float | None, feed: Feed) -> tuple[int, bytes, str]:
-    with subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.PIPE,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+def _run_fed(child: _Child, feed: Feed) -> tuple[int, bytes, str]:
+    with child.start(stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                     stderr=subprocess.PIPE) as proc:
         # communicate() must not touch stdin: the feeding thread owns it.
         stdin, proc.stdin = proc.stdin, None
         assert stdin is not None
@@ -259,10 +302,7 @@ def _run_fed(argv: list[str], env: Mapping[str, str] | None, cwd: Path | str | N
         thread = threading.Thread(target=feeding, name="feed", daemon=True)
         thread.start()
         try:
-            out, err = proc.communicate(timeout=timeout)
-        except BaseException:
-            proc.kill()
-            raise
+            out, err = proc.communicate(timeout=child.timeout)
         finally:
             thread.join(timeout=60)
     if failures:
@@ -270,32 +310,73 @@ def _run_fed(argv: list[str], env: Mapping[str, str] | None, cwd: Path | str | N
     return proc.returncode, out or b"", (err or b"").decode(errors="replace")
 
 
-def _run_streaming(
-    argv: list[str],
-    env: Mapping[str, str] | None,
-    data: bytes | None,
-    cwd: Path | str | None,
-    timeout: float | None,
-    on_line: Callable[[str], None],
-    masked_values: list[str],
-) -> tuple[int, str, str]:
+def _run_streaming(child: _Child, data: bytes | None, on_line: Callable[[str], None],
+                   masked_values: list[str]) -> tuple[int, bytes, str]:
     lines: list[str] = []
-    with subprocess.Popen(
-        argv,
-        env=env,
-        cwd=cwd,
-        stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    ) as proc:
-        if data is not None and proc.stdin is not None:
-            proc.stdin.write(data)
-            proc.stdin.close()
+
+    def emit(raw: bytes) -> None:
+        line = mask(raw.decode(errors="replace"), masked_values)
+        lines.append(line)
+        on_line(line)
+
+    deadline = None if child.timeout is None else time.monotonic() + child.timeout
+    with child.start(stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
+                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
+        if data is not None:
+            _write_in_background(proc, data)
         assert proc.stdout is not None
-        for raw in proc.stdout:
-            line = mask(raw.decode(errors="replace").rstrip("\n"), masked_values)
-            lines.append(line)
-            on_line(line)
-        returncode = proc.wait(timeout=timeout)
+        try:
+            _read_lines(proc.stdout.fileno(), deadline, emit)
+            returncode = proc.wait(timeout=_left(deadline))
+        except subprocess.TimeoutExpired:
+            # Re-raised with what the command said so far, for the error's last lines.
+            raise subprocess.TimeoutExpired(child.argv, child.timeout or 0,
+                                            stderr="\n".join(lines).encode()) from None
     text = "\n".join(lines)
-    return returncode, text, text
+    return returncode, text.encode(), text
+
+
+def _left(deadline: float | None) -> float | None:
+    if deadline is None:
+        return None
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise subprocess.TimeoutExpired("", 0)
+    return left
+
+
+def _read_lines(fd: int, deadline: float | None, emit: Callable[[bytes], None]) -> None:
+    """Pass each line read from `fd` to `emit` until end of file; past `deadline`, stop.
+
+    Waiting with a deadline, not reading until the writers close: a hung child that
+    keeps its output open must still time out.
+    """
+    pending = b""
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_READ)
+        while True:
+            if not selector.select(_left(deadline)):
+                continue  # woke without data: _left raises once the deadline has passed
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            *complete, pending = (pending + chunk).split(b"\n")
+            for raw in complete:
+                emit(raw)
+    if pending:
+        emit(pending)
+
+
+def _write_in_background(proc: subprocess.Popen[bytes], data: bytes) -> None:
+    """Write the child's input while its output is read: a large input cannot block the read."""
+    stdin, proc.stdin = proc.stdin, None
+    assert stdin is not None
+
+    def write() -> None:
+        with contextlib.suppress(BrokenPipeError):
+            try:
+                stdin.write(data)
+            finally:
+                stdin.close()
+
+    threading.Thread(target=write, name="stdin", daemon=True).start()

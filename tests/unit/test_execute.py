@@ -1,5 +1,10 @@
 import logging
+import os
 import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -94,3 +99,63 @@ def test_frozen_binary_does_not_leak_its_library_path(monkeypatch: pytest.Monkey
     env = child_environment(None)
     assert env is not None and env["LD_LIBRARY_PATH"] == "/opt/lib"
     assert "LD_LIBRARY_PATH_ORIG" not in env
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # A zombie still answers signal 0: it is gone once nothing but its exit status is left.
+    status = Path(f"/proc/{pid}/status")
+    return not status.exists() or "\nState:\tZ" in status.read_text()
+
+
+def _feed_nothing(stdin: IO[bytes], alive: Callable[[], bool]) -> None:
+    pass
+
+
+@pytest.mark.parametrize("how", ["on_line", "captured", "fed"])
+def test_timeout_ends_a_child_that_keeps_its_output_open(how: str) -> None:
+    # The shell forks sleep (it is not its last command), so both hold the output open:
+    # the timeout must apply while they do, and end the shell and its child alike.
+    seen: list[str] = []
+    argv = ("sh", "-c", "sleep 30 & echo $$ $! >&2; wait")
+    started = time.monotonic()
+    with pytest.raises(CommandError) as err:
+        if how == "on_line":
+            run(argv, on_line=seen.append, timeout=1)
+        elif how == "fed":
+            run(argv, feed=_feed_nothing, timeout=1)
+        else:
+            run(argv, timeout=1)
+    assert time.monotonic() - started < 5
+    assert err.value.timed_out
+    assert "timed out" in str(err.value)
+    pids = [int(p) for p in (seen[0] if seen else err.value.stderr_tail).split()]
+    assert len(pids) == 2
+    assert all(_gone(pid) for pid in pids), pids
+
+
+def test_leaving_a_streaming_run_early_ends_its_group() -> None:
+    # What leaves a run early (Ctrl-C, a failing callback) must not leave its children behind.
+    pids: list[int] = []
+
+    def fail(line: str) -> None:
+        pids.extend(int(p) for p in line.split())
+        raise RuntimeError("stop")
+
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="stop"):
+        run(("sh", "-c", "sleep 30 & echo $$ $!; wait"), on_line=fail, timeout=60)
+    assert time.monotonic() - started < 5
+    assert len(pids) == 2
+    assert all(_gone(pid) for pid in pids), pids
+
+
+def test_streaming_with_an_input_larger_than_a_pipe() -> None:
+    data = "".join(f"line {i}\n" for i in range(100_000))
+    seen: list[str] = []
+    result = run(("cat",), input_data=data, on_line=seen.append, timeout=30)
+    assert result.returncode == 0
+    assert len(seen) == 100_000 and seen[-1] == "line 99999"
