@@ -94,7 +94,3 @@ def run_cli(command: Callable[[argparse.Namespace], int], args: argparse.Namespa
                 markup=False,
             )
         return EXIT_FAILURE
-
-
-def exit_with(code: int) -> None:
-    sys.exit(code)

@@ -236,10 +236,5 @@ def check_repository(ctx: FirstbootContext, verify_data: bool = False) -> str:
     return (result.stderr or result.stdout).strip() or "repository and archives consistent"
 
 
-def remove_tree(path: Path) -> None:
-    if path.exists():
-        shutil.rmtree(path)
-
-
 __all__ = ["BackupError", "BackupPaths", "BackupReport", "archives_with_sizes",
            "check_repository", "list_archives", "prune_archives", "run_backup"]

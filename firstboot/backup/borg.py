@@ -188,10 +188,6 @@ def extract_argv(archive: str, paths: Sequence[str] = (), *,
     return (*argv, f"::{archive}", *paths)
 
 
-def extract_stdout_argv(archive: str) -> tuple[str, ...]:
-    return (BORG, "extract", "--stdout", f"::{archive}")
-
-
 def prune_argv(glob: str, retention: Retention) -> tuple[str, ...]:
     """Prune the backups `glob` names by the retention."""
     argv: tuple[str, ...] = (BORG, "prune", "--glob-archives", glob)
