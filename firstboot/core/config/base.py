@@ -7,11 +7,12 @@ what is wrong in words an operator understands, with a hint where one helps.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, WrapValidator
+from annotated_types import GroupedMetadata
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WrapValidator
 from pydantic_core import PydanticCustomError
 
 # The one error type our own validators raise; ctx carries "message" and "hint".
@@ -71,6 +72,42 @@ def explain(hint: str | None = None, **templates: str) -> WrapValidator:
 def mismatch(message: str, hint: str | None = None) -> WrapValidator:
     """Say `message` (and the refused value) when a string does not match its pattern."""
     return explain(hint, string_pattern_mismatch=message + ", got {value}")
+
+
+@dataclass(frozen=True)
+class Text(Kind, GroupedMetadata):
+    """A text type declared once: its name in the docs, the pattern a value must match,
+    and what the operator is told (with the value) when it does not.
+
+    Use as `Annotated[str, Text(...)]`, then any further validator.
+    """
+
+    pattern: str
+    refusal: str
+    hint: str | None = None
+
+    def __iter__(self) -> Iterator[object]:
+        yield from Field(pattern=self.pattern).metadata
+        yield mismatch(self.refusal, self.hint)
+
+
+@dataclass(frozen=True, init=False)
+class Bounded(Kind, GroupedMetadata):
+    """A whole-number type declared once: its bounds, also named in the docs ("port
+    (1-65535)") and in the refusal of a value outside them."""
+
+    low: int
+    high: int
+
+    def __init__(self, noun: str, low: int, high: int) -> None:
+        super().__init__(f"{noun} ({low}-{high})")
+        object.__setattr__(self, "low", low)  # frozen, as the dataclass's own __init__ does
+        object.__setattr__(self, "high", high)
+
+    def __iter__(self) -> Iterator[object]:
+        yield from Field(ge=self.low, le=self.high).metadata
+        outside = f"must be between {self.low} and {self.high}, got {{value}}"
+        yield explain(greater_than_equal=outside, less_than_equal=outside)
 
 
 def did_you_mean(word: str, choices: list[str] | set[str] | tuple[str, ...]) -> str | None:

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field
 
-from firstboot.core.config.base import Kind, Section, explain
+from firstboot.core.config.base import Kind, Section, Text
 from firstboot.core.config.network import Email, Hostname
 from firstboot.core.config.scalars import PasswordHash, Port, Size
 from firstboot.core.config.secrets import SecretRef
@@ -22,15 +22,9 @@ AliasTargets = Annotated[
     BeforeValidator(_one_or_many, json_schema_input_type=Email | list[Email]),
     Kind("e-mail address or list of them"),
 ]
-DkimSelector = Annotated[
-    str,
-    Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$"),
-    explain(
-        string_pattern_mismatch="must be a DNS label (lower-case letters, digits, dashes), "
-        "got {value}"
-    ),
-    Kind("DNS label"),
-]
+DkimSelector = Annotated[str, Text(
+    "DNS label", r"^[a-z0-9][a-z0-9-]{0,62}$",
+    "must be a DNS label (lower-case letters, digits, dashes)")]
 
 
 class Mailbox(Section):

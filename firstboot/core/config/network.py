@@ -9,7 +9,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field
 
-from firstboot.core.config.base import Kind, explain, mismatch, refuse
+from firstboot.core.config.base import Kind, Text, explain, refuse
 
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _DNS_NAME = rf"(?:{_LABEL}\.)+[a-z](?:[a-z0-9-]{{0,61}}[a-z0-9])?"
@@ -21,55 +21,28 @@ def _check_dns_length(name: str) -> str:
     return name
 
 
-Hostname = Annotated[
-    str,
-    Field(pattern=rf"^{_DNS_NAME}$"),
-    explain(
-        "use lower-case letters, digits, dashes and at least one dot",
-        string_pattern_mismatch='must be a fully-qualified DNS name like "wiki.arkbox.test", '
-        "got {value}",
-    ),
-    AfterValidator(_check_dns_length),
-    Kind("DNS name"),
-]
-Email = Annotated[
-    str,
-    Field(pattern=rf"^[A-Za-z0-9._%+-]+@{_DNS_NAME}$"),
-    explain(
-        string_pattern_mismatch='must be an e-mail address like "admin@arkbox.test", got {value}'
-    ),
-    Kind("e-mail address"),
-]
-HttpUrl = Annotated[
-    str,
-    Field(pattern=r"^https?://[^\s/]+(?:/\S*)?$"),
-    mismatch('must be an http:// or https:// URL like "http://deb.debian.org/debian"'),
-    Kind("http(s) URL"),
-]
-HttpsUrl = Annotated[
-    str,
-    Field(pattern=r"^https://[^\s/]+(?:/\S*)?$"),
-    mismatch("must be an https:// URL"),
-    Kind("https URL"),
-]
-RepositoryUrl = Annotated[
-    str,
-    Field(pattern=r"^ssh://[a-z_][a-z0-9_-]*@[A-Za-z0-9.:\[\]-]+?(?::[0-9]{1,5})?/\S+$"),
-    mismatch(
-        'must look like "ssh://USER@HOST:PORT/PATH" (e.g. ssh://borg@backup.arkbox.test:22/./arkbox)'
-    ),
-    Kind("borg repository URL"),
-]
-ImageReference = Annotated[
-    str,
-    Field(
-        pattern=r"^(?:[a-z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*"
-        r"(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*"
-        r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|@sha256:[a-f0-9]{64})$"
-    ),
-    mismatch('must be an image reference with a tag or digest, like "nextcloud:29.0"'),
-    Kind("image reference"),
-]
+Hostname = Annotated[str, Text(
+    "DNS name", rf"^{_DNS_NAME}$", 'must be a fully-qualified DNS name like "wiki.arkbox.test"',
+    "use lower-case letters, digits, dashes and at least one dot"),
+    AfterValidator(_check_dns_length)]
+Email = Annotated[str, Text(
+    "e-mail address", rf"^[A-Za-z0-9._%+-]+@{_DNS_NAME}$",
+    'must be an e-mail address like "admin@arkbox.test"')]
+HttpUrl = Annotated[str, Text(
+    "http(s) URL", r"^https?://[^\s/]+(?:/\S*)?$",
+    'must be an http:// or https:// URL like "http://deb.debian.org/debian"')]
+HttpsUrl = Annotated[str, Text(
+    "https URL", r"^https://[^\s/]+(?:/\S*)?$", "must be an https:// URL")]
+RepositoryUrl = Annotated[str, Text(
+    "borg repository URL",
+    r"^ssh://[a-z_][a-z0-9_-]*@[A-Za-z0-9.:\[\]-]+?(?::[0-9]{1,5})?/\S+$",
+    'must look like "ssh://USER@HOST:PORT/PATH" (e.g. ssh://borg@backup.arkbox.test:22/./arkbox)')]
+ImageReference = Annotated[str, Text(
+    "image reference",
+    r"^(?:[a-z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*"
+    r"(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|@sha256:[a-f0-9]{64})$",
+    'must be an image reference with a tag or digest, like "nextcloud:29.0"')]
 
 
 def _check_cidr(text: str) -> str:

@@ -8,25 +8,17 @@ from __future__ import annotations
 import zoneinfo
 from typing import Annotated
 
-from pydantic import AfterValidator, Field, WrapValidator
+from pydantic import AfterValidator, Field
 
-from firstboot.core.config.base import Kind, did_you_mean, explain, mismatch, refuse
+from firstboot.core.config.base import Bounded, Kind, Text, did_you_mean, explain, refuse
 
-
-def _ranged(low: int, high: int) -> WrapValidator:
-    message = f"must be between {low} and {high}, got {{value}}"
-    return explain(greater_than_equal=message, less_than_equal=message)
-
-
-Port = Annotated[int, Field(ge=1, le=65535), _ranged(1, 65535), Kind("port (1-65535)")]
-Retries = Annotated[int, Field(ge=1, le=100), _ranged(1, 100), Kind("integer (1-100)")]
-KeepCount = Annotated[int, Field(ge=0, le=10000), _ranged(0, 10000), Kind("integer (0-10000)")]
-PidsLimit = Annotated[
-    int, Field(ge=16, le=4194304), _ranged(16, 4194304), Kind("integer (16-4194304)")
-]
-AccountId = Annotated[int, Field(ge=0, le=65535), _ranged(0, 65535), Kind("uid or gid (0-65535)")]
-GraceSeconds = Annotated[int, Field(ge=1, le=300), _ranged(1, 300), Kind("seconds (1-300)")]
-RsaBits = Annotated[int, Field(ge=2048, le=16384), _ranged(2048, 16384), Kind("bits (2048-16384)")]
+Port = Annotated[int, Bounded("port", 1, 65535)]
+Retries = Annotated[int, Bounded("integer", 1, 100)]
+KeepCount = Annotated[int, Bounded("integer", 0, 10000)]
+PidsLimit = Annotated[int, Bounded("integer", 16, 4194304)]
+AccountId = Annotated[int, Bounded("uid or gid", 0, 65535)]
+GraceSeconds = Annotated[int, Bounded("seconds", 1, 300)]
+RsaBits = Annotated[int, Bounded("bits", 2048, 16384)]
 Cpus = Annotated[
     float,
     Field(gt=0, le=256),
@@ -36,17 +28,9 @@ Cpus = Annotated[
     ),
     Kind("number of CPUs"),
 ]
-
-
-ApplianceName = Annotated[
-    str,
-    Field(pattern=r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"),
-    explain(
-        string_pattern_mismatch="must be lower-case letters, digits and dashes "
-        "(it names the image files), got {value}"
-    ),
-    Kind("name ([a-z0-9-])"),
-]
+ApplianceName = Annotated[str, Text(
+    "name ([a-z0-9-])", r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$",
+    "must be lower-case letters, digits and dashes (it names the image files)")]
 RESERVED_SERVICE_NAMES = frozenset({"proxy", "mail"})
 
 
@@ -59,34 +43,20 @@ def _check_service_name(name: str) -> str:
     return name
 
 
-ServiceName = Annotated[
-    str,
-    Field(pattern=r"^[a-z](?:[a-z0-9-]{0,30}[a-z0-9])?$"),
-    explain(
-        string_pattern_mismatch="service name must start with a lower-case letter, then "
-        "lower-case letters, digits and dashes (at most 32), got {value}"
-    ),
-    AfterValidator(_check_service_name),
-    Kind("service name"),
-]
-RecipeName = Annotated[
-    str,
-    Field(pattern=r"^[a-z][a-z0-9-]*$"),
-    mismatch("must name a recipe under image/recipes/ (lower-case letters, digits, dashes)"),
-    Kind("recipe name"),
-]
-VolumeName = Annotated[
-    str,
-    Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$"),
-    mismatch("volume name must start with a lower-case letter, then letters, digits, _ or -"),
-    Kind("volume name"),
-]
-EnvName = Annotated[
-    str,
-    Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$"),
-    mismatch("environment variable name must be letters, digits and _, not starting with a digit"),
-    Kind("variable name"),
-]
+ServiceName = Annotated[str, Text(
+    "service name", r"^[a-z](?:[a-z0-9-]{0,30}[a-z0-9])?$",
+    "service name must start with a lower-case letter, then lower-case letters, digits and "
+    "dashes (at most 32)"),
+    AfterValidator(_check_service_name)]
+RecipeName = Annotated[str, Text(
+    "recipe name", r"^[a-z][a-z0-9-]*$",
+    "must name a recipe under image/recipes/ (lower-case letters, digits, dashes)")]
+VolumeName = Annotated[str, Text(
+    "volume name", r"^[a-z][a-z0-9_-]{0,62}$",
+    "volume name must start with a lower-case letter, then letters, digits, _ or -")]
+EnvName = Annotated[str, Text(
+    "variable name", r"^[A-Za-z_][A-Za-z0-9_]*$",
+    "environment variable name must be letters, digits and _, not starting with a digit")]
 # Accounts Debian or arkbox already own: an admin by that name would clash.
 SYSTEM_USERS = frozenset(
     {
@@ -119,93 +89,53 @@ SYSTEM_USERS = frozenset(
 )
 
 
+_ACCOUNT = r"^[a-z_][a-z0-9_-]{0,31}$"  # a Unix account name
+
+
 def _check_admin_user(name: str) -> str:
     if name in SYSTEM_USERS:
         raise refuse(f'"{name}" is a system account', 'pick a personal name like "ops"')
     return name
 
 
-UnixUser = Annotated[
-    str,
-    Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$"),
-    mismatch("must be a Unix user name (lower-case letters, digits, _ and -, at most 32)"),
-    AfterValidator(_check_admin_user),
-    Kind("user name"),
-]
+UnixUser = Annotated[str, Text(
+    "user name", _ACCOUNT,
+    "must be a Unix user name (lower-case letters, digits, _ and -, at most 32)"),
+    AfterValidator(_check_admin_user)]
 # Any account of an image (root and system accounts too), unlike UnixUser.
-AccountName = Annotated[
-    str,
-    Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$"),
-    mismatch("must be a Unix account name (lower-case letters, digits, _ and -, at most 32)"),
-    Kind("account name"),
-]
-TimeOfDay = Annotated[
-    str,
-    Field(pattern=r"^(?:[01][0-9]|2[0-3]):[0-5][0-9]$"),
-    mismatch('must be a time of day like "04:30" (HH:MM, 24 hours)'),
-    Kind("time of day (HH:MM)"),
-]
-Size = Annotated[
-    str,
-    Field(pattern=r"^[1-9][0-9]*[KMGT]$"),
-    mismatch('must be a size like "512M" or "4G" (a whole number, then K, M, G or T)'),
-    Kind("size"),
-]
-Duration = Annotated[
-    str,
-    Field(pattern=r"^[1-9][0-9]*(?:ms|s|m|h)$"),
-    mismatch('must be a duration like "30s", "5m" or "1h"'),
-    Kind("duration"),
-]
-UrlPath = Annotated[
-    str,
-    Field(pattern=r"^/[^\s?#]*$"),
-    mismatch('must be a URL path starting with "/" (no spaces, query or fragment)'),
-    Kind("URL path"),
-]
-DebianPackage = Annotated[
-    str,
-    Field(pattern=r"^[a-z0-9][a-z0-9+.-]+$"),
-    mismatch("must be a Debian package name"),
-    Kind("Debian package name"),
-]
-PasswordHash = Annotated[
-    str,
-    Field(pattern=r"^\{[A-Z0-9.-]+\}\S+$"),
-    mismatch(
-        'must be a Dovecot password hash like "{SHA512-CRYPT}$6$..."',
-        "generate one with: doveadm pw -s SHA512-CRYPT",
-    ),
-    Kind("password hash"),
-]
-Compression = Annotated[
-    str,
-    Field(
-        pattern=r"^(?:none|lz4|zstd(?:,(?:[1-9]|1[0-9]|2[0-2]))?|zlib(?:,[0-9])?|lzma(?:,[0-9])?)$"
-    ),
-    mismatch(
-        'must be a borg compression: "lz4", "zstd", "zstd,N" (1-22), "zlib,N", "lzma,N" or "none"'
-    ),
-    Kind("borg compression"),
-]
-FileName = Annotated[
-    str,
-    Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$"),
-    mismatch("must be a plain file name (letters, digits, ., _ and -; no slashes)"),
-    Kind("file name"),
-]
-FirewallComment = Annotated[
-    str,
-    Field(pattern=r'^[^"\\\n]{0,120}$'),
-    mismatch("must be one line of at most 120 characters without quotes or backslashes"),
-    Kind("comment"),
-]
-RepositoryPath = Annotated[
-    str,
-    Field(pattern=r"^(?:\./|/)[A-Za-z0-9._/-]+$"),
-    mismatch('must be a path like "./arkbox" (relative to the borg home) or an absolute path'),
-    Kind("repository path"),
-]
+AccountName = Annotated[str, Text(
+    "account name", _ACCOUNT,
+    "must be a Unix account name (lower-case letters, digits, _ and -, at most 32)")]
+TimeOfDay = Annotated[str, Text(
+    "time of day (HH:MM)", r"^(?:[01][0-9]|2[0-3]):[0-5][0-9]$",
+    'must be a time of day like "04:30" (HH:MM, 24 hours)')]
+Size = Annotated[str, Text(
+    "size", r"^[1-9][0-9]*[KMGT]$",
+    'must be a size like "512M" or "4G" (a whole number, then K, M, G or T)')]
+Duration = Annotated[str, Text(
+    "duration", r"^[1-9][0-9]*(?:ms|s|m|h)$", 'must be a duration like "30s", "5m" or "1h"')]
+UrlPath = Annotated[str, Text(
+    "URL path", r"^/[^\s?#]*$",
+    'must be a URL path starting with "/" (no spaces, query or fragment)')]
+DebianPackage = Annotated[str, Text(
+    "Debian package name", r"^[a-z0-9][a-z0-9+.-]+$", "must be a Debian package name")]
+PasswordHash = Annotated[str, Text(
+    "password hash", r"^\{[A-Z0-9.-]+\}\S+$",
+    'must be a Dovecot password hash like "{SHA512-CRYPT}$6$..."',
+    "generate one with: doveadm pw -s SHA512-CRYPT")]
+Compression = Annotated[str, Text(
+    "borg compression",
+    r"^(?:none|lz4|zstd(?:,(?:[1-9]|1[0-9]|2[0-2]))?|zlib(?:,[0-9])?|lzma(?:,[0-9])?)$",
+    'must be a borg compression: "lz4", "zstd", "zstd,N" (1-22), "zlib,N", "lzma,N" or "none"')]
+FileName = Annotated[str, Text(
+    "file name", r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+    "must be a plain file name (letters, digits, ., _ and -; no slashes)")]
+FirewallComment = Annotated[str, Text(
+    "comment", r'^[^"\\\n]{0,120}$',
+    "must be one line of at most 120 characters without quotes or backslashes")]
+RepositoryPath = Annotated[str, Text(
+    "repository path", r"^(?:\./|/)[A-Za-z0-9._/-]+$",
+    'must be a path like "./arkbox" (relative to the borg home) or an absolute path')]
 
 
 def _check_container_path(path: str) -> str:
@@ -214,13 +144,9 @@ def _check_container_path(path: str) -> str:
     return path
 
 
-ContainerPath = Annotated[
-    str,
-    Field(pattern=r"^/\S*$"),
-    explain(string_pattern_mismatch="must be an absolute path inside the container, got {value}"),
-    AfterValidator(_check_container_path),
-    Kind("absolute path"),
-]
+ContainerPath = Annotated[str, Text(
+    "absolute path", r"^/\S*$", "must be an absolute path inside the container"),
+    AfterValidator(_check_container_path)]
 
 
 def _check_schedule(text: str) -> str:
