@@ -12,7 +12,6 @@ import functools
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,26 +19,15 @@ BUILD_OUT = Path(os.environ.get("ARKBOX_TEST_OUT", "/var/tmp/arkbox-test-out"))
 NAME = "arkbox-test"
 
 
-@dataclass(frozen=True)
 class Built:
-    out: Path
-    log: Path
+    """One `arkbox build`'s output folder and log, and the files the tests use in it."""
 
-    @property
-    def rootfs_tar(self) -> Path:
-        return self.out / f"{NAME}-rootfs.tar"
-
-    @property
-    def qcow2(self) -> Path:
-        return self.out / f"{NAME}.qcow2"
-
-    @property
-    def manifest(self) -> Path:
-        return self.out / "build-manifest.json"
-
-    @property
-    def installer(self) -> Path:
-        return self.out / "arkbox-installer"
+    def __init__(self, out: Path, log: Path) -> None:
+        self.out, self.log = out, log
+        self.rootfs_tar = out / f"{NAME}-rootfs.tar"
+        self.qcow2 = out / f"{NAME}.qcow2"
+        self.manifest = out / "build-manifest.json"
+        self.installer = out / "arkbox-installer"
 
 
 def arkbox_build(

@@ -43,37 +43,20 @@ class BackupError(ArkboxError):
     """A backup or restore could not be done; the message says why, the hint what to do."""
 
 
-@dataclass(frozen=True)
 class BackupPaths:
-    paths: Paths
+    """Where backups keep their files below the box's `Paths` (the layout above)."""
 
-    @property
-    def state(self) -> Path:
-        return self.paths.state / "backup"
-
-    @property
-    def ssh_key(self) -> Path:
-        return self.state / "ssh-key"
-
-    @property
-    def known_hosts(self) -> Path:
-        return self.state / "known_hosts"
-
-    @property
-    def borg_base(self) -> Path:
-        return self.state / "borg"
-
-    @property
-    def stats(self) -> Path:
-        return self.paths.state / "backups.json"
-
-    @property
-    def failure(self) -> Path:  # the last backup's failure, removed by the next success
-        return self.paths.state / "backup-failure.json"
-
-    @property
-    def exported(self) -> Path:  # for the operator: copy these off the box
-        return self.paths.secrets / "backup"
+    def __init__(self, paths: Paths) -> None:
+        self.paths = paths
+        self.state = paths.state / "backup"
+        self.ssh_key = self.state / "ssh-key"
+        self.known_hosts = self.state / "known_hosts"
+        self.borg_base = self.state / "borg"
+        self.stats = paths.state / "backups.json"
+        # The last backup's failure, removed by the next success.
+        self.failure = paths.state / "backup-failure.json"
+        # For the operator: copy these off the box.
+        self.exported = paths.secrets / "backup"
 
 
 def enabled(config: Appliance) -> bool:

@@ -30,12 +30,11 @@ def ensure_dir(path: Path, mode: int = 0o755) -> Path:
     return path
 
 
-def atomic_write(
-    path: Path,
-    data: bytes | str,
-    mode: int = 0o644,
-    owner: tuple[int, int] | None = None,
-) -> None:
+# A file's owner as (uid, gid); None leaves it as the writing process makes it.
+Owner = tuple[int, int] | None
+
+
+def atomic_write(path: Path, data: bytes | str, mode: int = 0o644, owner: Owner = None) -> None:
     """Replace `path` with `data` atomically; mode (and owner) are set before the rename,
     so the content is never visible with looser permissions."""
     content = data.encode() if isinstance(data, str) else data
@@ -74,12 +73,8 @@ def _rewrite_in_place(path: Path, content: bytes) -> None:
         os.fsync(handle.fileno())
 
 
-def write_if_changed(
-    path: Path,
-    data: bytes | str,
-    mode: int = 0o644,
-    owner: tuple[int, int] | None = None,
-) -> bool:
+def write_if_changed(path: Path, data: bytes | str, mode: int = 0o644,
+                     owner: Owner = None) -> bool:
     """Write `data` unless `path` already holds it with that mode (and owner).
 
     Returns True when something was written or fixed.

@@ -328,8 +328,7 @@ def _check_dmarc(expect: Expectations, resolver: Resolver, probes: Probes,
 def _check_mta_sts(expect: Expectations, resolver: Resolver, probes: Probes,
                    domain: str) -> Iterator[Finding]:
     name = f"_mta-sts.{domain}"
-    records = [t for t in resolver.txt(name) if t.replace(" ", "").startswith("v=STSv1")]
-    if not records or "id" not in dkim.parse_tags(records[0]):
+    if _record_tags(resolver, name, "v=STSv1", needs="id") is None:
         yield Finding(f"mta-sts {domain}", FAIL, f"no MTA-STS record at {name}",
                       "publish the _mta-sts record from `arkbox-installer dns`")
         return
@@ -401,14 +400,22 @@ def fetch_policy(address: str, host: str, ca_file: str | None) -> str:
 def _check_tlsrpt(expect: Expectations, resolver: Resolver, probes: Probes,
                   domain: str) -> Iterator[Finding]:
     name = f"_smtp._tls.{domain}"
-    records = [t for t in resolver.txt(name) if t.replace(" ", "").startswith("v=TLSRPTv1")]
-    if not records or "rua" not in dkim.parse_tags(records[0]):
+    tags = _record_tags(resolver, name, "v=TLSRPTv1", needs="rua")
+    if tags is None:
         yield Finding(f"tls-rpt {domain}", WARN, f"no TLS-RPT record at {name}",
                       f'publish: {name}. IN TXT "v=TLSRPTv1; rua=mailto:'
                       f'{report_address(expect.config)}"')
         return
-    rua = dkim.parse_tags(records[0])["rua"]
-    yield Finding(f"tls-rpt {domain}", OK, f"TLS reports go to {rua}")
+    yield Finding(f"tls-rpt {domain}", OK, f"TLS reports go to {tags['rua']}")
+
+
+def _record_tags(resolver: Resolver, name: str, version: str, needs: str
+                 ) -> dict[str, str] | None:
+    """The tags of the first TXT record at `name` that starts with `version` (spaces
+    aside), or None when there is none or it lacks the tag `needs`."""
+    records = [t for t in resolver.txt(name) if t.replace(" ", "").startswith(version)]
+    tags = dkim.parse_tags(records[0]) if records else {}
+    return tags if needs in tags else None
 
 
 def _check_dnsbl(expect: Expectations, resolver: Resolver, probes: Probes
