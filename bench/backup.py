@@ -23,13 +23,9 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
-import shutil
 import statistics
 import sys
-import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,14 +35,13 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import docker  # noqa: E402
+from backup_rig import box_with_data, timed  # noqa: E402
 
-from builder.rig.parts import BackupServerPart, Rig, image_from_rootfs_tar  # noqa: E402
 from firstboot.backup import borg  # noqa: E402
 from firstboot.backup.backup import BackupReport, prune_archives, run_backup  # noqa: E402
 from firstboot.backup.client import Borg  # noqa: E402
 from firstboot.containers.naming import Naming  # noqa: E402
-from firstboot.core.context import FirstbootContext, Paths  # noqa: E402
-from firstboot.steps import backup as backup_step  # noqa: E402
+from firstboot.core.context import FirstbootContext  # noqa: E402
 
 PAUSED = ("calendar", "wiki")
 DUMP = ["sh", "-c", "printf 'CREATE TABLE t (v int);\\nINSERT INTO t VALUES (42);\\n'"]
@@ -85,12 +80,6 @@ def standins(ctx: FirstbootContext) -> Iterator[None]:
             container.remove(force=True)
 
 
-def timed(action: Callable[[], object]) -> float:
-    started = time.monotonic()
-    action()
-    return time.monotonic() - started
-
-
 @dataclass
 class Measure:
     arkbox: float
@@ -107,15 +96,15 @@ def measure(source: FirstbootContext, runs: int, tag: str) -> Measure:
     reports: list[BackupReport] = []
     arkbox, raw, dump, prune = [], [], [], []
     for index in range(runs):
-        started = time.monotonic()
-        reports.append(run_backup(source, prune=False))
-        arkbox.append(time.monotonic() - started)
+        report, seconds = timed(lambda: run_backup(source, prune=False))
+        reports.append(report)
+        arkbox.append(seconds)
         argv = borg.create_argv(f"raw-{tag}-{index}", ["."], compression="lz4")
-        raw.append(timed(functools.partial(runner.run, argv, cwd=data, what="raw create")))
+        raw.append(timed(functools.partial(runner.run, argv, cwd=data, what="raw create"))[1])
         dump_argv = borg.docker_exec_argv(Naming.for_root(source.paths.root).container("db"),
                                           DUMP)
-        dump.append(timed(functools.partial(source.run, dump_argv)))
-        prune.append(timed(functools.partial(prune_archives, source)))
+        dump.append(timed(functools.partial(source.run, dump_argv))[1])
+        prune.append(timed(functools.partial(prune_archives, source))[1])
     pauses = {s: statistics.median(r.pauses[s] for r in reports) for s in PAUSED}
     return Measure(statistics.median(arkbox), statistics.median(raw), statistics.median(dump),
                    statistics.median(prune), pauses,
@@ -142,29 +131,10 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=4000)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    from built import built_backup_server
-    from restore import generate
-
-    from firstboot.core.config import load_config
-
-    client = docker.from_env(timeout=300)
-    image = image_from_rootfs_tar(client, built_backup_server(), "arkbox/backup-server-role")
-    rig = Rig(name=f"arkbox-benchbk{os.getpid()}", client=client,
-              ipv4_subnet="172.30.182.0/24", ipv6_subnet="fd42:a7b0:182::/64")
-    work = Path(tempfile.mkdtemp(prefix="arkbox-bench-backup-", dir="/var/tmp"))
-    try:
-        with rig.running():
-            server = BackupServerPart(rig, "backup", image, aliases=("backup.arkbox.test",))
-            rig.add(server)
-            config = load_config(bench_config(work / "config", server.ip()))
-            source = FirstbootContext(config=config, paths=Paths(work / "a"))
-            generate(source.paths.data, args.mib, args.files)
-            backup_step.run(source)
-            with standins(source):
-                first = timed(lambda: run_backup(source, prune=False))
-                shipped = measure(source, args.runs, "shipped")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    with box_with_data("arkbox-benchbk", "172.30.182.0/24", "fd42:a7b0:182::/64",
+                       bench_config, args.mib, args.files) as (source, _), standins(source):
+        _, first = timed(lambda: run_backup(source, prune=False))
+        shipped = measure(source, args.runs, "shipped")
     print(f"data set: {args.files} files, {args.mib} MiB; first backup {first:.1f} s; "
           f"median of {args.runs} runs")
     show("one archive per backup (borg --paths-from-stdin, pauses at gates)", shipped)

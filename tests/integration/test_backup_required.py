@@ -9,17 +9,15 @@ recorded, no container, no network). The unit's restart back-off then tries agai
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import docker
 import pytest
-from built import built_backup_server
+from backup_server import running_backup_server
 from conftest import docker_answers, require, require_tool
 from test_backup_server import write_config
 
-from builder.rig.parts import BackupServerPart, Rig, image_from_rootfs_tar
 from firstboot.backup.backup import list_archives
 from firstboot.containers.naming import Naming
 from firstboot.converge import converge
@@ -36,13 +34,7 @@ pytestmark = [pytest.mark.integration]
 def server_ip() -> Iterator[str]:
     require(docker_answers(), "a running Docker Engine")
     require_tool("borg")
-    client = docker.from_env(timeout=300)
-    image = image_from_rootfs_tar(client, built_backup_server(), "arkbox/backup-server-role")
-    rig = Rig(name=f"arkbox-req{os.getpid()}", client=client,
-              ipv4_subnet="172.30.181.0/24", ipv6_subnet="fd42:a7b0:181::/64")
-    with rig.running():
-        part = BackupServerPart(rig, "backup", image, aliases=("backup.arkbox.test",))
-        rig.add(part)
+    with running_backup_server("arkbox-req", "172.30.181.0/24", "fd42:a7b0:181::/64") as part:
         yield part.ip()
 
 

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import docker
 import pytest
-from built import built_backup_server
+from backup_server import running_backup_server
 from conftest import docker_answers, require, require_tool
 
-from builder.rig.parts import BackupServerPart, Rig, SystemdPart, image_from_rootfs_tar
+from builder.rig.parts import Rig, SystemdPart
 from firstboot.backup import borg
 from firstboot.backup.backup import (
     archives_with_sizes,
@@ -74,14 +74,8 @@ def _base_image(client: docker.DockerClient) -> str:
 def server() -> Iterator[Server]:
     require(docker_answers(), "a running Docker Engine")
     require_tool("borg")
-    client = docker.from_env(timeout=300)
-    image = image_from_rootfs_tar(client, built_backup_server(), "arkbox/backup-server-role")
-    rig = Rig(name=f"arkbox-bk{os.getpid()}", client=client,
-              ipv4_subnet="172.30.151.0/24", ipv6_subnet="fd42:a7b0:c551::/64")
-    with rig.running():
-        part = BackupServerPart(rig, "backup", image, aliases=("backup.arkbox.test",))
-        rig.add(part)
-        yield Server(rig, part, part.ip())
+    with running_backup_server("arkbox-bk", "172.30.151.0/24", "fd42:a7b0:c551::/64") as part:
+        yield Server(part.rig, part, part.ip())
 
 
 def write_config(directory: Path, server_ip: str, *, passphrase: str | None = None,
