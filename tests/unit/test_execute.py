@@ -1,3 +1,4 @@
+import contextlib
 import logging
 import os
 import sys
@@ -102,13 +103,21 @@ def test_frozen_binary_does_not_leak_its_library_path(monkeypatch: pytest.Monkey
 
 
 def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    # A zombie still answers signal 0: it is gone once nothing but its exit status is left.
-    status = Path(f"/proc/{pid}/status")
-    return not status.exists() or "\nState:\tZ" in status.read_text()
+    """Whether `pid` has exited; a killed grandchild is not ours to wait for, so it gets a
+    moment to finish dying (a zombie, only its exit status left, counts as gone)."""
+    deadline = time.monotonic() + 2
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        status = Path(f"/proc/{pid}/status")
+        with contextlib.suppress(FileNotFoundError):
+            if "\nState:\tZ" in status.read_text():
+                return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
 
 
 def _feed_nothing(stdin: IO[bytes], alive: Callable[[], bool]) -> None:
