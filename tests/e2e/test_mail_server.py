@@ -41,6 +41,7 @@ from rig_fixtures import (
     config_with,
     dump,
     installer,
+    new_rig,
     status,
     step_states,
 )
@@ -53,7 +54,7 @@ from firstboot.mail.records import Record, zone_value
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-SUBNET_V4, SUBNET_V6 = "172.30.170.0/24", "fd42:a7b0:170::/64"
+RIG_OCTET = 170  # 172.30.170.0/24
 MAIL_HOST = "mail.arkbox.test"
 ADMIN = "admin@arkbox.test"
 PASSWORD = (ROOT / "config/secrets/admin-mail-password").read_text().strip()
@@ -177,8 +178,7 @@ def zones_from(records: list[dict[str, Any]], sink_ip: str, app_ip: str,
 
 @pytest.fixture(scope="module")
 def net(docker_engine: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
-    rig = Rig(name=f"arkbox-e2e-mail-{uuid.uuid4().hex[:6]}", ipv4_subnet=SUBNET_V4,
-              ipv6_subnet=SUBNET_V6)
+    rig = new_rig("mail", RIG_OCTET)
     app_image = appliance_image(rig)
     internet = rig_image(ROOT, CACHE_DIR, "rig-internet")
     with rig.running():
@@ -349,7 +349,7 @@ def scanner_exempt(net: Net) -> Iterator[None]:
     refuse. Only for the scan, put back afterwards (and `apply` would rewrite it)."""
     main = "/etc/arkbox/rendered/mail/postfix/main.cf"
     check(net.app, f"cp {main} /root/main.cf.saved && echo 'smtpd_client_event_limit_exceptions"
-                   f" = $mynetworks, {SUBNET_V4}' >> {main} && docker exec arkbox-mail "
+                   f" = $mynetworks, {net.rig.ipv4_subnet}' >> {main} && docker exec arkbox-mail "
                    "/usr/local/sbin/mail-reload")
     yield
     check(net.app, f"cp /root/main.cf.saved {main} && docker exec arkbox-mail "

@@ -35,6 +35,7 @@ from rig_fixtures import (
     config_with,
     dump,
     installer,
+    new_rig,
     sh,
     the_client_image,
 )
@@ -98,8 +99,7 @@ class TlsBox:
 def tls_box(docker_engine: None) -> Iterator[TlsBox]:
     from rig_fixtures import CACHE_DIR
 
-    rig = Rig(name=f"arkbox-e2e-tls-{int(time.time()) % 100000}",
-              ipv4_subnet=f"172.30.{OCTET}.0/24", ipv6_subnet=f"fd42:a7b0:{OCTET}::/64")
+    rig = new_rig("tls", OCTET)
     image = appliance_image(rig)
     client_image = the_client_image()
     pebble_image(ROOT, CACHE_DIR)  # built before the boot, so the boot is not slowed by it
