@@ -25,14 +25,15 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import stat
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from firstboot.core import wait
 from firstboot.core.config import Appliance
 from firstboot.mail.layout import MAIL_SERVICE
 from firstboot.mail.layout import VOLUMES as MAIL_VOLUMES
@@ -213,11 +214,11 @@ class PathWriter:
 def open_when_read(fifo: Path, alive: Callable[[], bool]) -> int:
     """The FIFO's write end, once borg has opened it to read (all before it is read).
 
-    Raises BrokenPipeError if borg exits first: its own exit code says why. Polled: borg
-    waits in its open() until this returns, so the interval is kept short.
+    Raises BrokenPipeError if borg exits first: its own exit code says why. Polled often:
+    borg waits in its open() until this returns.
     """
-    delay = 0.0005
-    while True:
+
+    def opened() -> int | wait.NotYet:
         try:
             return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
         except OSError as err:
@@ -225,8 +226,11 @@ def open_when_read(fifo: Path, alive: Callable[[], bool]) -> int:
                 raise
         if not alive():
             raise BrokenPipeError(f"borg exited before reading {fifo}")
-        time.sleep(delay)
-        delay = min(delay * 2, POLL_MAX_S)
+        return wait.NotYet("borg is still reading what comes before it")
+
+    # No deadline here: borg reads everything before the FIFO first, however long that
+    # takes; borg's exit (its command's timeout included) is what ends the wait.
+    return wait.until(f"borg to open {fifo}", opened, math.inf, interval_s=POLL_MAX_S)
 
 
 def make_fifo(path: Path) -> None:
