@@ -37,6 +37,7 @@ from firstboot.core.execute import CommandError, Completed
 from firstboot.core.files import atomic_write, ensure_dir
 
 SECRET_DIR_MODE = 0o700
+KEYGEN_TIMEOUT_S = 30  # an ed25519 key takes milliseconds
 
 
 class BackupError(ArkboxError):
@@ -191,11 +192,12 @@ def prepare_client(ctx: FirstbootContext) -> list[str]:
     elif not where.ssh_key.exists():
         comment = f"{ctx.config.appliance.name} backup"
         ctx.run(("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment,
-                 "-f", str(where.ssh_key)))
+                 "-f", str(where.ssh_key)), timeout=KEYGEN_TIMEOUT_S)
         changed.append("client key generated (ed25519)")
     public = where.ssh_key.with_suffix(".pub")
     if not public.exists():
-        out = ctx.run(("ssh-keygen", "-y", "-f", str(where.ssh_key))).stdout
+        out = ctx.run(("ssh-keygen", "-y", "-f", str(where.ssh_key)),
+                      timeout=KEYGEN_TIMEOUT_S).stdout
         atomic_write(public, out.strip() + "\n", mode=0o644)
     host_key = ctx.config.backup.host_key
     if host_key is not None:
