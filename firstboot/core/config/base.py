@@ -110,6 +110,16 @@ class Bounded(Kind, GroupedMetadata):
         yield explain(greater_than_equal=outside, less_than_equal=outside)
 
 
+def key(description: str, *, example: Any, **field: Any) -> Any:
+    """A config key's Field: what it means and one example (docs/config.md and the JSON
+    Schema show both), then pydantic's own arguments (default, default_factory, min_length).
+
+    `name: Type = key("What it is.", default=..., example=...)`; without a default the key
+    is required.
+    """
+    return Field(description=description, examples=[example], **field)
+
+
 def did_you_mean(word: str, choices: list[str] | set[str] | tuple[str, ...]) -> str | None:
     """The closest of `choices` to a misspelt `word`, if one is close enough."""
     close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)

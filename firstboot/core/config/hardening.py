@@ -6,33 +6,23 @@ the admin's user and SSH port come from `appliance.admin`.
 
 from __future__ import annotations
 
-from pydantic import Field
-
-from firstboot.core.config.base import Section
+from firstboot.core.config.base import Section, key
 from firstboot.core.config.scalars import RsaBits, Size, TimeOfDay
 
 
 class Hardening(Section):
     """Settings of the hardening laid into the image; docs/hardening.md says why each exists."""
 
-    auto_reboot: bool = Field(
-        default=False,
-        description="Reboot at auto_reboot_time when an unattended security upgrade (a "
-        "kernel, libc) needs it. Off: the upgrade waits for the next reboot.",
-        examples=[True],
-    )
-    auto_reboot_time: TimeOfDay = Field(
-        default="04:30",
-        description="Time of day (the appliance's time zone) of that reboot; quote it.",
-        examples=["03:15"],
-    )
-    journal_max_use: Size = Field(
-        default="1G",
-        description="Most disk space the persistent journal takes.",
-        examples=["500M"],
-    )
-    ssh_required_rsa_size: RsaBits = Field(
-        default=3072,
-        description="Smallest RSA key, in bits, sshd accepts; Ed25519 keys are not affected.",
-        examples=[4096],
-    )
+    auto_reboot: bool = key(
+        "Reboot at auto_reboot_time when an unattended security upgrade (a kernel, libc) needs "
+        "it. Off: the upgrade waits for the next reboot.",
+        default=False, example=True)
+    auto_reboot_time: TimeOfDay = key(
+        "Time of day (the appliance's time zone) of that reboot; quote it.",
+        default="04:30", example="03:15")
+    journal_max_use: Size = key(
+        "Most disk space the persistent journal takes.",
+        default="1G", example="500M")
+    ssh_required_rsa_size: RsaBits = key(
+        "Smallest RSA key, in bits, sshd accepts; Ed25519 keys are not affected.",
+        default=3072, example=4096)

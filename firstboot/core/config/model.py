@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field, PrivateAttr
 
 from firstboot.core.config.backup import Backup, BackupServer
-from firstboot.core.config.base import EXAMPLE_ADMIN_KEY, Section
+from firstboot.core.config.base import EXAMPLE_ADMIN_KEY, Section, key
 from firstboot.core.config.hardening import Hardening
 from firstboot.core.config.mail import Mail
 from firstboot.core.config.network import Cidr, Email, Hostname, HttpsUrl, HttpUrl, SshKeys
@@ -38,97 +38,73 @@ ANYWHERE = ["0.0.0.0/0", "::/0"]
 class Admin(Section):
     """The administrator's login: SSH with keys only, no passwords."""
 
-    user: UnixUser = Field(
-        default="admin", description="The administrator's user name.", examples=["ops"]
-    )
-    ssh_keys: SshKeys = Field(
-        description="OpenSSH public keys allowed to log in as the administrator; at least one.",
-        examples=[[EXAMPLE_ADMIN_KEY]],
-    )
-    ssh_port: Port = Field(default=22, description="The SSH port.", examples=[22])
-    allow_from: list[Cidr] = Field(
+    user: UnixUser = key("The administrator's user name.", default="admin", example="ops")
+    ssh_keys: SshKeys = key(
+        "OpenSSH public keys allowed to log in as the administrator; at least one.",
+        example=[EXAMPLE_ADMIN_KEY])
+    ssh_port: Port = key("The SSH port.", default=22, example=22)
+    allow_from: list[Cidr] = key(
+        "Networks allowed to reach the SSH port.",
         default_factory=lambda: list(ANYWHERE),
         min_length=1,
-        description="Networks allowed to reach the SSH port.",
-        examples=[["203.0.113.0/24", "2001:db8::/32"]],
-    )
+        example=["203.0.113.0/24", "2001:db8::/32"])
 
 
 class Identity(Section):
     """Who the appliance is: name, domain, host name, time zone, administrator."""
 
-    name: ApplianceName = Field(
-        description="Short name; names the image files (out/NAME.qcow2).",
-        examples=["arkbox-test"],
-    )
-    domain: Hostname = Field(
-        description="The organisation's main DNS domain.", examples=["arkbox.test"]
-    )
-    hostname: Hostname = Field(
-        description="The appliance's own fully-qualified host name; it serves the status page.",
-        examples=["arkbox.test"],
-    )
-    timezone: Timezone = Field(
-        default="Etc/UTC", description="IANA time zone of the system.", examples=["Europe/Paris"]
-    )
-    admin: Admin = Field(
-        description="The administrator's SSH access.",
-        examples=[{"user": "ops", "ssh_keys": [EXAMPLE_ADMIN_KEY]}],
-    )
+    name: ApplianceName = key(
+        "Short name; names the image files (out/NAME.qcow2).",
+        example="arkbox-test")
+    domain: Hostname = key("The organisation's main DNS domain.", example="arkbox.test")
+    hostname: Hostname = key(
+        "The appliance's own fully-qualified host name; it serves the status page.",
+        example="arkbox.test")
+    timezone: Timezone = key(
+        "IANA time zone of the system.",
+        default="Etc/UTC", example="Europe/Paris")
+    admin: Admin = key(
+        "The administrator's SSH access.",
+        example={"user": "ops", "ssh_keys": [EXAMPLE_ADMIN_KEY]})
 
 
 class Tls(Section):
     """Certificates from an ACME CA, with a self-signed fallback until one is issued."""
 
-    acme_directory: HttpsUrl = Field(
-        default=LETS_ENCRYPT,
-        description="ACME directory URL (Let's Encrypt; Pebble in tests).",
-        examples=[LETS_ENCRYPT],
-    )
-    contact_email: Email | None = Field(
-        default=None,
-        description="Contact address registered with the ACME account.",
-        examples=["admin@arkbox.test"],
-    )
-    ca_bundle: str | None = Field(
-        default=None,
-        min_length=1,
-        description="PEM file of extra CA certificates trusted for the ACME directory "
-        "(a test CA like Pebble), relative to the config file.",
-        examples=["pebble.minica.pem"],
-    )
-    key_type: Literal["ecdsa-p256", "ecdsa-p384", "rsa-2048", "rsa-4096"] = Field(
-        default="ecdsa-p256",
-        description="Key type of the certificates.",
-        examples=["ecdsa-p256"],
-    )
+    acme_directory: HttpsUrl = key(
+        "ACME directory URL (Let's Encrypt; Pebble in tests).",
+        default=LETS_ENCRYPT, example=LETS_ENCRYPT)
+    contact_email: Email | None = key(
+        "Contact address registered with the ACME account.",
+        default=None, example="admin@arkbox.test")
+    ca_bundle: str | None = key(
+        "PEM file of extra CA certificates trusted for the ACME directory (a test CA like "
+        "Pebble), relative to the config file.",
+        default=None, min_length=1, example="pebble.minica.pem")
+    key_type: Literal["ecdsa-p256", "ecdsa-p384", "rsa-2048", "rsa-4096"] = key(
+        "Key type of the certificates.",
+        default="ecdsa-p256", example="ecdsa-p256")
 
 
 class FirewallRule(Section):
     """One extra port opened in the firewall."""
 
-    port: Port = Field(description="The port to open.", examples=[8443])
-    proto: Literal["tcp", "udp"] = Field(default="tcp", description="Protocol.", examples=["udp"])
-    allow_from: list[Cidr] = Field(
-        default_factory=lambda: list(ANYWHERE),
-        min_length=1,
-        description="Networks allowed to reach the port.",
-        examples=[["198.51.100.0/24"]],
-    )
-    comment: FirewallComment = Field(
-        description="Why the port is open (kept in the firewall rule).",
-        examples=["WireGuard"],
-    )
+    port: Port = key("The port to open.", example=8443)
+    proto: Literal["tcp", "udp"] = key("Protocol.", default="tcp", example="udp")
+    allow_from: list[Cidr] = key(
+        "Networks allowed to reach the port.",
+        default_factory=lambda: list(ANYWHERE), min_length=1, example=["198.51.100.0/24"])
+    comment: FirewallComment = key(
+        "Why the port is open (kept in the firewall rule).",
+        example="WireGuard")
 
 
 class Firewall(Section):
     """Default drop. Open: admin SSH, 80, 443, and the mail ports when mail is on."""
 
-    allow: list[FirewallRule] = Field(
-        default_factory=list,
-        description="Extra ports to open; nothing else is reachable.",
-        examples=[[{"port": 51820, "proto": "udp", "comment": "WireGuard"}]],
-    )
+    allow: list[FirewallRule] = key(
+        "Extra ports to open; nothing else is reachable.",
+        default_factory=list, example=[{"port": 51820, "proto": "udp", "comment": "WireGuard"}])
 
 
 class Build(Section):
@@ -162,57 +138,35 @@ def _mail_off() -> Mail:
 class Appliance(Section):
     """A whole appliance: what `arkbox build` turns into a server image."""
 
-    appliance: Identity = Field(
-        description="Who the appliance is.",
-        examples=[
-            {
-                "name": "arkbox-test",
-                "domain": "arkbox.test",
-                "hostname": "arkbox.test",
-                "admin": {"ssh_keys": [EXAMPLE_ADMIN_KEY]},
-            }
-        ],
-    )
-    tls: Tls = Field(
-        default_factory=Tls,
-        description="TLS certificates.",
-        examples=[{"contact_email": "admin@arkbox.test"}],
-    )
-    mail: Mail = Field(
+    appliance: Identity = key(
+        "Who the appliance is.",
+        example={"name": "arkbox-test", "domain": "arkbox.test", "hostname": "arkbox.test",
+                 "admin": {"ssh_keys": [EXAMPLE_ADMIN_KEY]}})
+    tls: Tls = key(
+        "TLS certificates.",
+        default_factory=Tls, example={"contact_email": "admin@arkbox.test"})
+    mail: Mail = key(
+        "The mail server; off when absent.",
         default_factory=_mail_off,
-        description="The mail server; off when absent.",
-        examples=[{"hostname": "mail.arkbox.test", "domains": ["arkbox.test"]}],
-    )
-    services: dict[ServiceName, Service] = Field(
+        example={"hostname": "mail.arkbox.test", "domains": ["arkbox.test"]})
+    services: dict[ServiceName, Service] = key(
+        "The applications, by service name.",
         default_factory=dict,
-        description="The applications, by service name.",
-        examples=[
-            {"wiki": {"recipe": "dokuwiki", "route": {"hostname": "wiki.arkbox.test", "port": 80}}}
-        ],
-    )
-    backup: Backup = Field(
+        example={"wiki": {"recipe": "dokuwiki",
+                          "route": {"hostname": "wiki.arkbox.test", "port": 80}}})
+    backup: Backup = key(
+        "Off-site backups and restore; off when no repository is given.",
         default_factory=Backup,
-        description="Off-site backups and restore; off when no repository is given.",
-        examples=[
-            {
-                "repository": "ssh://borg@backup.arkbox.test:22/./arkbox",
-                "passphrase": {"file": "secrets/borg-passphrase"},
-            }
-        ],
-    )
-    firewall: Firewall = Field(
+        example={"repository": "ssh://borg@backup.arkbox.test:22/./arkbox",
+                 "passphrase": {"file": "secrets/borg-passphrase"}})
+    firewall: Firewall = key(
+        "Extra firewall openings.",
         default_factory=Firewall,
-        description="Extra firewall openings.",
-        examples=[{"allow": [{"port": 51820, "proto": "udp", "comment": "WireGuard"}]}],
-    )
-    build: Build = Field(
-        default_factory=Build, description="Image build settings.", examples=[{"disk_size": "8G"}]
-    )
-    backup_server: BackupServer | None = Field(
-        default=None,
-        description="Settings of the backup-server role built from this config.",
-        examples=[{"port": 22, "clients": []}],
-    )
+        example={"allow": [{"port": 51820, "proto": "udp", "comment": "WireGuard"}]})
+    build: Build = key("Image build settings.", default_factory=Build, example={"disk_size": "8G"})
+    backup_server: BackupServer | None = key(
+        "Settings of the backup-server role built from this config.",
+        default=None, example={"port": 22, "clients": []})
 
     _source: Path | None = PrivateAttr(default=None)
     _sha256: str | None = PrivateAttr(default=None)

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, model_validator
 
-from firstboot.core.config.base import refuse
+from firstboot.core.config.base import key, refuse
 from firstboot.core.config.problems import PathPart
 from firstboot.core.config.scalars import EnvName
 from firstboot.core.errors import BadInputError
@@ -37,18 +37,13 @@ class SecretRef(BaseModel):
         json_schema_extra={"oneOf": [{"required": ["file"]}, {"required": ["env"]}]},
     )
 
-    file: str | None = Field(
-        default=None,
-        min_length=1,
-        description="Path of a file holding the secret, relative to the config file's "
-        "directory (or absolute). One trailing newline is ignored.",
-        examples=["secrets/borg-passphrase"],
-    )
-    env: EnvName | None = Field(
-        default=None,
-        description="Name of an environment variable holding the secret.",
-        examples=["ARKBOX_BORG_PASSPHRASE"],
-    )
+    file: str | None = key(
+        "Path of a file holding the secret, relative to the config file's directory (or "
+        "absolute). One trailing newline is ignored.",
+        default=None, min_length=1, example="secrets/borg-passphrase")
+    env: EnvName | None = key(
+        "Name of an environment variable holding the secret.",
+        default=None, example="ARKBOX_BORG_PASSPHRASE")
 
     @model_validator(mode="before")
     @classmethod
