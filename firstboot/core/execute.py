@@ -258,7 +258,9 @@ def _signal_group(pgid: int, signum: int) -> None:
 def _run_captured(child: _Child, data: bytes | None, capture: bool,
                   stdout_fd: int | None) -> tuple[int, bytes, str]:
     stdout = stdout_fd if stdout_fd is not None else subprocess.PIPE if capture else None
-    with child.start(stdin=subprocess.PIPE if data is not None else None, stdout=stdout,
+    # Never the terminal as stdin: in a process group of its own, a child reading it stops.
+    stdin = subprocess.PIPE if data is not None else subprocess.DEVNULL
+    with child.start(stdin=stdin, stdout=stdout,
                      stderr=subprocess.PIPE if capture else None) as proc:
         out, err = proc.communicate(data, timeout=child.timeout)
     return proc.returncode, out or b"", (err or b"").decode(errors="replace")

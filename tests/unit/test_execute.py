@@ -168,3 +168,8 @@ def test_streaming_with_an_input_larger_than_a_pipe() -> None:
     result = run(("cat",), input_data=data, on_line=seen.append, timeout=30)
     assert result.returncode == 0
     assert len(seen) == 100_000 and seen[-1] == "line 99999"
+
+
+def test_a_child_reads_no_input_unless_given_some() -> None:
+    assert run(("cat",), timeout=10).stdout == ""
+    assert run(("cat",), input_data="given", timeout=10).stdout == "given"
