@@ -7,7 +7,7 @@ the live box.
     3. start the services from it in isolated containers: the installer rooted at the
        throwaway directory names everything `arkbox-t<hash>-…` (never `arkbox-…`),
        on networks of its own, with no published port; databases first, their dumps
-       loaded (step restore_dumps), then the rest (step services)
+       loaded (backup/dumps.py), then the rest (containers/services.py)
     4. run every service's health check until it passes or --timeout is up
     5. remove everything it made (containers, networks, files): always, also on a
        failure, Ctrl-C or SIGTERM; a drill killed with SIGKILL is cleaned up by the next
@@ -32,9 +32,11 @@ from typing import Any
 import docker.errors
 
 from firstboot.backup.client import BackupError, BackupPaths
+from firstboot.backup.dumps import load_dumps
 from firstboot.backup.restore import find_backup, restore
 from firstboot.containers.naming import Naming
 from firstboot.containers.probe import container_problem
+from firstboot.containers.services import converge_services
 from firstboot.core.context import FirstbootContext, Paths
 from firstboot.core.errors import ArkboxError
 from firstboot.core.files import atomic_write, ensure_dir
@@ -204,9 +206,6 @@ def run_drill(live: FirstbootContext, archive: str | None = None,
 
 def _drill(live: FirstbootContext, root: Path, archive: str | None, timeout_s: float,
            report: DrillReport, progress: Callable[[str], None]) -> None:
-    from firstboot.steps import restore_dumps
-    from firstboot.steps.services import converge_services
-
     ctx = drill_context(live, root)
     backup = find_backup(ctx, archive)
     if backup is None:
@@ -221,8 +220,7 @@ def _drill(live: FirstbootContext, root: Path, archive: str | None, timeout_s: f
     progress(f"restored in {report.restore_seconds:.1f} s; starting the services isolated "
              f"({report.prefix}-*)")
     phase = time.monotonic()
-    outcome = restore_dumps.run(ctx)  # databases first, their dumps loaded
-    report.dumps = [str(d) for d in outcome.details.get("dumps", [])]
+    report.dumps = load_dumps(ctx)  # databases first, their dumps loaded
     converge_services(ctx)  # then the rest
     if restored.dumps and not report.dumps:
         raise BackupError("the backup's database dumps were not loaded")

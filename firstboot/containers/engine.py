@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import docker
@@ -264,3 +266,11 @@ def container_state(client: docker.DockerClient, name: str) -> dict[str, Any] | 
         return dict(client.api.inspect_container(name))
     except docker.errors.NotFound:
         return None
+
+
+def parse_engine_time(text: str) -> datetime | None:
+    """The engine's RFC 3339 times carry nanoseconds, which datetime does not take."""
+    if not text or text.startswith("0001-"):
+        return None
+    trimmed = re.sub(r"(\.\d{6})\d+", r"\1", text).replace("Z", "+00:00")
+    return datetime.fromisoformat(trimmed)

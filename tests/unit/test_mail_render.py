@@ -9,9 +9,9 @@ import pytest
 from firstboot.core.config import load_config
 from firstboot.core.config.mail import Mail
 from firstboot.mail import dkim
+from firstboot.mail.container import config_digest, parse_users
 from firstboot.mail.passwords import hash_password, verifies
 from firstboot.mail.render import DKIM_KEY, UserEntry, render_mail_files, sender_logins
-from firstboot.steps.mail import config_digest, parse_users
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = dkim.make_private_key()
@@ -138,7 +138,7 @@ def test_password_hashes_are_argon2id_and_verify() -> None:
 
 def test_hashes_are_kept_while_the_password_is_unchanged(tmp_path: Path) -> None:
     from firstboot.core.context import FirstbootContext, Paths
-    from firstboot.steps.mail import MailPaths, user_entries
+    from firstboot.mail.container import MailPaths, user_entries
 
     config = load_config(ROOT / "config/default.yaml")
     ctx = FirstbootContext(config, Paths(tmp_path))
@@ -160,7 +160,7 @@ def test_hashes_are_kept_while_the_password_is_unchanged(tmp_path: Path) -> None
 
 def test_the_proxy_serves_the_mta_sts_policy_per_mail_domain(mail: Mail) -> None:
     from firstboot.containers.nginx import render_proxy_config
-    from firstboot.steps.proxy import mta_sts_sites
+    from firstboot.mail.mta_sts import mta_sts_sites
 
     config = load_config(ROOT / "config/default.yaml")
     (site,) = mta_sts_sites(config, None)
