@@ -27,7 +27,7 @@ from docker.models.containers import Container
 
 from firstboot.containers import engine
 from firstboot.containers.images import RECIPES_DIR, baked_image, read_baked_images
-from firstboot.containers.naming import LABEL_CONFIG_HASH, ROLE_PROXY, ROLE_SERVICE, Naming
+from firstboot.containers.naming import ROLE_PROXY, Naming
 from firstboot.containers.nginx import (
     ACME_ROOT,
     CONF_DIR,
@@ -38,8 +38,9 @@ from firstboot.containers.nginx import (
     render_proxy_config,
     sites_from_routes,
 )
-from firstboot.containers.plan import plan_containers
+from firstboot.containers.plan import Desired, DesiredContainer, DesiredNetwork, Plan
 from firstboot.containers.recipe import RecipeRuntime, load_recipe_runtime
+from firstboot.containers.reconcile import plan_for, read_or_none, reconcile
 from firstboot.containers.spec import Attachment, RouteSpec, ServiceSpec, spec_hash
 from firstboot.core.config import Appliance
 from firstboot.core.context import FirstbootContext
@@ -53,7 +54,6 @@ CONF_FILE = "arkbox.conf"
 LOADED_MARKER = "loaded.sha256"  # digest of the files the running nginx has loaded
 PROXY_MEMORY = 256 * 1024**2
 PROXY_PIDS = 256
-NGINX_TIMEOUT_S = 30
 
 log = logging.getLogger("arkbox.firstboot.proxy")
 
@@ -118,7 +118,7 @@ class ProxyFiles:
     def served_digest(self) -> str:
         digest = hashlib.sha256()
         for path in self.served:
-            digest.update(_read(path) or b"")
+            digest.update(read_or_none(path) or b"")
         return digest.hexdigest()
 
     @classmethod
@@ -132,67 +132,64 @@ class ProxyFiles:
 def proxy_problem(ctx: FirstbootContext, mta_sts: Sequence[MtaStsSite],
                   ports: PublishedPorts | None = None) -> str | None:
     """None when the proxy runs its current spec, config and certificate on all routes."""
-    naming = Naming.for_root(ctx.paths.root)
     files = ProxyFiles.of(ctx)
-    if _read(files.conf_dir / CONF_FILE) != render_config(ctx.config, files, mta_sts).encode():
+    if read_or_none(files.conf_dir / CONF_FILE) != \
+            render_config(ctx.config, files, mta_sts).encode():
         return "the rendered nginx config is out of date"
-    if _read(files.tls_dir / "fullchain.pem") != _read(files.certificate_source):
+    if read_or_none(files.tls_dir / "fullchain.pem") != read_or_none(files.certificate_source):
         return "the proxy's certificate copy differs from /srv/arkbox/tls/live"
-    if _read(files.loaded_marker) != files.served_digest().encode():
+    if read_or_none(files.loaded_marker) != files.served_digest().encode():
         return "nginx has not loaded the current config and certificate"
-    spec = proxy_spec(ctx, files, ports or _recorded_ports(ctx))
-    actual = engine.owned_containers(ctx.docker, naming, ROLE_PROXY)
-    plan = plan_containers({PROXY_SERVICE: spec_hash(spec)}, actual)
+    plan = plan_proxy(ctx, ports)
     if not plan.is_empty:
-        return "the proxy container is missing, stopped or outdated"
-    wanted = routed_networks(ctx.config, naming)
-    attached = engine.attached_networks(ctx.docker, actual[0].container_id)
-    if wanted != attached - {naming.proxy_network}:
-        return "the proxy is not attached to exactly the routed services' networks"
+        return "the proxy differs from the config: " + "; ".join(plan.describe())
     return None
+
+
+def plan_proxy(ctx: FirstbootContext, ports: PublishedPorts | None = None) -> Plan:
+    """What the proxy step would do to the container now (the dry run)."""
+    return plan_for(ctx.docker, Naming.for_root(ctx.paths.root),
+                    desired_proxy(ctx, ProxyFiles.of(ctx), ports or _recorded_ports(ctx)))
 
 
 def converge_proxy(ctx: FirstbootContext, mta_sts: Sequence[MtaStsSite],
                    ports: PublishedPorts | None = None) -> ProxyReport:
     """Bring the proxy to the config; `mta_sts`: the mail server's policy sites to serve."""
     naming = Naming.for_root(ctx.paths.root)
-    client = ctx.docker
     files = ProxyFiles.of(ctx)
     ports = ports or _recorded_ports(ctx)
     runtime = load_recipe_runtime(ctx.paths.at(RECIPES_DIR), PROXY_RECIPE)
-    previous_files = {path: _read(path) for path in files.served}
+    previous_files = {path: read_or_none(path) for path in files.served}
     report = ProxyReport("unchanged", files_changed=_write_files(ctx, files, runtime, mta_sts))
     ctx.checkpoint("files-written")
-
-    spec = proxy_spec(ctx, files, ports)
-    config_hash = spec_hash(spec)
-    actual = engine.owned_containers(client, naming, ROLE_PROXY)
-    plan = plan_containers({PROXY_SERVICE: config_hash}, actual)
-    engine.ensure_network(client, naming, naming.proxy_network, ROLE_PROXY,
-                          ipv6_subnet=engine.PROXY_IPV6_SUBNET)
-    for old in plan.remove:
-        engine.remove_container(client, old.container_id, runtime.stop_grace_seconds)
-    if plan.create or plan.recreate:
-        labels = {**naming.labels(ROLE_PROXY, PROXY_SERVICE), LABEL_CONFIG_HASH: config_hash}
-        container_id = engine.create_container(client, spec, labels, {})
-        report.container = "created" if plan.create else "recreated"
-    else:
-        container_id = next(c.container_id for c in actual
-                            if c.config_hash == config_hash and c not in plan.remove)
-    # Join the routed services' networks before a start, so the first request finds them.
-    report.joined, report.left = _attach(client, naming, container_id,
-                                         routed_networks(ctx.config, naming))
-    if plan.create or plan.recreate or plan.start:
-        engine.start_container(client, container_id, PROXY_SERVICE)
-        report.container = "started" if plan.start else report.container
-    elif _read(files.loaded_marker) != files.served_digest().encode():
-        _test_and_reload(client, container_id, files, previous_files)
+    desired = desired_proxy(ctx, files, ports)
+    # Joins the routed services' networks before a start, so the first request finds them.
+    plan = reconcile(ctx.docker, naming, desired, checkpoint=ctx.checkpoint).plan
+    report.container = ("created" if plan.create else "recreated" if plan.recreate
+                        else "started" if plan.start else "unchanged")
+    report.joined, report.left = plan.joined(PROXY_SERVICE), plan.left(PROXY_SERVICE)
+    if report.container == "unchanged" and \
+            read_or_none(files.loaded_marker) != files.served_digest().encode():
+        _test_and_reload(ctx.docker, plan.current[PROXY_SERVICE], files, previous_files)
         report.reloaded = True
     # A start loads the files as they are now, and so does a reload.
     write_if_changed(files.loaded_marker, files.served_digest(), 0o644)
     report.hostnames = sorted({s.hostname for s in _sites(ctx.config)})
-    report.manifest_changed = _record(ctx, spec, config_hash, naming, ports)
+    spec = desired.containers[PROXY_SERVICE]
+    report.manifest_changed = _record(ctx, spec.spec, spec.config_hash, naming, ports)
     return report
+
+
+def desired_proxy(ctx: FirstbootContext, files: ProxyFiles, ports: PublishedPorts) -> Desired:
+    """The proxy container on its own network (with IPv6: its published ports answer on
+    the host's IPv6 too), joining each routed service's network while it runs."""
+    naming = Naming.for_root(ctx.paths.root)
+    spec = proxy_spec(ctx, files, ports)
+    container = DesiredContainer(spec, spec_hash(spec),
+                                 live_networks=frozenset(routed_networks(ctx.config, naming)))
+    network = DesiredNetwork(naming.proxy_network, ROLE_PROXY, internal=False,
+                             ipv6_subnet=engine.PROXY_IPV6_SUBNET)
+    return Desired(ROLE_PROXY, {PROXY_SERVICE: container}, (network,))
 
 
 def proxy_spec(ctx: FirstbootContext, files: ProxyFiles, ports: PublishedPorts) -> ServiceSpec:
@@ -232,7 +229,7 @@ def proxy_spec(ctx: FirstbootContext, files: ProxyFiles, ports: PublishedPorts) 
 
 
 def render_config(config: Appliance, files: ProxyFiles, mta_sts: Sequence[MtaStsSite]) -> str:
-    certificate = _read(files.certificate_source)
+    certificate = read_or_none(files.certificate_source)
     stapling = certificate is not None and names_ocsp_responder(certificate)
     return render_proxy_config(_sites(config), ocsp_stapling=stapling, mta_sts=mta_sts)
 
@@ -306,25 +303,6 @@ def _exec(container: Container, argv: list[str]) -> tuple[int, str]:
     return int(result.exit_code or 0), output.decode(errors="replace").strip()
 
 
-def _attach(client: docker.DockerClient, naming: Naming, container_id: str,
-            wanted: set[str]) -> tuple[list[str], list[str]]:
-    attached = engine.attached_networks(client, container_id) - {naming.proxy_network}
-    ours = {str(n.name) for n in client.networks.list(filters=naming.filters(ROLE_SERVICE))}
-    missing = sorted(wanted - ours)
-    if missing:
-        raise StepFailed(
-            f"the proxy should join {', '.join(missing)}, which does not exist",
-            hint="the services step creates each service's network: run it before proxy",
-        )
-    joined = sorted(wanted - attached)
-    left = sorted((attached - wanted) & ours)
-    for network in joined:
-        client.api.connect_container_to_network(container_id, network)
-    for network in left:
-        client.api.disconnect_container_from_network(container_id, network)
-    return joined, left
-
-
 def _record(ctx: FirstbootContext, spec: ServiceSpec, config_hash: str, naming: Naming,
             ports: PublishedPorts) -> bool:
     manifest = read_manifest(ctx.paths.manifest)
@@ -348,10 +326,3 @@ def _recorded_ports(ctx: FirstbootContext) -> PublishedPorts:
         http, https = manifest.proxy.published_ports
         return PublishedPorts(http, https)
     return PublishedPorts()
-
-
-def _read(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return None

@@ -3,35 +3,41 @@
 Each service gets its own network (internal unless its recipe needs egress),
 bind-mounted volumes under /srv/arkbox/volumes/SERVICE/VOLUME, its secrets as
 read-only files, and a hardened container labelled with the hash of its spec.
-A re-run creates what is missing, recreates what changed, removes containers of
-services the config no longer names (their volumes stay), restarts a service
-whose secret files changed since it started, and leaves everything else alone.
-The result is written to the environment manifest.
+This module says what should be (`desired_services`) and writes the host files;
+the reconciler (containers/reconcile.py) creates what is missing, recreates what
+changed, removes containers of services the config no longer names (their volumes
+stay), restarts a service whose secret files changed since it started, and leaves
+everything else alone. The result is written to the environment manifest.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Collection
-from dataclasses import dataclass, field
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import docker
 import docker.errors
 
-from firstboot.containers import engine
 from firstboot.containers.images import RECIPES_DIR, BakedImage, baked_image, read_baked_images
-from firstboot.containers.naming import LABEL_CONFIG_HASH, ROLE_SERVICE, Naming
-from firstboot.containers.plan import Plan, plan_containers
+from firstboot.containers.naming import ROLE_SERVICE, Naming
+from firstboot.containers.plan import (
+    DEFAULT_REASON,
+    Desired,
+    DesiredContainer,
+    DesiredNetwork,
+    Plan,
+)
 from firstboot.containers.recipe import UNKNOWN_IMAGE, RecipeRuntime, load_recipe_runtime
+from firstboot.containers.reconcile import apply, files_changed_at, plan_for
 from firstboot.containers.spec import (
     ServiceSpec,
     network_specs,
     secret_digest,
     service_specs,
     spec_hash,
-    start_order,
 )
 from firstboot.core.config import Appliance, SecretRef, SecretUnavailable
 from firstboot.core.context import FirstbootContext
@@ -40,6 +46,7 @@ from firstboot.core.step import StepFailed
 from firstboot.manifest import (
     EnvironmentManifest,
     ManifestNetwork,
+    ManifestService,
     changed_fields,
     manifest_service,
     read_manifest,
@@ -53,13 +60,6 @@ SECRET_DIR_MODE = 0o700
 log = logging.getLogger("arkbox.firstboot.services")
 
 
-@dataclass(frozen=True)
-class DesiredService:
-    spec: ServiceSpec
-    config_hash: str
-    secret_env: dict[str, str] = field(repr=False)
-
-
 @dataclass
 class ServicesReport:
     plan: Plan
@@ -71,7 +71,8 @@ class ServicesReport:
     @property
     def changed(self) -> bool:
         return bool(self.plan.change_count or self.restarted or self.network_changes
-                    or self.manifest_changed or self.plan.remove)
+                    or self.manifest_changed or self.plan.remove or self.plan.join
+                    or self.plan.leave)
 
     def summary(self, total: int) -> str:
         plan = self.plan
@@ -80,13 +81,15 @@ class ServicesReport:
             parts.append("created " + " ".join(plan.create))
         if plan.recreate:
             parts.append("recreated " + " ".join(
-                f"{s} ({self.reasons.get(s, 'spec changed')})" for s in plan.recreate))
+                f"{s} ({self.reasons.get(s, DEFAULT_REASON)})" for s in plan.recreate))
         if plan.removed_services:
             parts.append("removed " + " ".join(plan.removed_services) + " (volumes kept)")
         if plan.start:
             parts.append("started " + " ".join(plan.start))
         if self.restarted:
             parts.append("restarted " + " ".join(self.restarted) + " (secret changed)")
+        if plan.join:
+            parts.append("rejoined " + " ".join(f"{s}:{n}" for s, n in plan.join))
         untouched = len(plan.keep) - len(self.restarted)
         if not parts:
             return f"{total}/{total} services unchanged"
@@ -103,26 +106,20 @@ class ServicesReport:
                 "unchanged": [s for s in plan.keep if s not in self.restarted]}
 
 
+def plan_services(ctx: FirstbootContext) -> Plan:
+    """What a run of the services step would do now (the dry run; empty when converged)."""
+    return plan_for(ctx.docker, Naming.for_root(ctx.paths.root),
+                    desired_state(ctx, desired_services(ctx), read_manifest_or_none(ctx)))
+
+
 def services_problem(ctx: FirstbootContext) -> str | None:
     """None when every service container runs its current spec and the manifest says so."""
-    naming = Naming.for_root(ctx.paths.root)
-    desired = desired_services(ctx)
-    actual = engine.owned_containers(ctx.docker, naming, ROLE_SERVICE)
-    plan = plan_containers({n: d.config_hash for n, d in desired.items()}, actual)
+    plan = plan_services(ctx)
     if not plan.is_empty:
-        todo = [*plan.create, *plan.recreate, *plan.start, *plan.removed_services]
-        return "containers differ from the config: " + " ".join(sorted(set(todo)))
-    by_service = {c.service: c.container_id for c in actual}
-    for name, item in desired.items():
-        for secret_file in item.spec.secret_files:
-            value = _secret(ctx.config, name, secret_file.ref)
-            if _read(Path(secret_file.host_path)) != _with_newline(value).encode():
-                return f"{name}: secret file {secret_file.container_path} is out of date"
-        if _secrets_newer_than_start(ctx.docker, by_service[name], item.spec):
-            return f"{name}: a secret changed after the container started"
+        return "containers differ from the config: " + "; ".join(plan.describe())
     manifest = read_manifest_or_none(ctx)
     recorded = {s.name: s.config_hash for s in manifest.services} if manifest else {}
-    if recorded != {n: d.config_hash for n, d in desired.items()}:
+    if recorded != {n: d.config_hash for n, d in plan.desired.items()}:
         return f"{ctx.paths.manifest} does not describe the running services"
     return None
 
@@ -132,69 +129,59 @@ def converge_services(ctx: FirstbootContext,
     """Bring the engine to the config's services; the report says what was done.
 
     `only`: start just these services (and make every network, volume and secret
-    file), remove nothing and leave the manifest alone. Step `restore_dumps` starts
-    the databases this way, loads their dumps, and the services step does the rest.
+    file), remove no other service and leave the manifest alone. The dump loader
+    (backup/dumps.py) starts the databases this way, loads their dumps, and the
+    services step does the rest.
     """
-    naming = Naming.for_root(ctx.paths.root)
-    client = ctx.docker
     desired = desired_services(ctx)
     previous = read_manifest_or_none(ctx)
-    actual = engine.owned_containers(client, naming, ROLE_SERVICE)
-    plan = plan_containers({n: d.config_hash for n, d in desired.items()}, actual)
-    report = ServicesReport(plan, reasons=_recreate_reasons(plan, desired, previous))
-    for container in plan.remove if only is None else ():
-        log.info("removing %s (%s)", container.name, container.service)
-        engine.remove_container(client, container.container_id)
-    ctx.checkpoint("containers-removed")
-    specs = {name: d.spec for name, d in desired.items()}
-    report.network_changes = engine.converge_networks(client, naming, network_specs(specs),
-                                                      ROLE_SERVICE)
-    for spec in specs.values():
-        _prepare_volumes(ctx, spec)
-        _write_secret_files(ctx, spec)
+    for item in desired.values():
+        _prepare_volumes(ctx, item.spec)
+        _write_secret_files(ctx, item.spec)
     ctx.checkpoint("host-files-written")
-    kept = {c.service: c.container_id for c in engine.owned_containers(
-        client, naming, ROLE_SERVICE)}
-    for name in start_order(specs):
-        if only is not None and name not in only:
-            continue
-        item = desired[name]
-        if name in plan.create or name in plan.recreate:
-            labels = {**naming.labels(ROLE_SERVICE, name), LABEL_CONFIG_HASH: item.config_hash}
-            container_id = engine.create_container(client, item.spec, labels, item.secret_env)
-            ctx.checkpoint(f"created-{name}")
-            engine.start_container(client, container_id, name)
-        elif name in plan.start:
-            engine.start_container(client, kept[name], name)
-        elif _secrets_newer_than_start(client, kept[name], item.spec):
-            # A mounted file replaced by rename is a new inode: only a restart shows it.
-            engine.restart_container(client, kept[name], item.spec.stop_grace_seconds)
-            report.restarted.append(name)
+    naming = Naming.for_root(ctx.paths.root)
+    plan = plan_for(ctx.docker, naming, desired_state(ctx, desired, previous))
     if only is not None:
-        return report
-    report.manifest_changed = write_manifest(ctx.paths.manifest,
-                                             build_manifest(ctx, desired, previous))
+        plan = plan.restricted(only)
+    apply(ctx.docker, naming, plan, ctx.checkpoint)
+    report = ServicesReport(plan, reasons=dict(plan.reasons), restarted=list(plan.restart),
+                            network_changes=plan.network_lines())
+    if only is None:
+        report.manifest_changed = write_manifest(ctx.paths.manifest,
+                                                 build_manifest(ctx, desired, previous))
     return report
 
 
-def desired_services(ctx: FirstbootContext) -> dict[str, DesiredService]:
+def desired_services(ctx: FirstbootContext) -> dict[str, DesiredContainer]:
     """The config resolved into container specs with their hashes (reads recipes, images)."""
     config = ctx.config
     naming = Naming.for_root(ctx.paths.root)
-    runtimes = _runtimes(ctx)
-    images = _images(ctx)
-    specs = service_specs(config, naming, ctx.paths.data, runtimes, images)
+    specs = service_specs(config, naming, ctx.paths.data, _runtimes(ctx), _images(ctx))
     desired = {}
     for name, spec in specs.items():
         secret_env = {var: _secret(config, name, ref) for var, ref in spec.secret_environment}
         digests = {var: secret_digest(value) for var, value in secret_env.items()}
-        desired[name] = DesiredService(spec, spec_hash(spec, digests), secret_env)
+        desired[name] = DesiredContainer(spec, spec_hash(spec, digests), secret_env)
     return desired
+
+
+def desired_state(ctx: FirstbootContext, desired: Mapping[str, DesiredContainer],
+                  previous: EnvironmentManifest | None) -> Desired:
+    """What the reconciler gets: the containers with when their secret files changed and
+    why each would be recreated, and one network per service (others' are removed)."""
+    before = {s.name: s for s in previous.services} if previous else {}
+    containers = {
+        name: replace(item, files_changed_at=_secrets_changed_at(ctx, item.spec),
+                      recreate_reason=_recreate_reason(before.get(name), item))
+        for name, item in desired.items()}
+    networks = tuple(DesiredNetwork(n.name, ROLE_SERVICE, n.internal, service=n.service)
+                     for n in network_specs({n: d.spec for n, d in desired.items()}).values())
+    return Desired(ROLE_SERVICE, containers, networks, prune_networks=True)
 
 
 def build_manifest(
     ctx: FirstbootContext,
-    desired: dict[str, DesiredService],
+    desired: Mapping[str, DesiredContainer],
     previous: EnvironmentManifest | None,
 ) -> EnvironmentManifest:
     specs = {name: d.spec for name, d in desired.items()}
@@ -246,30 +233,23 @@ def _write_secret_files(ctx: FirstbootContext, spec: ServiceSpec) -> None:
                          (secret_file.uid, secret_file.gid))
 
 
+def _secrets_changed_at(ctx: FirstbootContext, spec: ServiceSpec) -> float | None:
+    return files_changed_at(
+        (Path(f.host_path), _with_newline(_secret(ctx.config, spec.service, f.ref)).encode())
+        for f in spec.secret_files)
+
+
+def _recreate_reason(old: ManifestService | None, item: DesiredContainer) -> str:
+    """Why the service would be recreated: the recorded fields that differ."""
+    if old is None:
+        return DEFAULT_REASON
+    fields = changed_fields(old, manifest_service(item.spec, item.config_hash))
+    return (", ".join(fields) + " changed") if fields else "secret or setting changed"
+
+
 def _with_newline(value: str) -> str:
     """Files end in a newline; readers (head -n 1, trim) take the first line."""
     return value if value.endswith("\n") else value + "\n"
-
-
-def _read(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return None
-
-
-def _secrets_newer_than_start(client: docker.DockerClient, container_id: str,
-                              spec: ServiceSpec) -> bool:
-    """True when a secret file changed after the container started (also after a power
-    cut between writing the file and restarting: the file times say so, no state needed)."""
-    if not spec.secret_files:
-        return False
-    state = engine.container_state(client, container_id)
-    started = engine.parse_engine_time(state["State"]["StartedAt"]) if state else None
-    if started is None:
-        return False
-    newest = max(Path(s.host_path).stat().st_mtime for s in spec.secret_files)
-    return newest > started.timestamp()
 
 
 def _runtimes(ctx: FirstbootContext) -> dict[str, RecipeRuntime]:
@@ -328,17 +308,3 @@ def _secret(config: Appliance, service: str, ref: SecretRef) -> str:
         raise StepFailed(f"{service}: {e.message}", hint=e.hint) from e
 
 
-def _recreate_reasons(
-    plan: Plan, desired: dict[str, DesiredService], previous: EnvironmentManifest | None
-) -> dict[str, str]:
-    before = {s.name: s for s in previous.services} if previous else {}
-    reasons = {}
-    for name in plan.recreate:
-        old = before.get(name)
-        if old is None:
-            reasons[name] = "spec changed"
-            continue
-        fields = changed_fields(old, manifest_service(desired[name].spec,
-                                                      desired[name].config_hash))
-        reasons[name] = (", ".join(fields) + " changed") if fields else "secret or setting changed"
-    return reasons

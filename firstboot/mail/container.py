@@ -23,15 +23,15 @@ import hashlib
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from firstboot.containers import engine
-from firstboot.containers.engine import parse_engine_time
 from firstboot.containers.images import RECIPES_DIR, baked_image, read_baked_images
-from firstboot.containers.naming import LABEL_CONFIG_HASH, ROLE_SERVICE, Naming
-from firstboot.containers.plan import ActualContainer, plan_containers
+from firstboot.containers.naming import ROLE_SERVICE, Naming
+from firstboot.containers.plan import Desired, DesiredContainer, DesiredNetwork, Plan
 from firstboot.containers.recipe import RecipeRuntime, load_recipe_runtime
+from firstboot.containers.reconcile import files_changed_at, plan_for, read_or_none, reconcile
 from firstboot.containers.spec import (
     Attachment,
     HealthSpec,
@@ -41,9 +41,10 @@ from firstboot.containers.spec import (
     spec_hash,
 )
 from firstboot.core.config import Appliance, SecretRef
+from firstboot.core.config.mail import Mail
 from firstboot.core.context import FirstbootContext, Paths
 from firstboot.core.files import ensure_dir, write_if_changed
-from firstboot.core.step import Outcome, StepFailed
+from firstboot.core.step import StepFailed
 from firstboot.mail import dkim
 from firstboot.mail.passwords import hash_password, verifies
 from firstboot.mail.render import (
@@ -96,99 +97,129 @@ class MailPaths:
                    generated_path(paths, dkim.KEY_FILE))
 
 
+@dataclass
+class MailReport:
+    enabled: bool
+    # created | recreated (config changed) | started | restarted (secrets changed) |
+    # reloaded (new certificate) | rejoined NETWORK | removed | unchanged
+    container: str = "unchanged"
+    files_changed: list[str] = field(default_factory=list)
+    networks_changed: bool = False
+
+    @property
+    def changed(self) -> bool:
+        return self.container != "unchanged" or bool(self.files_changed) or self.networks_changed
+
+    def summary(self, mail: Mail) -> str:
+        if not self.enabled:
+            return "mail is off" + ("; container removed (volumes kept)"
+                                    if self.container == "removed" else "")
+        summary = (f"{mail.hostname}: {len(mail.domains)} domain(s), {len(mail.mailboxes)} "
+                   f"mailbox(es), {len(mail.aliases)} alias(es); ports "
+                   + " ".join(str(p) for p in MAIL_PORTS))
+        if not self.changed:
+            return summary + "; unchanged"
+        done = [f"container {self.container}"] if self.container != "unchanged" else []
+        done += [f"{len(self.files_changed)} file(s) written"] if self.files_changed else []
+        return summary + "; " + ", ".join(done or ["network created"])
+
+    def details(self, mail: Mail) -> dict[str, object]:
+        if not self.enabled:
+            return {}
+        return {"container": self.container, "files_changed": self.files_changed,
+                "dkim_selector": mail.dkim_selector}
+
+
 # ---------------------------------------------------------------- converge
 
 
-def converge_mail(ctx: FirstbootContext) -> Outcome:
+def converge_mail(ctx: FirstbootContext) -> MailReport:
+    """Write the mail server's files, reconcile its container, reload a new certificate.
+    With mail off: remove a mail container left from before (its volumes stay)."""
     naming = Naming.for_root(ctx.paths.root)
     if not ctx.config.mail.enabled:
-        removed = _remove_containers(ctx, naming)
-        summary = "mail is off" + ("; container removed (volumes kept)" if removed else "")
-        return (Outcome.changed_ if removed else Outcome.unchanged)(summary)
+        done = reconcile(ctx.docker, naming, Desired(ROLE_MAIL, {}), checkpoint=ctx.checkpoint)
+        return MailReport(False, "removed" if done.plan.remove else "unchanged")
     paths = MailPaths.of(ctx.paths)
     files = wanted_files(ctx, paths)
-    changed_files = _write_tree(paths.rendered, files)
+    report = MailReport(True, files_changed=_write_tree(paths.rendered, files))
     _prepare_volumes(paths)
     ctx.checkpoint("files-written")
-    spec = mail_spec(ctx, paths, files)
-    config_hash = spec_hash(spec)
-    client = ctx.docker
-    actual = engine.owned_containers(client, naming, ROLE_MAIL)
-    plan = plan_containers({MAIL_SERVICE: config_hash}, actual)
-    # IPv6 like the proxy's, so the published mail ports answer on the host's IPv6 too.
-    network_created = engine.ensure_network(client, naming, spec.network, ROLE_MAIL,
-                                            ipv6_subnet=engine.MAIL_IPV6_SUBNET)
-    # The webmail services' networks, made here as the services step makes them (it
-    # runs after this step, and keeps them).
-    for client_network in mail_client_networks(ctx.config, naming, _runtimes(ctx)):
-        network_created |= engine.ensure_service_network(client, naming, client_network,
-                                                         ROLE_SERVICE)
-    for old in plan.remove:
-        engine.remove_container(client, old.container_id, spec.stop_grace_seconds)
-    state = "unchanged"
-    if plan.create or plan.recreate:
-        labels = {**naming.labels(ROLE_MAIL, MAIL_SERVICE), LABEL_CONFIG_HASH: config_hash}
-        container_id = engine.create_container(client, spec, labels, {})
-        ctx.checkpoint("created")
-        engine.start_container(client, container_id, MAIL_SERVICE)
-        state = "created" if plan.create else "recreated (config changed)"
-    elif plan.start:
-        engine.start_container(client, _kept(actual, plan.remove, config_hash), MAIL_SERVICE)
-        state = "started"
-    elif _secrets_newer_than_start(ctx, _kept(actual, plan.remove, config_hash), paths):
-        # A password, the DKIM key or the relay password changed: read at start.
-        engine.restart_container(client, _kept(actual, plan.remove, config_hash),
-                                 spec.stop_grace_seconds)
-        state = "restarted (secrets changed)"
-    elif _read(paths.tls_loaded) != _tls_digest(paths).encode():
+    plan = reconcile(ctx.docker, naming, desired_mail(ctx, paths, files),
+                     checkpoint=ctx.checkpoint).plan
+    report.networks_changed = plan.networks_change
+    report.container = _container_change(plan)
+    if report.container == "unchanged" and read_or_none(paths.tls_loaded) != \
+            _tls_digest(paths).encode():
         # A new certificate since Postfix and Dovecot loaded theirs (the tls step made
         # one, or a power cut came between renewal and reload): reload them in place.
         reload_mail_tls(ctx)
-        state = "reloaded (new certificate)"
-    if not (plan.create or plan.recreate):
+        report.container = "reloaded (new certificate)"
+    if report.container == "unchanged" and plan.joined(MAIL_SERVICE):
         # A webmail network the services step replaced (it disconnects what is on it).
-        rejoined = _rejoin_networks(ctx, _kept(actual, plan.remove, config_hash), spec)
-        if rejoined and state == "unchanged":
-            state = "rejoined " + ", ".join(rejoined)
+        report.container = "rejoined " + ", ".join(plan.joined(MAIL_SERVICE))
     # A start loads the certificate as it is now, and so does a reload.
     write_if_changed(paths.tls_loaded, _tls_digest(paths), 0o644)
-    mail = ctx.config.mail
-    summary = (f"{mail.hostname}: {len(mail.domains)} domain(s), {len(mail.mailboxes)} "
-               f"mailbox(es), {len(mail.aliases)} alias(es); ports "
-               + " ".join(str(p) for p in MAIL_PORTS))
-    details = {"container": state, "files_changed": changed_files,
-               "dkim_selector": mail.dkim_selector}
-    if state != "unchanged" or changed_files or network_created:
-        done = [f"container {state}"] if state != "unchanged" else []
-        done += [f"{len(changed_files)} file(s) written"] if changed_files else []
-        return Outcome.changed_(summary + "; " + ", ".join(done or ["network created"]),
-                                details)
-    return Outcome.unchanged(summary + "; unchanged", details)
+    return report
+
+
+def plan_mail(ctx: FirstbootContext) -> Plan:
+    """What the mail step would do to the container now (the dry run)."""
+    naming = Naming.for_root(ctx.paths.root)
+    if not ctx.config.mail.enabled:
+        return plan_for(ctx.docker, naming, Desired(ROLE_MAIL, {}))
+    paths = MailPaths.of(ctx.paths)
+    return plan_for(ctx.docker, naming, desired_mail(ctx, paths, wanted_files(ctx, paths)))
 
 
 def mail_problem(ctx: FirstbootContext) -> str | None:
-    naming = Naming.for_root(ctx.paths.root)
-    actual = engine.owned_containers(ctx.docker, naming, ROLE_MAIL)
+    """None when the files, the container and the loaded certificate are current."""
     if not ctx.config.mail.enabled:
-        return "a mail container runs although mail is off" if actual else None
+        removal = plan_mail(ctx)
+        return None if removal.is_empty else "a mail container runs although mail is off"
     paths = MailPaths.of(ctx.paths)
-    files = wanted_files(ctx, paths)
-    for relative, wanted in files.items():
-        if _read(paths.rendered / relative) != wanted.content.encode():
+    for relative, wanted in wanted_files(ctx, paths).items():
+        if read_or_none(paths.rendered / relative) != wanted.content.encode():
             return f"{paths.rendered / relative} is out of date"
-    plan = plan_containers({MAIL_SERVICE: spec_hash(mail_spec(ctx, paths, files))}, actual)
+    plan = plan_mail(ctx)
     if not plan.is_empty:
-        return "the mail container is missing, stopped or outdated"
-    if _secrets_newer_than_start(ctx, actual[0].container_id, paths):
-        return "a mail secret changed after the container started"
-    attached = engine.attached_networks(ctx.docker, actual[0].container_id)
-    missing = [a.network for a in mail_spec(ctx, paths, files).attachments
-               if a.network not in attached]
-    if missing:
-        return "the mail container is not on network(s) " + ", ".join(missing)
-    if _read(paths.tls_loaded) != _tls_digest(paths).encode():
+        return "the mail container differs from the config: " + "; ".join(plan.describe())
+    if read_or_none(paths.tls_loaded) != _tls_digest(paths).encode():
         return "Postfix and Dovecot have not loaded the current certificate"
     return None
+
+
+def desired_mail(ctx: FirstbootContext, paths: MailPaths, files: dict[str, MailFile]
+                 ) -> Desired:
+    """The mail container, restarted when a secret file changed after its start; its own
+    network (IPv6 like the proxy's, so the published mail ports answer on the host's IPv6
+    too) and the webmail services' networks, made here as the services step makes them
+    (it runs after this step, and keeps them)."""
+    naming = Naming.for_root(ctx.paths.root)
+    spec = mail_spec(ctx, paths, files)
+    secrets = files_changed_at(
+        (paths.rendered / relative,
+         files[relative].content.encode() if relative in files else None)
+        for relative in SECRET_FILES)
+    container = DesiredContainer(spec, spec_hash(spec), files_changed_at=secrets,
+                                 recreate_reason="config changed", created_point="created")
+    networks = (DesiredNetwork(spec.network, ROLE_MAIL, internal=False,
+                               ipv6_subnet=engine.MAIL_IPV6_SUBNET),
+                *(DesiredNetwork(n.name, ROLE_SERVICE, n.internal, service=n.service)
+                  for n in mail_client_networks(ctx.config, naming, _runtimes(ctx))))
+    return Desired(ROLE_MAIL, {MAIL_SERVICE: container}, networks)
+
+
+def _container_change(plan: Plan) -> str:
+    if plan.create:
+        return "created"
+    if plan.recreate:
+        return f"recreated ({plan.reason(MAIL_SERVICE)})"
+    if plan.start:
+        return "started"
+    if plan.restart:  # a password, the DKIM key or the relay password: read at start
+        return "restarted (secrets changed)"
+    return "unchanged"
 
 
 def reload_mail_tls(ctx: FirstbootContext, only_if_stale: bool = False) -> bool:
@@ -201,7 +232,7 @@ def reload_mail_tls(ctx: FirstbootContext, only_if_stale: bool = False) -> bool:
     """
     naming = Naming.for_root(ctx.paths.root)
     paths = MailPaths.of(ctx.paths)
-    if only_if_stale and _read(paths.tls_loaded) == _tls_digest(paths).encode():
+    if only_if_stale and read_or_none(paths.tls_loaded) == _tls_digest(paths).encode():
         return False
     running = [c for c in engine.owned_containers(ctx.docker, naming, ROLE_MAIL) if c.running]
     if not running:
@@ -239,7 +270,7 @@ def wanted_files(ctx: FirstbootContext, paths: MailPaths) -> dict[str, MailFile]
 def user_entries(ctx: FirstbootContext, paths: MailPaths) -> list[UserEntry]:
     """Each mailbox with its hash: given in the config, kept from the last run while the
     password still matches it, or made now."""
-    previous = parse_users(_read(paths.rendered / "dovecot" / "users") or b"")
+    previous = parse_users(read_or_none(paths.rendered / "dovecot" / "users") or b"")
     entries = []
     for position, box in enumerate(ctx.config.mail.mailboxes):
         if box.password_hash is not None:
@@ -321,47 +352,23 @@ def _runtimes(ctx: FirstbootContext) -> dict[str, RecipeRuntime]:
             for name, service in ctx.config.services.items() if service.recipe}
 
 
-def _rejoin_networks(ctx: FirstbootContext, container_id: str, spec: ServiceSpec) -> list[str]:
-    attached = engine.attached_networks(ctx.docker, container_id)
-    rejoined = []
-    for attachment in spec.attachments:
-        if attachment.network not in attached:
-            engine.connect_container(ctx.docker, container_id, attachment.network,
-                                     attachment.aliases)
-            rejoined.append(attachment.network)
-    return rejoined
-
-
 def _tls_digest(paths: MailPaths) -> str:
     digest = hashlib.sha256()
     for name in ("fullchain.pem", "privkey.pem"):
-        digest.update(_read(paths.tls_live / name) or b"")
+        digest.update(read_or_none(paths.tls_live / name) or b"")
     return digest.hexdigest()
 
 
 def config_digest(files: dict[str, MailFile]) -> str:
     """What of the rendered tree goes into the container's spec: everything but the
     secret files' content (box-made: equal configs give equal specs on every box).
-    A change of those restarts the container instead (`_secrets_newer_than_start`)."""
+    A change of those restarts the container instead (`desired_mail`)."""
     digest = hashlib.sha256()
     for relative, item in sorted(files.items()):
         digest.update(f"{relative}\0{item.mode:o}\0{item.owner}\0".encode())
         if relative not in SECRET_FILES:
             digest.update(item.content.encode() + b"\0")
     return digest.hexdigest()[:24]
-
-
-def _secrets_newer_than_start(ctx: FirstbootContext, container_id: str,
-                              paths: MailPaths) -> bool:
-    """True when a secret file changed after the container started (also after a power
-    cut between writing it and restarting: the file times say so)."""
-    state = engine.container_state(ctx.docker, container_id)
-    started = parse_engine_time(state["State"]["StartedAt"]) if state else None
-    if started is None:
-        return False
-    times = [path.stat().st_mtime for path in (paths.rendered / s for s in SECRET_FILES)
-             if path.is_file()]
-    return bool(times) and max(times) > started.timestamp()
 
 
 # ---------------------------------------------------------------- host files
@@ -409,24 +416,3 @@ def _stored_secret(ctx: FirstbootContext, ref: SecretRef, where: str) -> str:
     except FileNotFoundError:
         raise StepFailed(f"{where}: the secrets step has not stored {ref!r}",
                          hint="run first boot again (arkbox-installer apply)") from None
-
-
-def _kept(actual: list[ActualContainer], removed: tuple[ActualContainer, ...],
-          config_hash: str) -> str:
-    return next(c.container_id for c in actual
-                if c.config_hash == config_hash and c not in removed)
-
-
-def _remove_containers(ctx: FirstbootContext, naming: Naming) -> bool:
-    found = engine.owned_containers(ctx.docker, naming, ROLE_MAIL)
-    for container in found:
-        engine.remove_container(ctx.docker, container.container_id)
-    return bool(found)
-
-
-def _read(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return None
-

@@ -19,7 +19,9 @@ def applies(config: Appliance) -> bool:
 
 
 def run(ctx: FirstbootContext) -> Outcome:
-    return converge_mail(ctx)
+    report = converge_mail(ctx)
+    outcome = Outcome.changed_ if report.changed else Outcome.unchanged
+    return outcome(report.summary(ctx.config.mail), report.details(ctx.config.mail))
 
 
 def verify(ctx: FirstbootContext) -> str | None:
