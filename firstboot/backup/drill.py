@@ -37,10 +37,12 @@ from firstboot.backup.restore import find_backup, restore
 from firstboot.containers.naming import Naming
 from firstboot.containers.probe import container_problem
 from firstboot.containers.services import converge_services
+from firstboot.core import wait
 from firstboot.core.context import FirstbootContext, Paths
 from firstboot.core.errors import ArkboxError
 from firstboot.core.files import atomic_write, ensure_dir
 from firstboot.core.interrupts import terminate_as_interrupt
+from firstboot.core.wait import NotYet
 
 DRILL_SUBDIR = "drill"  # below /var/lib/arkbox
 RESULT_FILE = "drill.json"  # below /var/lib/arkbox
@@ -231,9 +233,9 @@ def _drill(live: FirstbootContext, root: Path, archive: str | None, timeout_s: f
 def _wait_healthy(ctx: FirstbootContext, report: DrillReport, since: float,
                   timeout_s: float, progress: Callable[[str], None]) -> None:
     naming = Naming.for_root(ctx.paths.root)
-    deadline = time.monotonic() + timeout_s
     waiting = set(report.services)
-    while True:
+
+    def all_healthy() -> bool | NotYet:
         for name in sorted(waiting):
             result = report.services[name]
             result.problem = container_problem(ctx.docker, naming.container(name))
@@ -241,10 +243,13 @@ def _wait_healthy(ctx: FirstbootContext, report: DrillReport, since: float,
                 result.ok, result.seconds = True, round(time.monotonic() - since, 1)
                 waiting.discard(name)
                 progress(f"{name}: healthy after {result.seconds:.1f} s")
-        if not waiting or time.monotonic() >= deadline:
-            break
-        time.sleep(POLL_S)
-    if waiting:
+        return True if not waiting else NotYet(", ".join(
+            f"{n}: {report.services[n].problem}" for n in sorted(waiting)))
+
+    try:
+        wait.until("the drill's services to be healthy", all_healthy, timeout_s,
+                   interval_s=POLL_S)
+    except wait.WaitTimedOut:
         report.failure = (f"{len(waiting)} service(s) not healthy after {timeout_s:.0f} s: "
                           + ", ".join(sorted(waiting)))
         report.hint = ("the backup restores, but these services do not come up from it: "

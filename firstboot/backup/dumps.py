@@ -20,10 +20,11 @@ from firstboot.containers.engine import container_state
 from firstboot.containers.naming import Naming
 from firstboot.containers.probe import container_problem
 from firstboot.containers.services import converge_services
-from firstboot.core import execute
+from firstboot.core import execute, wait
 from firstboot.core.context import FirstbootContext, Paths
 from firstboot.core.execute import CommandError
 from firstboot.core.step import StepFailed
+from firstboot.core.wait import NotYet
 
 READY_TIMEOUT_S = 180.0
 POLL_S = 0.5
@@ -99,11 +100,14 @@ def _running(ctx: FirstbootContext, container: str) -> bool:
 def _wait_healthy(ctx: FirstbootContext, container: str) -> None:
     """Until the container's own health check passes, run now rather than when the engine
     gets round to it (every 30 s by default: the wait a restore would otherwise pay)."""
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    problem = container_problem(ctx.docker, container)
-    while problem is not None and time.monotonic() < deadline:
-        time.sleep(POLL_S)
+
+    def ready() -> bool | NotYet:
         problem = container_problem(ctx.docker, container)
-    if problem is not None:
-        raise StepFailed(f"{container} is not ready after {READY_TIMEOUT_S:.0f} s: {problem}; "
-                         "cannot load its dump")
+        return True if problem is None else NotYet(problem)
+
+    try:
+        wait.until(f"{container} to be ready", ready, READY_TIMEOUT_S, interval_s=POLL_S)
+    except wait.WaitTimedOut as err:
+        raise StepFailed(f"{err.message}; cannot load its dump",
+                         hint=f"docker logs {container} shows why; the dump stays and is "
+                         "loaded by the next run") from err
