@@ -169,3 +169,19 @@ def test_the_proxy_serves_the_mta_sts_policy_per_mail_domain(mail: Mail) -> None
     assert "server_name mta-sts.arkbox.test;" in text
     assert ('return 200 "version: STSv1\\nmode: testing\\nmx: mail.arkbox.test\\n'
             'max_age: 604800\\n";') in text
+
+
+def test_the_mail_report_says_what_changed(mail: Mail) -> None:
+    from firstboot.mail.container import MailReport
+
+    ports = "ports 25 465 587 993"
+    quiet = MailReport(True)
+    assert not quiet.changed and quiet.summary(mail).endswith(f"{ports}; unchanged")
+    reloaded = MailReport(True, "reloaded (new certificate)", ["postfix/main.cf"])
+    assert reloaded.summary(mail).endswith(
+        f"{ports}; container reloaded (new certificate), 1 file(s) written")
+    assert reloaded.details(mail)["container"] == "reloaded (new certificate)"
+    assert MailReport(True, networks_changed=True).summary(mail).endswith("network created")
+    off = MailReport(False, "removed")
+    assert off.summary(mail) == "mail is off; container removed (volumes kept)"
+    assert off.details(mail) == {} and MailReport(False).summary(mail) == "mail is off"
