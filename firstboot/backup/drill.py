@@ -7,7 +7,7 @@ the live box.
     3. start the services from it in isolated containers: the installer rooted at the
        throwaway directory names everything `arkbox-t<hash>-…` (never `arkbox-…`),
        on networks of its own, with no published port; databases first, their dumps
-       loaded (step restore_dumps), then the rest (step services)
+       loaded (backup/dumps.py), then the rest (containers/services.py)
     4. run every service's health check until it passes or --timeout is up
     5. remove everything it made (containers, networks, files): always, also on a
        failure, Ctrl-C or SIGTERM; a drill killed with SIGKILL is cleaned up by the next
@@ -32,13 +32,17 @@ from typing import Any
 import docker.errors
 
 from firstboot.backup.client import BackupError, BackupPaths
+from firstboot.backup.dumps import load_dumps
 from firstboot.backup.restore import find_backup, restore
 from firstboot.containers.naming import Naming
 from firstboot.containers.probe import container_problem
+from firstboot.containers.services import converge_services
+from firstboot.core import wait
 from firstboot.core.context import FirstbootContext, Paths
 from firstboot.core.errors import ArkboxError
 from firstboot.core.files import atomic_write, ensure_dir
 from firstboot.core.interrupts import terminate_as_interrupt
+from firstboot.core.wait import NotYet
 
 DRILL_SUBDIR = "drill"  # below /var/lib/arkbox
 RESULT_FILE = "drill.json"  # below /var/lib/arkbox
@@ -204,9 +208,6 @@ def run_drill(live: FirstbootContext, archive: str | None = None,
 
 def _drill(live: FirstbootContext, root: Path, archive: str | None, timeout_s: float,
            report: DrillReport, progress: Callable[[str], None]) -> None:
-    from firstboot.steps import restore_dumps
-    from firstboot.steps.services import converge_services
-
     ctx = drill_context(live, root)
     backup = find_backup(ctx, archive)
     if backup is None:
@@ -221,8 +222,7 @@ def _drill(live: FirstbootContext, root: Path, archive: str | None, timeout_s: f
     progress(f"restored in {report.restore_seconds:.1f} s; starting the services isolated "
              f"({report.prefix}-*)")
     phase = time.monotonic()
-    outcome = restore_dumps.run(ctx)  # databases first, their dumps loaded
-    report.dumps = [str(d) for d in outcome.details.get("dumps", [])]
+    report.dumps = load_dumps(ctx)  # databases first, their dumps loaded
     converge_services(ctx)  # then the rest
     if restored.dumps and not report.dumps:
         raise BackupError("the backup's database dumps were not loaded")
@@ -233,9 +233,9 @@ def _drill(live: FirstbootContext, root: Path, archive: str | None, timeout_s: f
 def _wait_healthy(ctx: FirstbootContext, report: DrillReport, since: float,
                   timeout_s: float, progress: Callable[[str], None]) -> None:
     naming = Naming.for_root(ctx.paths.root)
-    deadline = time.monotonic() + timeout_s
     waiting = set(report.services)
-    while True:
+
+    def all_healthy() -> bool | NotYet:
         for name in sorted(waiting):
             result = report.services[name]
             result.problem = container_problem(ctx.docker, naming.container(name))
@@ -243,10 +243,13 @@ def _wait_healthy(ctx: FirstbootContext, report: DrillReport, since: float,
                 result.ok, result.seconds = True, round(time.monotonic() - since, 1)
                 waiting.discard(name)
                 progress(f"{name}: healthy after {result.seconds:.1f} s")
-        if not waiting or time.monotonic() >= deadline:
-            break
-        time.sleep(POLL_S)
-    if waiting:
+        return True if not waiting else NotYet(", ".join(
+            f"{n}: {report.services[n].problem}" for n in sorted(waiting)))
+
+    try:
+        wait.until("the drill's services to be healthy", all_healthy, timeout_s,
+                   interval_s=POLL_S)
+    except wait.WaitTimedOut:
         report.failure = (f"{len(waiting)} service(s) not healthy after {timeout_s:.0f} s: "
                           + ", ".join(sorted(waiting)))
         report.hint = ("the backup restores, but these services do not come up from it: "

@@ -28,10 +28,11 @@ from cryptography import x509
 
 from firstboot.certs import certificate as tls
 from firstboot.certs.acme_client import IssuanceFailed, Request, explain, issue
+from firstboot.containers.proxy import ProxyFiles, converge_proxy
 from firstboot.core.context import FirstbootContext, Paths
 from firstboot.core.files import atomic_write, ensure_dir
-from firstboot.steps.mail import reload_mail_tls
-from firstboot.steps.proxy import ProxyFiles, converge_proxy
+from firstboot.mail.container import reload_mail_tls
+from firstboot.mail.mta_sts import served_mta_sts_sites
 
 log = logging.getLogger("arkbox.certs")
 
@@ -217,7 +218,7 @@ def reload_tls_consumers(ctx: FirstbootContext) -> list[str]:
     """Make everything that serves the live certificate load it again, without dropping
     connections; returns what was reloaded. Every TLS server of the box belongs here."""
     reloaded = []
-    if converge_proxy(ctx).reloaded:
+    if converge_proxy(ctx, served_mta_sts_sites(ctx)).reloaded:
         reloaded.append("proxy (nginx reloaded)")
     if reload_mail_tls(ctx):
         reloaded.append("mail (Postfix and Dovecot reloaded)")

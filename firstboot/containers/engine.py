@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import docker
@@ -19,9 +21,9 @@ import docker.errors
 from docker.types import Healthcheck, Mount
 from docker.utils import version_gte
 
-from firstboot.containers.naming import LABEL_CONFIG_HASH, LABEL_SERVICE, Naming
-from firstboot.containers.plan import ActualContainer
-from firstboot.containers.spec import HealthSpec, NetworkSpec, ServiceSpec
+from firstboot.containers.naming import LABEL_CONFIG_HASH, LABEL_ROLE, LABEL_SERVICE, Naming
+from firstboot.containers.plan import ActualContainer, ActualNetwork, DesiredNetwork
+from firstboot.containers.spec import HealthSpec, ServiceSpec
 from firstboot.core.step import StepFailed
 
 log = logging.getLogger("arkbox.firstboot.engine")
@@ -38,16 +40,35 @@ def owned_containers(
 ) -> list[ActualContainer]:
     """This box's containers of one role (None: of every role)."""
     found = client.containers.list(all=True, filters=naming.filters(role))
-    return [
-        ActualContainer(
-            service=c.labels.get(LABEL_SERVICE, ""),
-            container_id=str(c.id),
-            name=str(c.name),
-            config_hash=c.labels.get(LABEL_CONFIG_HASH, ""),
-            running=c.status == "running",
-        )
-        for c in found
-    ]
+    return [_actual_container(c) for c in found]
+
+
+def _actual_container(container: Any) -> ActualContainer:
+    attrs = container.attrs  # the list inspects each container: state and networks are here
+    started = parse_engine_time((attrs.get("State") or {}).get("StartedAt", ""))
+    networks = (attrs.get("NetworkSettings") or {}).get("Networks") or {}
+    return ActualContainer(
+        service=container.labels.get(LABEL_SERVICE, ""),
+        container_id=str(container.id),
+        name=str(container.name),
+        config_hash=container.labels.get(LABEL_CONFIG_HASH, ""),
+        running=container.status == "running",
+        started_at=started.timestamp() if started else None,
+        networks=frozenset(networks),
+    )
+
+
+def owned_networks(client: docker.DockerClient, naming: Naming) -> list[ActualNetwork]:
+    """Every network of this box, of any role."""
+    found = []
+    for network in client.networks.list(filters=naming.filters()):
+        attrs = network.attrs
+        labels = attrs.get("Labels") or {}
+        found.append(ActualNetwork(
+            name=str(network.name), role=labels.get(LABEL_ROLE, ""),
+            internal=bool(attrs.get("Internal")),
+            ipv6=bool(attrs.get("EnableIPv6")) or labels.get(IPV6_LABEL) == "unavailable"))
+    return found
 
 
 def create_container(
@@ -129,51 +150,13 @@ def remove_container(client: docker.DockerClient, container_id: str, grace_s: in
         pass
 
 
-def converge_networks(
-    client: docker.DockerClient, naming: Naming, wanted: Mapping[str, NetworkSpec], role: str
-) -> list[str]:
-    """Create missing networks, replace ones with the wrong `internal`, remove unwanted.
-
-    Returns what changed ("created arkbox-wiki", ...). Containers still attached
-    to a network being removed (the proxy) are disconnected first; whoever owns
-    them reattaches what they need.
-    """
-    changes: list[str] = []
-    existing = {str(n.name): n for n in client.networks.list(filters=naming.filters(role))}
-    for name, network in sorted(existing.items()):
-        spec = wanted.get(name)
-        if spec is not None and bool(network.attrs.get("Internal")) == spec.internal:
-            continue
-        _remove_network(network)
-        if spec is None:
-            changes.append(f"removed network {name}")
-    for name, spec in sorted(wanted.items()):
-        current = existing.get(name)
-        if current is not None and bool(current.attrs.get("Internal")) == spec.internal:
-            continue
-        client.networks.create(
-            name, driver="bridge", internal=spec.internal, check_duplicate=True,
-            labels=naming.labels(role, spec.service),
-        )
-        changes.append(f"{'replaced' if current is not None else 'created'} network {name}")
-    return changes
-
-
-def ensure_service_network(client: docker.DockerClient, naming: Naming, network: NetworkSpec,
-                           role: str) -> bool:
-    """Make a service's network before its owner's step does (the mail step joins the
-    networks of webmail services, and runs first); made as `converge_networks` makes it,
-    so that step keeps it. True when created."""
-    if client.networks.list(names=[network.name], filters=naming.filters(role)):
-        return False
-    client.networks.create(network.name, driver="bridge", internal=network.internal,
-                           check_duplicate=True, labels=naming.labels(role, network.service))
-    return True
-
-
 def connect_container(client: docker.DockerClient, container_id: str, network: str,
-                      aliases: tuple[str, ...]) -> None:
-    client.api.connect_container_to_network(container_id, network, aliases=list(aliases))
+                      aliases: tuple[str, ...] = ()) -> None:
+    client.api.connect_container_to_network(container_id, network, aliases=list(aliases) or None)
+
+
+def disconnect_container(client: docker.DockerClient, container_id: str, network: str) -> None:
+    client.api.disconnect_container_from_network(container_id, network)
 
 
 # The proxy's network also carries IPv6, so that with the daemon's ip6tables on
@@ -184,43 +167,34 @@ MAIL_IPV6_SUBNET = "fd61:726b:6278:2::/64"  # the same, for the mail server's po
 IPV6_LABEL = "arkbox.ipv6"
 
 
-def ensure_network(client: docker.DockerClient, naming: Naming, name: str, role: str,
-                   ipv6_subnet: str | None = None) -> bool:
-    """Make sure a plain (non-internal) bridge network exists; True when created."""
-    existing = client.networks.list(names=[name], filters=naming.filters(role))
-    if existing and (ipv6_subnet is None or _has_ipv6_or_cannot(existing[0])):
-        return False
-    for network in existing:  # made before it carried IPv6: replace it
-        _remove_network(network)
-    if ipv6_subnet is not None:
-        ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=ipv6_subnet)])
+def create_network(client: docker.DockerClient, naming: Naming, network: DesiredNetwork) -> None:
+    """A bridge network, labelled as this box's; with IPv6 when asked and the host can."""
+    labels = naming.labels(network.role, network.service)
+    if network.ipv6_subnet is not None:
+        ipam = docker.types.IPAMConfig(
+            pool_configs=[docker.types.IPAMPool(subnet=network.ipv6_subnet)])
         try:
-            client.networks.create(name, driver="bridge", check_duplicate=True,
-                                   labels=naming.labels(role), enable_ipv6=True, ipam=ipam)
-            return True
+            client.networks.create(network.name, driver="bridge", internal=network.internal,
+                                   check_duplicate=True, labels=labels, enable_ipv6=True,
+                                   ipam=ipam)
+            return
         except docker.errors.APIError as e:
             # A host whose /proc/sys is read-only (a container rig) cannot give a
             # bridge IPv6; serve IPv4 rather than nothing, and say so.
             if "ipv6" not in str(e).lower():
                 raise
             log.warning("%s: no IPv6 on this host's bridges (%s): published ports are "
-                        "IPv4 only", name, e.explanation or e)
-    labels = naming.labels(role)
-    if ipv6_subnet is not None:
+                        "IPv4 only", network.name, e.explanation or e)
         labels = {**labels, IPV6_LABEL: "unavailable"}  # so a re-run does not retry forever
-    client.networks.create(name, driver="bridge", check_duplicate=True, labels=labels)
-    return True
+    client.networks.create(network.name, driver="bridge", internal=network.internal,
+                           check_duplicate=True, labels=labels)
 
 
-def _has_ipv6_or_cannot(network: Any) -> bool:
-    attrs = network.attrs
-    return bool(attrs.get("EnableIPv6")) or (attrs.get("Labels") or {}).get(IPV6_LABEL) == \
-        "unavailable"
-
-
-def attached_networks(client: docker.DockerClient, container_id: str) -> set[str]:
-    attrs = client.api.inspect_container(container_id)
-    return set((attrs.get("NetworkSettings", {}).get("Networks") or {}).keys())
+def remove_network(client: docker.DockerClient, naming: Naming, name: str) -> None:
+    """Remove one of this box's networks, disconnecting what is still on it (whoever owns
+    those containers reattaches what they need)."""
+    for network in client.networks.list(names=[name], filters=naming.filters()):
+        _remove_network(network)
 
 
 def _remove_network(network: Any) -> None:
@@ -264,3 +238,11 @@ def container_state(client: docker.DockerClient, name: str) -> dict[str, Any] | 
         return dict(client.api.inspect_container(name))
     except docker.errors.NotFound:
         return None
+
+
+def parse_engine_time(text: str) -> datetime | None:
+    """The engine's RFC 3339 times carry nanoseconds, which datetime does not take."""
+    if not text or text.startswith("0001-"):
+        return None
+    trimmed = re.sub(r"(\.\d{6})\d+", r"\1", text).replace("Z", "+00:00")
+    return datetime.fromisoformat(trimmed)

@@ -13,6 +13,9 @@ from pathlib import Path
 
 from firstboot.core.step import StepFailed
 
+# Where the image build lays each recipe.yaml (the installer cannot see the source tree).
+RECIPES_DIR = "/usr/share/arkbox/recipes"
+
 
 @dataclass(frozen=True)
 class BakedImage:

@@ -1,5 +1,6 @@
 """The appliance's mail server: rendered configs, DKIM, DNS records, the deliverability check.
 
 Pure parts (render, records, dkim, passwords, doctor's findings) are unit-tested;
-the `mail` step (firstboot/steps/mail.py) writes the files and runs the container.
+container.py says what the mail container should be and writes its files; the `mail`
+step hands that to the container reconciler. mta_sts.py: the policy sites the proxy serves.
 """

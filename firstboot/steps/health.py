@@ -21,9 +21,11 @@ from firstboot.containers.probe import (
     published_port,
     route_problem,
 )
+from firstboot.core import wait
 from firstboot.core.config import Appliance
 from firstboot.core.context import FirstbootContext
 from firstboot.core.step import Outcome, StepFailed
+from firstboot.core.wait import NotYet
 
 NAME = "health"
 TIMEOUT_S = 300.0
@@ -75,22 +77,28 @@ def verify(ctx: FirstbootContext) -> str | None:
 
 def wait_until_healthy(ctx: FirstbootContext, timeout_s: float = TIMEOUT_S) -> HealthReport:
     started = time.monotonic()
-    last_summary = ""
-    while True:
+    shown: list[str] = []  # the last summary logged: log only changes
+
+    def healthy() -> HealthReport | NotYet:
         report = check_once(ctx)
         if report.healthy:
-            log.info("%s after %.1f s", report.summary(), time.monotonic() - started)
             return report
-        if report.summary() != last_summary:
-            last_summary = report.summary()
-            log.info("waiting: %s", last_summary)
-        if time.monotonic() - started >= timeout_s:
-            raise StepFailed(
-                f"{report.summary()} after {timeout_s:.0f} s:\n  " + "\n  ".join(report.problems()),
-                hint="docker logs <container> shows why a service does not come up; "
-                "first boot retries, and `arkbox-installer status` shows the state",
-            )
-        time.sleep(POLL_S)
+        if shown[-1:] != [report.summary()]:
+            shown[:] = [report.summary()]
+            log.info("waiting: %s", report.summary())
+        return NotYet(f"{report.summary()}:\n  " + "\n  ".join(report.problems()))
+
+    try:
+        report = wait.until("every container to be healthy and every route to answer",
+                            healthy, timeout_s, interval_s=POLL_S)
+    except wait.WaitTimedOut as err:
+        raise StepFailed(
+            err.message,
+            hint="docker logs <container> shows why a service does not come up; "
+            "first boot retries, and `arkbox-installer status` shows the state",
+        ) from err
+    log.info("%s after %.1f s", report.summary(), time.monotonic() - started)
+    return report
 
 
 def check_once(ctx: FirstbootContext) -> HealthReport:

@@ -1,34 +1,19 @@
 """Step `restore_dumps`: after a restore, load each database dump before its users start.
 
-The restore step left the dumps under /var/lib/arkbox/restore-dumps/<service>.
-This step runs before `services`: it starts only the dumped services and what they
-connect to (`first_wave`), feeds each dump to its service's `restore_command`
-(`docker exec -i`) once the container is healthy, then deletes it. Step `services`
-then starts the rest, so an application never sees its database empty. On a fresh
-box there are no dumps and nothing is started here.
+Runs before `services`: the dumped databases (and what they connect to) are started
+and fed their dumps (firstboot/backup/dumps.py); step `services` then starts the rest.
+On a fresh box there are no dumps and nothing is started here.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Collection, Mapping, Sequence
-
-from firstboot.backup import borg
 from firstboot.backup.client import enabled
-from firstboot.backup.restore import dumps_dir
-from firstboot.containers.engine import container_state
-from firstboot.containers.naming import Naming
-from firstboot.containers.probe import container_problem
-from firstboot.core import execute
+from firstboot.backup.dumps import load_dumps, pending_dumps
 from firstboot.core.config import Appliance
 from firstboot.core.context import FirstbootContext
-from firstboot.core.execute import CommandError
-from firstboot.core.step import Outcome, StepFailed
-from firstboot.steps.services import converge_services
+from firstboot.core.step import Outcome
 
 NAME = "restore_dumps"
-READY_TIMEOUT_S = 180.0
-POLL_S = 0.5
 
 
 def applies(config: Appliance) -> bool:
@@ -39,77 +24,13 @@ def applies(config: Appliance) -> bool:
 def run(ctx: FirstbootContext) -> Outcome:
     if not enabled(ctx.config):
         return Outcome.unchanged("backups are off: no backup.repository")
-    pending = sorted(dumps_dir(ctx.paths).glob("*")) if dumps_dir(ctx.paths).is_dir() else []
-    if not pending:
+    loaded = load_dumps(ctx)
+    if not loaded:
         return Outcome.unchanged("no database dump to load")
-    naming = Naming.for_root(ctx.paths.root)
-    for dump in pending:
-        service = dump.name
-        policy = ctx.config.services[service].backup if service in ctx.config.services else None
-        if policy is None or not policy.restore_command:
-            raise StepFailed(f"a dump of {service!r} was restored, but the config gives it no "
-                             "backup.restore_command",
-                             hint=f"add services.{service}.backup.restore_command")
-    depends_on = {name: list(s.connects_to) for name, s in ctx.config.services.items()}
-    wave = first_wave(depends_on, [d.name for d in pending])
-    if not all(_running(ctx, naming.container(name)) for name in wave):
-        ctx.log.info("starting %s before the other services, to load the dump(s) first",
-                     " ".join(wave))
-        converge_services(ctx, only=wave)
-    loaded = []
-    for dump in pending:
-        service = dump.name
-        command = ctx.config.services[service].backup.restore_command
-        assert command  # checked above
-        container = naming.container(service)
-        _wait_healthy(ctx, container)
-        started = time.monotonic()
-        try:
-            ctx.run(borg.docker_exec_argv(container, command, stdin=True),
-                    feed=execute.from_file(dump), timeout=3600)
-        except CommandError as err:
-            raise StepFailed(f"loading the dump of {service} failed: {err.message}",
-                             hint="see the journal; the dump stays in "
-                             f"{dump} and is loaded again by the next run") from err
-        dump.unlink()
-        loaded.append(f"{service} ({time.monotonic() - started:.1f} s)")
     return Outcome.changed_("loaded " + ", ".join(loaded), {"dumps": loaded})
 
 
-def first_wave(depends_on: Mapping[str, Sequence[str]], dumped: Collection[str]) -> list[str]:
-    """The services to start before the dumps are loaded: the dumped ones and, transitively,
-    what they connect to; sorted. Every other service starts after the load."""
-    wave: set[str] = set()
-    todo = [name for name in dumped if name in depends_on]
-    while todo:
-        name = todo.pop()
-        if name not in wave:
-            wave.add(name)
-            todo += [d for d in depends_on.get(name, ()) if d in depends_on]
-    return sorted(wave)
-
-
-def _running(ctx: FirstbootContext, container: str) -> bool:
-    state = container_state(ctx.docker, container)
-    return bool(state and state.get("State", {}).get("Running"))
-
-
-def _wait_healthy(ctx: FirstbootContext, container: str) -> None:
-    """Until the container's own health check passes, run now rather than when the engine
-    gets round to it (every 30 s by default: the wait a restore would otherwise pay)."""
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    problem = container_problem(ctx.docker, container)
-    while problem is not None and time.monotonic() < deadline:
-        time.sleep(POLL_S)
-        problem = container_problem(ctx.docker, container)
-    if problem is not None:
-        raise StepFailed(f"{container} is not ready after {READY_TIMEOUT_S:.0f} s: {problem}; "
-                         "cannot load its dump")
-
-
 def verify(ctx: FirstbootContext) -> str | None:
-    if not enabled(ctx.config):
-        return None
-    if dumps_dir(ctx.paths).is_dir() and any(dumps_dir(ctx.paths).iterdir()):
+    if enabled(ctx.config) and pending_dumps(ctx.paths):
         return "database dumps still waiting to be loaded"
     return None

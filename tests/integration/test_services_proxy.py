@@ -35,9 +35,11 @@ from builder.pipeline.cache import cache_dir_from_env
 from builder.pipeline.service_images import BuiltImage, build_service_images
 from firstboot.containers.naming import Naming
 from firstboot.containers.probe import leaf_fingerprint, route_problem
+from firstboot.containers.proxy import PublishedPorts, converge_proxy
 from firstboot.core.config import Appliance, load_config
 from firstboot.core.config.loader import DEFAULT_CONFIG_PATH
 from firstboot.core.context import FirstbootContext, Paths
+from firstboot.mail.mta_sts import served_mta_sts_sites
 from firstboot.steps import health, proxy, services
 
 pytestmark = [pytest.mark.integration]
@@ -47,7 +49,7 @@ RECIPES = REPO / "image" / "recipes"
 RECIPE_NAMES = ("proxy", "radicale", "dokuwiki", "roundcube", "postgres")
 HOSTNAMES = ("cal.arkbox.test", "wiki.arkbox.test", "webmail.arkbox.test",
              "notes.arkbox.test", "docs.arkbox.test")
-ANY_FREE_PORT = proxy.PublishedPorts(http=0, https=0)
+ANY_FREE_PORT = PublishedPorts(http=0, https=0)
 
 # Run inside the client container: one HTTP(S) request to the box, the answer as JSON.
 CLIENT_REQUEST = r"""
@@ -239,7 +241,7 @@ def first_boot(box: Box) -> dict[str, str]:
     timings: dict[str, str] = {}
     started = time.monotonic()
     timings["services"] = services.run(ctx).summary
-    timings["proxy"] = proxy.converge_proxy(ctx, ANY_FREE_PORT).summary()
+    timings["proxy"] = converge_proxy(ctx, served_mta_sts_sites(ctx), ANY_FREE_PORT).summary()
     timings["health"] = health.run(ctx).summary
     timings["seconds"] = f"{time.monotonic() - started:.1f}"
     print(f"\nfirst boot: {timings}")

@@ -30,6 +30,7 @@ from firstboot.backup.drill import (
     remove_drill,
     remove_stale_drills,
 )
+from firstboot.backup.dumps import first_wave
 from firstboot.containers.naming import Naming
 from firstboot.core.config import load_config
 from firstboot.core.context import FirstbootContext, Paths
@@ -38,7 +39,6 @@ from firstboot.status import Status, StepReport, StepState
 from firstboot.status_view import backup_lines, human_size, render_status, status_json
 from firstboot.steps import ORDER
 from firstboot.steps import backup as backup_step
-from firstboot.steps.restore_dumps import first_wave
 
 REPO = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

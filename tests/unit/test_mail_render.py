@@ -9,9 +9,9 @@ import pytest
 from firstboot.core.config import load_config
 from firstboot.core.config.mail import Mail
 from firstboot.mail import dkim
+from firstboot.mail.container import config_digest, parse_users
 from firstboot.mail.passwords import hash_password, verifies
 from firstboot.mail.render import DKIM_KEY, UserEntry, render_mail_files, sender_logins
-from firstboot.steps.mail import config_digest, parse_users
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = dkim.make_private_key()
@@ -138,7 +138,7 @@ def test_password_hashes_are_argon2id_and_verify() -> None:
 
 def test_hashes_are_kept_while_the_password_is_unchanged(tmp_path: Path) -> None:
     from firstboot.core.context import FirstbootContext, Paths
-    from firstboot.steps.mail import MailPaths, user_entries
+    from firstboot.mail.container import MailPaths, user_entries
 
     config = load_config(ROOT / "config/default.yaml")
     ctx = FirstbootContext(config, Paths(tmp_path))
@@ -160,7 +160,7 @@ def test_hashes_are_kept_while_the_password_is_unchanged(tmp_path: Path) -> None
 
 def test_the_proxy_serves_the_mta_sts_policy_per_mail_domain(mail: Mail) -> None:
     from firstboot.containers.nginx import render_proxy_config
-    from firstboot.steps.proxy import mta_sts_sites
+    from firstboot.mail.mta_sts import mta_sts_sites
 
     config = load_config(ROOT / "config/default.yaml")
     (site,) = mta_sts_sites(config, None)
@@ -169,3 +169,19 @@ def test_the_proxy_serves_the_mta_sts_policy_per_mail_domain(mail: Mail) -> None
     assert "server_name mta-sts.arkbox.test;" in text
     assert ('return 200 "version: STSv1\\nmode: testing\\nmx: mail.arkbox.test\\n'
             'max_age: 604800\\n";') in text
+
+
+def test_the_mail_report_says_what_changed(mail: Mail) -> None:
+    from firstboot.mail.container import MailReport
+
+    ports = "ports 25 465 587 993"
+    quiet = MailReport(True)
+    assert not quiet.changed and quiet.summary(mail).endswith(f"{ports}; unchanged")
+    reloaded = MailReport(True, "reloaded (new certificate)", ["postfix/main.cf"])
+    assert reloaded.summary(mail).endswith(
+        f"{ports}; container reloaded (new certificate), 1 file(s) written")
+    assert reloaded.details(mail)["container"] == "reloaded (new certificate)"
+    assert MailReport(True, networks_changed=True).summary(mail).endswith("network created")
+    off = MailReport(False, "removed")
+    assert off.summary(mail) == "mail is off; container removed (volumes kept)"
+    assert off.details(mail) == {} and MailReport(False).summary(mail) == "mail is off"

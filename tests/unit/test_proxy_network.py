@@ -2,7 +2,7 @@
 
 The rig boots with IPv6 on its bridges (tests/e2e/test_firstboot_fresh.py proves the
 IPv6 path end to end), so the fallback for hosts that cannot enable IPv6 on a bridge is
-checked here against a stand-in for the engine's network API.
+checked here, through the reconciler, against a stand-in for the engine's network API.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import pytest
 
 from firstboot.containers import engine
 from firstboot.containers.naming import ROLE_PROXY, Naming
+from firstboot.containers.plan import Desired, DesiredNetwork
+from firstboot.containers.reconcile import reconcile
 
 NAMING = Naming()
 
@@ -41,8 +43,10 @@ class FakeNetworks:
     existing: list[FakeNetwork] = field(default_factory=list)
     created: list[dict[str, Any]] = field(default_factory=list)
 
-    def list(self, names: list[str], filters: dict[str, Any]) -> list[FakeNetwork]:
-        return [n for n in self.existing if n.name in names and not n.removed]
+    def list(self, names: list[str] | None = None,
+             filters: dict[str, Any] | None = None) -> list[FakeNetwork]:
+        return [n for n in self.existing
+                if (names is None or n.name in names) and not n.removed]
 
     def create(self, name: str, **kwargs: Any) -> FakeNetwork:
         if kwargs.get("enable_ipv6") and not self.ipv6_works:
@@ -56,14 +60,25 @@ class FakeNetworks:
         return network
 
 
+class NoContainers:
+    def list(self, all: bool, filters: dict[str, Any]) -> list[Any]:
+        return []
+
+
 @dataclass
 class FakeClient:
     networks: FakeNetworks
+    containers: NoContainers = field(default_factory=NoContainers)
+
+
+PROXY_NETWORK = DesiredNetwork(NAMING.proxy_network, ROLE_PROXY, internal=False,
+                               ipv6_subnet=engine.PROXY_IPV6_SUBNET)
 
 
 def ensure(client: FakeClient) -> bool:
-    return engine.ensure_network(client, NAMING, NAMING.proxy_network,  # type: ignore[arg-type]
-                                 ROLE_PROXY, ipv6_subnet=engine.PROXY_IPV6_SUBNET)
+    """Reconcile a desired state of just the proxy's network; True when it was made."""
+    report = reconcile(client, NAMING, Desired(ROLE_PROXY, {}, (PROXY_NETWORK,)))  # type: ignore[arg-type]
+    return bool(report.plan.create_networks or report.plan.replace_networks)
 
 
 def test_ipv6_network_when_the_host_allows_it() -> None:
@@ -103,3 +118,12 @@ def test_other_engine_errors_are_not_mistaken_for_missing_ipv6() -> None:
 
     with pytest.raises(docker.errors.APIError, match="overlaps"):
         ensure(FakeClient(Broken(ipv6_works=True)))
+
+
+def test_a_dry_run_plans_the_network_and_makes_nothing() -> None:
+    client = FakeClient(FakeNetworks(ipv6_works=True))
+    report = reconcile(client, NAMING, Desired(ROLE_PROXY, {}, (PROXY_NETWORK,)),  # type: ignore[arg-type]
+                       dry_run=True)
+    assert not report.applied and report.plan.describe() == [
+        f"create network {NAMING.proxy_network}"]
+    assert client.networks.created == []

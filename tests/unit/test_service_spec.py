@@ -186,7 +186,7 @@ _KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIF6YilbxuYcReyoVRXRnJrBiinY8edFG7Xg
 
 def test_only_webmail_recipes_bring_the_mail_server_onto_their_network(
         config: Appliance) -> None:
-    from firstboot.steps.mail import mail_client_networks
+    from firstboot.mail.container import mail_client_networks
 
     runtimes = {n: load_recipe_runtime(RECIPES, s.recipe or "") for n, s in config.services.items()}
     assert runtimes["webmail"].mail_client  # roundcube's recipe: depends_on [postgres, mail]
@@ -200,7 +200,7 @@ def test_only_webmail_recipes_bring_the_mail_server_onto_their_network(
 
 
 def test_no_mail_networks_while_mail_is_off(config: Appliance) -> None:
-    from firstboot.steps.mail import mail_client_networks
+    from firstboot.mail.container import mail_client_networks
 
     data = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
     data["mail"]["enabled"] = False

@@ -9,10 +9,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from firstboot.containers.engine import parse_engine_time
 from firstboot.containers.plan import Plan
+from firstboot.containers.services import ServicesReport
 from firstboot.containers.spec import http_check_script
 from firstboot.core.config.services import Healthcheck
-from firstboot.steps.services import ServicesReport, parse_engine_time
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

@@ -1,0 +1,28 @@
+"""MTA-STS: the policy sites (mta-sts.DOMAIN) the reverse proxy serves for the mail server."""
+
+from __future__ import annotations
+
+from cryptography import x509
+
+from firstboot.certs.certificate import is_fallback, live_files
+from firstboot.containers.nginx import MtaStsSite
+from firstboot.containers.reconcile import read_or_none
+from firstboot.core.config import Appliance
+from firstboot.core.context import FirstbootContext
+from firstboot.mail.records import mta_sts_policy
+
+
+def mta_sts_sites(config: Appliance, certificate: bytes | None) -> list[MtaStsSite]:
+    """mta-sts.DOMAIN for each mail domain. The policy enforces only with a CA's
+    certificate: senders that honour it would refuse the self-signed fallback."""
+    if not (config.mail.enabled and config.mail.hostname):
+        return []
+    enforce = certificate is not None and not is_fallback(
+        x509.load_pem_x509_certificate(certificate))
+    policy = mta_sts_policy(config, enforce)
+    return [MtaStsSite(f"mta-sts.{domain}", policy) for domain in config.mail.domains]
+
+
+def served_mta_sts_sites(ctx: FirstbootContext) -> list[MtaStsSite]:
+    """The sites for the certificate in /srv/arkbox/tls/live (what the proxy serves)."""
+    return mta_sts_sites(ctx.config, read_or_none(live_files(ctx).chain))
