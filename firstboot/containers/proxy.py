@@ -40,11 +40,11 @@ from firstboot.containers.nginx import (
 )
 from firstboot.containers.plan import Desired, DesiredContainer, DesiredNetwork, Plan
 from firstboot.containers.recipe import RecipeRuntime, load_recipe_runtime
-from firstboot.containers.reconcile import plan_for, read_or_none, reconcile
+from firstboot.containers.reconcile import plan_for, reconcile
 from firstboot.containers.spec import Attachment, RouteSpec, ServiceSpec, spec_hash
 from firstboot.core.config import Appliance
 from firstboot.core.context import FirstbootContext
-from firstboot.core.files import atomic_write, ensure_dir, write_if_changed
+from firstboot.core.files import atomic_write, ensure_dir, read_bytes, write_if_changed
 from firstboot.core.step import StepFailed
 from firstboot.manifest import ManifestImage, ManifestProxy, read_manifest, write_manifest
 
@@ -118,7 +118,7 @@ class ProxyFiles:
     def served_digest(self) -> str:
         digest = hashlib.sha256()
         for path in self.served:
-            digest.update(read_or_none(path) or b"")
+            digest.update(read_bytes(path) or b"")
         return digest.hexdigest()
 
     @classmethod
@@ -133,12 +133,12 @@ def proxy_problem(ctx: FirstbootContext, mta_sts: Sequence[MtaStsSite],
                   ports: PublishedPorts | None = None) -> str | None:
     """None when the proxy runs its current spec, config and certificate on all routes."""
     files = ProxyFiles.of(ctx)
-    if read_or_none(files.conf_dir / CONF_FILE) != \
+    if read_bytes(files.conf_dir / CONF_FILE) != \
             render_config(ctx.config, files, mta_sts).encode():
         return "the rendered nginx config is out of date"
-    if read_or_none(files.tls_dir / "fullchain.pem") != read_or_none(files.certificate_source):
+    if read_bytes(files.tls_dir / "fullchain.pem") != read_bytes(files.certificate_source):
         return "the proxy's certificate copy differs from /srv/arkbox/tls/live"
-    if read_or_none(files.loaded_marker) != files.served_digest().encode():
+    if read_bytes(files.loaded_marker) != files.served_digest().encode():
         return "nginx has not loaded the current config and certificate"
     plan = plan_proxy(ctx, ports)
     if not plan.is_empty:
@@ -159,7 +159,7 @@ def converge_proxy(ctx: FirstbootContext, mta_sts: Sequence[MtaStsSite],
     files = ProxyFiles.of(ctx)
     ports = ports or _recorded_ports(ctx)
     runtime = load_recipe_runtime(ctx.paths.at(RECIPES_DIR), PROXY_RECIPE)
-    previous_files = {path: read_or_none(path) for path in files.served}
+    previous_files = {path: read_bytes(path) for path in files.served}
     report = ProxyReport("unchanged", files_changed=_write_files(ctx, files, runtime, mta_sts))
     ctx.checkpoint("files-written")
     desired = desired_proxy(ctx, files, ports)
@@ -169,7 +169,7 @@ def converge_proxy(ctx: FirstbootContext, mta_sts: Sequence[MtaStsSite],
                         else "started" if plan.start else "unchanged")
     report.joined, report.left = plan.joined(PROXY_SERVICE), plan.left(PROXY_SERVICE)
     if report.container == "unchanged" and \
-            read_or_none(files.loaded_marker) != files.served_digest().encode():
+            read_bytes(files.loaded_marker) != files.served_digest().encode():
         _test_and_reload(ctx.docker, plan.current[PROXY_SERVICE], files, previous_files)
         report.reloaded = True
     # A start loads the files as they are now, and so does a reload.
@@ -229,7 +229,7 @@ def proxy_spec(ctx: FirstbootContext, files: ProxyFiles, ports: PublishedPorts) 
 
 
 def render_config(config: Appliance, files: ProxyFiles, mta_sts: Sequence[MtaStsSite]) -> str:
-    certificate = read_or_none(files.certificate_source)
+    certificate = read_bytes(files.certificate_source)
     stapling = certificate is not None and names_ocsp_responder(certificate)
     return render_proxy_config(_sites(config), ocsp_stapling=stapling, mta_sts=mta_sts)
 

@@ -26,6 +26,7 @@ from firstboot.containers import engine
 from firstboot.containers.naming import LABEL_CONFIG_HASH, Naming
 from firstboot.containers.plan import Actual, Desired, DesiredContainer, Plan, plan
 from firstboot.containers.spec import start_order
+from firstboot.core.files import read_bytes
 from firstboot.core.step import StepFailed
 
 DEFAULT_GRACE_S = 10  # for a container of a service gone from the config
@@ -138,7 +139,7 @@ def files_changed_at(files: Iterable[tuple[Path, bytes | None]]) -> float | None
     math.inf when one differs (it is about to be rewritten); None when there are none."""
     newest: float | None = None
     for path, wanted in files:
-        if wanted is not None and read_or_none(path) != wanted:
+        if wanted is not None and read_bytes(path) != wanted:
             return math.inf
         try:
             changed = path.stat().st_mtime
@@ -146,11 +147,3 @@ def files_changed_at(files: Iterable[tuple[Path, bytes | None]]) -> float | None
             continue
         newest = changed if newest is None else max(newest, changed)
     return newest
-
-
-def read_or_none(path: Path) -> bytes | None:
-    """A host file's bytes, or None when it does not exist (to compare with what it should be)."""
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return None

@@ -185,24 +185,8 @@ def _service_spec(
     image: BakedImage,
     internal: Mapping[str, bool],
 ) -> ServiceSpec:
-    secrets_dir = data_dir / "secrets" / "mounts" / name
-    environment: dict[str, str] = {}
-    secret_env: dict[str, SecretRef] = {}
-    secret_files = [
-        SecretFileSpec(path, str(secrets_dir / _file_slug(path)), ref, runtime.uid, runtime.gid)
-        for path, ref in sorted(service.secret_files.items())
-    ]
-    for var, value in sorted(service.environment.items()):
-        if isinstance(value, str):
-            environment[var] = value
-        elif var in runtime.file_env:
-            # The app reads NAME_FILE: keep the secret out of the environment.
-            target = f"{ENV_SECRET_DIR}/{var}"
-            secret_files.append(SecretFileSpec(target, str(secrets_dir / f"env-{var}"), value,
-                                               runtime.uid, runtime.gid))
-            environment[f"{var}_FILE"] = target
-        else:
-            secret_env[var] = value
+    environment, secret_env, secret_files = _environment(
+        service, runtime, data_dir / "secrets" / "mounts" / name)
     own = Attachment(naming.network(name), internal[name], (name,))
     joined = [
         Attachment(naming.network(other), internal[other], (name,))
@@ -236,6 +220,29 @@ def _service_spec(
         route=RouteSpec(service.route.hostname, service.route.path, service.route.port,
                         service.route.max_body_size) if service.route else None,
     )
+
+
+def _environment(service: Service, runtime: RecipeRuntime, secrets_dir: Path
+                 ) -> tuple[dict[str, str], dict[str, SecretRef], list[SecretFileSpec]]:
+    """Plain variables, secrets passed as variables, and secrets mounted as files."""
+    environment: dict[str, str] = {}
+    secret_env: dict[str, SecretRef] = {}
+    secret_files = [
+        SecretFileSpec(path, str(secrets_dir / _file_slug(path)), ref, runtime.uid, runtime.gid)
+        for path, ref in sorted(service.secret_files.items())
+    ]
+    for var, value in sorted(service.environment.items()):
+        if isinstance(value, str):
+            environment[var] = value
+        elif var in runtime.file_env:
+            # The app reads NAME_FILE: keep the secret out of the environment.
+            target = f"{ENV_SECRET_DIR}/{var}"
+            secret_files.append(SecretFileSpec(target, str(secrets_dir / f"env-{var}"), value,
+                                               runtime.uid, runtime.gid))
+            environment[f"{var}_FILE"] = target
+        else:
+            secret_env[var] = value
+    return environment, secret_env, secret_files
 
 
 def _file_slug(container_path: str) -> str:

@@ -109,6 +109,14 @@ def atomic_symlink(path: Path, target: str) -> bool:
     return True
 
 
+def read_bytes(path: Path) -> bytes | None:
+    """The file's bytes, or None when it does not exist (to compare with what it should be)."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
 def read_text(path: Path) -> str | None:
     """The file's text, or None when it does not exist."""
     try:

@@ -18,7 +18,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 
-from firstboot.core.config.base import Kind, Section, did_you_mean, explain, refuse
+from firstboot.core.config.base import Kind, Section, did_you_mean, explain, key, refuse
 from firstboot.core.config.messages import findings_from
 from firstboot.core.config.problems import ConfigInvalid, Finding, Problem
 from firstboot.core.config.scalars import (
@@ -72,102 +72,80 @@ Text = Annotated[
 class Account(Section):
     """A Unix account of the image, made with fixed ids so restored files keep their owner."""
 
-    name: AccountName = Field(description="The account's name.", examples=["postfix"])
-    uid: AccountId = Field(description="Its user id.", examples=[230])
-    gid: AccountId = Field(description="Its primary group id.", examples=[230])
+    name: AccountName = key("The account's name.", example="postfix")
+    uid: AccountId = key("Its user id.", example=230)
+    gid: AccountId = key("Its primary group id.", example=230)
 
 
 class RunUser(Account):
     """The account the application runs as; arkbox makes the service's files for it."""
 
-    name: AccountName = Field(
-        description="The application's account; arkbox makes the service's volumes, secret "
+    name: AccountName = key(
+        "The application's account; arkbox makes the service's volumes, secret "
         "files and tmpfs mounts (other than /tmp) for its uid and gid.",
-        examples=["postgres"],
-    )
-    uid: AccountId = Field(description="Its user id.", examples=[220])
-    gid: AccountId = Field(description="Its primary group id.", examples=[220])
-    starts_as_root: bool = Field(
-        default=False,
-        description="PID 1 starts as root and changes to this account itself (sshd); the "
+        example="postgres")
+    uid: AccountId = key("Its user id.", example=220)
+    gid: AccountId = key("Its primary group id.", example=220)
+    starts_as_root: bool = key(
+        "PID 1 starts as root and changes to this account itself (sshd); the "
         "image then has no USER. False: the image's USER is this account (or it is root).",
-        examples=[True],
-    )
+        default=False, example=True)
 
 
 class RecipePort(Section):
     """A port the image listens on inside its container."""
 
-    port: Port = Field(description="The container port.", examples=[5432])
-    description: Text = Field(description="What answers there.", examples=["PostgreSQL"])
+    port: Port = key("The container port.", example=5432)
+    description: Text = key("What answers there.", example="PostgreSQL")
 
 
 class Volume(Section):
     """A path the container expects mounted: a volume, or a read-only file or directory."""
 
-    description: Text = Field(
-        description="What it holds.", examples=["the cluster (PGDATA), mode 0700"]
-    )
-    read_only: bool = Field(
-        default=False,
-        description="Mounted read-only (configuration arkbox renders, keys).",
-        examples=[True],
-    )
-    file: bool = Field(
-        default=False, description="A single file rather than a directory.", examples=[True]
-    )
+    description: Text = key("What it holds.", example="the cluster (PGDATA), mode 0700")
+    read_only: bool = key(
+        "Mounted read-only (configuration arkbox renders, keys).",
+        default=False, example=True)
+    file: bool = key("A single file rather than a directory.", default=False, example=True)
 
 
 class EnvVar(Section):
     """An environment variable the image reads."""
 
-    description: Text = Field(
-        description="What it sets, and its default.",
-        examples=["the role's password, made on first start"],
-    )
-    accepts_file: bool = Field(
-        default=False,
-        description="The image also reads NAME_FILE, a file holding the value: arkbox then "
+    description: Text = key(
+        "What it sets, and its default.",
+        example="the role's password, made on first start")
+    accepts_file: bool = key(
+        "The image also reads NAME_FILE, a file holding the value: arkbox then "
         "mounts a secret value as a file instead of putting it in the environment.",
-        examples=[True],
-    )
-    required: bool = Field(
-        default=False, description="The image does not start without it.", examples=[True]
-    )
+        default=False, example=True)
+    required: bool = key("The image does not start without it.", default=False, example=True)
 
 
 class HealthCheck(Section):
     """The image's own health check (its Dockerfile's HEALTHCHECK runs the same command)."""
 
-    command: Command = Field(
-        description="Command run inside the container; healthy when it exits 0.",
-        examples=[["/usr/local/bin/healthcheck"]],
-    )
-    checks: Text = Field(
-        description="What a pass means.", examples=["pg_isready on the local socket"]
-    )
+    command: Command = key(
+        "Command run inside the container; healthy when it exits 0.",
+        example=["/usr/local/bin/healthcheck"])
+    checks: Text = key("What a pass means.", example="pg_isready on the local socket")
 
 
 class RecipeBackup(Section):
     """How the image's data is made consistent while it is backed up."""
 
-    consistency: Literal["pause", "dump", "none"] = Field(
-        description="pause: freeze the container while its volumes are read; dump: back up "
+    consistency: Literal["pause", "dump", "none"] = key(
+        "pause: freeze the container while its volumes are read; dump: back up "
         "the output of `dump`; none: nothing to make consistent (no state, or not ours).",
-        examples=["dump"],
-    )
-    dump: Command | None = Field(
-        default=None,
-        description="With dump: command run in the container (default user); its standard "
+        example="dump")
+    dump: Command | None = key(
+        "With dump: command run in the container (default user); its standard "
         "output is the dump.",
-        examples=[["pg_dumpall", "--clean", "--if-exists"]],
-    )
-    restore: Command | None = Field(
-        default=None,
-        description="With dump: command run in the container at restore, the dump on its "
+        default=None, example=["pg_dumpall", "--clean", "--if-exists"])
+    restore: Command | None = key(
+        "With dump: command run in the container at restore, the dump on its "
         "standard input.",
-        examples=[["psql", "--quiet", "--dbname=postgres"]],
-    )
+        default=None, example=["psql", "--quiet", "--dbname=postgres"])
 
     @model_validator(mode="after")
     def _dump_commands(self) -> RecipeBackup:
@@ -183,74 +161,51 @@ class RecipeBackup(Section):
 class Recipe(Section):
     """recipe.yaml: how a service image is meant to run."""
 
-    description: Text = Field(
-        description="What the image is, in one line.",
-        examples=["PostgreSQL (Debian's), one cluster per container"],
-    )
-    user: RunUser = Field(
-        description="The account the application runs as.",
-        examples=[{"name": "postgres", "uid": 220, "gid": 220}],
-    )
-    accounts: list[Account] = Field(
-        default_factory=list,
-        description="Other accounts the image makes with fixed ids (its workers, owners of "
+    description: Text = key(
+        "What the image is, in one line.",
+        example="PostgreSQL (Debian's), one cluster per container")
+    user: RunUser = key(
+        "The account the application runs as.",
+        example={"name": "postgres", "uid": 220, "gid": 220})
+    accounts: list[Account] = key(
+        "Other accounts the image makes with fixed ids (its workers, owners of "
         "its files).",
-        examples=[[{"name": "vmail", "uid": 235, "gid": 235}]],
-    )
-    ports: list[RecipePort] = Field(
-        default_factory=list,
-        description="Ports it listens on inside the container.",
-        examples=[[{"port": 5432, "description": "PostgreSQL"}]],
-    )
-    volumes: dict[ContainerPath, Volume] = Field(
+        default_factory=list, example=[{"name": "vmail", "uid": 235, "gid": 235}])
+    ports: list[RecipePort] = key(
+        "Ports it listens on inside the container.",
+        default_factory=list, example=[{"port": 5432, "description": "PostgreSQL"}])
+    volumes: dict[ContainerPath, Volume] = key(
+        "Paths it expects mounted, by container path.",
         default_factory=dict,
-        description="Paths it expects mounted, by container path.",
-        examples=[{"/var/lib/postgresql/data": {"description": "the cluster (PGDATA)"}}],
-    )
-    capabilities: dict[Capability, Text] = Field(
-        default_factory=dict,
-        description="Capabilities added after dropping all, each with why it is needed.",
-        examples=[{"SETUID": "the masters drop every worker to its own uid"}],
-    )
-    read_only: bool = Field(
-        default=True, description="The root file system is read-only.", examples=[False]
-    )
-    tmpfs: list[ContainerPath] = Field(
-        default_factory=lambda: [TMP],
-        description="Private tmpfs mounts it writes to.",
-        examples=[[TMP, "/run"]],
-    )
-    env: dict[EnvName, EnvVar] = Field(
-        default_factory=dict,
-        description="Environment variables it reads.",
-        examples=[{"POSTGRES_PASSWORD": {"description": "the role's password",
-                                         "accepts_file": True}}],
-    )
-    egress: bool = Field(
-        default=False,
-        description="The application reaches the outside world; without it its network is "
+        example={"/var/lib/postgresql/data": {"description": "the cluster (PGDATA)"}})
+    capabilities: dict[Capability, Text] = key(
+        "Capabilities added after dropping all, each with why it is needed.",
+        default_factory=dict, example={"SETUID": "the masters drop every worker to its own uid"})
+    read_only: bool = key("The root file system is read-only.", default=True, example=False)
+    tmpfs: list[ContainerPath] = key(
+        "Private tmpfs mounts it writes to.",
+        default_factory=lambda: [TMP], example=[TMP, "/run"])
+    env: dict[EnvName, EnvVar] = key(
+        "Environment variables it reads.",
+        default_factory=dict, example={"POSTGRES_PASSWORD": {"description": "the role's password",
+                                         "accepts_file": True}})
+    egress: bool = key(
+        "The application reaches the outside world; without it its network is "
         "internal (it talks only to the proxy and the services it connects to).",
-        examples=[True],
-    )
-    healthcheck: HealthCheck = Field(
-        description="Its health check.",
-        examples=[{"command": ["/usr/local/bin/healthcheck"], "checks": "pg_isready"}],
-    )
-    backup: RecipeBackup = Field(
-        description="How its data is backed up consistently.",
-        examples=[{"consistency": "pause"}],
-    )
-    depends_on: list[RecipeName] = Field(
-        default_factory=list,
-        description="Recipes of the services it talks to. `mail` means the box's mail server: "
+        default=False, example=True)
+    healthcheck: HealthCheck = key(
+        "Its health check.",
+        example={"command": ["/usr/local/bin/healthcheck"], "checks": "pg_isready"})
+    backup: RecipeBackup = key(
+        "How its data is backed up consistently.",
+        example={"consistency": "pause"})
+    depends_on: list[RecipeName] = key(
+        "Recipes of the services it talks to. `mail` means the box's mail server: "
         "the mail container joins the service's network as `mail`.",
-        examples=[["postgres", "mail"]],
-    )
-    stop_grace_seconds: GraceSeconds = Field(
-        default=10,
-        description="Seconds it may take to stop before it is killed.",
-        examples=[10],
-    )
+        default_factory=list, example=["postgres", "mail"])
+    stop_grace_seconds: GraceSeconds = key(
+        "Seconds it may take to stop before it is killed.",
+        default=10, example=10)
 
     @field_validator("ports", "tmpfs", "depends_on")
     @classmethod

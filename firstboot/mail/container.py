@@ -31,7 +31,7 @@ from firstboot.containers.images import RECIPES_DIR, baked_image, read_baked_ima
 from firstboot.containers.naming import ROLE_SERVICE, Naming
 from firstboot.containers.plan import Desired, DesiredContainer, DesiredNetwork, Plan
 from firstboot.containers.recipe import RecipeRuntime, load_recipe_runtime
-from firstboot.containers.reconcile import files_changed_at, plan_for, read_or_none, reconcile
+from firstboot.containers.reconcile import files_changed_at, plan_for, reconcile
 from firstboot.containers.spec import (
     Attachment,
     HealthSpec,
@@ -43,7 +43,7 @@ from firstboot.containers.spec import (
 from firstboot.core.config import Appliance, SecretRef
 from firstboot.core.config.mail import Mail
 from firstboot.core.context import FirstbootContext, Paths
-from firstboot.core.files import ensure_dir, write_if_changed
+from firstboot.core.files import ensure_dir, read_bytes, write_if_changed
 from firstboot.core.step import StepFailed
 from firstboot.mail import dkim
 from firstboot.mail.passwords import hash_password, verifies
@@ -149,7 +149,7 @@ def converge_mail(ctx: FirstbootContext) -> MailReport:
                      checkpoint=ctx.checkpoint).plan
     report.networks_changed = plan.networks_change
     report.container = _container_change(plan)
-    if report.container == "unchanged" and read_or_none(paths.tls_loaded) != \
+    if report.container == "unchanged" and read_bytes(paths.tls_loaded) != \
             _tls_digest(paths).encode():
         # A new certificate since Postfix and Dovecot loaded theirs (the tls step made
         # one, or a power cut came between renewal and reload): reload them in place.
@@ -179,12 +179,12 @@ def mail_problem(ctx: FirstbootContext) -> str | None:
         return None if removal.is_empty else "a mail container runs although mail is off"
     paths = MailPaths.of(ctx.paths)
     for relative, wanted in wanted_files(ctx, paths).items():
-        if read_or_none(paths.rendered / relative) != wanted.content.encode():
+        if read_bytes(paths.rendered / relative) != wanted.content.encode():
             return f"{paths.rendered / relative} is out of date"
     plan = plan_mail(ctx)
     if not plan.is_empty:
         return "the mail container differs from the config: " + "; ".join(plan.describe())
-    if read_or_none(paths.tls_loaded) != _tls_digest(paths).encode():
+    if read_bytes(paths.tls_loaded) != _tls_digest(paths).encode():
         return "Postfix and Dovecot have not loaded the current certificate"
     return None
 
@@ -232,7 +232,7 @@ def reload_mail_tls(ctx: FirstbootContext, only_if_stale: bool = False) -> bool:
     """
     naming = Naming.for_root(ctx.paths.root)
     paths = MailPaths.of(ctx.paths)
-    if only_if_stale and read_or_none(paths.tls_loaded) == _tls_digest(paths).encode():
+    if only_if_stale and read_bytes(paths.tls_loaded) == _tls_digest(paths).encode():
         return False
     running = [c for c in engine.owned_containers(ctx.docker, naming, ROLE_MAIL) if c.running]
     if not running:
@@ -270,7 +270,7 @@ def wanted_files(ctx: FirstbootContext, paths: MailPaths) -> dict[str, MailFile]
 def user_entries(ctx: FirstbootContext, paths: MailPaths) -> list[UserEntry]:
     """Each mailbox with its hash: given in the config, kept from the last run while the
     password still matches it, or made now."""
-    previous = parse_users(read_or_none(paths.rendered / "dovecot" / "users") or b"")
+    previous = parse_users(read_bytes(paths.rendered / "dovecot" / "users") or b"")
     entries = []
     for position, box in enumerate(ctx.config.mail.mailboxes):
         if box.password_hash is not None:
@@ -355,7 +355,7 @@ def _runtimes(ctx: FirstbootContext) -> dict[str, RecipeRuntime]:
 def _tls_digest(paths: MailPaths) -> str:
     digest = hashlib.sha256()
     for name in ("fullchain.pem", "privkey.pem"):
-        digest.update(read_or_none(paths.tls_live / name) or b"")
+        digest.update(read_bytes(paths.tls_live / name) or b"")
     return digest.hexdigest()
 
 

@@ -6,9 +6,9 @@ from cryptography import x509
 
 from firstboot.certs.certificate import is_fallback, live_files
 from firstboot.containers.nginx import MtaStsSite
-from firstboot.containers.reconcile import read_or_none
 from firstboot.core.config import Appliance
 from firstboot.core.context import FirstbootContext
+from firstboot.core.files import read_bytes
 from firstboot.mail.records import mta_sts_policy
 
 
@@ -25,4 +25,4 @@ def mta_sts_sites(config: Appliance, certificate: bytes | None) -> list[MtaStsSi
 
 def served_mta_sts_sites(ctx: FirstbootContext) -> list[MtaStsSite]:
     """The sites for the certificate in /srv/arkbox/tls/live (what the proxy serves)."""
-    return mta_sts_sites(ctx.config, read_or_none(live_files(ctx).chain))
+    return mta_sts_sites(ctx.config, read_bytes(live_files(ctx).chain))

@@ -15,15 +15,7 @@ then finds nothing missing, or loads what is still missing itself.
 
 from __future__ import annotations
 
-from firstboot.containers.image_load import (
-    REBUILD_HINT,
-    VERIFY_WAIT_S,
-    WAIT_FOR_ENGINE_S,
-    load_missing,
-    mismatch,
-    retag,
-    wait_for_engine,
-)
+from firstboot.containers import image_load
 from firstboot.containers.images import read_baked_images
 from firstboot.core.config import Appliance
 from firstboot.core.context import FirstbootContext
@@ -37,14 +29,14 @@ def applies(config: Appliance) -> bool:
 
 
 def run(ctx: FirstbootContext) -> Outcome:
-    client = wait_for_engine(ctx, WAIT_FOR_ENGINE_S)
+    client = image_load.wait_for_engine(ctx, image_load.WAIT_FOR_ENGINE_S)
     wanted = list(read_baked_images(ctx.paths.build_manifest).values())
-    loaded = [image.recipe for image in load_missing(ctx, client)]
+    loaded = [image.recipe for image in image_load.load_missing(ctx, client)]
     ctx.checkpoint("loaded-images")  # loaded here or by arkbox-images.service
-    retagged = retag(client, wanted)
-    problem = mismatch(client, wanted)
+    retagged = image_load.retag(client, wanted)
+    problem = image_load.mismatch(client, wanted)
     if problem is not None:
-        raise StepFailed(problem, hint=REBUILD_HINT)
+        raise StepFailed(problem, hint=image_load.REBUILD_HINT)
     details = {"images": {image.recipe: image.image_id for image in wanted}}
     count = f"{len(wanted)}/{len(wanted)} images verified"
     if loaded or retagged:
@@ -56,8 +48,8 @@ def run(ctx: FirstbootContext) -> Outcome:
 
 def verify(ctx: FirstbootContext) -> str | None:
     try:
-        client = wait_for_engine(ctx, VERIFY_WAIT_S)
+        client = image_load.wait_for_engine(ctx, image_load.VERIFY_WAIT_S)
         wanted = list(read_baked_images(ctx.paths.build_manifest).values())
     except StepFailed as err:
         return err.message
-    return mismatch(client, wanted)
+    return image_load.mismatch(client, wanted)

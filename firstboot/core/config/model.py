@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, PrivateAttr
+from pydantic import PrivateAttr
 
 from firstboot.core.config.backup import Backup, BackupServer
 from firstboot.core.config.base import EXAMPLE_ADMIN_KEY, Section, key
@@ -110,25 +110,19 @@ class Firewall(Section):
 class Build(Section):
     """How `arkbox build` makes the image."""
 
-    mirror: HttpUrl = Field(
-        default="http://deb.debian.org/debian",
-        description="Debian mirror for the root fs and the service images.",
-        examples=["http://deb.debian.org/debian"],
-    )
-    suite: Literal["bookworm", "trixie"] = Field(
-        default="trixie", description="Debian release of the image.", examples=["trixie"]
-    )
-    disk_size: Size = Field(default="4G", description="Size of the disk image.", examples=["8G"])
-    extra_packages: list[DebianPackage] = Field(
-        default_factory=list,
-        description="Extra Debian packages installed on the host system.",
-        examples=[["htop", "tmux"]],
-    )
-    hardening: Hardening = Field(
-        default_factory=Hardening,
-        description="Settings of the image's hardening.",
-        examples=[{"auto_reboot": True, "auto_reboot_time": "03:15"}],
-    )
+    mirror: HttpUrl = key(
+        "Debian mirror for the root fs and the service images.",
+        default="http://deb.debian.org/debian", example="http://deb.debian.org/debian")
+    suite: Literal["bookworm", "trixie"] = key(
+        "Debian release of the image.",
+        default="trixie", example="trixie")
+    disk_size: Size = key("Size of the disk image.", default="4G", example="8G")
+    extra_packages: list[DebianPackage] = key(
+        "Extra Debian packages installed on the host system.",
+        default_factory=list, example=["htop", "tmux"])
+    hardening: Hardening = key(
+        "Settings of the image's hardening.",
+        default_factory=Hardening, example={"auto_reboot": True, "auto_reboot_time": "03:15"})
 
 
 def _mail_off() -> Mail:
