@@ -47,6 +47,26 @@ def _cmd_load_images(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_plan(args: argparse.Namespace) -> int:
+    """The dry run: what `apply` would do to the containers of services, mail and the proxy."""
+    from firstboot.containers.proxy import plan_proxy
+    from firstboot.containers.services import plan_services
+    from firstboot.core.config import load_config
+    from firstboot.core.context import FirstbootContext, Paths
+    from firstboot.mail.container import plan_mail
+
+    ctx = FirstbootContext(config=load_config(Path(args.config)), paths=Paths())
+    pending = 0
+    for part, planned in (("services", plan_services), ("mail", plan_mail),
+                          ("proxy", plan_proxy)):
+        lines = planned(ctx).describe()
+        pending += len(lines)
+        print(f"{part}: " + ("nothing to do" if not lines else f"{len(lines)} to do"))
+        for line in lines:
+            print(f"  {line}")
+    return 1 if pending else 0
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -109,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("apply", _cmd_converge, "bring this machine in line with its config again, after "
                                  "a change; reports what changed"),
         ("validate", _cmd_validate, "check the installed config"),
+        ("plan", _cmd_plan, "the dry run: what apply would do to the containers now "
+                            "(exit 1 when it would change something)"),
         ("load-images", _cmd_load_images, "load the baked service images into the engine "
                                           "(run at boot by arkbox-images.service, beside "
                                           "first boot)"),

@@ -458,6 +458,12 @@ def test_apply_adds_changes_and_removes_exactly(box: Box) -> None:
     app.container.put_archive("/", files_tar(
         {"/etc/arkbox/appliance.yaml": (dump(config).encode(), 0o600)}))
 
+    # The dry run names the changes and makes none.
+    code, out = installer(app, "plan")
+    assert code == 1, out
+    assert "create notes" in out and "remove arkbox-calendar" in out, out
+    assert containers(app) == before
+
     code, out = installer(app, "apply")
     assert code == 0, out
     data = status(app)
@@ -490,6 +496,8 @@ def test_apply_adds_changes_and_removes_exactly(box: Box) -> None:
     code, out = installer(app, "apply")
     assert code == 0 and "no changes" in out, out
     assert containers(app) == after
+    code, out = installer(app, "plan")
+    assert code == 0 and out.count("nothing to do") == 3, out
 
 
 def test_default_config_is_what_the_box_runs() -> None:
