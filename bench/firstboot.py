@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """First boot in the container rig, next to the time the same container takes to boot.
 
-Boots the built appliance (NAME-rootfs.tar, systemd as PID 1, builder/rig.py) with its
+Boots the built appliance (NAME-rootfs.tar, systemd as PID 1, builder/rig/parts.py) with its
 baked config and measures:
 
   fresh     container start -> first boot done and every service healthy (the done

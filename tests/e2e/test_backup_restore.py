@@ -1,7 +1,7 @@
 """Issue 5, end to end: back up appliance A to the backup-server role, destroy A, and boot a
 blank appliance B with the same config: it restores itself, unattended.
 
-Both appliances are the built NAME-rootfs.tar booted with systemd (builder/rig.py); the
+Both appliances are the built NAME-rootfs.tar booted with systemd (builder/rig/parts.py); the
 backup server is the backup-server role's root fs tar, built by the same builder. Real
 borg, over real SSH, append-only and restricted to one repository by the server.
 Data is written through the applications where that is cheap (CalDAV over HTTPS

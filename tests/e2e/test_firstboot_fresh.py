@@ -1,6 +1,6 @@
 """Issue 4, end to end: the built appliance's first boot in the container rig.
 
-The appliance is the built NAME-rootfs.tar booted with systemd as PID 1 (builder/rig.py);
+The appliance is the built NAME-rootfs.tar booted with systemd as PID 1 (builder/rig/parts.py);
 the client is a container on the rig's network, i.e. the outside world. Three appliances:
 
 * `box`: booted with config/default.yaml and a test admin key; first boot runs by itself

@@ -49,7 +49,7 @@ def rootfs_artifacts() -> Artifacts:
 
 @pytest.fixture(scope="module")
 def appliance(docker_engine: None, rootfs_artifacts: Artifacts) -> Iterator[str]:
-    """The root fs booted by the rig (builder/rig.py), systemd as PID 1; yields its name."""
+    """The root fs booted by the rig (builder/rig/parts.py), systemd as PID 1; yields its name."""
     rig = Rig(name=f"arkbox-test-rootfs-{uuid.uuid4().hex[:8]}",
               ipv4_subnet="172.30.95.0/24", ipv6_subnet="fd42:a7b0:5f::/64")
     image = image_from_rootfs_tar(rig.client, rootfs_artifacts.rootfs_tar, "arkbox/appliance")
