@@ -35,13 +35,13 @@ def _cmd_converge(args: argparse.Namespace) -> int:
 
 
 def _cmd_load_images(args: argparse.Namespace) -> int:
-    from firstboot.containers import image_load as engine
+    from firstboot.containers import image_load
     from firstboot.core.config import load_config
     from firstboot.core.context import FirstbootContext, Paths
 
     ctx = FirstbootContext(config=load_config(Path(args.config)), paths=Paths())
-    client = engine.wait_for_engine(ctx, engine.WAIT_FOR_ENGINE_S)
-    loaded = engine.load_missing(ctx, client)
+    client = image_load.wait_for_engine(ctx, image_load.WAIT_FOR_ENGINE_S)
+    loaded = image_load.load_missing(ctx, client)
     print(f"loaded {', '.join(i.recipe for i in loaded)}" if loaded else
           "every baked image is in the engine")
     return 0

@@ -26,7 +26,7 @@ from typing import Any
 
 from cryptography import x509
 
-from firstboot.certs import certificate as tls
+from firstboot.certs import certificate as cert
 from firstboot.certs.acme_client import IssuanceFailed, Request, explain, issue
 from firstboot.containers.proxy import ProxyFiles, converge_proxy
 from firstboot.core.context import FirstbootContext, Paths
@@ -87,14 +87,14 @@ class RenewReport:
 # ---------------------------------------------------------------- decisions (pure)
 
 
-def renewal_due(current: tls.Current, names: list[str], now: datetime) -> str | None:
+def renewal_due(current: cert.Current, names: list[str], now: datetime) -> str | None:
     """Why a certificate must be requested now, or None to keep the current one."""
     certificate = current.certificate
     if certificate is None or current.problem is not None:
         return current.problem or "no certificate yet"
-    if tls.is_fallback(certificate):
+    if cert.is_fallback(certificate):
         return "the self-signed fallback is served"
-    missing = sorted(set(names) - set(tls.cert_names(certificate)))
+    missing = sorted(set(names) - set(cert.cert_names(certificate)))
     if missing:
         return f"it lacks {' '.join(missing)}"
     return due_by_lifetime(certificate.not_valid_before_utc, certificate.not_valid_after_utc,
@@ -153,16 +153,16 @@ def renew(ctx: FirstbootContext, *, force: bool = False, scheduled: bool = False
     """
     with _exclusive(ctx.paths.state / RENEW_LOCK):
         with _exclusive(ctx.paths.state / RUNNER_LOCK):
-            if tls.finish_staged(tls.live_files(ctx), tls.staged_files(ctx)) is not None:
+            if cert.finish_staged(cert.live_files(ctx), cert.staged_files(ctx)) is not None:
                 log.info("installed the certificate staged before an interruption")
         return _renew(ctx, force=force, scheduled=scheduled)
 
 
 def _renew(ctx: FirstbootContext, *, force: bool, scheduled: bool) -> RenewReport:
-    files = tls.live_files(ctx)
-    names = tls.wanted_names(ctx.config)
+    files = cert.live_files(ctx)
+    names = cert.wanted_names(ctx.config)
     now = ctx.now()
-    current = tls.read_current(files)
+    current = cert.read_current(files)
     due = renewal_due(current, names, now)
     if due is None and not force:
         assert current.certificate is not None
@@ -199,13 +199,13 @@ def _renew(ctx: FirstbootContext, *, force: bool, scheduled: bool) -> RenewRepor
         ensure_dir(ctx.paths.state, 0o755)
         state.save(state_file)
         with _exclusive(ctx.paths.state / RUNNER_LOCK):  # the tls step writes it too
-            tls.record_reason(files, reason)
+            cert.record_reason(files, reason)
         kept = ("the self-signed fallback stays" if current.certificate is None
-                or tls.is_fallback(current.certificate) else "the current certificate stays")
+                or cert.is_fallback(current.certificate) else "the current certificate stays")
         return RenewReport(Result.FAILED, f"{reason}; {kept}; next attempt at "
                            f"{state.next_attempt}")
     with _exclusive(ctx.paths.state / RUNNER_LOCK):
-        certificate = tls.install(files, tls.staged_files(ctx), issued.key_pem,
+        certificate = cert.install(files, cert.staged_files(ctx), issued.key_pem,
                                   issued.fullchain_pem, ctx.checkpoint)
         reloaded = reload_tls_consumers(ctx)
     ensure_dir(ctx.paths.state, 0o755)
@@ -239,7 +239,7 @@ def _reload_if_stale(ctx: FirstbootContext) -> None:
 
 
 def _describe(certificate: x509.Certificate, why: str) -> str:
-    return (f"new certificate for {' '.join(tls.cert_names(certificate))}, valid until "
+    return (f"new certificate for {' '.join(cert.cert_names(certificate))}, valid until "
             f"{certificate.not_valid_after_utc:%Y-%m-%d %H:%M} UTC (because {why})")
 
 

@@ -9,7 +9,7 @@ with backoff and renews when a third of the lifetime is left.
 
 from __future__ import annotations
 
-from firstboot.certs import certificate as tls
+from firstboot.certs import certificate as cert
 from firstboot.certs import timer
 from firstboot.certs.renew import renewal_due
 from firstboot.core.config import Appliance
@@ -26,8 +26,8 @@ def applies(config: Appliance) -> bool:
 
 def run(ctx: FirstbootContext) -> Outcome:
     changed = install_timer(ctx, timer.units())
-    current = tls.read_current(tls.live_files(ctx))
-    due = renewal_due(current, tls.wanted_names(ctx.config), ctx.now())
+    current = cert.read_current(cert.live_files(ctx))
+    due = renewal_due(current, cert.wanted_names(ctx.config), ctx.now())
     details = {"directory": str(ctx.config.tls.acme_directory), "timer": timer.TIMER}
     if due is None:
         assert current.certificate is not None

@@ -19,7 +19,7 @@ from cryptography.x509.oid import NameOID
 from rich.console import Console
 
 from firstboot.certs import acme_client, renew, timer
-from firstboot.certs import certificate as tls
+from firstboot.certs import certificate as cert
 from firstboot.certs.acme_client import CaProblem, explain, make_csr, new_private_key
 from firstboot.core.config import DEFAULT_CONFIG_PATH, Appliance, load_config
 from firstboot.core.context import FirstbootContext, Paths
@@ -51,19 +51,19 @@ def ca_issued(names: list[str], not_before: datetime, days: float) -> tuple[byte
     return acme_client.key_pem(key), certificate.public_bytes(serialization.Encoding.PEM)
 
 
-def current(names: list[str], not_before: datetime, days: float) -> tls.Current:
+def current(names: list[str], not_before: datetime, days: float) -> cert.Current:
     _, chain = ca_issued(names, not_before, days)
-    return tls.Current(x509.load_pem_x509_certificate(chain), None)
+    return cert.Current(x509.load_pem_x509_certificate(chain), None)
 
 
 # ---------------------------------------------------------------- when to renew
 
 
 def test_the_fallback_and_a_missing_certificate_are_due() -> None:
-    _, _, fallback = tls.make_fallback(NAMES, NOW)
-    assert renew.renewal_due(tls.Current(fallback, None), NAMES, NOW) == (
+    _, _, fallback = cert.make_fallback(NAMES, NOW)
+    assert renew.renewal_due(cert.Current(fallback, None), NAMES, NOW) == (
         "the self-signed fallback is served")
-    assert renew.renewal_due(tls.Current(None, "no certificate yet"), NAMES, NOW) == (
+    assert renew.renewal_due(cert.Current(None, "no certificate yet"), NAMES, NOW) == (
         "no certificate yet")
 
 
@@ -215,12 +215,12 @@ def test_install_makes_the_pair_live_and_records_it(config: Appliance, tmp_path:
     ctx = FirstbootContext(config=config, paths=Paths(tmp_path), now=lambda: NOW)
     tls_step.run(ctx)  # the fallback first
     key, chain = ca_issued(NAMES, NOW, 90)
-    tls.install(tls.live_files(ctx), tls.staged_files(ctx), key, chain)
-    live = tls.live_files(ctx)
+    cert.install(cert.live_files(ctx), cert.staged_files(ctx), key, chain)
+    live = cert.live_files(ctx)
     assert live.chain.read_bytes() == chain and live.key.stat().st_mode & 0o777 == 0o600
     info = json.loads(live.info.read_text())
     assert info["source"] == "acme" and info["names"] == NAMES and "reason" not in info
-    assert not tls.staged_files(ctx).chain.exists()
+    assert not cert.staged_files(ctx).chain.exists()
     # The tls step keeps a valid certificate from the CA (also a restored one).
     assert not tls_step.run(ctx).changed
 
@@ -235,24 +235,24 @@ def test_a_pair_staged_before_a_power_cut_is_installed_by_the_next_run(
         raise KeyboardInterrupt(point)
 
     with pytest.raises(KeyboardInterrupt):
-        tls.install(tls.live_files(ctx), tls.staged_files(ctx), key, chain, cut)
-    assert tls.is_fallback(tls.read_current(tls.live_files(ctx)).certificate)  # type: ignore
+        cert.install(cert.live_files(ctx), cert.staged_files(ctx), key, chain, cut)
+    assert cert.is_fallback(cert.read_current(cert.live_files(ctx)).certificate)  # type: ignore
     tls_step.run(ctx)
-    assert tls.live_files(ctx).chain.read_bytes() == chain
+    assert cert.live_files(ctx).chain.read_bytes() == chain
     # Half a pair (only the key) is dropped, never installed.
-    staged = tls.staged_files(ctx)
+    staged = cert.staged_files(ctx)
     staged.directory.mkdir(exist_ok=True)
     staged.key.write_bytes(ca_issued(NAMES, NOW, 90)[0])
-    assert tls.finish_staged(tls.live_files(ctx), staged) is None
-    assert not staged.key.exists() and tls.live_files(ctx).chain.read_bytes() == chain
+    assert cert.finish_staged(cert.live_files(ctx), staged) is None
+    assert not staged.key.exists() and cert.live_files(ctx).chain.read_bytes() == chain
 
 
 def test_a_failure_is_recorded_as_the_fallbacks_reason(config: Appliance,
                                                         tmp_path: Path) -> None:
     ctx = FirstbootContext(config=config, paths=Paths(tmp_path), now=lambda: NOW)
     tls_step.run(ctx)
-    tls.record_reason(tls.live_files(ctx), "DNS for x.example does not point here yet")
-    assert json.loads(tls.live_files(ctx).info.read_text())["reason"] == (
+    cert.record_reason(cert.live_files(ctx), "DNS for x.example does not point here yet")
+    assert json.loads(cert.live_files(ctx).info.read_text())["reason"] == (
         "DNS for x.example does not point here yet")
     assert not tls_step.run(ctx).changed  # the step keeps the recorded reason
 
@@ -280,7 +280,7 @@ def test_status_says_why_the_fallback_is_served_and_when_it_retries(
         config: Appliance, tmp_path: Path) -> None:
     ctx = FirstbootContext(config=config, paths=Paths(tmp_path), now=lambda: NOW)
     tls_step.run(ctx)
-    tls.record_reason(tls.live_files(ctx), "DNS for wiki.x.example does not point here yet")
+    cert.record_reason(cert.live_files(ctx), "DNS for wiki.x.example does not point here yet")
     renew.RenewState(failures=1, last_error="DNS for wiki.x.example does not point here yet",
                      next_attempt="2025-06-01T12:15:00+00:00").save(
         renew.state_path(ctx.paths))
@@ -296,7 +296,7 @@ def test_status_warns_when_a_real_certificate_nears_expiry(config: Appliance,
                                                            tmp_path: Path) -> None:
     ctx = FirstbootContext(config=config, paths=Paths(tmp_path), now=lambda: NOW)
     key, chain = ca_issued(NAMES, NOW - timedelta(days=80), 90)
-    tls.install(tls.live_files(ctx), tls.staged_files(ctx), key, chain)
+    cert.install(cert.live_files(ctx), cert.staged_files(ctx), key, chain)
     renew.RenewState(failures=9, last_error="the ACME CA is unreachable").save(
         renew.state_path(ctx.paths))
     facts = renew.status_facts(ctx.paths, NOW)
@@ -344,7 +344,7 @@ def test_a_failed_request_is_recorded_with_backoff_and_never_holds_the_runner_lo
     assert report.summary.startswith("DNS for wiki.arkbox.test does not point here yet")
     state = renew.RenewState.load(renew.state_path(ctx.paths))
     assert state.failures == 1 and state.next_attempt == "2025-06-01T12:15:00+00:00"
-    assert json.loads(tls.live_files(ctx).info.read_text())["reason"] == state.last_error
+    assert json.loads(cert.live_files(ctx).info.read_text())["reason"] == state.last_error
     # The timer's run waits out the backoff (once first boot is done); a manual run does not.
     assert renew.renew(ctx, scheduled=True).summary.endswith("first boot has not finished yet")
     ctx.paths.done_marker.write_text("done\n")
@@ -359,7 +359,7 @@ def test_a_valid_certificate_is_not_renewed(config: Appliance, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     ctx = FirstbootContext(config=config, paths=Paths(tmp_path), now=lambda: NOW)
     key, chain = ca_issued(NAMES, NOW - timedelta(days=10), 90)
-    tls.install(tls.live_files(ctx), tls.staged_files(ctx), key, chain)
+    cert.install(cert.live_files(ctx), cert.staged_files(ctx), key, chain)
     monkeypatch.setattr(renew, "issue", lambda request: pytest.fail("the CA was asked"))
     report = renew.renew(ctx)
     assert report.result is renew.Result.NOT_DUE
