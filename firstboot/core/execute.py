@@ -9,6 +9,7 @@ tail of stderr.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import re
@@ -227,12 +228,37 @@ class _Child:
     def start(self, **pipes: Any) -> Iterator[subprocess.Popen[bytes]]:
         """Popen in a process group of its own; leaving early ends and reaps the group."""
         with subprocess.Popen(self.argv, env=self.env, cwd=self.cwd, process_group=0,
+                              preexec_fn=_die_with_parent(),
                               **pipes) as proc:
             try:
                 yield proc
             except BaseException:
                 _end_group(proc)
                 raise
+
+
+# In a process group of its own, a child is not reached by a signal sent to ours (a
+# killed `arkbox-installer backup` must not leave its borg running, holding the
+# repository's lock and half a path list): the kernel kills it when we die.
+_PR_SET_PDEATHSIG = 1
+try:
+    _LIBC: ctypes.CDLL | None = ctypes.CDLL("libc.so.6", use_errno=True)
+except OSError:  # not glibc: the child then outlives a killed parent, as before
+    _LIBC = None
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """For Popen's preexec_fn: SIGKILL the child when the thread that started it dies."""
+    if _LIBC is None:
+        return None
+    libc, parent = _LIBC, os.getpid()
+
+    def arm() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the line above
+            os._exit(1)
+
+    return arm
 
 
 def _end_group(proc: subprocess.Popen[bytes]) -> None:

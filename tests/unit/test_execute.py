@@ -173,3 +173,33 @@ def test_streaming_with_an_input_larger_than_a_pipe() -> None:
 def test_a_child_reads_no_input_unless_given_some() -> None:
     assert run(("cat",), timeout=10).stdout == ""
     assert run(("cat",), input_data="given", timeout=10).stdout == "given"
+
+
+def test_a_command_dies_with_a_killed_parent(tmp_path: Path) -> None:
+    """SIGKILL to the caller's process group (a killed `arkbox-installer backup`) must not
+    leave its command running: the command has a group of its own, so the kernel ends it."""
+    import signal
+    import subprocess
+
+    pid_file = tmp_path / "child.pid"
+    script = ("import sys; from firstboot.core import execute; "
+              f"execute.run(['sh', '-c', 'echo $$ > {pid_file}; exec sleep 30'], timeout=60)")
+    parent = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    deadline = time.monotonic() + 10
+    while not (pid_file.exists() and pid_file.read_text().strip()):
+        assert time.monotonic() < deadline, "the command did not start"
+        time.sleep(0.05)
+    child = int(pid_file.read_text())
+    os.killpg(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{child}").exists() and "zombie" not in _state(child):
+        assert time.monotonic() < deadline, f"pid {child} outlived its killed parent"
+        time.sleep(0.05)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0]
+    except (OSError, IndexError):
+        return "zombie"
