@@ -241,20 +241,20 @@ class _Child:
 # killed `arkbox-installer backup` must not leave its borg running, holding the
 # repository's lock and half a path list): the kernel kills it when we die.
 _PR_SET_PDEATHSIG = 1
-try:
-    _LIBC: ctypes.CDLL | None = ctypes.CDLL("libc.so.6", use_errno=True)
-except OSError:  # not glibc: the child then outlives a killed parent, as before
-    _LIBC = None
+try:  # resolved here, in the parent: the child only calls it
+    _PRCTL: Any = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+except (OSError, AttributeError):  # not glibc: the child outlives a killed parent, as before
+    _PRCTL = None
 
 
 def _die_with_parent() -> Callable[[], None] | None:
     """For Popen's preexec_fn: SIGKILL the child when the thread that started it dies."""
-    if _LIBC is None:
+    if _PRCTL is None:
         return None
-    libc, parent = _LIBC, os.getpid()
+    prctl, parent = _PRCTL, os.getpid()
 
     def arm() -> None:
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != parent:  # the parent died before the line above
             os._exit(1)
 
