@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from builder.rig.parts import AppliancePart, Rig, image_from_rootfs_tar, wait_until
 
+ROOT = Path(__file__).resolve().parents[1]
 INSTALLER = "/usr/local/sbin/arkbox-installer"
 TARGET_RERUN_S = 3.0
 
@@ -80,7 +81,8 @@ def bench(tar: Path, reruns: int) -> dict[str, Any]:
               ipv4_subnet="172.30.94.0/24", ipv6_subnet="fd42:a7b0:5e::/64")
     image = image_from_rootfs_tar(rig.client, tar, "arkbox/appliance")
     with rig.running():
-        app = AppliancePart(rig, "appliance", image, aliases=["arkbox.test"])
+        app = AppliancePart(rig, "appliance", image, aliases=["arkbox.test"],
+                            seed_config=ROOT / "config/default.yaml")
         started = time.monotonic()
         rig.add(app)  # returns once systemd is up, which includes the first-boot unit
         status = app.wait_first_boot(timeout=900)

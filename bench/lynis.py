@@ -15,9 +15,12 @@ ssh-audit scans the container's own sshd. Prints both hardening indexes, the rat
 warnings, and the tests whose points differ; writes the figures to WORK/results.json.
 
 Usage: bench/lynis.py [--work DIR] [--rebuild] [--keep] [--ssh-port N]
+       bench/lynis.py --tar OUT/NAME-rootfs.tar --label NAME   (one built image alone, e.g.
+       a backup server, whose firewall and accounts the build lays)
 
 Needs root (mmdebstrap, chroot), a Docker Engine and the Debian mirror. The container
-shares the host kernel: kernel sysctls are the host's on both sides (see docs/hardening.md).
+shares the host kernel: the kernel-wide sysctls are the host's on both sides; the network
+ones, which each container has its own of, are the image's own (see docs/hardening.md).
 """
 
 from __future__ import annotations
@@ -137,7 +140,38 @@ def _quiet(_line: str) -> None:
 # --- booting and auditing --------------------------------------------------------------
 
 
-def systemd_container_argv(image: str, name: str) -> tuple[str, ...]:
+# Sysctls the kernel keeps per network namespace: a container can be given its own.
+NETNS_SYSCTL_PREFIXES = ("net.ipv4.", "net.ipv6.")
+
+
+def parse_sysctl_conf(text: str) -> dict[str, str]:
+    """key -> value of a sysctl.d file, later lines winning as in systemd-sysctl; a leading
+    "-" (ignore when the key is missing) is dropped."""
+    settings: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", ";")) or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        settings[key.strip().lstrip("-")] = value.strip()
+    return settings
+
+
+def image_network_sysctls(tar: Path) -> dict[str, str]:
+    """The per-namespace network sysctls the image's /etc/sysctl.d/*.conf set.
+
+    systemd-sysctl applies them at boot on a real machine but skips itself in the rig
+    (/proc/sys is read-only there), so `docker run --sysctl` sets them instead. An image
+    without such files (the stock side) gets none."""
+    # Exit 2 with "Not found in archive" when there is no such file: that is "none".
+    found = run(("tar", "--extract", "--to-stdout", f"--file={tar}", "--wildcards",
+                 "./etc/sysctl.d/*.conf"), check=False, timeout=600)
+    return {key: value for key, value in parse_sysctl_conf(found.stdout).items()
+            if key.startswith(NETNS_SYSCTL_PREFIXES)}
+
+
+def systemd_container_argv(image: str, name: str,
+                           sysctls: dict[str, str] | None = None) -> tuple[str, ...]:
     """`docker run` of a root fs with systemd as PID 1, as the rig allows (no --privileged).
 
     The host is cgroup v1, which trixie's systemd 257 refuses unless forced. For the
@@ -145,8 +179,11 @@ def systemd_container_argv(image: str, name: str) -> tuple[str, ...]:
     container's overlay), and route_localnet already on for new bridges, because
     `userland-proxy: false` makes dockerd set it and /proc/sys is read-only here
     (without it dockerd stops with "Unable to enable local routing for hairpin mode").
+    `sysctls` are the image's network settings (image_network_sysctls).
     """
-    return ("docker", "run", "-d", "--name", name, "--hostname", name,
+    given = [arg for key, value in sorted((sysctls or {}).items())
+             for arg in ("--sysctl", f"{key}={value}")]
+    return ("docker", "run", "-d", "--name", name, "--hostname", name, *given,
             "--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE",
             "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
             "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--tmpfs", "/run", "--tmpfs", "/run/lock",
@@ -164,7 +201,7 @@ def boot(tar: Path, name: str) -> str:
     image = image_name(name)
     remove(name)  # a leftover of an interrupted run
     run(("docker", "import", tar, image), timeout=600)
-    run(systemd_container_argv(image, name))
+    run(systemd_container_argv(image, name, image_network_sysctls(tar)))
     return wait_booted(name)
 
 
@@ -340,6 +377,26 @@ def _passed(ok: bool) -> str:
     return "passed" if ok else "failed"
 
 
+def audit_alone(tar: Path, label: str, work: Path, keep: bool) -> int:
+    """One built image: its index, warnings, suggestions and points, into WORK/LABEL-*."""
+    try:
+        found = audit(tar, label, keep_logs=work)
+    finally:
+        if not keep:
+            remove(f"arkbox-lynis-{label}")
+    print(f"{label}: Lynis hardening index {found.hardening_index}, "
+          f"{len(found.warnings)} warning(s), {found.suggestions} suggestion(s), "
+          f"{found.tests_performed} tests; boot {found.boot_state}; ssh-audit policy "
+          f"{_passed(found.ssh_policy_passed)}")
+    for warning in found.warnings:
+        print(f"  warning: {warning}")
+    report = (work / f"{label}-lynis-report.dat").read_text()
+    for suggestion in report_values(report, "suggestion"):
+        print(f"  suggestion: {suggestion}")
+    (work / f"{label}-results.json").write_text(json.dumps(asdict(found), indent=2) + "\n")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, default=WORK_DIR, help="cache of the tarballs")
@@ -347,9 +404,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="leave the containers running")
     parser.add_argument("--ssh-port", type=int, default=int(str(SAMPLE_VARS["ssh_port"])),
                         help="admin SSH port of the hardened image (Lynis scores 22 lower)")
+    parser.add_argument("--tar", type=Path, help="audit this built root fs tar alone")
+    parser.add_argument("--label", default="built", help="its name in the logs (with --tar)")
     args = parser.parse_args(argv)
     SAMPLE_VARS["ssh_port"] = args.ssh_port
     args.work.mkdir(parents=True, exist_ok=True)
+    if args.tar is not None:
+        return audit_alone(args.tar, args.label, args.work, keep=args.keep)
     stock_tar = build_stock(args.work, args.rebuild)
     hardened_tar = build_hardened(args.work, args.rebuild)
     prune(args.work, [stock_tar, hardened_tar, *args.work.glob(f"base-{_base_key()}.tar")])

@@ -15,11 +15,14 @@ from firstboot.core.config import (
     format_warnings,
     load_config,
 )
+from firstboot.core.config.backup import DEFAULT_CLIENT_QUOTA
 from firstboot.core.errors import EXIT_FAILURE, EXIT_OK
 from firstboot.core.generated import PAGES, SCHEMAS
+from firstboot.core.seed import PARTITION_LABEL, needed_refs
 
 SOURCE_DIR = Path(__file__).resolve().parents[1]
-BACKUP_SERVER_EXAMPLE = SOURCE_DIR / "config" / "examples" / "backup-server.yaml"
+# The default appliance's backup server (development: authorizes the published test key).
+DEFAULT_BACKUP_SERVER = SOURCE_DIR / "config" / "default-backup-server.yaml"
 GENERATED = {"schema": SCHEMAS, "docs": PAGES}
 
 
@@ -40,7 +43,10 @@ def _cmd_validate(args: argparse.Namespace) -> int:
                 print(format_warnings(str(path), e.warnings), file=sys.stderr)
         return e.exit_code
     if args.json:
-        print(json.dumps({"file": str(path), "valid": True, "problems": []}, indent=2))
+        warnings = [{"path": p.path, "line": p.line, "message": p.message, "hint": p.hint}
+                    for p in appliance.warnings]
+        print(json.dumps({"file": str(path), "valid": True, "problems": [],
+                          "warnings": warnings}, indent=2))
     else:
         if appliance.warnings:
             print(format_warnings(str(path), appliance.warnings), file=sys.stderr)
@@ -72,8 +78,42 @@ def _cmd_build(args: argparse.Namespace) -> int:
     from builder.pipeline.build import build
 
     build(Path(args.config), Path(args.out), args.role,
-          cache_dir=Path(args.cache) if args.cache else None)
+          cache_dir=Path(args.cache) if args.cache else None,
+          allow_published=args.allow_published_secrets, refresh=args.refresh)
     return EXIT_OK
+
+
+def _cmd_seed(args: argparse.Namespace) -> int:
+    from builder.host_key import host_key_note
+    from builder.seed import make_seed, write_seed_file
+    from builder.seed_disk import append_seed_partition
+
+    config = load_config(Path(args.config))
+    seed = make_seed(config, args.role, allow_published=args.allow_published_secrets)
+    out = Path(args.out)
+    if args.into:
+        append_seed_partition(Path(args.into), seed, out)
+        print(f"wrote {out}: a copy of {args.into} with the seed in its "
+              f"{PARTITION_LABEL} partition (0600)")
+    else:
+        write_seed_file(seed, out)
+        print(f"wrote {out} (0600)")
+    count = len(needed_refs(config, args.role))
+    print(f"  {count} secret(s) for {args.role} {config.appliance.name!r}; keep it as you "
+          "keep the secrets themselves", file=sys.stderr)
+    if args.role == "appliance" and (note := host_key_note(config)) is not None:
+        print(f"⚠ {note}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _cmd_update(args: argparse.Namespace) -> int:
+    from builder.remote_update import update_host
+
+    return update_host(Path(args.config), args.host, Path(args.out),
+                       identity=Path(args.identity) if args.identity else None,
+                       known_hosts=Path(args.known_hosts) if args.known_hosts else None,
+                       accept_new_host_key=args.accept_new_host_key,
+                       allow_downgrade=args.allow_downgrade)
 
 
 def _cmd_try(args: argparse.Namespace) -> int:
@@ -114,7 +154,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--role", choices=("appliance", "backup-server"), default="appliance")
     p.add_argument("--cache", default=None,
                    help="cache directory (default: $ARKBOX_CACHE or /var/cache/arkbox)")
+    p.add_argument("--refresh", action="store_true",
+                   help="read the Debian archive's state from the mirror now: when it moved, "
+                        "the base and the service images are rebuilt with its updates "
+                        "(without it, the state the cache recorded is reused; docs/updates.md)")
+    _add_allow_published(p)
     p.set_defaults(func=_cmd_build)
+
+    _add_seed_command(command("seed", "write the secrets of one box (a seed) to a file, or "
+                              "into a copy of the raw disk image (--into)"))
+
+    _add_update_command(sub.add_parser(
+        "update", description="copy the build's update bundle (OUT/NAME-update.tar) to a "
+        "running box over the admin SSH and run `arkbox-installer update` there: a backup "
+        "first, the new build, every health check, the previous build back on a failure",
+        help="update a running box to this build over SSH",
+        epilog="exit codes: the box's: 0 updated, 1 failed (rolled back, or nothing changed; "
+               "the output says which), 2 bundle refused, nothing changed; 1 also when "
+               "the box cannot be reached"))
 
     _add_backup_server_command(
         command("backup-server", "manage the clients of a backup server"))
@@ -125,6 +182,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_update_command(p: argparse.ArgumentParser) -> None:
+    add_common_options(p)
+    p.add_argument("config", help="the appliance config the bundle was built from (its admin "
+                                  "user and SSH port are used)")
+    p.add_argument("--host", required=True, help="the box's address or name")
+    p.add_argument("--out", default="out", help="the build's out/ folder (default: out)")
+    p.add_argument("--identity", default=None, metavar="KEY",
+                   help="the admin's SSH private key (default: ssh's own choice)")
+    p.add_argument("--known-hosts", default=None, metavar="FILE",
+                   help="the known_hosts file to check the box's host key against "
+                        "(default: ssh's)")
+    p.add_argument("--accept-new-host-key", action="store_true",
+                   help="record the box's host key when it is not known yet (a changed "
+                        "key is still refused)")
+    p.add_argument("--allow-downgrade", action="store_true",
+                   help="accept an older arkbox version or an older Debian archive")
+    p.set_defaults(func=_cmd_update)
+
+
+def _add_allow_published(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-published-secrets", action="store_true",
+                   help="accept the development secrets published in config/secrets/ for a "
+                        "domain not under .test (a throw-away test box only)")
+
+
+def _add_seed_command(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="the appliance config the box's image was built from")
+    p.add_argument("--out", required=True, metavar="FILE",
+                   help="where to write the seed (or, with --into, the seeded disk image); "
+                        "mode 0600")
+    p.add_argument("--into", default=None, metavar="DISK.raw",
+                   help="write a copy of this raw image with the seed in an extra GPT "
+                        f"partition named {PARTITION_LABEL}; the image itself is not changed")
+    p.add_argument("--role", choices=("appliance", "backup-server"), default="appliance")
+    _add_allow_published(p)
+    p.set_defaults(func=_cmd_seed)
+
+
 def _add_backup_server_command(server: argparse.ArgumentParser) -> None:
     server_sub = server.add_subparsers(dest="server_command", required=True, metavar="COMMAND")
     p = server_sub.add_parser("add-client", help="authorize an appliance's backup key: one "
@@ -132,7 +227,8 @@ def _add_backup_server_command(server: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="the client's name (its appliance.name)")
     p.add_argument("public_key", help="its backup public key ('ssh-ed25519 AAAA...')")
     p.add_argument("--path", default=None, help="its repository path (default: ./NAME)")
-    p.add_argument("--quota", default=None, help="storage quota, e.g. 100G")
+    p.add_argument("--quota", default=None,
+                   help=f"storage quota, e.g. 250G (default: {DEFAULT_CLIENT_QUOTA})")
     p.add_argument("--authorized-keys", default=None, metavar="FILE",
                    help="add (or replace) the line in FILE, e.g. on the server "
                    "/etc/ssh/borg_authorized_keys; default: print it only")
@@ -155,9 +251,9 @@ def _add_try_command(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=900,
                    help="seconds to wait for first boot (and, with disaster, the restoring "
                         "one) (default: 900)")
-    p.add_argument("--backup-server-config", default=str(BACKUP_SERVER_EXAMPLE),
+    p.add_argument("--backup-server-config", default=str(DEFAULT_BACKUP_SERVER),
                    help="the backup server's config, when the appliance backs up over ssh:// "
-                        "(default: config/examples/backup-server.yaml)")
+                        "(default: config/default-backup-server.yaml, the default appliance's)")
     p.add_argument("--backup-server-out", default=None,
                    help="its build output directory (default: OUT/backup-server)")
     p.add_argument("--rig", default="arkbox-try", help=argparse.SUPPRESS)  # tests: their own rig

@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from firstboot.cli_support import EXIT_CODES_HELP, add_common_options, run_tool, tool_parser
+from firstboot.core import locations
 
 if TYPE_CHECKING:
     from firstboot.core.context import Paths
 
-INSTALLED_CONFIG = Path("/etc/arkbox/appliance.yaml")
+INSTALLED_CONFIG = Path(locations.INSTALLED_CONFIG)
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -31,7 +32,8 @@ def _cmd_converge(args: argparse.Namespace) -> int:
     from firstboot.converge import converge
     from firstboot.core.context import Paths
 
-    return converge(args.command, Path(args.config), Paths())
+    return converge(args.command, Path(args.config), Paths(),
+                    force_new_repository=args.force)
 
 
 def _cmd_load_images(args: argparse.Namespace) -> int:
@@ -39,7 +41,9 @@ def _cmd_load_images(args: argparse.Namespace) -> int:
     from firstboot.core.config import load_config
     from firstboot.core.context import FirstbootContext, Paths
 
-    ctx = FirstbootContext(config=load_config(Path(args.config)), paths=Paths())
+    # Runs beside first boot, maybe before the seed step installed the secrets; it needs none.
+    config = load_config(Path(args.config), secrets_from_seed=True)
+    ctx = FirstbootContext(config=config, paths=Paths())
     client = image_load.wait_for_engine(ctx, image_load.WAIT_FOR_ENGINE_S)
     loaded = image_load.load_missing(ctx, client)
     print(f"loaded {', '.join(i.recipe for i in loaded)}" if loaded else
@@ -70,31 +74,73 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from firstboot.certs.renew import status_facts
-    from firstboot.core.context import Paths, utc_now
-    from firstboot.runner import runner_active
-    from firstboot.status import RunResult, Status
+    from firstboot.core.context import Paths
+    from firstboot.status import RunResult
     from firstboot.status_view import print_status, status_json
 
     paths = Paths(Path(args.root))
+    status, certificate, backup, seed, extra = _status_parts(paths)
+    if args.json:
+        print(status_json(status, certificate, backup=backup, seed=seed, extra=extra))
+    else:
+        print_status(status, Console(highlight=False), certificate, backup=backup, seed=seed,
+                     alerts=extra.get("alerts"), update=extra.get("update"))
+    return 0 if status is not None and status.result in (RunResult.OK, RunResult.RUNNING) else 1
+
+
+def _status_parts(paths: Paths) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+    """Everything status shows: the last run, certificate, backup, seed, and the live box
+    (containers, host, the last mail check); also what the status page serves."""
+    from firstboot.certs.renew_state import status_facts
+    from firstboot.core.context import utc_now
+    from firstboot.mail.cli import last_mail_check
+    from firstboot.runner import runner_active
+    from firstboot.seed_record import load_record
+    from firstboot.status import RunResult, Status
+    from firstboot.statuspage.facts import host_facts, services_facts
+    from firstboot.updates.record import update_status
+
     status = Status.load(paths.status)
     if status is not None and status.result is RunResult.RUNNING and not runner_active(
             paths.state):
         status.result = RunResult.INTERRUPTED
     certificate = status_facts(paths, utc_now())
     backup = _backup_status(paths) if status is not None else None
-    if args.json:
-        print(status_json(status, certificate, backup=backup))
-    else:
-        print_status(status, Console(highlight=False), certificate, backup=backup)
-    return 0 if status is not None and status.result in (RunResult.OK, RunResult.RUNNING) else 1
+    extra: dict[str, Any] = {}
+    if status is not None:
+        extra = {"alerts": _alert_status(paths), "services": services_facts(paths),
+                 "host": host_facts(paths), "mail_check": last_mail_check(paths.root),
+                 "update": update_status(paths)}
+    return status, certificate, backup, load_record(paths.seed_record), extra
+
+
+def _status_document(root: Path) -> str:
+    """status --json's text (the status page's data)."""
+    from firstboot.core.context import Paths
+    from firstboot.status_view import status_json
+
+    status, certificate, backup, seed, extra = _status_parts(Paths(root))
+    return status_json(status, certificate, backup=backup, seed=seed, extra=extra)
+
+
+def _alert_status(paths: Paths) -> dict[str, Any]:
+    """What fires and the last delivery; with the config (when it loads), the destinations."""
+    from firstboot.alerts.status import alert_status
+    from firstboot.core.config import load_config
+    from firstboot.core.errors import ArkboxError
+
+    try:
+        config = load_config(paths.at(str(INSTALLED_CONFIG)))
+    except ArkboxError:
+        config = None  # status still shows the state; `validate` says what is wrong
+    return alert_status(paths, config)
 
 
 def _backup_status(paths: Paths) -> dict[str, Any]:
     """Backups as status shows them: from backups.json, and the timer's next run from systemd."""
     from firstboot.backup import timer
     from firstboot.backup.client import BackupPaths, backup_status, next_run_argv, parse_next_run
-    from firstboot.backup.drill import last_drill
+    from firstboot.backup.drill import drill_history, last_drill
     from firstboot.core.context import utc_now
     from firstboot.core.execute import CommandError, run
 
@@ -111,6 +157,9 @@ def _backup_status(paths: Paths) -> dict[str, Any]:
             next_run = parse_next_run(shown.stdout)
     result = backup_status(paths, utc_now(), next_run)
     drill = last_drill(paths)
+    history = drill_history(paths)
+    if history:
+        result["drills"] = history
     if drill is not None:
         result["last_drill"] = {k: drill.get(k) for k in ("result", "archive", "started_at",
                                                           "failure")}
@@ -118,6 +167,57 @@ def _backup_status(paths: Paths) -> dict[str, Any]:
             result["warnings"].append(f"the last drill ({drill.get('started_at')}) failed: "
                                       f"{drill.get('failure')}; run: arkbox-installer drill")
     return result
+
+
+def _cmd_status_page_serve(args: argparse.Namespace) -> int:
+    from firstboot.core.context import Paths
+    from firstboot.core.errors import ArkboxError
+    from firstboot.statuspage.app import StatusPageApp
+    from firstboot.statuspage.install import password_file, socket_path
+    from firstboot.statuspage.server import serve
+
+    paths = Paths(Path(args.root))
+    try:
+        password_hash = password_file(paths).read_text().strip()
+    except FileNotFoundError:
+        raise ArkboxError(f"{password_file(paths)} is missing",
+                          hint="the status_page step writes it: arkbox-installer apply") from None
+    app = StatusPageApp(args.hostname, password_hash, lambda: _status_document(paths.root))
+    serve(Path(args.socket) if args.socket else socket_path(paths), app, args.socket_group)
+    return 0
+
+
+def _cmd_status_page_hash(args: argparse.Namespace) -> int:
+    from firstboot.statuspage.auth import hash_password
+
+    password = sys.stdin.readline().rstrip("\n")
+    if not password:
+        from firstboot.core.errors import BadInputError
+
+        raise BadInputError("no password on standard input",
+                            hint="printf '%s' 'the password' | arkbox-installer status-page hash")
+    print(hash_password(password))
+    return 0
+
+
+def _add_status_page_commands(sub: Any) -> None:
+    text = "the status page: its server (run by arkbox-status-page.service), a password hash"
+    page = sub.add_parser("status-page", help=text, description=text, epilog=EXIT_CODES_HELP)
+    commands = page.add_subparsers(dest="status_page_command", required=True)
+    text = "serve the status page on its unix socket, for the proxy"
+    serve = commands.add_parser("serve", help=text, description=text, epilog=EXIT_CODES_HELP)
+    serve.add_argument("--hostname", required=True, help="the host name the page is served at")
+    serve.add_argument("--socket-group", type=int, default=None,
+                       help="the group that may connect to the socket (nginx's)")
+    serve.add_argument("--socket", help=argparse.SUPPRESS)  # tests: another socket path
+    _add_root_option(serve)
+    add_common_options(serve)
+    serve.set_defaults(func=_cmd_status_page_serve)
+    text = ("print the Argon2id hash of the password read from standard input, for "
+            "status_page.password (keeps the password itself off the box)")
+    hashed = commands.add_parser("hash", help=text, description=text, epilog=EXIT_CODES_HELP)
+    add_common_options(hashed)
+    hashed.set_defaults(func=_cmd_status_page_hash)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,6 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"the appliance config (default: {INSTALLED_CONFIG})")
         add_common_options(p)
         p.set_defaults(func=func)
+        if func is _cmd_converge:
+            p.add_argument("--force", action="store_true",
+                           help="when the backup repository this box backed up to or "
+                           "restored from answers 'does not exist', create a new, empty one "
+                           "(refused otherwise: see docs/backup.md)")
     from firstboot.backup.cli import add_commands as add_backup_commands
 
     add_backup_commands(sub, INSTALLED_CONFIG)
@@ -149,7 +254,14 @@ def build_parser() -> argparse.ArgumentParser:
     from firstboot.mail.cli import add_dns_command, extend_check_command
 
     extend_check_command(sub)  # `check mail` beside the backup's `check`
+    from firstboot.alerts.cli import add_commands as add_alert_commands
+
+    add_alert_commands(sub, INSTALLED_CONFIG)
     add_dns_command(sub, INSTALLED_CONFIG)
+    _add_status_page_commands(sub)
+    from firstboot.updates.cli import add_commands as add_update_commands
+
+    add_update_commands(sub)
     text = "what first boot (or the last apply) did: steps, certificate, failures with fixes"
     p = sub.add_parser("status", help=text, description=text,
                        epilog="exit codes: 0 the last run succeeded (or is running), "

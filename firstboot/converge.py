@@ -40,6 +40,7 @@ def converge(
     *,
     steps: Sequence[Step] | None = None,
     out: Print = print_line,
+    force_new_repository: bool = False,
 ) -> int:
     """Run every step for the config at `config_path`; returns the exit code.
 
@@ -54,7 +55,9 @@ def converge(
     title = "first boot" if command == "firstboot" else command
     out(f"arkbox {title} · installer {__version__} · config {config_path}")
     try:
-        config = load_config(config_path)
+        # The secret files come with the seed, which the first step installs: their
+        # absence must not stop the run before it (the seed step names what is missing).
+        config = load_config(config_path, secrets_from_seed=True)
     except ConfigInvalid as err:
         _record_bad_config(command, config_path, paths, err)
         out(format_problems(err))
@@ -62,7 +65,8 @@ def converge(
         return err.exit_code
     mode, reason = decide_mode(config)
     out(f"mode {mode} ({reason}) · sha256 {(config.config_sha256 or '?')[:12]}")
-    ctx = FirstbootContext(config=config, paths=paths, mode=mode, mode_reason=reason)
+    ctx = FirstbootContext(config=config, paths=paths, mode=mode, mode_reason=reason,
+                           force_new_repository=force_new_repository)
     runner = Runner(ctx, steps if steps is not None else load_steps(ORDER), command=command,
                     out=out)
     status = runner.run()

@@ -25,13 +25,12 @@ after the simulated power cut, go past it.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +38,7 @@ from firstboot import __version__
 from firstboot.core.context import FirstbootContext
 from firstboot.core.errors import EXIT_FAILURE, EXIT_OK, ArkboxError
 from firstboot.core.files import atomic_write, ensure_dir
+from firstboot.core.locks import held_or_refused, lock_held
 from firstboot.core.step import Outcome, Step, StepFailed
 from firstboot.journal import Journal, StepRecord
 from firstboot.status import Failure, RunResult, Status, StepReport, StepState
@@ -82,34 +82,17 @@ class KillSwitch:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-@contextlib.contextmanager
-def run_lock(state_dir: Path) -> Iterator[None]:
+def run_lock(state_dir: Path) -> contextlib.AbstractContextManager[None]:
     """One runner at a time: `apply` must not race the first-boot unit."""
-    ensure_dir(state_dir, 0o755)
-    with (state_dir / "runner.lock").open("a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ArkboxError(
-                "another arkbox-installer run (first boot or apply) is in progress",
-                hint="wait for it to finish: systemctl status arkbox-firstboot; "
-                "then arkbox-installer status",
-            ) from None
-        yield
+    return held_or_refused(state_dir / "runner.lock", ArkboxError(
+        "another arkbox-installer run (first boot or apply) is in progress",
+        hint="wait for it to finish: systemctl status arkbox-firstboot; "
+        "then arkbox-installer status"))
 
 
 def runner_active(state_dir: Path) -> bool:
     """True while a runner holds the lock (a status saying "running" without one was cut)."""
-    try:
-        handle = (state_dir / "runner.lock").open("r")
-    except FileNotFoundError:
-        return False
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        return False
+    return lock_held(state_dir / "runner.lock")
 
 
 class Runner:

@@ -32,13 +32,31 @@ RESULT_STYLES = {RunResult.OK: "green", RunResult.FAILED: "bold red", RunResult.
 
 
 def status_json(status: Status | None, certificate: dict[str, Any] | None = None,
-                backup: dict[str, Any] | None = None) -> str:
+                backup: dict[str, Any] | None = None, seed: dict[str, Any] | None = None,
+                extra: dict[str, Any] | None = None) -> str:
     body: dict[str, Any] = {"ran": False} if status is None else {"ran": True, **status.to_json()}
+    body.update(extra or {})
     if certificate is not None:
         body["certificate"] = certificate
     if backup is not None:
         body["backup"] = backup
+    if seed is not None:
+        body["seed"] = seed
     return json.dumps(body, indent=2, sort_keys=True)
+
+
+def seed_lines(seed: dict[str, Any]) -> list[Text]:
+    """Where the box's secrets came from (seed.json, written by the seed step)."""
+    if "error" in seed:
+        return [Text.assemble(("seed: ", "bold"), (str(seed["error"]), "yellow"))]
+    installed = seed.get("installed") or []
+    lines = [Text.assemble(("seed: ", "bold"), (str(seed.get("source")), "green"),
+                           f" · {seed.get('where')} · {_when(seed.get('installed_at'))}"
+                           f" · {len(installed)} secrets installed"),
+             Text(f"  wiped: {seed.get('wiped')}", style="dim")]
+    for warning in seed.get("warnings") or []:
+        lines.append(Text.assemble(("⚠ ", "yellow"), ("seed", "bold"), f": {warning}"))
+    return lines
 
 
 def human_size(size: float) -> str:
@@ -81,8 +99,72 @@ def backup_lines(backup: dict[str, Any]) -> list[Text]:
                                    (str(drill.get("result")),
                                     "green" if drill.get("result") == "pass" else "bold red"),
                                    f" · {_when(drill.get('started_at'))} · {drill.get('archive')}"))
+    drills = backup.get("drills") or []
+    if drills:
+        passed = sum(1 for entry in drills if entry.get("result") == "pass")
+        lines.append(Text(f"  drills: {passed} of the last {len(drills)} passed", style="dim"))
     for warning in backup.get("warnings", []):
         lines.append(Text.assemble(("⚠ ", "yellow"), ("backup", "bold"), f": {warning}"))
+    return lines
+
+
+QUEUE_SHOWN = 3  # the screen shows a few queued deliveries; --json has them all
+
+
+def alert_lines(alerts: dict[str, Any]) -> list[Text]:
+    """The alert part of the status screen (from alerts.status.alert_status)."""
+    firing = alerts.get("firing") or []
+    lines = [Text.assemble(("alerts: ", "bold"),
+                           (f"{len(firing)} firing", "bold red") if firing
+                           else ("none firing", "green"),
+                           f" · last check {_when(alerts.get('last_check'))}")]
+    for alert in firing:
+        lines.append(Text.assemble(("⚠ ", "bold red"), (str(alert.get("alert")), "bold"),
+                                   f" since {_when(alert.get('since'))}: {alert.get('title')}"))
+        lines.append(Text(f"  fix: {alert.get('fix')}"))
+    last = alerts.get("last_delivery")
+    if last:
+        result = ("delivered", "green") if last.get("ok") else (
+            f"failed: {last.get('error')}", "yellow")
+        lines.append(Text.assemble("  last delivery: ", f"{last.get('kind')} "
+                                   f"{last.get('alert')} to {last.get('shown')} at "
+                                   f"{_when(last.get('at'))}: ", result))
+    queue = alerts.get("queue") or []
+    for item in queue[:QUEUE_SHOWN]:
+        lines.append(Text(f"  queued: {item.get('kind')} {item.get('alert')} to "
+                          f"{item.get('destination')}, attempt {item.get('attempts')}, next "
+                          f"{_when(item.get('next_attempt'))}: {item.get('last_error')}",
+                          style="yellow"))
+    if len(queue) > QUEUE_SHOWN:
+        lines.append(Text(f"  … and {len(queue) - QUEUE_SHOWN} more queued (status --json "
+                          "lists them)", style="yellow"))
+    problems = [d for d in alerts.get("destinations") or [] if d.get("problem")]
+    for destination in problems:
+        lines.append(Text(f"  ⚠ {destination.get('name')}: {destination.get('problem')}",
+                          style="yellow"))
+    email = alerts.get("email")
+    if email not in (None, "on"):
+        lines.append(Text(f"  email: {email}", style="dim"))
+    return lines
+
+
+UPDATE_STYLES = {"ok": "green", "running": "cyan"}
+
+
+def update_lines(update: dict[str, Any]) -> list[Text]:
+    """The last update (firstboot/updates/record.py), with what failed and the fix."""
+    version = update.get("version") or ["?", "?"]
+    result = str(update.get("result"))
+    changed = ", ".join(update.get("images_changed") or []) or "no image"
+    backup = update.get("backup_archive")
+    lines = [Text.assemble(("update: ", "bold"), (result, UPDATE_STYLES.get(result, "bold red")),
+                           f" · arkbox {version[0]} → {version[1]} ({changed} changed)"
+                           f" · started {_when(update.get('started_at'))}"
+                           + (f" · backup before it: {backup}" if backup else ""))]
+    if update.get("failure"):
+        lines.append(Text(f"  {update['failure']}"))
+    if update.get("hint"):
+        lines.append(Text(f"  hint: {update['hint']}"))
     return lines
 
 
@@ -96,7 +178,10 @@ def _when(iso: str | None) -> str:
 
 
 def render_status(status: Status, certificate: dict[str, Any] | None = None,
-                  backup: dict[str, Any] | None = None) -> RenderableType:
+                  backup: dict[str, Any] | None = None,
+                  seed: dict[str, Any] | None = None,
+                  alerts: dict[str, Any] | None = None,
+                  update: dict[str, Any] | None = None) -> RenderableType:
     parts: list[RenderableType] = []
     took = f" in {status.seconds:.0f} s" if status.seconds is not None else ""
     headline = Text.assemble(
@@ -113,9 +198,15 @@ def render_status(status: Status, certificate: dict[str, Any] | None = None,
                       + f" · installer {status.installer_version}", style="dim"))
     if status.steps:
         parts.append(_steps_table(status))
+    if seed is not None:
+        parts.extend(seed_lines(seed))
     parts += _certificate_lines(status, certificate)
     if backup is not None:
         parts.extend(backup_lines(backup))
+    if alerts is not None:
+        parts.extend(alert_lines(alerts))
+    if update is not None:
+        parts.extend(update_lines(update))
     for failure in status.failures:
         parts.append(Text.assemble(("✗ ", "bold red"), (failure.step, "bold"), ": ",
                                    failure.message))
@@ -172,10 +263,14 @@ def _certificate_lines(status: Status, live: dict[str, Any] | None) -> list[Text
 
 def print_status(status: Status | None, console: Console,
                  certificate: dict[str, Any] | None = None,
-                 backup: dict[str, Any] | None = None) -> None:
+                 backup: dict[str, Any] | None = None,
+                 seed: dict[str, Any] | None = None,
+                 alerts: dict[str, Any] | None = None,
+                 update: dict[str, Any] | None = None) -> None:
     if status is None:
         console.print("arkbox has not run on this machine yet", markup=False)
         console.print("  hint: first boot starts by itself; see: systemctl status "
                       "arkbox-firstboot", markup=False)
         return
-    console.print(render_status(status, certificate, backup=backup))
+    console.print(render_status(status, certificate, backup=backup, seed=seed, alerts=alerts,
+                                update=update))

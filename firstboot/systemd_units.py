@@ -1,11 +1,15 @@
-"""Installing a service + timer pair that a step owns (backups, certificate renewal)."""
+"""Installing (and removing) a service + timer pair that a step owns (backups, drills,
+certificate renewal)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from firstboot.core.context import FirstbootContext
 from firstboot.core.files import write_if_changed
+
+if TYPE_CHECKING:
+    from firstboot.core.context import FirstbootContext
 
 UNIT_DIR = "/etc/systemd/system"
 
@@ -34,6 +38,21 @@ def install_timer(ctx: FirstbootContext, units: TimerUnits) -> bool:
         for argv in enable_argv(units.timer):
             ctx.run(argv)
     return changed
+
+
+def remove_timer(ctx: FirstbootContext, service: str, timer: str) -> bool:
+    """Stop and remove a pair the config no longer asks for; True when there was one."""
+    unit_dir = ctx.paths.at(UNIT_DIR)
+    present = [path for path in (unit_dir / timer, unit_dir / service) if path.exists()]
+    if not present:
+        return False
+    if ctx.paths.is_live:
+        ctx.run(("systemctl", "disable", "--now", timer), check=False)
+    for path in present:
+        path.unlink()
+    if ctx.paths.is_live:
+        ctx.run(("systemctl", "daemon-reload",))
+    return True
 
 
 def timer_enabled(ctx: FirstbootContext, timer: str) -> bool:

@@ -14,7 +14,8 @@ from builder.rig.parts import BackupServerPart, Rig, image_from_rootfs_tar
 
 
 @contextmanager
-def running_backup_server(rig_name: str, ipv4_subnet: str, ipv6_subnet: str
+def running_backup_server(rig_name: str, ipv4_subnet: str, ipv6_subnet: str,
+                          ports: dict[str, int | None] | None = None
                           ) -> Iterator[BackupServerPart]:
     """The server, ready (its sshd active) as backup.arkbox.test; the rig is removed after.
 
@@ -25,6 +26,7 @@ def running_backup_server(rig_name: str, ipv4_subnet: str, ipv6_subnet: str
     rig = Rig(name=f"{rig_name}{os.getpid()}", client=client,
               ipv4_subnet=ipv4_subnet, ipv6_subnet=ipv6_subnet)
     with rig.running():
-        part = BackupServerPart(rig, "backup", image, aliases=("backup.arkbox.test",))
+        part = BackupServerPart(rig, "backup", image, aliases=("backup.arkbox.test",),
+                                ports=dict(ports or {}))
         rig.add(part)
         yield part

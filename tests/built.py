@@ -3,6 +3,9 @@
 The builder caches its expensive stages in /var/cache/arkbox, so a run after
 the first redoes only assembly, disk and tarball. ARKBOX_TEST_REUSE_BUILD=1
 (never in CI) reuses the last output as it is, for quick local loops.
+ARKBOX_TEST_BUILT_SINCE=EPOCH reuses only an output written since then: scripts/test
+passes its start time to the checks it runs after the suite (scripts/test-alone), whose
+separate pytest processes then reuse the suite's build of this very checkout.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ class Built:
         self.rootfs_tar = out / f"{NAME}-rootfs.tar"
         self.qcow2 = out / f"{NAME}.qcow2"
         self.manifest = out / "build-manifest.json"
-        self.installer = out / "arkbox-installer"
+        self.installer_tar = out / "arkbox-installer.tar"
 
 
 def arkbox_build(
@@ -41,14 +44,23 @@ def arkbox_build(
     return result
 
 
+def reusable(output: Path) -> bool:
+    """Whether an existing build output may stand for this run's build (see above)."""
+    if not output.exists():
+        return False
+    if os.environ.get("ARKBOX_TEST_REUSE_BUILD") == "1" and not os.environ.get("CI"):
+        return True
+    since = os.environ.get("ARKBOX_TEST_BUILT_SINCE")
+    return since is not None and output.stat().st_mtime >= float(since)
+
+
 @functools.cache
 def built_appliance() -> Built:
     BUILD_OUT.mkdir(parents=True, exist_ok=True)
     built = Built(BUILD_OUT / "appliance", BUILD_OUT / "appliance-build.log")
     with (BUILD_OUT / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # parallel pytest processes build once
-        reuse = os.environ.get("ARKBOX_TEST_REUSE_BUILD") == "1" and not os.environ.get("CI")
-        if reuse and built.manifest.exists():
+        if reusable(built.manifest):
             return built
         result = arkbox_build(ROOT / "config/default.yaml", built.out, built.log)
         if result.returncode != 0:
@@ -57,7 +69,8 @@ def built_appliance() -> Built:
     return built
 
 
-BACKUP_SERVER_CONFIG = ROOT / "config/examples/backup-server.yaml"
+# Authorizes the default appliance's (published, development) backup key.
+BACKUP_SERVER_CONFIG = ROOT / "config/default-backup-server.yaml"
 BACKUP_SERVER_NAME = "backup"
 
 
@@ -69,8 +82,7 @@ def built_backup_server() -> Path:
     tar = out / f"{BACKUP_SERVER_NAME}-backup-server-rootfs.tar"
     with (BUILD_OUT / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        reuse = os.environ.get("ARKBOX_TEST_REUSE_BUILD") == "1" and not os.environ.get("CI")
-        if reuse and tar.exists():
+        if reusable(tar):
             return tar
         result = arkbox_build(BACKUP_SERVER_CONFIG, out, log, "--role", "backup-server")
         if result.returncode != 0:

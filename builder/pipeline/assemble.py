@@ -1,4 +1,8 @@
-"""Lay arkbox itself into an unpacked root fs: installer, units, config, secrets, images."""
+"""Lay arkbox itself into an unpacked root fs: installer, units, config, images.
+
+No secret goes in: the config carries references only, and each box gets the values
+in its seed at first boot (`arkbox seed`, docs/seed.md), so the image is generic.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,12 @@ import shutil
 from pathlib import Path
 
 from firstboot.core.errors import BadInputError
+from firstboot.core.locations import INSTALLER_PROGRAM
 
-INSTALLER_PATH = Path("usr/local/sbin/arkbox-installer")
+INSTALLER_PATH = Path(INSTALLER_PROGRAM).relative_to("/")
+# The frozen folder; INSTALLER_PATH links to the program in it (PyInstaller's start-up
+# follows the link to find `_internal/` beside the program).
+INSTALLER_DIR = Path("usr/local/lib/arkbox-installer")
 CONFIG_DIR = Path("etc/arkbox")
 IMAGES_DIR = Path("usr/share/arkbox/images")
 RECIPES_DIR = Path("usr/share/arkbox/recipes")
@@ -20,8 +28,17 @@ def _copy(src: Path, dest: Path, mode: int) -> None:
     dest.chmod(mode)
 
 
-def install_installer(rootfs: Path, binary: Path) -> None:
-    _copy(binary, rootfs / INSTALLER_PATH, 0o755)
+def install_installer(rootfs: Path, folder: Path) -> None:
+    """Copy the frozen folder to INSTALLER_DIR and link INSTALLER_PATH to its program."""
+    dest = rootfs / INSTALLER_DIR
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(folder, dest, symlinks=True)
+    link = rootfs / INSTALLER_PATH
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(Path("/") / INSTALLER_DIR / folder.name)
 
 
 def install_units(rootfs: Path, units_dir: Path) -> list[str]:
@@ -39,26 +56,28 @@ def install_units(rootfs: Path, units_dir: Path) -> list[str]:
     return installed
 
 
-def install_config(rootfs: Path, config_text: str, secret_files: dict[str, Path]) -> list[str]:
-    """Write the config and the secret files it references, 0600, below /etc/arkbox.
+def install_config(rootfs: Path, config: bytes, public_files: dict[str, Path]) -> list[str]:
+    """Write the config and the public files it references (tls.ca_bundle) below
+    /etc/arkbox, 0600 in a 0700 directory.
 
-    `secret_files` maps the path as written in the config (relative to the
+    `public_files` maps the path as written in the config (relative to the
     config file) to the file on the build machine, so the references resolve
-    the same way inside the image.
+    the same way inside the image. Never pass a secret here.
     """
     etc = rootfs / CONFIG_DIR
     etc.mkdir(parents=True, exist_ok=True)
     etc.chmod(0o700)
-    (etc / "appliance.yaml").write_text(config_text)
+    # The exact bytes: the seed is bound to their sha256.
+    (etc / "appliance.yaml").write_bytes(config)
     (etc / "appliance.yaml").chmod(0o600)
     written = []
-    for relative, source in sorted(secret_files.items()):
+    for relative, source in sorted(public_files.items()):
         dest = (etc / relative).resolve()
         if not dest.is_relative_to(etc.resolve()):
             raise BadInputError(
-                f"secret file {relative!r} is outside the config's directory",
-                hint="keep secret files next to the config, e.g. secrets/NAME, so the same "
-                "references work inside the image (/etc/arkbox/secrets/NAME)",
+                f"file {relative!r} is outside the config's directory",
+                hint="keep files the config refers to next to it, e.g. certs/NAME, so the "
+                "same references work inside the image (/etc/arkbox/certs/NAME)",
             )
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.parent.chmod(0o700)

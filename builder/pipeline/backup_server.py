@@ -3,10 +3,11 @@
 A backup server runs sshd and nothing else. Each client (an appliance) gets one
 line in a root-owned authorized_keys file:
 
-    command="borg serve --append-only --restrict-to-repository /srv/borg/arkbox",restrict KEY
+    command="borg serve --append-only --restrict-to-repository /srv/borg/arkbox
+    --storage-quota 100G",restrict KEY
 
-so the key can reach exactly one repository, append-only, and never a shell,
-a forwarding or a PTY. The file is outside the borg account's home: a borg
+so the key can reach exactly one repository, append-only, within its quota, and
+never a shell, a forwarding or a PTY. The file is outside the borg account's home: a borg
 process that was somehow subverted cannot add keys. A weekly timer runs
 `borg check --repository-only` over every repository (the server has no keys,
 so it checks segments and index, not contents). Space is reclaimed only here,
@@ -23,6 +24,17 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
+from builder.pipeline.backup_server_host import install_host
+from firstboot.core.config.backup import DEFAULT_CLIENT_QUOTA
+from firstboot.core.config.base import is_one_line
+from firstboot.core.config.network import NotAnSshKey, split_ssh_public_key
+from firstboot.core.config.scalars import (
+    BORG_HOME,
+    SMALLEST_QUOTA,
+    borg_quota_bytes,
+    repository_dir,
+    repository_overlap,
+)
 from firstboot.core.errors import BadInputError
 
 if TYPE_CHECKING:
@@ -30,7 +42,6 @@ if TYPE_CHECKING:
 
 BORG_USER = "borg"
 SYSTEM_IDS = range(999, 99, -1)  # Debian's dynamic system ids, taken from the top like adduser
-BORG_HOME = PurePosixPath("/srv/borg")
 # Root-owned, readable by borg (sshd reads it with the user's rights), outside its home.
 AUTHORIZED_KEYS = PurePosixPath("/etc/ssh/borg_authorized_keys")
 SSHD_DROPIN = PurePosixPath("/etc/ssh/sshd_config.d/20-arkbox-borg.conf")
@@ -43,70 +54,95 @@ FIRSTBOOT_UNIT = "arkbox-firstboot.service"
 # The comment that ends each client's line; add-client replaces the line carrying it.
 CLIENT_TAG = "arkbox-client:"
 
-_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(?:256|384|521)|"
-                  r"sk-ssh-ed25519@openssh\.com) ([A-Za-z0-9+/=]+)(?: .*)?$")
-_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-_PATH = re.compile(r"^(?:\./|/)[A-Za-z0-9._/-]+$")
-_QUOTA = re.compile(r"^[0-9]+[KMGT]?$")
+# Matched whole (fullmatch): a trailing line break must not pass.
+_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+_PATH = re.compile(r"(?:\./|/)[A-Za-z0-9._/-]+")
+_QUOTA = re.compile(r"[0-9]+[KMGT]?")
+# What the forced command of an arkbox line restricts its client to.
+_RESTRICTED_TO = re.compile(r"--restrict-to-repository ([^\s\"]+)")
 
 
 @dataclass(frozen=True)
 class Client:
     name: str
     public_key: str
-    path: str  # as in the client's repository URL: "./arkbox" (below the home) or absolute
-    quota: str | None = None
+    path: str  # as in the client's repository URL: "./arkbox", or absolute below the home
+    quota: str = DEFAULT_CLIENT_QUOTA  # borg serve --storage-quota: every client has one
 
     def __post_init__(self) -> None:
         problems = []
-        if not _NAME.match(self.name):
+        if not _NAME.fullmatch(self.name):
             problems.append(f"name {self.name!r}: lower-case letters, digits and -")
-        if not _KEY.match(self.public_key.strip()):
-            problems.append("public key: not an OpenSSH public key line (ssh-ed25519 AAAA...)")
-        if not _PATH.match(self.path) or ".." in self.path.split("/"):
-            problems.append(f"path {self.path!r}: like ./NAME or /abs/path, without ..")
-        if self.quota is not None and not _QUOTA.match(self.quota):
-            problems.append(f"quota {self.quota!r}: like 100G")
+        try:
+            if not is_one_line(self.public_key.strip()):
+                raise NotAnSshKey("more than one line")
+            split_ssh_public_key(self.public_key)
+        except NotAnSshKey as err:
+            problems.append(f"public key: {err} (one line: ssh-ed25519 AAAA... comment)")
+        if not _PATH.fullmatch(self.path):
+            problems.append(f"path {self.path!r}: like ./NAME, below {BORG_HOME}")
+        else:
+            try:
+                repository_dir(self.path)
+            except ValueError as err:
+                problems.append(f"path {err.args[0]}")
+        if not _QUOTA.fullmatch(self.quota) or borg_quota_bytes(self.quota) < SMALLEST_QUOTA:
+            problems.append(f"quota {self.quota!r}: like 100G, at least 10M")
         if problems:
             raise BadInputError("invalid backup client: " + "; ".join(problems),
                                 hint="arkbox backup-server add-client NAME 'ssh-ed25519 AAAA...'")
 
-
-def repository_dir(path: str, home: PurePosixPath = BORG_HOME) -> PurePosixPath:
-    """Where a client's repository lives on the server ("./arkbox" -> /srv/borg/arkbox)."""
-    if path.startswith("/"):
-        return PurePosixPath(path)
-    return home / path.removeprefix("./")
+    @property
+    def directory(self) -> PurePosixPath:
+        """The repository's directory on the server, normalised."""
+        return repository_dir(self.path)
 
 
 def serve_argv(client: Client) -> tuple[str, ...]:
     """The forced command: append-only borg serve, restricted to the client's repository."""
-    argv: tuple[str, ...] = ("borg", "serve", "--append-only",
-            "--restrict-to-repository", str(repository_dir(client.path)))
-    if client.quota:
-        argv += ("--storage-quota", client.quota)
-    return argv
+    return ("borg", "serve", "--append-only",
+            "--restrict-to-repository", str(client.directory), "--storage-quota", client.quota)
 
 
 def authorized_keys_line(client: Client) -> str:
     """One client's line: forced command, every forwarding/PTY refused (`restrict`)."""
-    match = _KEY.match(client.public_key.strip())
-    assert match is not None  # checked in Client
-    key_type, key_blob = match.group(1), match.group(2)
+    key = split_ssh_public_key(client.public_key)  # checked in Client
     command = " ".join(serve_argv(client))
-    return f'command="{command}",restrict {key_type} {key_blob} {CLIENT_TAG}{client.name}'
+    return f'command="{command}",restrict {key.key_type} {key.blob} {CLIENT_TAG}{client.name}'
 
 
 def authorized_keys(clients: Iterable[Client]) -> str:
     lines = ["# arkbox backup server: one line per client, written by the builder or",
              "# `arkbox backup-server add-client`. Forced append-only borg serve; no shell."]
-    seen: set[str] = set()
+    seen: dict[str, PurePosixPath] = {}
     for client in clients:
         if client.name in seen:
             raise BadInputError(f"backup client {client.name!r} is listed twice")
-        seen.add(client.name)
+        _refuse_overlap(client, seen, "the other clients")
+        seen[client.name] = client.directory
         lines.append(authorized_keys_line(client))
     return "\n".join(lines) + "\n"
+
+
+def _refuse_overlap(client: Client, others: dict[str, PurePosixPath], where: str) -> None:
+    """Each client's repository apart from every other's (scalars.repository_overlap)."""
+    for name, directory in others.items():
+        overlap = repository_overlap(client.directory, directory)
+        if overlap is not None and name != client.name:
+            raise BadInputError(
+                f"repository {client.directory} of backup client {client.name!r} {overlap} "
+                f"the repository of client {name!r} ({directory}) in {where}",
+                hint="give each client a directory of its own, side by side: --path ./NAME")
+
+
+def clients_in(authorized_keys_text: str) -> dict[str, PurePosixPath]:
+    """The clients of an authorized_keys file arkbox wrote: name -> repository directory."""
+    found: dict[str, PurePosixPath] = {}
+    for line in authorized_keys_text.splitlines():
+        restricted = _RESTRICTED_TO.search(line)
+        if restricted and f" {CLIENT_TAG}" in line:
+            found[line.rpartition(f" {CLIENT_TAG}")[2]] = PurePosixPath(restricted.group(1))
+    return found
 
 
 def add_client_line(existing: str, client: Client) -> tuple[str, bool]:
@@ -124,7 +160,8 @@ def clients_from_config(config: Appliance) -> list[Client]:
     server = config.backup_server
     if server is None:
         return []
-    return [Client(c.name, c.public_key, c.path, c.quota) for c in server.clients]
+    return [Client(c.name, c.public_key, c.path, c.quota or server.default_quota)
+            for c in server.clients]
 
 
 def sshd_dropin() -> str:
@@ -287,6 +324,7 @@ def install_backup_server(tree: Path, config: Appliance, role: str) -> list[str]
     if not link.is_symlink():
         link.symlink_to(f"{UNIT_DIR}/{CHECK_TIMER}")
     changes.append(f"{CHECK_TIMER} enabled")
+    changes += install_host(tree, config)  # what first boot does elsewhere: firewall, admin
     # The appliance's first-boot installer has nothing to set up here (no engine, no
     # services): a backup server is ready when sshd is.
     firstboot = tree / "etc/systemd/system/multi-user.target.wants" / FIRSTBOOT_UNIT
@@ -304,11 +342,12 @@ def cmd_add_client(name: str, public_key: str, path: str | None, quota: str | No
     with one (on the server: /etc/ssh/borg_authorized_keys) the client's
     line is added or replaced, atomically. Returns the line and whether the file changed.
     """
-    client = Client(name, public_key, path or f"./{name}", quota)
+    client = Client(name, public_key, path or f"./{name}", quota or DEFAULT_CLIENT_QUOTA)
     line = authorized_keys_line(client)
     if authorized_keys_file is None:
         return line, False
     existing = authorized_keys_file.read_text() if authorized_keys_file.exists() else ""
+    _refuse_overlap(client, clients_in(existing), str(authorized_keys_file))
     updated, changed = add_client_line(existing, client)
     if changed:
         partial = authorized_keys_file.with_name(authorized_keys_file.name + ".new")

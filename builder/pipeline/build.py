@@ -16,9 +16,19 @@ from pathlib import Path
 
 from rich.console import Console
 
-from builder.pipeline import assemble, disk, hardening, installer, rootfs, service_images
+from builder.pipeline import (
+    archive_state,
+    assemble,
+    disk,
+    engine_data,
+    hardening,
+    installer,
+    rootfs,
+    service_images,
+    update_bundle,
+)
 from builder.pipeline.backup_server import install_backup_server
-from builder.pipeline.cache import cache_dir_from_env, digest_tree, lookup
+from builder.pipeline.cache import cache_dir_from_env, claim, digest_tree
 from builder.pipeline.context import BuildContext, Role
 from builder.pipeline.manifest import (
     MANIFEST_NAME,
@@ -30,14 +40,30 @@ from builder.pipeline.manifest import (
     write_manifest,
 )
 from builder.pipeline.progress import Progress
+from builder.published import authorized_published_keys, refuse_published
+from builder.seed import published_findings, readable_values
 from firstboot import __version__
-from firstboot.core.config import config_digest, load_config
+from firstboot.core.config import Appliance, config_digest, format_warnings, load_config
 from firstboot.core.errors import ArkboxError
+from firstboot.core.seed import needed_refs
+from firstboot.updates.bundle import BundleIndex
 
 MIN_FREE_BYTES = 6 << 30
 # docker-cli: trixie's docker.io ships only the daemon; the admin needs `docker`.
 # sudo: the admin account runs `arkbox-installer status/apply` through it.
 IMAGE_PACKAGES = ("docker-cli", "sudo")
+
+
+def stage_archive_state(ctx: BuildContext) -> None:
+    """The Debian archive's state the base and the images are built from (their cache keys
+    include it): recorded in the cache, read from the mirror on --refresh."""
+    build = ctx.config.build
+    resolved = archive_state.resolve(
+        ctx.cache_dir, archive_state.release_dists(build.suite, build.mirror,
+                                                   rootfs.SECURITY_MIRROR),
+        refresh=ctx.refresh)
+    ctx.archive = resolved.state
+    ctx.progress.note(resolved.note)
 
 
 def stage_base_rootfs(ctx: BuildContext) -> None:
@@ -49,19 +75,21 @@ def stage_base_rootfs(ctx: BuildContext) -> None:
         "suite": build.suite, "mirror": build.mirror, "packages": list(packages),
         "source_date_epoch": ctx.source_date_epoch,
         "recipe": digest_tree(ctx.source_dir, [Path(rootfs.__file__).resolve()]),
+        "archive": ctx.archive,
     }
-    entry = lookup(ctx.cache_dir, "base-rootfs", inputs)
-    ctx.progress.note(f"{build.suite}: {entry.reason}")
-    if not entry.hit:
-        entry.reset()
-        rootfs.build_rootfs_tar(
-            entry.path / "base.tar", source_date_epoch=ctx.source_date_epoch,
-            extra_packages=extra, suite=build.suite, mirror=build.mirror,
-            cache_dir=ctx.cache_dir / "debs", work_dir=entry.path,
-            on_line=ctx.progress.detail,
-        )
-        entry.commit()
+    with claim(ctx.cache_dir, "base-rootfs", inputs, ctx.progress.detail) as entry:
+        ctx.progress.note(f"{build.suite}: {entry.reason}")
+        if not entry.hit:
+            entry.reset()
+            rootfs.build_rootfs_tar(
+                entry.path / "base.tar", source_date_epoch=ctx.source_date_epoch,
+                extra_packages=extra, suite=build.suite, mirror=build.mirror,
+                cache_dir=ctx.cache_dir / "debs", work_dir=entry.path,
+                on_line=ctx.progress.detail,
+            )
+            entry.commit()
     ctx.base_tar = entry.path / "base.tar"
+    ctx.base_key = entry.key
 
 
 def image_packages(ctx: BuildContext) -> list[str]:
@@ -88,19 +116,21 @@ def stage_service_images(ctx: BuildContext) -> None:
     built = service_images.build_service_images(
         ctx.source_dir / "image" / "recipes", names, ctx.cache_dir,
         mirror=ctx.config.build.mirror, log=verdicts.append,
-        source_date_epoch=ctx.source_date_epoch,
+        source_date_epoch=ctx.source_date_epoch, archive=ctx.archive,
     )
     for line in verdicts:
         ctx.progress.detail(line)
     fresh = [b.name for b in built if not b.cached]
     ctx.images = [
-        {"name": b.name, "tag": b.tag, "id": b.image_id, "size": b.size} for b in built
+        {"name": b.name, "tag": b.tag, "id": b.image_id, "size": b.size,
+         "archive_state": ctx.archive} for b in built
     ]
-    entry = lookup(ctx.cache_dir, "images-tar", {"images": ctx.images})
-    if not entry.hit:
-        entry.reset()
-        service_images.save_images(built, entry.path / "images.tar")
-        entry.commit()
+    with claim(ctx.cache_dir, "images-tar", {"images": ctx.images},
+               ctx.progress.detail) as entry:
+        if not entry.hit:
+            entry.reset()
+            service_images.save_images(built, entry.path / "images.tar")
+            entry.commit()
     ctx.images_tar = entry.path / "images.tar"
     ctx.progress.note(
         f"{' '.join(names)} · cached {len(built) - len(fresh)}/{len(built)}"
@@ -108,16 +138,38 @@ def stage_service_images(ctx: BuildContext) -> None:
     )
 
 
+def stage_engine_data(ctx: BuildContext) -> None:
+    """The engine's data root with the service images loaded, for the disk image: first
+    boot finds them in place (builder/pipeline/engine_data.py)."""
+    if ctx.images_tar is None:
+        ctx.progress.note("no service images for this role")
+        return
+    assert ctx.base_tar is not None
+    ids = [str(image["id"]) for image in ctx.images]
+    inputs = {"images": ctx.images, "base": ctx.base_key}
+    with claim(ctx.cache_dir, "engine-data", inputs, ctx.progress.detail) as entry:
+        ctx.progress.note(f"{len(ids)} images: {entry.reason}")
+        if not entry.hit:
+            entry.reset()
+            engine_data.fill_data_root(ctx.base_tar, ctx.base_key, ctx.images_tar, ids,
+                                       entry.path / "data-root", ctx.progress.detail)
+            entry.commit()
+    ctx.engine_data = entry.path / "data-root"
+
+
 def stage_installer(ctx: BuildContext) -> None:
     """The frozen `arkbox-installer`, rebuilt only when its sources change."""
-    entry = lookup(ctx.cache_dir, "installer", installer.installer_inputs(ctx.source_dir))
-    ctx.progress.note(entry.reason)
-    if not entry.hit:
-        entry.reset()
-        installer.freeze_installer(ctx.source_dir, entry.path)
-        entry.commit()
-    ctx.installer = entry.path / "arkbox-installer"
-    shutil.copy2(ctx.installer, ctx.staged("arkbox-installer"))
+    with claim(ctx.cache_dir, "installer", installer.installer_inputs(ctx.source_dir),
+               ctx.progress.detail) as entry:
+        ctx.progress.note(entry.reason)
+        if not entry.hit:
+            entry.reset()
+            installer.freeze_installer(ctx.source_dir, entry.path / "dist")
+            entry.commit()
+    ctx.installer = entry.path / "dist" / installer.NAME
+    # One output file for the folder: `tar -xf` it anywhere and run arkbox-installer/…
+    disk.rootfs_tar(ctx.installer.parent, ctx.staged(f"{installer.NAME}.tar"),
+                    source_date_epoch=ctx.source_date_epoch)
 
 
 def stage_assemble(ctx: BuildContext) -> None:
@@ -131,7 +183,7 @@ def stage_assemble(ctx: BuildContext) -> None:
     assemble.install_installer(tree, ctx.installer)
     assemble.install_units(tree, ctx.source_dir / "image" / "systemd")
     changes += install_backup_server(tree, ctx.config, ctx.role)
-    secrets = assemble.install_config(tree, ctx.config_path.read_text(), secret_files(ctx))
+    assemble.install_config(tree, ctx.config_path.read_bytes(), public_files(ctx))
     if ctx.images_tar is not None:
         assemble.install_images(tree, ctx.images_tar)
         assemble.install_recipes(tree, ctx.source_dir / "image" / "recipes",
@@ -139,19 +191,24 @@ def stage_assemble(ctx: BuildContext) -> None:
     ctx.packages = installed_packages(tree)
     write_manifest(make_manifest(ctx, outputs=[]), tree / "usr/share/arkbox" / MANIFEST_NAME)
     ctx.rootfs_dir = tree
-    ctx.progress.note(f"{len(changes)} hardening changes · {len(secrets)} secret files · "
-                      f"{len(ctx.packages)} packages")
+    seeded = len(needed_refs(ctx.config, ctx.role))
+    ctx.progress.note(f"{len(changes)} hardening changes · {seeded} secrets from the seed "
+                      f"(none in the image) · {len(ctx.packages)} packages")
 
 
 def stage_disk_image(ctx: BuildContext) -> None:
     assert ctx.rootfs_dir is not None
-    images = disk.build_disk_images(
-        ctx.rootfs_dir, ctx.work_dir / "out", ctx.name,
-        source_date_epoch=ctx.source_date_epoch,
-        size_mib=root_partition_mib(ctx.config.build.disk_size), on_line=ctx.progress.detail,
-    )
+    # The disk holds the engine's data root in place of images.tar (docs/build.md).
+    with engine_data.disk_tree(ctx.rootfs_dir, ctx.engine_data, ctx.work_dir / "aside"):
+        images = disk.build_disk_images(
+            ctx.rootfs_dir, ctx.work_dir / "out", ctx.name,
+            source_date_epoch=ctx.source_date_epoch,
+            size_mib=root_partition_mib(ctx.config.build.disk_size),
+            on_line=ctx.progress.detail,
+        )
     raw, qcow2 = images.raw.stat().st_size, images.qcow2.stat().st_size
-    ctx.progress.note(f"raw {raw / (1 << 30):.1f} GiB → qcow2 {qcow2 >> 20} MiB")
+    preloaded = " · images preloaded in /var/lib/docker" if ctx.engine_data else ""
+    ctx.progress.note(f"raw {raw / (1 << 30):.1f} GiB → qcow2 {qcow2 >> 20} MiB{preloaded}")
 
 
 def stage_rootfs_tar(ctx: BuildContext) -> None:
@@ -159,6 +216,18 @@ def stage_rootfs_tar(ctx: BuildContext) -> None:
     tar = disk.rootfs_tar(ctx.rootfs_dir, ctx.staged(f"{ctx.name}-rootfs.tar"),
                           source_date_epoch=ctx.source_date_epoch)
     ctx.progress.note(f"{tar.stat().st_size >> 20} MiB")
+
+
+def stage_update_bundle(ctx: BuildContext) -> None:
+    """NAME-update.tar: what a running box needs to become this build (docs/updates.md)."""
+    assert ctx.rootfs_dir is not None
+    index = update_bundle.write_bundle(
+        ctx.rootfs_dir, ctx.staged(update_bundle.bundle_name(ctx.name)),
+        BundleIndex(appliance=ctx.name, role=ctx.role, arkbox_version=__version__,
+                    config_sha256=config_digest(ctx.config_path), archive_state=ctx.archive),
+        source_date_epoch=ctx.source_date_epoch)
+    size = sum(entry.size for entry in index.files.values())
+    ctx.progress.note(f"{len(index.files)} files, {size >> 20} MiB, each with its sha256")
 
 
 def stage_manifest(ctx: BuildContext) -> None:
@@ -169,12 +238,15 @@ def stage_manifest(ctx: BuildContext) -> None:
 
 # The stages in order: (what the progress line says, the stage).
 STAGES: tuple[tuple[str, Callable[[BuildContext], None]], ...] = (
+    ("archive state", stage_archive_state),
     ("base root fs ({suite})", stage_base_rootfs),
     ("service images", stage_service_images),
+    ("engine data root", stage_engine_data),
     ("installer (PyInstaller)", stage_installer),
     ("assemble + hardening", stage_assemble),
     ("disk image", stage_disk_image),
     ("root fs tarball", stage_rootfs_tar),
+    ("update bundle", stage_update_bundle),
     ("manifest", stage_manifest),
 )
 
@@ -186,17 +258,20 @@ def run_stages(ctx: BuildContext) -> None:
             stage(ctx)
 
 
-def secret_files(ctx: BuildContext) -> dict[str, Path]:
-    """The files the config refers to, by the path the config writes them with: its
-    file-referenced secrets and tls.ca_bundle (read at run time, relative to the config)."""
-    base = ctx.config.base_dir
-    files: dict[str, Path] = {}
-    for _path, ref in ctx.config.secret_refs():
-        if ref.file is not None:
-            files[ref.file] = (base / ref.file)
-    if ctx.config.tls.ca_bundle is not None:
-        files[ctx.config.tls.ca_bundle] = base / ctx.config.tls.ca_bundle
-    return files
+def public_files(ctx: BuildContext) -> dict[str, Path]:
+    """The non-secret files the config refers to, by the path the config writes them with:
+    tls.ca_bundle (read at run time, relative to the config). Secrets come from the seed."""
+    bundle = ctx.config.tls.ca_bundle
+    return {} if bundle is None else {bundle: ctx.config.base_dir / bundle}
+
+
+def refuse_published_secrets(config: Appliance, role: Role, *, allow: bool) -> None:
+    """Stop before building a box with a value published in config/secrets/ (or a backup
+    server authorizing the published key), as far as the build can read them."""
+    findings = published_findings(config, readable_values(config, role))
+    if role == "backup-server":
+        findings += authorized_published_keys(config)
+    refuse_published(config, findings, allow=allow)
 
 
 def root_partition_mib(disk_size: str) -> int:
@@ -211,6 +286,7 @@ def make_manifest(ctx: BuildContext, outputs: list[Path]) -> BuildManifest:
         arkbox_version=__version__, name=ctx.name, role=ctx.role,
         config_file=str(ctx.config_path), config_sha256=config_digest(ctx.config_path),
         suite=ctx.config.build.suite, source_date_epoch=ctx.source_date_epoch,
+        archive_state=ctx.archive,
         stages=[StageRecord(name=r.name, seconds=round(r.seconds, 1), note=r.note)
                 for r in ctx.progress.results],
         packages=ctx.packages,
@@ -230,12 +306,21 @@ def check_free_space(*dirs: Path) -> None:
             )
 
 
+def private_dir(directory: Path) -> Path:
+    """out/ is the operator's alone (0700): what is in it says a lot about the box."""
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o700)
+    return directory
+
+
 def publish(ctx: BuildContext) -> list[Path]:
-    """Move every staged output into out/: renames, so out/ never holds half a file."""
-    ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    """Move every staged output into out/: renames, so out/ never holds half a file.
+    Each is 0600 before it appears there."""
+    private_dir(ctx.out_dir)
     published = []
     for staged in sorted((ctx.work_dir / "out").iterdir()):
         final = ctx.out_dir / staged.name
+        staged.chmod(0o600)
         staged.replace(final)
         published.append(final)
     return published
@@ -249,11 +334,13 @@ class BuildResult:
 
 
 def build(config_path: Path, out_dir: Path, role: Role = "appliance", *,
-          cache_dir: Path | None = None, console: Console | None = None) -> BuildResult:
+          cache_dir: Path | None = None, console: Console | None = None,
+          allow_published: bool = False, refresh: bool = False) -> BuildResult:
     """`arkbox build`: validate the config, run every stage, publish into out_dir.
 
-    Raises ConfigInvalid (every problem at once) or the ArkboxError of the stage that
-    failed; out_dir is then left as it was.
+    Raises ConfigInvalid (every problem at once), BadInputError for a published
+    development secret (unless `allow_published` or a .test domain), or the ArkboxError
+    of the stage that failed; out_dir is then left as it was.
     """
     console = console or Console(highlight=False, soft_wrap=True)
     progress = Progress(console)
@@ -262,19 +349,27 @@ def build(config_path: Path, out_dir: Path, role: Role = "appliance", *,
     with progress.stage("validate config"):
         appliance = load_config(config_path)
         progress.note(f"appliance {appliance.appliance.name!r}, role {role}")
+        if appliance.warnings:  # e.g. a backup server trusted on first use: say it loudly
+            console.print(format_warnings(str(config_path), appliance.warnings))
+        refuse_published_secrets(appliance, role, allow=allow_published)
     cache_dir = cache_dir or cache_dir_from_env()
     check_free_space(out_dir, cache_dir)
+    private_dir(out_dir)
     # The work dir sits next to out/ so the final renames stay on one filesystem.
     work_dir = Path(tempfile.mkdtemp(prefix=".arkbox-build-", dir=out_dir))
     ctx = BuildContext(
         config=appliance, config_path=config_path, role=role, out_dir=out_dir,
-        cache_dir=cache_dir, work_dir=work_dir, progress=progress,
+        cache_dir=cache_dir, work_dir=work_dir, progress=progress, refresh=refresh,
     )
     published = _build_in_work_dir(ctx, console)
     total = sum(r.seconds for r in progress.results)
     console.print(f"done in {total:.0f} s → {out_dir}/")
     for path in published:
         console.print(f"  {path}")
+    if seeded := len(needed_refs(appliance, role)):
+        raw = next((p for p in published if p.suffix == ".raw"), out_dir / "NAME.raw")
+        console.print(f"no secret in the image: each box needs its seed ({seeded} secrets): "
+                      f"arkbox seed {config_path} --out FILE (or --into {raw} --out BOX.raw)")
     return BuildResult(out_dir, published, total)
 
 

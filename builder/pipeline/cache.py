@@ -6,18 +6,26 @@ Each entry remembers the inputs it was made from, so a miss can say *why*
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from firstboot.core.errors import ArkboxError
 
 DEFAULT_CACHE_DIR = Path("/var/cache/arkbox")
 _COMPLETE = "complete"
 _INPUTS = "inputs.json"
 _LAST = "last-inputs.json"
+# How long a build waits for another build holding the same cache slot: longer than any
+# stage takes (a cold base root fs and the service images take minutes, not hours).
+LOCK_WAIT_S = 2 * 3600.0
 
 
 def cache_dir_from_env() -> Path:
@@ -95,3 +103,44 @@ def lookup(cache_dir: Path, stage: str, inputs: Mapping[str, object]) -> CacheEn
     else:
         reason = "built (no earlier build in the cache)"
     return CacheEntry(stage, key, path, inputs, False, reason)
+
+
+@contextmanager
+def exclusive(lock_file: Path, what: str, on_wait: Callable[[str], None] | None = None,
+              timeout_s: float = LOCK_WAIT_S) -> Iterator[None]:
+    """Hold an exclusive lock on `lock_file` (made if missing) while the body runs; say so
+    when another build holds it, and give up after `timeout_s`."""
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with lock_file.open("a") as lock:
+        deadline = time.monotonic() + timeout_s
+        waiting = False
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not waiting and on_wait is not None:
+                    on_wait(f"waiting for another build using {what} ({lock_file})")
+                waiting = True
+                if time.monotonic() >= deadline:
+                    raise ArkboxError(
+                        f"gave up after {timeout_s:.0f} s waiting for another build "
+                        f"using {what} (lock {lock_file})",
+                        hint="let the other arkbox build finish or stop it, or give this "
+                             "one its own --cache") from None
+                time.sleep(1)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@contextmanager
+def claim(cache_dir: Path, stage: str, inputs: Mapping[str, object],
+          on_wait: Callable[[str], None] | None = None) -> Iterator[CacheEntry]:
+    """The stage's entry for `inputs`, held exclusively while the body fills or reads it.
+    A second build of the same inputs waits, then finds the entry complete (a hit): without
+    the lock its reset() removed the directory the first build was writing into."""
+    key = inputs_key(inputs)
+    with exclusive(cache_dir / stage / f"{key}.lock", f"the {stage} cache", on_wait):
+        yield lookup(cache_dir, stage, inputs)

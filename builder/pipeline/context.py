@@ -24,10 +24,14 @@ class BuildContext:
     progress: Progress
     source_dir: Path = SOURCE_DIR
     source_date_epoch: int = 1_735_689_600  # 2025-01-01: fixed so rebuilds compare equal
+    refresh: bool = False  # --refresh: read the archive's state from the mirror now
     # Filled in by the stages, in order:
+    archive: dict[str, str] = field(default_factory=dict)  # archive_state.ArchiveState
     base_tar: Path | None = None
+    base_key: str = ""  # the base root fs's cache key
     images_tar: Path | None = None
     images: list[dict[str, Any]] = field(default_factory=list)
+    engine_data: Path | None = None  # the engine's data root holding the images
     installer: Path | None = None
     rootfs_dir: Path | None = None
     packages: dict[str, str] = field(default_factory=dict)

@@ -28,6 +28,7 @@ from builder.pipeline.backup_server import BORG_USER
 from firstboot.core.config.hardening import Hardening
 from firstboot.core.errors import ArkboxError, BadInputError
 from firstboot.core.execute import run
+from firstboot.firewall_rules import ANY_V4, ANY_V6
 
 if TYPE_CHECKING:
     from firstboot.core.config import Appliance
@@ -64,6 +65,7 @@ ROLE_FILES: Mapping[str, frozenset[str]] = {
 REQUIRES: Mapping[str, str] = {
     "etc/docker/daemon.json": "usr/sbin/dockerd",
     "etc/needrestart/conf.d/90-arkbox.conf": "usr/sbin/needrestart",
+    "etc/systemd/resolved.conf.d/90-arkbox.conf": "usr/lib/systemd/systemd-resolved",
     "etc/systemd/system/arkbox-ssh-hostkeys.service.d/10-arkbox-hardening.conf":
         "etc/systemd/system/arkbox-ssh-hostkeys.service",
 }
@@ -116,6 +118,8 @@ class HardeningVars:
     admin_user: str
     ssh_port: int
     settings: Hardening = field(default_factory=Hardening)
+    # appliance.admin.allow_from: enforced by sshd on a backup server (see ssh_allow_users).
+    admin_allow_from: tuple[str, ...] = (ANY_V4, ANY_V6)
 
 
 @dataclass(frozen=True)
@@ -134,14 +138,25 @@ def vars_from_config(config: Appliance, role: str) -> HardeningVars:
     port = admin.ssh_port
     if role == "backup-server" and config.backup_server is not None:
         port = config.backup_server.port
-    return HardeningVars(admin.user, port, config.build.hardening)
+    return HardeningVars(admin.user, port, config.build.hardening, tuple(admin.allow_from))
+
+
+def ssh_allow_users(variables: HardeningVars, role: str) -> tuple[str, ...]:
+    """sshd's AllowUsers: the admin, then the role's accounts. On a backup server the SSH
+    port is open to all (its clients' addresses are not known), so the admin is let in
+    only from `allow_from` here (USER@NETWORK); on an appliance the firewall does that."""
+    admin: tuple[str, ...] = (variables.admin_user,)
+    networks = variables.admin_allow_from
+    if role == "backup-server" and not {ANY_V4, ANY_V6} <= set(networks):
+        admin = tuple(f"{variables.admin_user}@{network}" for network in networks)
+    return tuple(dict.fromkeys((*admin, *ROLE_SSH_USERS[role])))
 
 
 def template_values(variables: HardeningVars, role: str) -> dict[str, object]:
     """The names the templates use: the settings, the role and who may log in over SSH."""
     if role not in ROLES:
         raise BadInputError(f"role: must be one of {', '.join(ROLES)}, got {role!r}")
-    allow_users = tuple(dict.fromkeys((variables.admin_user, *ROLE_SSH_USERS[role])))
+    allow_users = ssh_allow_users(variables, role)
     return {
         **variables.settings.model_dump(),
         "role": role,

@@ -27,6 +27,9 @@ class ServiceImage(_Strict):
     tag: str = Field(description="tag in the engine, arkbox/NAME:KEY")
     id: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
     size: int = Field(ge=0, description="bytes, as the engine reports")
+    archive_state: dict[str, str] = Field(
+        default_factory=dict,
+        description="the Debian archive it was built from: dists URL -> InRelease Date:")
 
 
 class OutputFile(_Strict):
@@ -43,6 +46,10 @@ class BuildManifest(_Strict):
     config_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     suite: str
     source_date_epoch: int
+    archive_state: dict[str, str] = Field(
+        default_factory=dict,
+        description="the Debian archive the build used: dists URL -> InRelease Date: "
+                    "(builder/pipeline/archive_state.py)")
     stages: list[StageRecord]
     packages: dict[str, str] = Field(description="Debian package -> version in the root fs")
     service_images: list[ServiceImage]

@@ -9,7 +9,6 @@ tarball reproducible for the same inputs and mirror content.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import tempfile
@@ -19,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from builder.pipeline.cache import exclusive
 from firstboot.core.errors import ArkboxError
 from firstboot.core.execute import run
 
@@ -47,6 +47,8 @@ BASE_PACKAGES: tuple[str, ...] = (
     # the root partition grows to the disk at first boot (see docs/disk-image.md)
     "systemd-repart",
     "e2fsprogs",
+    # sfdisk: first boot removes the seed partition from the table (docs/seed.md)
+    "fdisk",
     # kernel and boot loader modules for both BIOS and UEFI (the images are made at disk time)
     "linux-image-cloud-amd64",
     "initramfs-tools",
@@ -284,13 +286,8 @@ def write_files(files: Mapping[str, str], root: Path) -> None:
 @contextmanager
 def locked(cache_dir: Path) -> Iterator[None]:
     """Hold an exclusive lock on `cache_dir` so two builds do not sync into it at once."""
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with (cache_dir / ".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with exclusive(cache_dir / ".lock", str(cache_dir)):
+        yield
 
 
 def build_rootfs_tar(

@@ -21,18 +21,20 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import docker
 import docker.errors
 
+from builder.pipeline import archive_state
 from builder.pipeline.cache import cache_dir_from_env, changed_keys, digest_file
 from builder.pipeline.rootfs import (
     APT_OPTIONS,
     DPKG_PATH_FILTERS,
     MIRROR,
+    SECURITY_MIRROR,
     SUITE,
     apt_sources,
     locked,
@@ -49,7 +51,9 @@ __all__ = [
     "build_service_images",
     "cache_dir_from_env",
     "check_recipes",
+    "engine_client",
     "list_recipes",
+    "remove_older_imports",
     "save_images",
 ]
 
@@ -58,7 +62,6 @@ log = logging.getLogger("arkbox.build.images")
 Log = Callable[[str], None]
 
 REPO = "arkbox"
-SECURITY_MIRROR = "http://deb.debian.org/debian-security"
 DEFAULT_SOURCE_DATE_EPOCH = 1_735_689_600  # 2025-01-01, the same default as BuildContext
 KEY_CHARS = 20  # hex characters of a key used in tags and file names
 LABEL_RECIPE = "org.arkbox.recipe"
@@ -100,6 +103,9 @@ class BaseSpec:
     mirror: str = MIRROR
     security_mirror: str | None = SECURITY_MIRROR
     source_date_epoch: int = DEFAULT_SOURCE_DATE_EPOCH
+    # The archive's state (archive_state.py) as sorted pairs: part of every key, so a
+    # --refresh that sees the archive moved rebuilds the base and the images.
+    archive: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -130,6 +136,7 @@ class RecipeState:
     key: str
     base_layer: str
     files: Mapping[str, str]
+    archive: Mapping[str, str] = field(default_factory=dict)  # archive_state.ArchiveState
 
 
 # ---------------------------------------------------------------- pure functions
@@ -159,6 +166,7 @@ def base_key(spec: BaseSpec) -> str:
         "argv": mmdebstrap_argv(spec, Path("OUT")),
         "env": mmdebstrap_env(spec),
         "changes": BASE_IMAGE_CHANGES,
+        "archive": spec.archive,
     }
     return _digest(inputs)[:KEY_CHARS]
 
@@ -183,8 +191,11 @@ def recipe_files(recipe_dir: Path) -> dict[str, str]:
     return files
 
 
-def recipe_key(base_layer: str, files: Mapping[str, str]) -> str:
-    return _digest({"format": RECIPE_FORMAT, "base": base_layer, "files": dict(files)})[:KEY_CHARS]
+def recipe_key(base_layer: str, files: Mapping[str, str],
+               archive: tuple[tuple[str, str], ...] = ()) -> str:
+    """The image's cache key; the archive too, as a recipe's own apt-get reads it."""
+    return _digest({"format": RECIPE_FORMAT, "base": base_layer, "files": dict(files),
+                    "archive": archive})[:KEY_CHARS]
 
 
 def image_tag(name: str, key: str) -> str:
@@ -192,12 +203,16 @@ def image_tag(name: str, key: str) -> str:
 
 
 def rebuild_reason(previous: RecipeState | None, base_layer: str,
-                   files: Mapping[str, str]) -> str:
+                   files: Mapping[str, str], archive: Mapping[str, str] | None = None) -> str:
     """Why a recipe whose image is not in the engine is built (for the build log)."""
     if previous is None:
         return "no earlier build"
     if previous.base_layer != base_layer:
         return "base image changed"
+    if archive is not None and dict(previous.archive) != dict(archive):
+        moved = sorted(d.rsplit("/", 1)[-1] for d, date in archive.items()
+                       if previous.archive.get(d) != date)
+        return f"the archive moved ({', '.join(moved)}; --refresh)"
     changed = changed_keys(previous.files, files)
     if changed:
         return "recipe changed: " + ", ".join(_describe_change(previous.files, files, changed))
@@ -238,7 +253,7 @@ def list_recipes(recipes_dir: Path) -> list[str]:
 def build_base_image(spec: BaseSpec, cache_dir: Path, log_line: Log,
                      client: docker.DockerClient | None = None) -> BaseImage:
     """Make sure `arkbox/base:KEY` is in the engine: reuse, re-import or mmdebstrap it."""
-    client = client or _client()
+    client = client or engine_client()
     key = base_key(spec)
     tag = image_tag("base", key)
     found = _inspect(client, tag)
@@ -298,6 +313,7 @@ def build_service_images(
     *,
     security_mirror: str | None = SECURITY_MIRROR,
     source_date_epoch: int = DEFAULT_SOURCE_DATE_EPOCH,
+    archive: Mapping[str, str] | None = None,
     client: docker.DockerClient | None = None,
 ) -> list[BuiltImage]:
     """Build (or reuse) the base and every named recipe; `names=None` means all recipes.
@@ -307,34 +323,43 @@ def build_service_images(
     cache_dir = cache_dir if cache_dir is not None else cache_dir_from_env()
     wanted = list(names) if names is not None else list_recipes(recipes_dir)
     check_recipes(recipes_dir, wanted)
-    client = client or _client()
-    spec = BaseSpec(SUITE, mirror, security_mirror, source_date_epoch)
+    client = client or engine_client()
+    if archive is None:
+        # What `arkbox build` uses without --refresh: the state the cache recorded. So the
+        # rig's images, the tests' and the build's share keys and reuse each other's
+        # images, instead of each rebuilding what the other's state file describes.
+        archive = archive_state.resolve(
+            cache_dir, archive_state.release_dists(SUITE, mirror, security_mirror),
+            refresh=False).state
+    spec = BaseSpec(SUITE, mirror, security_mirror, source_date_epoch,
+                    tuple(sorted(archive.items())))
     # One build at a time per cache dir: a second waits, then finds the images cached.
     with locked(cache_dir / STATE_DIR):
         base = build_base_image(spec, cache_dir, log, client)
-        return [_build_one(recipes_dir / name, base, cache_dir, log, client) for name in wanted]
+        return [_build_one(recipes_dir / name, base, spec.archive, cache_dir, log, client)
+                for name in wanted]
 
 
-def _build_one(recipe_dir: Path, base: BaseImage, cache_dir: Path, log_line: Log,
-               client: docker.DockerClient) -> BuiltImage:
+def _build_one(recipe_dir: Path, base: BaseImage, archive: tuple[tuple[str, str], ...],
+               cache_dir: Path, log_line: Log, client: docker.DockerClient) -> BuiltImage:
     name = recipe_dir.name
     files = recipe_files(recipe_dir)
-    key = recipe_key(base.layer, files)
+    key = recipe_key(base.layer, files, archive)
     tag = image_tag(name, key)
     state_file = cache_dir / STATE_DIR / f"{name}.json"
     found = _inspect(client, tag)
     if found is not None:
         log_line(f"{name}: cached (recipe unchanged) {tag}")
-        _write_state(state_file, RecipeState(key, base.layer, files))
+        _write_state(state_file, RecipeState(key, base.layer, files, dict(archive)))
         return _built(name, tag, found, cached=True, seconds=0.0, reason="recipe unchanged")
-    reason = rebuild_reason(_read_state(state_file), base.layer, files)
+    reason = rebuild_reason(_read_state(state_file), base.layer, files, dict(archive))
     started = time.monotonic()
     _docker_build(recipe_dir, tag, base.tag, key)
     seconds = time.monotonic() - started
     found = _inspect(client, tag)
     if found is None:
         raise ArkboxError(f"`docker build` did not leave {tag} in the engine")
-    _write_state(state_file, RecipeState(key, base.layer, files))
+    _write_state(state_file, RecipeState(key, base.layer, files, dict(archive)))
     _untag_older(client, name, keep=tag, base_layer=base.layer)
     log_line(f"{name}: built in {seconds:.1f} s ({reason}) {tag}")
     return _built(name, tag, found, cached=False, seconds=seconds, reason=reason)
@@ -466,7 +491,8 @@ def save_images(images: Sequence[BuiltImage], out_tar: Path) -> Path:
 # ---------------------------------------------------------------- helpers
 
 
-def _client() -> docker.DockerClient:
+def engine_client() -> docker.DockerClient:
+    """The local engine's client, or an error that says how to start it."""
     try:
         return docker.from_env()
     except docker.errors.DockerException as e:
@@ -484,14 +510,16 @@ def _inspect(client: docker.DockerClient, ref: str) -> dict[str, Any] | None:
 def _read_state(path: Path) -> RecipeState | None:
     try:
         data = json.loads(path.read_text())
-        return RecipeState(str(data["key"]), str(data["base_layer"]), dict(data["files"]))
+        return RecipeState(str(data["key"]), str(data["base_layer"]), dict(data["files"]),
+                           dict(data.get("archive") or {}))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
 def _write_state(path: Path, state: RecipeState) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = {"key": state.key, "base_layer": state.base_layer, "files": dict(state.files)}
+    data = {"key": state.key, "base_layer": state.base_layer, "files": dict(state.files),
+            "archive": dict(state.archive)}
     partial = path.with_name(path.name + ".partial")
     partial.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     partial.replace(path)
@@ -522,3 +550,23 @@ def _digest(inputs: Mapping[str, object]) -> str:
 def _debug(line: str) -> None:
     log.debug("  %s", line)
 
+
+def remove_older_imports(client: docker.DockerClient, repository: str, keep: str) -> list[str]:
+    """Remove the earlier imports of `repository` (a root fs import is 0.6-1.4 GB: the rig's
+    of each build, the engine loader's of each base; a machine that builds many times fills
+    its disk). One still used by a container stays: the engine refuses, and that refusal
+    is the check."""
+    removed = []
+    for image in client.images.list(name=repository):
+        tags = [t for t in image.tags if t.startswith(f"{repository}:")]
+        if keep in image.tags or not tags:
+            continue
+        try:
+            for old in tags:
+                client.images.remove(old)
+                removed.append(old)
+        except docker.errors.APIError as err:  # in use by a container of another rig
+            log.info("kept %s: %s", tags[0], err.explanation)
+    if removed:
+        log.info("removed earlier imports: %s", ", ".join(removed))
+    return removed

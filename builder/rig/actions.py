@@ -14,7 +14,8 @@ import docker
 from docker.errors import NotFound
 from docker.models.containers import Container
 
-from builder.rig.parts import BOX, RIG_LABEL
+from builder.rig.parts import BOX
+from builder.rig.removal import RIG_LABEL
 from builder.rig.screens import describe_removed, say
 from builder.rig.try_rig import docker_client, published_ports, state_dir_for, take_down
 from firstboot.core.errors import EXIT_FAILURE, EXIT_OK, ArkboxError

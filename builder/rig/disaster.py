@@ -22,6 +22,7 @@ from docker.models.containers import Container
 
 from builder.rig import ca as try_ca
 from builder.rig import dns as try_dns
+from builder.rig import seeding
 from builder.rig.journal_follow import BootOutcome, first_boot_state, follow_first_boot
 from builder.rig.parts import (
     APPLIANCE_CONFIG,
@@ -31,8 +32,8 @@ from builder.rig.parts import (
     PebblePart,
     Rig,
     exec_streaming,
-    remove_container,
 )
+from builder.rig.removal import remove_container
 from builder.rig.screens import (
     after_disaster,
     describe_removed,
@@ -198,9 +199,10 @@ class OldBox:
 
 
 def kept_files(appliance: AppliancePart) -> dict[str, tuple[bytes, int]]:
-    """What `try` laid into the appliance beside the image: its config and the CA bundle."""
+    """What `try` laid into the appliance beside the image: its config, its seed (the blank
+    box gets the same, as a replacement VPS would) and the CA bundle."""
     files: dict[str, tuple[bytes, int]] = {}
-    for path in (APPLIANCE_CONFIG, try_ca.CA_BUNDLE_PATH):
+    for path in (APPLIANCE_CONFIG, seeding.SEED_FILE, try_ca.CA_BUNDLE_PATH):
         code, text = appliance.exec("cat", path)
         if code == 0:
             files[path] = (text.encode(), 0o600)

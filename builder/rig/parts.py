@@ -29,6 +29,9 @@ import docker
 from docker.errors import ImageNotFound, NotFound
 from docker.models.containers import Container
 
+from builder.pipeline.service_images import remove_older_imports
+from builder.rig import seeding
+from builder.rig.removal import RIG_LABEL, remove_abandoned_rigs, remove_rig
 from firstboot.core import wait
 from firstboot.core.context import Paths
 from firstboot.core.errors import ArkboxError
@@ -36,7 +39,6 @@ from firstboot.core.execute import run
 
 log = logging.getLogger("arkbox.rig")
 
-RIG_LABEL = "arkbox.rig"
 # systemd as PID 1 without --privileged (refused on these hosts): every
 # capability but one, no seccomp/apparmor filter, the host's cgroup tree,
 # tmpfs where systemd expects it.
@@ -89,6 +91,7 @@ def image_from_rootfs_tar(client: docker.DockerClient, tar: Path, repository: st
     # The CLI streams a GiB-sized tar reliably; the SDK's chunked upload does not.
     run(docker_import_argv(tar, tag), timeout=900)
     client.images.get(tag)
+    remove_older_imports(client, repository, keep=tag)
     return tag
 
 
@@ -273,6 +276,7 @@ class Rig:
         try:
             self.client.networks.get(self.network_name)
         except NotFound:
+            remove_abandoned_rigs(self.client, {self.ipv4_subnet, self.ipv6_subnet})
             ipam = docker.types.IPAMConfig(pool_configs=[
                 docker.types.IPAMPool(subnet=self.ipv4_subnet),
                 docker.types.IPAMPool(subnet=self.ipv6_subnet),
@@ -296,38 +300,6 @@ class Rig:
             yield self
         finally:
             self.down()
-
-
-def remove_rig(client: docker.DockerClient, name: str) -> dict[str, int]:
-    """Remove the rig's containers with their volumes, labelled volumes left by a part that
-    never started, and its networks; the counts of each."""
-    label: dict[str, str | list[str] | bool] = {"label": f"{RIG_LABEL}={name}"}
-    removed = {"containers": 0, "volumes": 0, "networks": 0}
-    for container in client.containers.list(all=True, filters=label):
-        for kind, n in remove_container(client, container).items():
-            removed[kind] += n
-    for volume in client.volumes.list(filters=label):
-        volume.remove(force=True)
-        removed["volumes"] += 1
-    for network in client.networks.list(filters=label):
-        network.remove()
-        removed["networks"] += 1
-    return removed
-
-
-def remove_container(client: docker.DockerClient, container: Container) -> dict[str, int]:
-    """Remove one container and the named volumes it mounts (a part's whole state)."""
-    mounts = container.attrs.get("Mounts", [])
-    volumes = [m["Name"] for m in mounts if m.get("Type") == "volume"]
-    container.remove(force=True, v=True)
-    removed = {"containers": 1, "volumes": 0}
-    for volume in volumes:
-        try:
-            client.volumes.get(volume).remove(force=True)
-            removed["volumes"] += 1
-        except NotFound:
-            pass
-    return removed
 
 
 # ---------------------------------------------------------------- running a command live
@@ -376,15 +348,23 @@ class AppliancePart(SystemdPart):
     """The built appliance (its root fs tar) booting with systemd; first boot runs by itself.
 
     `config` (YAML text) replaces the baked /etc/arkbox/appliance.yaml before boot,
-    so one image serves many test configs.
+    so one image serves many test configs. The image holds no secret: `seed_config`
+    names the config file the box's config came from, and the box gets the seed made
+    from `config` (or that file) with the secrets next to it. Without it, no seed.
     """
 
     config: str | None = None
+    seed_config: Path | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.config is not None:
             self.files[APPLIANCE_CONFIG] = (self.config.encode(), 0o600)
+        if self.seed_config is not None:
+            text = self.config if self.config is not None else self.seed_config.read_text()
+            self.files[seeding.SEED_FILE] = (seeding.seed_for(text, self.seed_config), 0o600)
+        # Also a seed passed in `files`, e.g. the one `try disaster` keeps for the blank box.
+        self.environment.update(seeding.environment_for(self.files))
 
     def wait_first_boot(self, timeout: float = 600) -> dict[str, Any]:
         """Wait until first boot finished (done marker) or failed for good; returns status.json."""

@@ -20,14 +20,13 @@ from docker.models.containers import Container
 from builder.rig import dns as try_dns
 from builder.rig.parts import (
     BOX,
-    RIG_LABEL,
     AppliancePart,
     PebblePart,
     Rig,
     RigError,
-    remove_rig,
     wait_until,
 )
+from builder.rig.removal import RIG_LABEL, remove_rig
 from builder.rig.screens import say
 from firstboot.certs.certificate import LiveFiles
 from firstboot.core.config import Appliance, ConfigInvalid, load_config

@@ -186,6 +186,7 @@ def start_rig(plan: UpPlan, client: docker.DockerClient,
             rig=rig, role="appliance", image=images.appliance,
             aliases=[plan.config.appliance.hostname],
             config=try_ca.config_with_test_ca(plan.config_path.read_text(), pebble),
+            seed_config=plan.config_path,
             files=try_ca.ca_bundle_file(pebble), published=published_for(plan.config))
         rig.add(appliance)
         try_ca.point_names(pebble, wanted_names(plan.config), appliance)

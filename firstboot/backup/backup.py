@@ -23,7 +23,13 @@ from typing import IO, Any
 import docker.errors
 
 from firstboot.backup import borg, feed
-from firstboot.backup.client import BackupError, BackupPaths, Borg, record_stats
+from firstboot.backup.client import (
+    BackupError,
+    BackupPaths,
+    Borg,
+    record_repository,
+    record_stats,
+)
 from firstboot.containers.naming import Naming
 from firstboot.core.context import FirstbootContext
 from firstboot.core.execute import CommandError
@@ -90,6 +96,7 @@ def run_backup(ctx: FirstbootContext, *, prune: bool = True) -> BackupReport:
             report.pruned = True
     report.seconds = time.monotonic() - started
     record_stats(ctx.paths, report.as_json(ctx.now().isoformat(timespec="seconds")))
+    record_repository(ctx.paths, runner.remote.repository, ctx.now(), "backup")
     return report
 
 
@@ -103,8 +110,8 @@ def _make_archive(ctx: FirstbootContext, runner: Borg) -> BackupReport:
     ensure_dir(run_dir, 0o700)
     feeder = _Feeder(ctx, plan, report)
     comment = json.dumps(plan.comment(config.appliance.name))
-    argv = borg.with_lock_wait(borg.create_from_stdin_argv(
-        report.archive, compression=config.backup.compression, comment=comment))
+    argv = borg.in_private_view(data, borg.with_lock_wait(borg.create_from_stdin_argv(
+        report.archive, compression=config.backup.compression, comment=comment)))
     try:
         report.stats = runner.json(argv, cwd=data, what="backup", feed=feeder)
     finally:

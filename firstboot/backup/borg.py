@@ -126,7 +126,8 @@ def archive_glob(host: str) -> str:
 
 
 def init_argv() -> tuple[str, ...]:
-    return (BORG, "init", "--encryption=repokey-blake2", "--append-only")
+    # A repository one level down on the server (./clients/NAME) needs its parent made.
+    return (BORG, "init", "--encryption=repokey-blake2", "--append-only", "--make-parent-dirs")
 
 
 def info_repo_argv() -> tuple[str, ...]:
@@ -136,6 +137,11 @@ def info_repo_argv() -> tuple[str, ...]:
 
 def list_argv() -> tuple[str, ...]:
     return (BORG, "list", "--json")
+
+
+def list_items_argv(archive: str) -> tuple[str, ...]:
+    """Every item of `archive`, one JSON object a line (path, type, symlink/link source)."""
+    return (BORG, "list", "--json-lines", f"::{archive}")
 
 
 def info_archives_argv(glob: str) -> tuple[str, ...]:
@@ -170,6 +176,22 @@ def create_from_stdin_argv(archive: str, *, compression: str, comment: str
     return (BORG, "create", "--json", "--compression", compression, "--numeric-ids",
             "--paths-from-stdin", "--paths-delimiter", "\\0", "--read-special",
             "--comment", _literal(comment), f"::{archive}")
+
+
+# With --read-special borg reads a device node as a file and follows a symlink to one. The
+# walk hands borg neither, but a live volume's owner can swap a path for one after the walk
+# (or a directory for a symlink to anywhere). So borg reads /srv/arkbox through a bind mount
+# of its own, in a mount namespace of its own: `nodev` (a device node cannot be opened) and
+# `nosymfollow` (no symlink on it is followed, as a path's last component or on its way;
+# borg stores it as a symlink). FIFOs still open: the gates and dumps are FIFOs.
+_PRIVATE_VIEW = ('mount --bind "$1" "$1" && '
+                 'mount -o remount,bind,nodev,nosymfollow "$1" && cd "$1" && shift && exec "$@"')
+
+
+def in_private_view(data: Path, argv: Sequence[str]) -> tuple[str, ...]:
+    """`argv` run in `data` as seen through a nodev,nosymfollow bind mount no one else sees."""
+    return ("unshare", "--mount", "--propagation", "private", "--",
+            "sh", "-c", _PRIVATE_VIEW, "sh", str(data), *argv)
 
 
 def _literal(comment: str) -> str:
@@ -228,7 +250,8 @@ _DIAGNOSES: tuple[tuple[re.Pattern[str], str, str], ...] = (
      "(the operator copied it at the first install)"),
     (re.compile(r"Repository .* does not exist|RepositoryDoesNotExist", re.I),
      "the repository does not exist on the backup server",
-     "check backup.repository; a fresh install creates it (borg init)"),
+     "check backup.repository and that the server is the pinned one; a box that never used "
+     "it creates it at first boot, one that did only with arkbox-installer apply --force"),
     (re.compile(r"Host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED", re.I),
      "the backup server's SSH host key does not match",
      "check backup.host_key against the server's /etc/ssh/ssh_host_ed25519_key.pub"),
@@ -242,6 +265,15 @@ _DIAGNOSES: tuple[tuple[re.Pattern[str], str, str], ...] = (
                 r"Connection closed by remote host|Remote: ssh: |ConnectionClosed", re.I),
      "the backup server cannot be reached",
      "check that it is up and that backup.repository's host and port are right"),
+    (re.compile(r"^mount: |^unshare: ", re.M),
+     "borg's private view of the data (a nodev,nosymfollow bind mount) could not be made",
+     "run it as root on Linux 5.10 or later (nosymfollow), where mounts are allowed"),
+    # borg suggests deleting archives; in append-only mode that frees nothing by itself.
+    (re.compile(r"storage quota .* has been exceeded|StorageQuotaExceeded", re.I),
+     "the repository is full: it reached its storage quota on the backup server",
+     "ask the server's operator to review and compact it (arkbox-borg-compact: pruned "
+     "archives take space until then) or to raise its quota (backup_server.default_quota, "
+     "or the client's quota)"),
     (re.compile(r"Failed to create/acquire the lock|LockTimeout|lock.*timeout", re.I),
      "the repository is locked by another borg run",
      "wait for it; a stale lock from a dead client is released by the server within minutes"),

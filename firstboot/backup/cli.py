@@ -28,6 +28,7 @@ def _context(args: argparse.Namespace) -> Any:
 
 
 def _cmd_backup(args: argparse.Namespace) -> int:
+    from firstboot.alerts.hooks import after_backup
     from firstboot.backup.backup import run_backup
     from firstboot.backup.client import clear_failure, prepare_client, record_failure
     from firstboot.core.errors import ArkboxError
@@ -45,6 +46,7 @@ def _cmd_backup(args: argparse.Namespace) -> int:
         record_failure(ctx.paths, ctx.now(), err.message, err.hint)
         log.error("backup failed: %s%s", err.message,
                   f" (hint: {err.hint})" if err.hint else "")
+        after_backup(ctx, ok=False)  # the fail ping and the backup_failed alert; never raises
         raise
     except KeyboardInterrupt:
         record_failure(ctx.paths, ctx.now(), "the backup was interrupted before it finished",
@@ -52,6 +54,7 @@ def _cmd_backup(args: argparse.Namespace) -> int:
         log.error("backup interrupted: no archive was made")
         raise
     clear_failure(ctx.paths)
+    after_backup(ctx, ok=True)
     print(report.summary())
     return EXIT_OK
 
@@ -87,14 +90,28 @@ def archive_table(archives: list[dict[str, Any]]) -> list[str]:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    from firstboot.alerts.hooks import after_job
     from firstboot.backup.backup import check_repository
+    from firstboot.backup.client import record_verify
+    from firstboot.core.errors import ArkboxError
 
-    print(check_repository(_context(args), verify_data=args.verify_data))
+    ctx = _context(args)
+    try:
+        result = check_repository(ctx, verify_data=args.verify_data)
+    except ArkboxError as err:
+        if args.verify_data:  # for status and the verify_failed alert
+            record_verify(ctx.paths, ctx.now(), False, err.message)
+            after_job(ctx)
+        raise
+    if args.verify_data:
+        record_verify(ctx.paths, ctx.now(), True, result)
+        after_job(ctx)
+    print(result)
     return EXIT_OK
 
 
 def _cmd_restore(args: argparse.Namespace) -> int:
-    from firstboot.backup.client import BackupError, prepare_client
+    from firstboot.backup.client import BackupError, Borg, prepare_client, record_repository
     from firstboot.backup.restore import find_backup, restore
 
     ctx = _context(args)
@@ -103,6 +120,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     if backup is None:
         raise BackupError("the repository holds no complete backup")
     print(restore(ctx, backup, force=args.force).summary())
+    record_repository(ctx.paths, Borg(ctx).remote.repository, ctx.now(), "restore")
     print("now: arkbox-installer apply (recreates the services around the restored data)")
     return EXIT_OK
 

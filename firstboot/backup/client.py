@@ -56,8 +56,14 @@ class BackupPaths:
         self.stats = paths.state / "backups.json"
         # The last backup's failure, removed by the next success.
         self.failure = paths.state / "backup-failure.json"
+        # The last `check --verify-data`: ok or the failure, for status and alerts.
+        self.verify = paths.state / "backup-verify.json"
+        # Every failed run (the last FAILED_RUNS_KEPT), kept for the status page's plot.
+        self.failed_runs = paths.state / "backup-failures.json"
         # For the operator: copy these off the box.
         self.exported = paths.secrets / "backup"
+        # The repository this box backed up to or restored from: it never starts it anew.
+        self.known_repository = self.state / "repository.json"
 
 
 def enabled(config: Appliance) -> bool:
@@ -209,6 +215,39 @@ def prepare_client(ctx: FirstbootContext) -> list[str]:
     return changed
 
 
+def record_repository(paths: Paths, repository: str, when: datetime, how: str) -> None:
+    """This box's history is in `repository` (`how`: "backup" or "restore"); kept until
+    the config names another repository."""
+    target = BackupPaths(paths).known_repository
+    if known_repository(paths).get("repository") == repository:
+        return
+    ensure_dir(target.parent, SECRET_DIR_MODE)
+    body = {"repository": repository, "since": when.isoformat(timespec="seconds"), "how": how}
+    atomic_write(target, json.dumps(body, indent=2) + "\n", mode=0o600)
+
+
+def known_repository(paths: Paths) -> dict[str, Any]:
+    try:
+        raw = json.loads(BackupPaths(paths).known_repository.read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+    return raw if isinstance(raw, dict) else {}
+
+
+def refuse_new_repository(known: dict[str, Any], repository: str, force: bool) -> None:
+    """A repository that answers "does not exist" may be started anew only if this box never
+    used it: otherwise it was lost, or whoever answered at its address is not the server."""
+    if force or known.get("repository") != repository:
+        return
+    raise BackupError(
+        f"the backup repository {repository} does not exist, yet this box used it "
+        f"({known.get('how', 'backup')} since {known.get('since', '?')}): not starting a new, "
+        "empty one",
+        hint="check the server and its host key (backup.host_key): an impostor at that "
+        "address answers \"does not exist\"; if the repository is really lost, "
+        "arkbox-installer apply --force creates a new one")
+
+
 def client_public_key(paths: Paths) -> str:
     public = BackupPaths(paths).ssh_key.with_suffix(".pub")
     return public.read_text().strip() if public.exists() else ""
@@ -236,6 +275,9 @@ def read_stats(paths: Paths) -> list[dict[str, Any]]:
 
 
 STALE_AFTER_HOURS = 26
+FAILED_RUNS_KEPT = 60
+HISTORY_FIELDS = ("archive", "finished_at", "seconds", "original_size", "deduplicated_size",
+                  "pauses")
 
 
 def record_failure(paths: Paths, when: datetime, message: str, hint: str | None) -> None:
@@ -244,6 +286,17 @@ def record_failure(paths: Paths, when: datetime, message: str, hint: str | None)
     ensure_dir(target.parent, 0o755)
     body = {"at": when.isoformat(timespec="seconds"), "message": message, "hint": hint}
     atomic_write(target, json.dumps(body, indent=2) + "\n", mode=0o644)
+    runs = [*read_failed_runs(paths), {"at": body["at"], "message": message}]
+    atomic_write(BackupPaths(paths).failed_runs,
+                 json.dumps(runs[-FAILED_RUNS_KEPT:], indent=1) + "\n", mode=0o644)
+
+
+def read_failed_runs(paths: Paths) -> list[dict[str, Any]]:
+    try:
+        raw = json.loads(BackupPaths(paths).failed_runs.read_text())
+    except (FileNotFoundError, ValueError):
+        return []
+    return [r for r in raw if isinstance(r, dict)] if isinstance(raw, list) else []
 
 
 def clear_failure(paths: Paths) -> None:
@@ -253,6 +306,22 @@ def clear_failure(paths: Paths) -> None:
 def read_failure(paths: Paths) -> dict[str, Any] | None:
     try:
         raw = json.loads(BackupPaths(paths).failure.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return raw if isinstance(raw, dict) else None
+
+
+def record_verify(paths: Paths, when: datetime, ok: bool, message: str) -> None:
+    """The result of the last `check --verify-data` (the monthly timer or by hand)."""
+    target = BackupPaths(paths).verify
+    ensure_dir(target.parent, 0o755)
+    body = {"at": when.isoformat(timespec="seconds"), "ok": ok, "message": message}
+    atomic_write(target, json.dumps(body, indent=2) + "\n", mode=0o644)
+
+
+def read_verify(paths: Paths) -> dict[str, Any] | None:
+    try:
+        raw = json.loads(BackupPaths(paths).verify.read_text())
     except (FileNotFoundError, ValueError):
         return None
     return raw if isinstance(raw, dict) else None
@@ -305,6 +374,9 @@ def backup_status(paths: Paths, now: datetime, next_run: datetime | None = None,
                         + (f"; hint: {failure['hint']}" if failure.get("hint") else ""))
     if next_run is None:
         warnings.append("no backup is scheduled: systemctl enable --now arkbox-backup.timer")
+    # The last backups and failed runs, for the status page's plot.
+    result["history"] = [{k: b.get(k) for k in HISTORY_FIELDS} for b in history]
+    result["failed_runs"] = read_failed_runs(paths)
     if not history:
         warnings.append("no backup has been made yet: arkbox-installer backup")
         result["warning"] = warnings[-1]

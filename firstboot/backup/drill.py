@@ -14,7 +14,8 @@ the live box.
 
 The live services, their data and /srv/arkbox are never touched. The borg key,
 known_hosts and cache are the live box's (read; borg locks the repository itself).
-The last drill's result is kept in /var/lib/arkbox/drill.json for status.
+The last drill's result is kept in /var/lib/arkbox/drill.json for status, and a line per
+drill (the last HISTORY_KEPT) in drill-history.json.
 Not part of a drill: the proxy and mail (no published port may be made), and the
 route checks through the proxy; each service's own health check is what is run.
 """
@@ -46,6 +47,8 @@ from firstboot.core.wait import NotYet
 
 DRILL_SUBDIR = "drill"  # below /var/lib/arkbox
 RESULT_FILE = "drill.json"  # below /var/lib/arkbox
+HISTORY_FILE = "drill-history.json"  # below /var/lib/arkbox
+HISTORY_KEPT = 30
 HEALTH_TIMEOUT_S = 300.0
 POLL_S = 2.0
 # Shared read-only with the live box, by symlink: what the installer reads below its root.
@@ -202,7 +205,7 @@ def run_drill(live: FirstbootContext, archive: str | None = None,
         report.ok = (report.failure is None and not report.leftovers
                      and bool(report.services)
                      and all(s.ok for s in report.services.values()))
-        _save(live.paths, report)
+        save_report(live.paths, report)
     return report
 
 
@@ -256,15 +259,36 @@ def _wait_healthy(ctx: FirstbootContext, report: DrillReport, since: float,
                        "see the problems above; the live box is untouched")
 
 
-def _save(paths: Paths, report: DrillReport) -> None:
+def save_report(paths: Paths, report: DrillReport) -> None:
     target = paths.state / RESULT_FILE
     ensure_dir(target.parent, 0o755)
     atomic_write(target, json.dumps(report.as_json(), indent=2) + "\n", mode=0o644)
+    history = [*drill_history(paths), history_entry(report)][-HISTORY_KEPT:]
+    atomic_write(paths.state / HISTORY_FILE, json.dumps(history, indent=1) + "\n", mode=0o644)
+
+
+def history_entry(report: DrillReport) -> dict[str, Any]:
+    """One drill in the history: when, which archive, pass or fail, how long, why not."""
+    healthy = [s.seconds for s in report.services.values() if s.seconds is not None]
+    return {"started_at": report.started_at, "archive": report.archive,
+            "result": "pass" if report.ok else "fail", "seconds": round(report.seconds, 1),
+            "seconds_to_healthy": round(max(healthy), 1) if healthy else None,
+            "failure": report.failure}
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
 
 
 def last_drill(paths: Paths) -> dict[str, Any] | None:
-    try:
-        raw = json.loads((paths.state / RESULT_FILE).read_text())
-    except (FileNotFoundError, ValueError):
-        return None
+    raw = _read_json(paths.state / RESULT_FILE)
     return raw if isinstance(raw, dict) else None
+
+
+def drill_history(paths: Paths) -> list[dict[str, Any]]:
+    """The last drills, oldest first (an unreadable file counts as none: it is rewritten)."""
+    raw = _read_json(paths.state / HISTORY_FILE)
+    return [entry for entry in raw if isinstance(entry, dict)] if isinstance(raw, list) else []

@@ -23,6 +23,7 @@ intact and is reported as skipped.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import math
@@ -168,30 +169,76 @@ def _special(path: Path, rel: str, info: os.stat_result) -> dict[str, Any]:
     return entry
 
 
+class UnsafeEntry(ValueError):
+    """A specials.json entry that would leave the restored tree (refused, never skipped)."""
+
+
 def recreate_specials(root: Path, specials: list[dict[str, Any]]) -> int:
-    """Put back what `walk` set aside, under `root` (the restore's staging directory)."""
+    """Put back what `walk` set aside, under `root` (the restore's staging directory).
+
+    Every parent is opened with O_NOFOLLOW from `root` down, one component at a time: an
+    archived symlink standing where a parent directory should be (`x -> /etc`, then an
+    entry `x/p`) is refused, so nothing is ever made outside `root`. Raises UnsafeEntry.
+    """
     made = 0
-    for entry in specials:
-        rel = str(entry["path"])
-        if rel.startswith("/") or ".." in Path(rel).parts:
-            continue  # never outside the restored tree
-        target = root / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        kind = entry["kind"]
-        if kind == "symlink":
-            target.symlink_to(str(entry["target"]))
-        elif kind == "fifo":
-            os.mkfifo(target, int(entry["mode"]))
-        else:
-            type_bit = stat.S_IFCHR if kind == "char" else stat.S_IFBLK
-            os.mknod(target, int(entry["mode"]) | type_bit, int(entry["rdev"]))
-        os.lchown(target, int(entry["uid"]), int(entry["gid"]))
-        if kind != "symlink":
-            target.chmod(int(entry["mode"]))
-        mtime = int(entry["mtime_ns"])
-        os.utime(target, ns=(mtime, mtime), follow_symlinks=False)
-        made += 1
+    root_fd = os.open(root, _DIR_FLAGS)
+    try:
+        for entry in specials:
+            parts = _safe_parts(str(entry.get("path", "")))
+            parent = _open_parents(root_fd, parts[:-1], str(entry["path"]))
+            try:
+                _make_special(parent, parts[-1], entry)
+            finally:
+                os.close(parent)
+            made += 1
+    finally:
+        os.close(root_fd)
     return made
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _safe_parts(rel: str) -> list[str]:
+    parts = rel.split("/")
+    if rel.startswith("/") or "\0" in rel or any(p in ("", ".", "..") for p in parts):
+        raise UnsafeEntry(f"{SPECIALS} names {rel!r}: not a plain path below the restored "
+                          "tree")
+    return parts
+
+
+def _open_parents(root_fd: int, parents: list[str], rel: str) -> int:
+    """The directory holding `rel`'s last component, made where missing; never a symlink."""
+    fd = os.dup(root_fd)
+    for name in parents:
+        with contextlib.suppress(FileExistsError):  # opened below: a symlink is refused
+            os.mkdir(name, 0o755, dir_fd=fd)
+        try:
+            child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+        except OSError as err:  # ELOOP: a symlink; ENOTDIR: a file
+            os.close(fd)
+            raise UnsafeEntry(f"{SPECIALS} names {rel!r}, but {name!r} on its way is not a "
+                              f"directory of the restored tree ({err.strerror})") from err
+        os.close(fd)
+        fd = child
+    return fd
+
+
+def _make_special(parent: int, name: str, entry: dict[str, Any]) -> None:
+    kind, mode = entry["kind"], int(entry["mode"])
+    if kind == "symlink":
+        os.symlink(str(entry["target"]), name, dir_fd=parent)
+    elif kind == "fifo":
+        os.mkfifo(name, mode, dir_fd=parent)
+    else:
+        type_bit = stat.S_IFCHR if kind == "char" else stat.S_IFBLK
+        os.mknod(name, mode | type_bit, int(entry["rdev"]), dir_fd=parent)
+    # No follow: the node was just made in a directory opened without following links.
+    os.chown(name, int(entry["uid"]), int(entry["gid"]), dir_fd=parent, follow_symlinks=False)
+    if kind != "symlink":
+        os.chmod(name, mode, dir_fd=parent)  # mknod/mkfifo applied the umask
+    mtime = int(entry["mtime_ns"])
+    os.utime(name, ns=(mtime, mtime), dir_fd=parent, follow_symlinks=False)
 
 
 class PathWriter:
@@ -252,6 +299,7 @@ __all__ = [
     "PathWriter",
     "Paused",
     "Plan",
+    "UnsafeEntry",
     "Walked",
     "make_fifo",
     "open_when_read",

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from firstboot.backup import borg, feed
+from firstboot.backup import archive_paths, borg, feed
 from firstboot.backup.backup import CONFIG_DIR, list_archives
 from firstboot.backup.client import BackupError, Borg
 from firstboot.core.context import FirstbootContext, Paths
@@ -117,6 +117,7 @@ def restore(ctx: FirstbootContext, backup: Backup, *, force: bool = False) -> Re
                           "arkbox-installer restore --force replaces it")
     info = Borg(ctx).json(borg.info_archive_argv(backup.name), what=f"reading {backup.name}")
     contents = read_contents(info, backup.name)
+    refuse_unsafe_paths(ctx, backup.name)
     staging = staging_dir(paths)
     shutil.rmtree(staging, ignore_errors=True)  # a previous attempt, cut short
     ensure_dir(staging, 0o755)
@@ -156,6 +157,17 @@ def read_contents(info: Any, name: str) -> Contents:
                     else {})
 
 
+def refuse_unsafe_paths(ctx: FirstbootContext, archive: str) -> None:
+    """Before extracting: no item of the archive may land outside the staging directory
+    (firstboot.backup.archive_paths says why borg's listing is read first)."""
+    listing = Borg(ctx).run(borg.list_items_argv(archive), what=f"listing {archive}").stdout
+    problems = archive_paths.unsafe_paths(archive_paths.items_of(listing), feed.RUN_DIR)
+    if problems:
+        raise BackupError(archive_paths.refusal(archive, problems),
+                          hint="nothing was extracted; a service raced the backup or the "
+                          "archive was tampered with; " + _ANOTHER)
+
+
 def extract_jobs(archive: str, contents: Contents) -> list[tuple[str, tuple[str, ...]]]:
     """(label, argv) per borg extract: the rest of the box (with the dumps and the
     specials list, not the gates), and each paused service's volumes on their own."""
@@ -181,7 +193,15 @@ def _recreate_specials(staging: Path) -> None:
     except (FileNotFoundError, ValueError, KeyError, TypeError) as err:
         raise BackupError(f"the archive's {feed.SPECIALS} is missing or unreadable ({err})",
                           hint=_ANOTHER) from err
-    feed.recreate_specials(staging, list(listed))
+    try:
+        feed.recreate_specials(staging, list(listed))
+    except feed.UnsafeEntry as err:
+        raise BackupError(f"refusing the archive: {err}; nothing was made outside "
+                          f"{staging}", hint="the archive was tampered with or a service "
+                          "raced the backup; " + _ANOTHER) from err
+    except OSError as err:  # e.g. the archive holds a file where an entry should be made
+        raise BackupError(f"recreating the archive's FIFOs, devices and symlinks failed: "
+                          f"{err}", hint=_ANOTHER) from err
 
 
 def verify_staging(ctx: FirstbootContext, staging: Path) -> bool:

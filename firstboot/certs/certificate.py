@@ -214,7 +214,9 @@ def certificate_info(certificate: x509.Certificate, reason: str | None) -> dict[
     info: dict[str, Any] = {
         "source": "fallback" if fallback else "acme",
         "names": cert_names(certificate),
+        "not_before": certificate.not_valid_before_utc.isoformat(),
         "not_after": certificate.not_valid_after_utc.isoformat(),
+        "issuer": certificate.issuer.rfc4514_string(),
         "fingerprint_sha256": fingerprint(certificate),
     }
     if fallback:

@@ -13,37 +13,35 @@ says why, in the CA's words.
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
 
 from cryptography import x509
 
 from firstboot.certs import certificate as cert
 from firstboot.certs.acme_client import IssuanceFailed, Request, explain, issue
+from firstboot.certs.renew_state import RenewState, state_path
 from firstboot.containers.proxy import ProxyFiles, converge_proxy
 from firstboot.core.context import FirstbootContext, Paths
-from firstboot.core.files import atomic_write, ensure_dir
+from firstboot.core.files import ensure_dir
 from firstboot.mail.container import reload_mail_tls
 from firstboot.mail.mta_sts import served_mta_sts_sites
 
 log = logging.getLogger("arkbox.certs")
 
-STATE_FILE = "tls-renew.json"
 RENEW_LOCK = "tls-renew.lock"
 RUNNER_LOCK = "runner.lock"  # firstboot/runner.py's: held by a first-boot or apply run
 ACCOUNT_KEY = "acme/account-key.pem"  # below /srv/arkbox/secrets: a restore brings it back
 RENEW_FRACTION_LEFT = 1 / 3
-WARN_BEFORE = timedelta(days=14)
 BACKOFF_FIRST = timedelta(minutes=15)
 BACKOFF_MAX = timedelta(hours=6)
+ISSUED_KEPT = 20
 SYSTEM_CA_FILE = "/etc/ssl/certs/ca-certificates.crt"
 
 
@@ -52,29 +50,6 @@ class Result(StrEnum):
     NOT_DUE = "not due"  # the current certificate is good
     WAITING = "waiting"  # scheduled run inside the backoff after a failure
     FAILED = "failed"  # the CA did not issue; the current certificate stays
-
-
-@dataclass
-class RenewState:
-    """What the last attempts did (tls-renew.json), for backoff and for status."""
-
-    failures: int = 0  # consecutive
-    last_attempt: str | None = None
-    last_error: str | None = None
-    next_attempt: str | None = None
-    last_success: str | None = None
-
-    @classmethod
-    def load(cls, path: Path) -> RenewState:
-        try:
-            raw = json.loads(path.read_text())
-        except (FileNotFoundError, ValueError):
-            return cls()
-        known = {k: v for k, v in raw.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
-
-    def save(self, path: Path) -> None:
-        atomic_write(path, json.dumps(asdict(self), indent=2, sort_keys=True) + "\n", 0o644)
 
 
 @dataclass
@@ -118,22 +93,7 @@ def backoff(failures: int) -> timedelta:
     return min(doubled, BACKOFF_MAX)
 
 
-def expiry_warning(not_after: datetime, now: datetime) -> str | None:
-    """A warning for status from 14 days before the certificate expires."""
-    left = not_after - now
-    if left > WARN_BEFORE:
-        return None
-    if left <= timedelta(0):
-        return f"the certificate expired on {not_after:%Y-%m-%d %H:%M} UTC"
-    return (f"the certificate expires in {left.days} days ({not_after:%Y-%m-%d}) "
-            "and was not renewed")
-
-
 # ---------------------------------------------------------------- paths
-
-
-def state_path(paths: Paths) -> Path:
-    return paths.state / STATE_FILE
 
 
 def account_key_path(paths: Paths) -> Path:
@@ -209,8 +169,11 @@ def _renew(ctx: FirstbootContext, *, force: bool, scheduled: bool) -> RenewRepor
                                   issued.fullchain_pem, ctx.checkpoint)
         reloaded = reload_tls_consumers(ctx)
     ensure_dir(ctx.paths.state, 0o755)
-    RenewState(last_success=now.isoformat(timespec="seconds"),
-               last_attempt=state.last_attempt).save(state_file)
+    issued_entry = {"at": now.isoformat(timespec="seconds"),
+                    "issuer": certificate.issuer.rfc4514_string(),
+                    "not_after": certificate.not_valid_after_utc.isoformat()}
+    RenewState(last_success=now.isoformat(timespec="seconds"), last_attempt=state.last_attempt,
+               issued=[*state.issued, issued_entry][-ISSUED_KEPT:]).save(state_file)
     return RenewReport(Result.RENEWED, _describe(certificate, why), reloaded)
 
 
@@ -278,22 +241,3 @@ def _exclusive(lock: Path) -> Iterator[None]:
                      else "another renewal runs")
             fcntl.flock(handle, fcntl.LOCK_EX)
         yield
-
-
-def status_facts(paths: Paths, now: datetime) -> dict[str, Any] | None:
-    """The live certificate and the renewal state, for `arkbox-installer status`."""
-    info_path = paths.tls / "live" / "certificate.json"
-    try:
-        info: dict[str, Any] = json.loads(info_path.read_text())
-    except (FileNotFoundError, ValueError):
-        return None
-    state = RenewState.load(state_path(paths))
-    facts: dict[str, Any] = {**info, "renewal": asdict(state)}
-    try:
-        not_after = datetime.fromisoformat(str(info["not_after"]))
-    except (KeyError, ValueError):
-        return facts
-    warning = expiry_warning(not_after, now)
-    if warning is not None:
-        facts["warning"] = warning + (f": {state.last_error}" if state.last_error else "")
-    return facts

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from firstboot.core.locations import INSTALLER_PROGRAM as INSTALLER
 from firstboot.systemd_units import TimerUnits
 
 SERVICE = "arkbox-tls-renew.service"
 TIMER = "arkbox-tls-renew.timer"
-INSTALLER = "/usr/local/sbin/arkbox-installer"
 # `renew --scheduled` exits 75 (EX_TEMPFAIL) when the CA did not issue: retried with
 # backoff and shown in status, not a failed unit (a box waiting for DNS is not broken).
 EXIT_RETRY_LATER = 75

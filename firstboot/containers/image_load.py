@@ -115,7 +115,10 @@ def _tarballs_to_load(images_dir: Path, missing: list[BakedImage]) -> list[Path]
     """The tarballs holding a missing image; each must hold it under the manifest's ID."""
     tarballs = sorted(images_dir.glob("*.tar"))
     if not tarballs:
-        raise StepFailed(f"no image tarballs in {images_dir}", hint=REBUILD_HINT)
+        # A disk image holds its images in the engine's data root only (docs/build.md).
+        names = ", ".join(f"{i.recipe} ({i.tag})" for i in missing)
+        raise StepFailed(f"{names} missing from the engine, and no image tarball in "
+                         f"{images_dir} to load it from", hint=REBUILD_HINT)
     needed: list[Path] = []
     still_missing = {image.tag: image for image in missing}
     for tar_path in tarballs:

@@ -28,6 +28,10 @@ INTERMEDIATE_CIPHERS = ":".join((
 CONF_DIR = "/etc/nginx/conf.d"
 TLS_DIR = "/etc/nginx/tls"
 ACME_ROOT = "/var/www/acme"
+# The status page's server listens on a unix socket in this directory (mounted from the
+# host): no port, so nothing but the proxy can reach it and the firewall needs no rule.
+STATUS_PAGE_SOCKET_DIR = "/run/arkbox-status-page"
+STATUS_PAGE_SOCKET = "http.sock"
 
 _PLAIN = re.compile(r"^[A-Za-z0-9._~/%+-]+$")
 
@@ -53,6 +57,17 @@ class Location:
 class Site:
     hostname: str
     locations: tuple[Location, ...]
+
+
+@dataclass(frozen=True)
+class StatusPageSite:
+    """The appliance's own host name: the status page, from its server's unix socket."""
+
+    hostname: str
+
+    @property
+    def upstream(self) -> str:
+        return f"http://unix:{STATUS_PAGE_SOCKET_DIR}/{STATUS_PAGE_SOCKET}:"
 
 
 @dataclass(frozen=True)
@@ -86,11 +101,13 @@ def sites_from_routes(routes: Iterable[tuple[str, RouteSpec]]) -> list[Site]:
 
 
 def render_proxy_config(sites: Iterable[Site], *, ocsp_stapling: bool,
-                        mta_sts: Iterable[MtaStsSite] = ()) -> str:
+                        mta_sts: Iterable[MtaStsSite] = (),
+                        status_page: StatusPageSite | None = None) -> str:
     return render(
         TEMPLATE,
         sites=list(sites),
         mta_sts=list(mta_sts),
+        status_page=status_page,
         ciphers=INTERMEDIATE_CIPHERS,
         ocsp_stapling=ocsp_stapling,
         acme_root=ACME_ROOT,

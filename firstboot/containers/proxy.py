@@ -31,9 +31,11 @@ from firstboot.containers.naming import ROLE_PROXY, Naming
 from firstboot.containers.nginx import (
     ACME_ROOT,
     CONF_DIR,
+    STATUS_PAGE_SOCKET_DIR,
     TLS_DIR,
     MtaStsSite,
     Site,
+    StatusPageSite,
     names_ocsp_responder,
     render_proxy_config,
     sites_from_routes,
@@ -43,7 +45,7 @@ from firstboot.containers.recipe import RecipeRuntime, load_recipe_runtime
 from firstboot.containers.reconcile import plan_for, reconcile
 from firstboot.containers.spec import Attachment, RouteSpec, ServiceSpec, spec_hash
 from firstboot.core.config import Appliance
-from firstboot.core.context import FirstbootContext
+from firstboot.core.context import FirstbootContext, Paths
 from firstboot.core.files import atomic_write, ensure_dir, read_bytes, write_if_changed
 from firstboot.core.step import StepFailed
 from firstboot.manifest import ManifestImage, ManifestProxy, read_manifest, write_manifest
@@ -129,6 +131,12 @@ class ProxyFiles:
                    live / "fullchain.pem", live / "privkey.pem")
 
 
+def status_page_socket_dir(paths: Paths) -> Path:
+    """The host directory of the status page's socket, mounted into the proxy (kept across
+    reboots: the proxy container restarts with the engine, before the page's server)."""
+    return paths.state / "status-page" / "socket"
+
+
 def proxy_problem(ctx: FirstbootContext, mta_sts: Sequence[MtaStsSite],
                   ports: PublishedPorts | None = None) -> str | None:
     """None when the proxy runs its current spec, config and certificate on all routes."""
@@ -174,7 +182,9 @@ def converge_proxy(ctx: FirstbootContext, mta_sts: Sequence[MtaStsSite],
         report.reloaded = True
     # A start loads the files as they are now, and so does a reload.
     write_if_changed(files.loaded_marker, files.served_digest(), 0o644)
-    report.hostnames = sorted({s.hostname for s in _sites(ctx.config)})
+    report.hostnames = sorted({s.hostname for s in _sites(ctx.config)}
+                              | ({ctx.config.appliance.hostname} if ctx.config.status_page
+                                 else set()))
     spec = desired.containers[PROXY_SERVICE]
     report.manifest_changed = _record(ctx, spec.spec, spec.config_hash, naming, ports)
     return report
@@ -224,6 +234,8 @@ def proxy_spec(ctx: FirstbootContext, files: ProxyFiles, ports: PublishedPorts) 
             (str(files.conf_dir), CONF_DIR),
             (str(files.tls_dir), TLS_DIR),
             (str(files.acme_root), ACME_ROOT),
+            *(((str(status_page_socket_dir(ctx.paths)), STATUS_PAGE_SOCKET_DIR),)
+              if ctx.config.status_page else ()),
         ),
     )
 
@@ -231,7 +243,9 @@ def proxy_spec(ctx: FirstbootContext, files: ProxyFiles, ports: PublishedPorts) 
 def render_config(config: Appliance, files: ProxyFiles, mta_sts: Sequence[MtaStsSite]) -> str:
     certificate = read_bytes(files.certificate_source)
     stapling = certificate is not None and names_ocsp_responder(certificate)
-    return render_proxy_config(_sites(config), ocsp_stapling=stapling, mta_sts=mta_sts)
+    status_page = StatusPageSite(config.appliance.hostname) if config.status_page else None
+    return render_proxy_config(_sites(config), ocsp_stapling=stapling, mta_sts=mta_sts,
+                               status_page=status_page)
 
 
 def routed_networks(config: Appliance, naming: Naming) -> set[str]:
@@ -260,6 +274,11 @@ def _write_files(ctx: FirstbootContext, files: ProxyFiles, runtime: RecipeRuntim
     ensure_dir(files.acme_root / ".well-known", 0o755)
     ensure_dir(files.acme_root / ".well-known" / "acme-challenge", 0o755)
     ensure_dir(files.conf_dir, 0o755)
+    if ctx.config.status_page:
+        # nginx's user connects to the page's socket; nobody else on the host may.
+        socket_dir = status_page_socket_dir(ctx.paths)
+        ensure_dir(socket_dir, 0o710)
+        os.chown(socket_dir, 0, runtime.gid)
     changed = write_if_changed(files.conf_dir / CONF_FILE,
                                render_config(ctx.config, files, mta_sts), 0o644)
     # nginx runs as its image's user and cannot read the tls step's root-only key.

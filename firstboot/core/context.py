@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from firstboot.core import execute
-from firstboot.core.config import Appliance
 
 if TYPE_CHECKING:
     import docker
+
+    # Only a type here: `--version` and `status` never load the config model (pydantic).
+    from firstboot.core.config import Appliance
 
 log = logging.getLogger("arkbox.firstboot")
 
@@ -52,6 +54,10 @@ class Paths:
     @property
     def status(self) -> Path:  # what the last run did, read by `arkbox-installer status`
         return self.state / "status.json"
+
+    @property
+    def seed_record(self) -> Path:  # which seed source gave the secrets, when; no value
+        return self.state / "seed.json"
 
     @property
     def done_marker(self) -> Path:  # arkbox-firstboot.service does not start once it exists
@@ -100,6 +106,8 @@ class FirstbootContext:
     paths: Paths = field(default_factory=Paths)
     mode: Mode = Mode.FRESH
     mode_reason: str = "fresh install"
+    # `apply --force`: a backup repository this box used and that is gone may be made anew.
+    force_new_repository: bool = False
     # Every external command of a step goes through ctx.run (execute.run on a real box).
     run: CommandRunner = execute.run
     # The clock, so tests can age certificates without waiting.

@@ -120,7 +120,7 @@ def real_argv(argv: Argv) -> list[str]:
 def child_environment(env: Mapping[str, str] | None) -> dict[str, str] | None:
     """The environment a command runs with: ours plus `env`.
 
-    A PyInstaller one-file binary points LD_LIBRARY_PATH at its own bundled
+    A PyInstaller-frozen program points LD_LIBRARY_PATH at its own bundled
     libraries; the system's programs (systemctl, nft, ...) must not load those,
     so the variable is put back as it was before the binary started.
     """

@@ -14,7 +14,8 @@ import tempfile
 from pathlib import Path
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """Make a rename or a new file in `directory` survive a power cut."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -62,7 +63,7 @@ def atomic_write(path: Path, data: bytes | str, mode: int = 0o644, owner: Owner 
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _rewrite_in_place(path: Path, content: bytes) -> None:
@@ -105,7 +106,7 @@ def atomic_symlink(path: Path, target: str) -> bool:
         tmp.unlink()
     tmp.symlink_to(target)
     tmp.replace(path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return True
 
 

@@ -18,7 +18,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 
-from firstboot.core.config.base import Kind, Section, did_you_mean, explain, key, refuse
+from firstboot.core.config.base import ONE_LINE, Kind, Section, did_you_mean, key, refuse
 from firstboot.core.config.messages import findings_from
 from firstboot.core.config.problems import ConfigInvalid, Finding, Problem
 from firstboot.core.config.scalars import (
@@ -60,13 +60,10 @@ def _check_capability(name: str) -> str:
                  f'did you mean "{guess}"?' if guess else "e.g. CHOWN, SETUID, NET_BIND_SERVICE")
 
 
-Capability = Annotated[str, AfterValidator(_check_capability), Kind("capability (CHOWN)")]
-Text = Annotated[
-    str,
-    Field(min_length=1, pattern=r"^[^\n]+$"),
-    explain(string_pattern_mismatch="must be one line of text, got {value}"),
-    Kind("text (one line)"),
-]
+Capability = Annotated[
+    str, AfterValidator(_check_capability), ONE_LINE, Kind("capability (CHOWN)")]
+# The pattern is for the JSON Schema (editors); ONE_LINE refuses first, with its message.
+Text = Annotated[str, Field(min_length=1, pattern=r"^[^\n]+$"), ONE_LINE, Kind("text (one line)")]
 
 
 class Account(Section):

@@ -16,6 +16,8 @@ from firstboot.cli_support import EXIT_CODES_HELP, add_common_options
 from firstboot.core.errors import EXIT_FAILURE, EXIT_OK, ArkboxError, BadInputError
 
 CERTIFICATE_INFO = "tls/live/certificate.json"
+# The last `check mail`'s findings (no secret in them), for status --json and the status page.
+LAST_CHECK = "mail-check.json"  # below /var/lib/arkbox
 
 
 def add_dns_command(sub: Any, installed_config: Path) -> None:
@@ -143,9 +145,34 @@ def _cmd_check_mail(args: argparse.Namespace) -> int:
                     ca_file=args.ca_file)
     expect = Expectations(config, box, key, _enforce_mta_sts(args.root))
     findings = check_mail(expect, resolver, probes)
+    _keep_last_check(Path(args.root), {"result": summary_level(findings),
+                                       "findings": findings_json(findings)})
     if args.json:
         print(json.dumps({"result": summary_level(findings),
                           "findings": findings_json(findings)}, indent=2))
     else:
         print(format_findings(findings))
     return EXIT_FAILURE if summary_level(findings) == FAIL else EXIT_OK
+
+
+def _keep_last_check(root: Path, body: dict[str, Any]) -> None:
+    from firstboot.core.context import Paths, utc_now
+    from firstboot.core.files import atomic_write, ensure_dir
+
+    state = Paths(root).state
+    if not state.parent.is_dir():
+        return  # not a box (a check run from elsewhere against --root)
+    ensure_dir(state, 0o755)
+    body = {"checked_at": utc_now().isoformat(timespec="seconds"), **body}
+    atomic_write(state / LAST_CHECK, json.dumps(body, indent=2) + "\n", mode=0o644)
+
+
+def last_mail_check(root: Path) -> dict[str, Any] | None:
+    """What the last `check mail` found, or None when it never ran here."""
+    from firstboot.core.context import Paths
+
+    try:
+        raw = json.loads((Paths(root).state / LAST_CHECK).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return raw if isinstance(raw, dict) else None

@@ -12,8 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from firstboot.containers.nginx import INTERMEDIATE_CIPHERS
+from firstboot.core.config.base import is_one_line
 from firstboot.core.config.mail import Mail
 from firstboot.core.config.scalars import size_bytes
+from firstboot.core.errors import BadInputError
 from firstboot.core.render import render
 
 CONF_MOUNT = "/etc/arkbox-mail"  # where the container sees the rendered tree
@@ -132,5 +134,17 @@ def render_mail_files(
     }
     if relay is not None and relay_password is not None:
         files["postfix/relay_password"] = MailFile(
-            f"[{relay.host}]:{relay.port} {relay.username}:{relay_password}\n", 0o600)
+            f"[{relay.host}]:{relay.port} {relay.username}:{_one_line_secret(relay_password)}\n",
+            0o600)
     return files
+
+
+def _one_line_secret(password: str) -> str:
+    # A second line would be a second entry of the map. Never show the secret.
+    if not is_one_line(password):
+        raise BadInputError(
+            "the relay password (mail.relay.password) holds a line break or a control "
+            "character: it cannot go into Postfix's password map",
+            hint="write the password on one line in its secret file (one trailing newline "
+                 "is ignored)")
+    return password

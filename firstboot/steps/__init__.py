@@ -13,8 +13,12 @@ from firstboot.core.errors import ArkboxError
 from firstboot.core.step import Step
 
 ORDER: tuple[str, ...] = (
+    # First: the secrets come with the box's seed; nothing else may run half-configured.
+    "seed",
     "system",
     "firewall",
+    # Early: should a later step fail, the alert timer is there to tell the owner.
+    "alerts",
     # Before `engine`: the archive is extracted while arkbox-images.service loads the
     # service images (the step then waits for that load); the restore needs no engine.
     "restore",
@@ -26,6 +30,7 @@ ORDER: tuple[str, ...] = (
     "restore_dumps",
     "services",
     "proxy",
+    "status_page",  # after the proxy that routes to it
     "health",
     "backup",
     "acme",  # last: it starts the request in the background, after the proxy is up

@@ -11,7 +11,9 @@ a failed or refused restore leaves nothing a later restore would have to undo.
 
 "Fail (retried)": the step fails with the reason in status and the journal, and
 arkbox-firstboot.service starts again with a back-off of up to 15 minutes.
-A box whose /srv/arkbox already holds data is never restored over.
+A box whose /srv/arkbox already holds data is never restored over. A repository this box
+backed up to or restored from (its record in /var/lib/arkbox/backup/repository.json) that
+answers "does not exist" fails the step instead of FRESH, unless `apply --force`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,15 @@ import json
 import time
 
 from firstboot.backup import borg
-from firstboot.backup.client import BackupError, Borg, enabled, prepare_client
+from firstboot.backup.client import (
+    BackupError,
+    Borg,
+    enabled,
+    known_repository,
+    prepare_client,
+    record_repository,
+    refuse_new_repository,
+)
 from firstboot.backup.restore import data_is_blank, find_backup, restore
 from firstboot.core.config import Appliance
 from firstboot.core.context import FirstbootContext, Mode
@@ -85,6 +95,8 @@ def _restore_or_fresh(ctx: FirstbootContext, policy: str) -> Outcome:
     except BackupError as err:
         if "does not exist" not in err.message:
             raise
+        refuse_new_repository(known_repository(ctx.paths), runner.remote.repository,
+                              ctx.force_new_repository)
         if policy == "required":
             raise BackupError("the repository does not exist yet, and backup.restore is "
                               "required: waiting for it",
@@ -101,6 +113,7 @@ def _restore_or_fresh(ctx: FirstbootContext, policy: str) -> Outcome:
         return _decided(ctx, Mode.FRESH, "the backup repository holds no archives")
     ctx.checkpoint("before-extract")
     report = restore(ctx, backup)
+    record_repository(ctx.paths, runner.remote.repository, ctx.now(), "restore")
     return _decided(ctx, Mode.RESTORE, report.summary(), archive=backup.name,
                     seconds=report.seconds_by_part, dumps=report.dumps,
                     config_matches=report.config_matches)

@@ -16,6 +16,13 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from firstboot.admin_account import (
+    ADMIN_COMMENT,
+    ADMIN_SHELL,
+    authorized_keys_content,
+    sudoers_content,
+    sudoers_path,
+)
 from firstboot.core.config import Appliance
 from firstboot.core.context import FirstbootContext
 from firstboot.core.files import atomic_symlink, ensure_dir, read_text, write_if_changed
@@ -23,16 +30,10 @@ from firstboot.core.step import Outcome, StepFailed
 
 NAME = "system"
 
-ADMIN_SHELL = "/bin/bash"
-ADMIN_COMMENT = "arkbox administrator"
 # (type, bits) of the host keys the hardened sshd offers (see sshd_config.d/10-arkbox.conf).
 HOST_KEY_TYPES: tuple[tuple[str, int | None], ...] = (("ed25519", None), ("rsa", 4096))
 SSH_UNIT = "ssh.service"
 HOSTS_ALIAS_ADDRESS = "127.0.1.1"  # Debian's address for the machine's own name
-AUTHORIZED_KEYS_HEADER = (
-    "# Written by arkbox from appliance.admin.ssh_keys; `arkbox-installer apply` "
-    "rewrites it.\n"
-)
 
 
 def applies(config: Appliance) -> bool:
@@ -60,10 +61,6 @@ def hosts_content(existing: str | None, fqdn: str, short: str) -> str:
     return "\n".join(kept) + "\n"
 
 
-def authorized_keys_content(keys: list[str]) -> str:
-    return AUTHORIZED_KEYS_HEADER + "".join(f"{key.strip()}\n" for key in keys)
-
-
 def key_comment(key: str) -> str:
     """What a key line calls itself ("ops@laptop"), or its type when it has no comment."""
     fields = key.split(maxsplit=2)
@@ -87,12 +84,6 @@ def sshd_effective_config_argv() -> tuple[str, ...]:
 
 def restart_sshd_argv() -> tuple[str, ...]:
     return ("systemctl", "restart", SSH_UNIT)
-
-
-def sudoers_content(user: str) -> str:
-    # The admin logs in with a key only and has no password to type: sudo cannot ask one.
-    return f"# Written by arkbox: the administrator may run anything as root.\n" \
-           f"{user} ALL=(ALL:ALL) NOPASSWD: ALL\n"
 
 
 def sshd_mismatch(effective: str, port: int, user: str) -> str | None:
@@ -276,7 +267,7 @@ def _set_up_admin(ctx: FirstbootContext, wanted: Wanted) -> list[str]:
         names = ", ".join(f'"{key_comment(k)}"' for k in wanted.keys)
         ctx.log.info("admin %s may log in with %s", wanted.user, names)
         changes.append(f"admin key{'s' if len(wanted.keys) > 1 else ''} {names}")
-    sudoers = ctx.paths.at(f"/etc/sudoers.d/arkbox-{wanted.user}")
+    sudoers = ctx.paths.at(sudoers_path(wanted.user))
     if ctx.paths.at("/usr/bin/sudo").exists() and write_if_changed(
             sudoers, sudoers_content(wanted.user), 0o440):
         changes.append(f"sudo for {wanted.user}")

@@ -1,4 +1,4 @@
-"""Boot a disk image under qemu (TCG: no KVM here) and watch its serial console.
+"""Boot a disk image under qemu (TCG; KVM with ARKBOX_QEMU_ACCEL=kvm), watch its serial console.
 
 The guest's NIC is slirp with restrict=on: DHCP and DNS answers come from qemu
 itself and no packet leaves this machine.
@@ -6,6 +6,7 @@ itself and no packet leaves this machine.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -35,15 +36,22 @@ def overlay(base: Path, dest: Path, size: str) -> Path:
     return dest
 
 
+NIC = "user,model=virtio-net-pci,restrict=on"
+# TCG (software emulation) unless told otherwise: these machines have a /dev/kvm on which
+# qemu aborts, so KVM cannot be detected by its presence. ARKBOX_QEMU_ACCEL=kvm where it works.
+ACCEL = os.environ.get("ARKBOX_QEMU_ACCEL", "tcg")
+
+
 def qemu_argv(disk: Path, serial_log: Path, firmware: Firmware, vars_copy: Path | None,
-              memory_mib: int = 2048) -> list[str]:
-    # i440fx ("pc") for BIOS, q35 for UEFI: both chipsets a VPS host may give us
-    machine = "pc,accel=tcg" if firmware == "bios" else "q35,accel=tcg"
+              memory_mib: int = 2048, *, disk_format: str = "qcow2", nic: str = NIC,
+              extra: tuple[str, ...] = ()) -> list[str]:
+    # i440fx ("pc") for BIOS, q35 for UEFI: both chipsets a VPS host may give us.
+    machine = f"pc,accel={ACCEL}" if firmware == "bios" else f"q35,accel={ACCEL}"
     argv = ["qemu-system-x86_64", "-machine", machine, "-cpu", "max", "-smp", "2",
             "-m", str(memory_mib), "-nographic", "-monitor", "none", "-no-reboot",
             "-serial", f"file:{serial_log}",
-            "-drive", f"file={disk},if=virtio,format=qcow2",
-            "-nic", "user,model=virtio-net-pci,restrict=on"]
+            "-drive", f"file={disk},if=virtio,format={disk_format}",
+            "-nic", nic, *extra]
     if firmware == "uefi":
         assert vars_copy is not None
         argv += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import uuid
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from builder.rig.parts import AppliancePart, Part, Rig, image_from_rootfs_tar, rig_image
+from firstboot.core.locations import INSTALLER_PROGRAM as INSTALLER
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = ROOT / "config/default.yaml"
@@ -29,7 +31,6 @@ CACHE_DIR = Path(os.environ.get("ARKBOX_CACHE_DIR", "/var/cache/arkbox"))
 STATE = "/var/lib/arkbox"
 STATUS_JSON = f"{STATE}/status.json"
 FULLCHAIN = "/srv/arkbox/tls/live/fullchain.pem"
-INSTALLER = "/usr/local/sbin/arkbox-installer"
 # A generous bound for systemd to come up in the rig on a busy 2-core CI machine.
 BOOT_TIMEOUT_S = 420
 # The names the default config routes, and what each application's page must show.
@@ -45,6 +46,19 @@ def admin_key() -> str:
     public = Ed25519PrivateKey.generate().public_key().public_bytes(
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
     return f"{public.decode()} e2e@arkbox-tests"
+
+
+def admin_key_pair(where: Path, comment: str) -> str:
+    """A fresh admin key: the private half written to `where` (0600) for this test's SSH,
+    the public line returned."""
+    private = Ed25519PrivateKey.generate()
+    where.write_bytes(private.private_bytes(serialization.Encoding.PEM,
+                                            serialization.PrivateFormat.OpenSSH,
+                                            serialization.NoEncryption()))
+    where.chmod(0o600)
+    public = private.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                               serialization.PublicFormat.OpenSSH)
+    return f"{public.decode()} {comment}"
 
 
 def default_config() -> dict[str, Any]:
@@ -103,8 +117,12 @@ def rig_up(purpose: str, octet: int) -> Iterator[Rig]:
 
 
 def add_appliance(rig: Rig, image: str, config: str | None,
-                  files: dict[str, tuple[bytes, int]] | None = None) -> AppliancePart:
+                  files: dict[str, tuple[bytes, int]] | None = None,
+                  seeded: bool = True) -> AppliancePart:
+    """The appliance, booting; with its seed (made from `config`, the secrets of
+    config/default.yaml) as a systemd credential unless `seeded` is False."""
     part = AppliancePart(rig, "appliance", image, aliases=["arkbox.test"], config=config,
+                         seed_config=DEFAULT_CONFIG if seeded else None,
                          files=dict(files or {}), boot_timeout=BOOT_TIMEOUT_S)
     rig.add(part)
     return part
@@ -114,6 +132,28 @@ def add_client(rig: Rig, image: str) -> ClientPart:
     part = ClientPart(rig, "client", image)
     rig.add(part)
     return part
+
+
+@dataclass(frozen=True)
+class Scan:
+    open: set[int]
+    closed: set[int]
+    raw: str
+
+
+def nmap(client: ClientPart, target: str, family: int, ports: str = "-") -> Scan:
+    """A SYN scan of `target` from the client; `ports` as nmap's -p (all 65535 by default)."""
+    argv = ["nmap", "-Pn", "-sS", "-n", f"-p{ports}", "--min-rate", "8000",
+            "--max-retries", "1", "-oG", "-", target]
+    if family == 6:
+        argv.insert(1, "-6")
+    code, out = client.exec(*argv)
+    assert code == 0, out
+    found: dict[str, set[int]] = {"open": set(), "closed": set()}
+    for port, state in re.findall(r"(\d+)/(open|closed|filtered)/tcp", out):
+        if state in found:
+            found[state].add(int(port))
+    return Scan(found["open"], found["closed"], out)
 
 
 def sh(part: AppliancePart | ClientPart, script: str) -> tuple[int, str]:

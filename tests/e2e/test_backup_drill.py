@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,8 +29,10 @@ from rig_fixtures import (
     rig_up,
     sh,
 )
+from status_page_checks import StatusPage, series_marks
 
 from builder.rig.parts import AppliancePart, BackupServerPart, Rig, image_from_rootfs_tar
+from firstboot.statuspage.charts import PASSED_DRILLS_SERIES
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -49,6 +52,10 @@ class Box:
     server: BackupServerPart
     app: AppliancePart
     config: dict[str, Any]
+    # status --json's backup part right after first boot, before any test made a backup.
+    first_backup_status: dict[str, Any]
+    # Whether the newest archive is known to be complete (a drill restores the newest).
+    newest_archive_good: bool = False
 
 
 @pytest.fixture(scope="module")
@@ -64,13 +71,25 @@ def box() -> Iterator[Box]:
         server = BackupServerPart(rig, "backup", server_image, aliases=("backup.arkbox.test",))
         rig.add(server)
         app = AppliancePart(rig, "appliance", image, aliases=["arkbox.test"],
-                            config=yaml.safe_dump(config, sort_keys=False), boot_timeout=420)
+                            config=yaml.safe_dump(config, sort_keys=False),
+                            seed_config=DEFAULT_CONFIG, boot_timeout=420)
         started = time.monotonic()
         rig.add(app)
         status = wait_first_boot_or_failure(app, timeout=900)
         print(f"\nappliance: first boot done in {time.monotonic() - started:.0f} s")
         assert status["result"] == "ok", status["failures"]
-        yield Box(rig, server, app, config)
+        yield Box(rig, server, app, config, status_json(app)["backup"])
+
+
+@pytest.fixture
+def good_backup(box: Box) -> Box:
+    """The newest archive is a complete backup: a drill has something whole to restore,
+    whatever a test before did (or whether one ran at all)."""
+    if not box.newest_archive_good:
+        code, out = installer(box.app, "backup")
+        assert code == 0, out
+        box.newest_archive_good = True
+    return box
 
 
 def status_json(app: AppliancePart) -> dict[str, Any]:
@@ -113,7 +132,7 @@ def test_timers_are_enabled_and_status_shows_backups(box: Box) -> None:
         assert check(app, f"systemctl is-enabled {timer}").strip() == "enabled"
         assert check(app, f"systemctl is-active {timer}").strip() == "active"
     assert "OnCalendar=monthly" in check(app, "systemctl cat arkbox-backup-verify.timer")
-    before = status_json(app)["backup"]
+    before = box.first_backup_status
     assert before["last"] is None and before["next_run"], before
     assert any("no backup has been made yet" in w for w in before["warnings"])
 
@@ -153,7 +172,8 @@ def test_a_failed_scheduled_backup_shows_in_status_and_the_journal(box: Box) -> 
     assert status_json(app)["backup"]["failure"] is None
 
 
-def test_drill_passes_and_leaves_the_box_as_it_found_it(box: Box) -> None:
+def test_drill_passes_and_leaves_the_box_as_it_found_it(good_backup: Box) -> None:
+    box = good_backup
     app = box.app
     before = engine_objects(app)
     code, report, seconds = drill(app)
@@ -170,7 +190,39 @@ def test_drill_passes_and_leaves_the_box_as_it_found_it(box: Box) -> None:
           + ", ".join(f"{n} {s['seconds']} s" for n, s in report["services"].items()))
 
 
-def test_a_drill_whose_service_does_not_come_up_fails_and_cleans_up(box: Box) -> None:
+def test_the_scheduled_drill_runs_from_its_timer_and_reaches_status(good_backup: Box) -> None:
+    """backup.drill defaults to weekly: its timer is enabled; its service (what the timer
+    starts) drills, and the result lands in status and the drill history."""
+    app = good_backup.app
+    assert check(app, "systemctl is-enabled arkbox-drill.timer").strip() == "enabled"
+    assert "OnCalendar=Sun *-*-* 04:30:00" in check(app, "systemctl cat arkbox-drill.timer")
+    before = engine_objects(app)
+    drills_before = len(status_json(app)["backup"].get("drills") or [])
+    # A oneshot: systemctl returns when the drill is over.
+    code, out = sh(app, "systemctl start arkbox-drill.service")
+    assert code == 0, out + check(app, "journalctl -u arkbox-drill --no-pager -o cat | tail -40")
+    assert check(app, "systemctl show -p Result --value arkbox-drill.service").strip() \
+        == "success"
+    assert "PASS in" in check(app, "journalctl -u arkbox-drill --no-pager -o cat")
+    backup = status_json(app)["backup"]
+    assert backup["last_drill"]["result"] == "pass", backup["last_drill"]
+    drills = backup["drills"]
+    assert len(drills) == min(drills_before + 1, 30), drills
+    assert drills[-1]["result"] == "pass" and drills[-1]["seconds_to_healthy"], drills[-1]
+    assert "drills: " in installer(app, "status")[1]
+    # ... and the status page: the drill plot holds each drill of the history, and the
+    # page's table and /metrics say the last one passed.
+    passed = sum(1 for d in drills if d["result"] == "pass")
+    page = StatusPage.login(app.ip(), "arkbox.test")
+    assert series_marks(page.get("/plots/drills.svg"), PASSED_DRILLS_SERIES) == passed
+    section = re.search(r'<section id="drills">(.*?)</section>', page.get("/"), re.S)
+    assert section is not None and section.group(1).count(">pass</td>") == passed, section
+    assert "\narkbox_drill_last_pass 1" in page.get("/metrics")
+    assert_left_as_found(app, before)
+
+
+def test_a_drill_whose_service_does_not_come_up_fails_and_cleans_up(good_backup: Box) -> None:
+    box = good_backup
     app = box.app
     # The same appliance, but the wiki's health check can never pass.
     sick = copy.deepcopy(box.config)
@@ -194,7 +246,8 @@ def test_a_drill_whose_service_does_not_come_up_fails_and_cleans_up(box: Box) ->
     assert any("the last drill" in w for w in status_json(app)["backup"]["warnings"])
 
 
-def test_a_drill_stopped_midway_removes_what_it_made(box: Box) -> None:
+def test_a_drill_stopped_midway_removes_what_it_made(good_backup: Box) -> None:
+    box = good_backup
     app = box.app
     before = engine_objects(app)
     sh(app, "systemd-run --unit arkbox-drill-test --collect "
@@ -214,6 +267,7 @@ def test_a_drill_stopped_midway_removes_what_it_made(box: Box) -> None:
 
 def test_a_drill_of_an_incomplete_backup_fails_and_leaves_nothing(box: Box) -> None:
     app = box.app
+    box.newest_archive_good = False  # this test damages the archive it makes now
     code, out = installer(app, "backup --no-prune")
     assert code == 0, out
     stamp = out.strip().splitlines()[-1].split(":")[0]

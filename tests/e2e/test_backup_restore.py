@@ -75,7 +75,8 @@ def add_backup_server(rig: Rig) -> BackupServerPart:
 
 
 def boot(rig: Rig, role: str, image: str, config: str) -> tuple[AppliancePart, dict[str, Any]]:
-    part = AppliancePart(rig, role, image, aliases=["arkbox.test"], config=config)
+    part = AppliancePart(rig, role, image, aliases=["arkbox.test"], config=config,
+                         seed_config=DEFAULT_CONFIG)
     started = time.monotonic()
     rig.add(part)
     status = wait_first_boot_or_failure(part, timeout=900)

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -21,7 +22,13 @@ import pytest
 from built import ROOT, Built, arkbox_build, built_appliance
 from conftest import require
 
+from builder.pipeline import archive_state, rootfs
+from builder.pipeline.cache import cache_dir_from_env
 from builder.pipeline.manifest import read_manifest
+from builder.seed_disk import read_seed_partition, read_table
+from firstboot.core.config import load_config
+from firstboot.core.seed import PARTITION_LABEL, decode, needed_refs
+from firstboot.updates.bundle import verify_bundle
 
 pytestmark = [pytest.mark.slow]
 
@@ -67,13 +74,19 @@ def members(tar: Path) -> dict[str, str]:
 def test_outputs_and_manifest_digests(first: Built) -> None:
     manifest = read_manifest(first.manifest)
     expected = {"arkbox-test.raw", "arkbox-test.qcow2", "arkbox-test-rootfs.tar",
-                "arkbox-installer"}
+                "arkbox-installer.tar", "arkbox-test-update.tar"}
     assert set(manifest.outputs) == expected
-    for name in ("arkbox-installer", "arkbox-test.qcow2"):
+    for name in ("arkbox-installer.tar", "arkbox-test.qcow2", "arkbox-test-update.tar"):
         digest = hashlib.sha256((first.out / name).read_bytes()).hexdigest()
         assert manifest.outputs[name].sha256 == digest
     assert {i.name for i in manifest.service_images} == {
         "proxy", "mail", "radicale", "dokuwiki", "roundcube", "postgres"}
+    # The archive each part was built from: the suite, its updates, its security archive.
+    assert sorted(d.rsplit("/", 1)[-1] for d in manifest.archive_state) == [
+        "trixie", "trixie-security", "trixie-updates"]
+    assert all(re.fullmatch(r"\w{3}, \d\d \w{3} \d{4} [\d:]{8} UTC", date)
+               for date in manifest.archive_state.values()), manifest.archive_state
+    assert all(i.archive_state == manifest.archive_state for i in manifest.service_images)
     assert manifest.packages["docker.io"] and manifest.packages["borgbackup"]
     compilers = [p for p in manifest.packages
                  if re.fullmatch(r"(gcc|g\+\+|cpp|clang|binutils|make)(-\d+)?", p)]
@@ -83,13 +96,19 @@ def test_outputs_and_manifest_digests(first: Built) -> None:
 
 def test_image_carries_installer_unit_config_and_images(first: Built) -> None:
     names = set(members_names(first.rootfs_tar))
-    for path in ("usr/local/sbin/arkbox-installer", "etc/systemd/system/arkbox-firstboot.service",
+    for path in ("usr/local/sbin/arkbox-installer", "usr/local/lib/arkbox-installer/_internal",
+                 "usr/local/lib/arkbox-installer/arkbox-installer",
+                 "etc/systemd/system/arkbox-firstboot.service",
                  "etc/systemd/system/multi-user.target.wants/arkbox-firstboot.service",
                  "etc/systemd/system/arkbox-images.service",
                  "etc/systemd/system/multi-user.target.wants/arkbox-images.service",
-                 "etc/arkbox/appliance.yaml", "etc/arkbox/secrets/borg-passphrase",
+                 "etc/arkbox/appliance.yaml",
                  "usr/share/arkbox/images/images.tar", "usr/share/arkbox/build-manifest.json"):
         assert path in names or f"./{path}" in names, path
+    # Secrets arrive per box in the seed: the image has the config and nothing else there.
+    configs = sorted(n.removeprefix("./") for n in names
+                     if n.removeprefix("./").startswith("etc/arkbox/"))
+    assert configs == ["etc/arkbox/appliance.yaml"], configs
     with tarfile.open(first.rootfs_tar) as archive:
         for member in archive:
             name = member.name.removeprefix("./")
@@ -97,6 +116,87 @@ def test_image_carries_installer_unit_config_and_images(first: Built) -> None:
                 assert member.mode & 0o077 == 0, f"{name} is {oct(member.mode)}"
             assert not name.startswith("etc/ssh/ssh_host_"), "host keys must not be baked"
             assert not name.startswith("usr/share/man/man"), "no man pages"
+            if name == "usr/local/sbin/arkbox-installer":  # the one-folder build's program
+                assert member.linkname == "/usr/local/lib/arkbox-installer/arkbox-installer"
+
+
+def debugfs_ls(raw: Path, path: str) -> list[str]:
+    """The names in a directory of the raw image's root file system, read without mounting."""
+    table = read_table(raw)
+    root = table.named("root")
+    assert root is not None, table
+    device = f"{raw}?offset={root.start * table.sector_size}"
+    listed = subprocess.run(["debugfs", "-R", f"ls -p {path}", device], capture_output=True,
+                            text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    # -p: one "/inode/mode/uid/gid/name/size/" line per entry
+    return [line.split("/")[5] for line in listed.stdout.splitlines()
+            if line.startswith("/") and line.split("/")[5] not in (".", "..")]
+
+
+def test_disk_holds_the_images_in_the_engines_data_root(first: Built) -> None:
+    """First boot from the disk loads nothing: each image's config is in the data root, and
+    the tarball is not on the disk (it is in the root fs tarball, for the rig)."""
+    require(shutil.which("debugfs") is not None, "debugfs (e2fsprogs)")
+    manifest = read_manifest(first.manifest)
+    ids = {image.id.removeprefix("sha256:") for image in manifest.service_images}
+    assert ids, manifest.service_images
+    stored = debugfs_ls(first.out / "arkbox-test.raw",
+                        "/var/lib/docker/image/overlay2/imagedb/content/sha256")
+    assert ids <= set(stored), (ids, stored)
+    assert set(debugfs_ls(first.out / "arkbox-test.raw", "/var/lib/docker")) == {
+        "image", "overlay2"}
+    assert debugfs_ls(first.out / "arkbox-test.raw", "/usr/share/arkbox/images") == []
+    names = {n.removeprefix("./") for n in members_names(first.rootfs_tar)}
+    assert "usr/share/arkbox/images/images.tar" in names
+    assert not any(n.startswith("var/lib/docker/image") for n in names)
+    stages = {s.name: s.note for s in manifest.stages}
+    assert "images preloaded in /var/lib/docker" in stages["disk image"], stages
+
+
+def test_installer_output_runs_where_it_is_unpacked(first: Built, tmp_path: Path) -> None:
+    # As the operator would; tar, not tarfile: Debian 12's Python 3.11.2 has no extraction
+    # filters, and a later Python's default filter is not what this test is about.
+    subprocess.run(["tar", "-xf", str(first.installer_tar), "-C", str(tmp_path)], check=True,
+                   timeout=120)
+    program = tmp_path / "arkbox-installer" / "arkbox-installer"
+    link = tmp_path / "bin" / "arkbox-installer"  # as /usr/local/sbin links to it
+    link.parent.mkdir()
+    link.symlink_to(program)
+    for argv in ([str(program), "--version"], [str(link), "--version"]):
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith("arkbox-installer "), result.stdout
+
+
+def test_update_bundle_checks_out_on_the_box_it_was_built_for(first: Built,
+                                                              tmp_path: Path) -> None:
+    """The frozen installer of the image reads the bundle whole and compares it with the
+    box: the same build changes nothing; a truncated copy is refused (exit 2)."""
+    bundle = first.out / "arkbox-test-update.tar"
+    index = verify_bundle(bundle).index
+    assert {"etc/arkbox/appliance.yaml", "usr/share/arkbox/images/images.tar",
+            "usr/local/lib/arkbox-installer/arkbox-installer"} <= set(index.files)
+    assert index.appliance == "arkbox-test" and index.archive_state
+    root = tmp_path / "box"
+    root.mkdir()
+    subprocess.run(["tar", "-xf", str(first.rootfs_tar), "-C", str(root), "--wildcards",
+                    "*usr/share/arkbox/build-manifest.json", "*usr/local/lib/arkbox-installer/*"],
+                   check=True, timeout=300)
+    program = str(root / "usr/local/lib/arkbox-installer/arkbox-installer")
+    same = subprocess.run([program, "verify-update", str(bundle), "--root", str(root), "--json"],
+                          capture_output=True, text=True, timeout=600)
+    assert same.returncode == 0, same.stderr
+    result = json.loads(same.stdout)
+    assert result["images_changed"] == [] and len(result["images_unchanged"]) == 6, result
+    assert not result["installer_changed"] and not result["config_changed"], result
+    cut = tmp_path / "cut.tar"
+    with bundle.open("rb") as whole, cut.open("wb") as part:
+        part.write(whole.read(64 << 20))
+    refused = subprocess.run([program, "verify-update", str(cut), "--root", str(root)],
+                             capture_output=True, text=True, timeout=600)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "truncated" in refused.stderr and "Traceback" not in refused.stderr
 
 
 def members_names(tar: Path) -> list[str]:
@@ -109,6 +209,7 @@ def test_config_only_change_reuses_base_and_images(config_only_change: Built) ->
     assert stages["base root fs (trixie)"].endswith("cached (inputs unchanged)"), stages
     assert "cached 6/6" in stages["service images"], stages
     assert stages["installer (PyInstaller)"] == "cached (inputs unchanged)", stages
+    assert stages["engine data root"].endswith("cached (inputs unchanged)"), stages
     log = config_only_change.log.read_text()
     assert "base root fs (trixie)" in log and "cached (inputs unchanged)" in log
 
@@ -124,8 +225,17 @@ def test_rebuild_differs_only_in_the_config(first: Built, config_only_change: Bu
     assert manifest["config_sha256"] != read_manifest(first.manifest).config_sha256
 
 
-def _bad_build(tmp_path: Path, mirror: str, path_env: str | None = None) -> tuple[int, str, Path]:
-    """Build a config whose base root fs cannot be made; returns exit code, output, out dir."""
+def _bad_build(tmp_path: Path, mirror: str, path_env: str | None = None, *,
+               archive_recorded: bool = True) -> tuple[int, str, Path]:
+    """Build a config whose base root fs cannot be made; returns exit code, output, out dir.
+
+    With `archive_recorded` the cache already holds the archive's state for that mirror
+    (as after an earlier build), so the build gets as far as the base root fs."""
+    if archive_recorded:
+        dists = archive_state.release_dists("trixie", mirror, rootfs.SECURITY_MIRROR)
+        (tmp_path / "cache").mkdir()
+        (tmp_path / "cache" / archive_state.STATE_FILE).write_text(
+            json.dumps(dict.fromkeys(dists, "Sat, 21 Nov 2026 09:15:44 UTC")))
     config_dir = tmp_path / "config"
     config_dir.mkdir()
     text = (ROOT / "config/default.yaml").read_text()
@@ -156,9 +266,143 @@ def test_failed_mirror_names_the_stage_and_writes_nothing(tmp_path: Path, first:
     assert sorted(p.name for p in out.iterdir()) == ["keep-me"]
 
 
+def test_unreachable_mirror_fails_at_the_archive_state(tmp_path: Path, first: Built) -> None:
+    code, output, out = _bad_build(tmp_path, "http://127.0.0.1:9/debian", archive_recorded=False)
+    assert code == 1, output
+    assert "✗ archive state" in output
+    flat = " ".join(output.split())  # the console wraps long lines
+    assert "could not read http://127.0.0.1:9/debian/dists/trixie/InRelease" in flat
+    assert "hint:" in output and "Traceback" not in output
+    assert sorted(p.name for p in out.iterdir()) == ["keep-me"]
+
+
 def test_missing_tool_names_the_stage_and_what_to_install(tmp_path: Path, first: Built) -> None:
     code, output, out = _bad_build(tmp_path, "http://127.0.0.1:9/debian", path_env="/nonexistent")
     assert code == 1, output
     assert "mmdebstrap is not installed (root fs stage)" in output
     assert "hint: apt-get install mmdebstrap" in output
     assert sorted(p.name for p in out.iterdir()) == ["keep-me"]
+
+
+# --- issue 14: a generic image, a private out/, the seed beside it ---------------------
+
+
+def secret_needles(config_path: Path, role: str = "appliance") -> dict[str, bytes]:
+    """Every value the config references (what a box of any role might need), and each
+    long line of a multi-line one (a key leaked line by line is leaked too)."""
+    config = load_config(config_path)
+    needles: dict[str, bytes] = {}
+    for _where, ref in config.secret_refs():
+        assert ref.file is not None, "the default config keeps its secrets in files"
+        value = (config.base_dir / ref.file).read_bytes().strip()
+        needles[ref.file] = value
+        for number, line in enumerate(value.splitlines()):
+            if len(line) >= 20 and not line.startswith(b"-----"):
+                needles[f"{ref.file} line {number + 1}"] = line
+    needed = {str(ref.file) for ref in needed_refs(config, role)}
+    assert needed <= set(needles), needed - set(needles)
+    assert len(needles) >= 6, sorted(needles)
+    assert all(len(v) >= 8 for v in needles.values())  # long enough not to match by chance
+    return needles
+
+
+def found_in(path: Path, needles: dict[str, bytes], chunk_size: int = 16 << 20) -> list[str]:
+    """Which needles occur in the file's bytes; holes of a sparse file are skipped, and
+    consecutive reads overlap so a value across a read boundary is found too."""
+    overlap = max(len(v) for v in needles.values())
+    hits: set[str] = set()
+    with path.open("rb") as handle:
+        fd, size, offset = handle.fileno(), os.fstat(handle.fileno()).st_size, 0
+        while offset < size:
+            try:
+                offset = os.lseek(fd, offset, os.SEEK_DATA)
+            except OSError:  # only holes are left
+                break
+            end = os.lseek(fd, offset, os.SEEK_HOLE)
+            position = max(0, offset - overlap)
+            while position < end:
+                handle.seek(position)
+                chunk = handle.read(chunk_size)
+                hits |= {name for name, value in needles.items() if value in chunk}
+                if len(chunk) < chunk_size:
+                    break
+                position += chunk_size - overlap
+            offset = end
+    return sorted(hits)
+
+
+def test_no_secret_value_in_any_output_or_the_cache(first: Built, tmp_path: Path) -> None:
+    needles = secret_needles(ROOT / "config/default.yaml")
+    # The qcow2 is zlib-compressed: read it as the disk it is.
+    unpacked = tmp_path / "qcow2-as.raw"
+    subprocess.run(["qemu-img", "convert", "-O", "raw", str(first.qcow2), str(unpacked)],
+                   check=True, timeout=900)
+    scanned = [*sorted(first.out.iterdir()), unpacked]
+    cache = cache_dir_from_env()
+    assert cache.is_dir()
+    scanned += sorted(p for p in cache.rglob("*") if p.is_file() and not p.is_symlink())
+    assert {p.name for p in first.out.iterdir()} >= {
+        "arkbox-test.raw", "arkbox-test.qcow2", "arkbox-test-rootfs.tar", "arkbox-installer.tar",
+        "arkbox-test-update.tar",
+        "build-manifest.json"}
+    leaks = {str(p): hits for p in scanned if (hits := found_in(p, needles))}
+    assert leaks == {}, f"secret values (named by their file) found in: {leaks}"
+    # The scan finds a value where there is one, after a hole and across a read boundary.
+    planted = tmp_path / "planted"
+    with planted.open("wb") as handle:
+        handle.seek(20 << 20)
+        handle.write(b"\0" * ((16 << 20) - 5) + b"\n".join(needles.values()))
+    hits = found_in(planted, needles)  # names only: a failure must not print a value
+    assert hits == sorted(needles)
+    log = first.log.read_text()
+    seeded = len(needed_refs(load_config(ROOT / "config/default.yaml"), "appliance"))
+    assert f"{seeded} secrets from the seed" in log and "secret files" not in log
+
+
+def test_out_is_private(first: Built) -> None:
+    assert (first.out.stat().st_mode & 0o777) == 0o700
+    for path in first.out.iterdir():
+        assert path.is_file() and not path.name.startswith("."), path  # no work dir left
+        assert (path.stat().st_mode & 0o777) == 0o600, f"{path} is {oct(path.stat().st_mode)}"
+
+
+def test_seed_into_a_copy_of_the_real_raw_image(first: Built, tmp_path: Path) -> None:
+    raw = first.out / "arkbox-test.raw"
+    before = (raw.stat().st_mtime_ns, raw.stat().st_size)
+    out = tmp_path / "box1.raw"
+    result = subprocess.run([str(Path(sys.executable).parent / "arkbox"), "seed",
+                             str(ROOT / "config/default.yaml"), "--into", str(raw),
+                             "--out", str(out)], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr
+    assert (raw.stat().st_mtime_ns, raw.stat().st_size) == before
+    digest = hashlib.sha256()
+    with raw.open("rb") as handle:
+        for block in iter(lambda: handle.read(16 << 20), b""):
+            digest.update(block)
+    assert digest.hexdigest() == read_manifest(first.manifest).outputs[raw.name].sha256
+    assert (out.stat().st_mode & 0o777) == 0o600
+    listed = json.loads(subprocess.run(["sfdisk", "-J", str(out)], capture_output=True,
+                                       text=True, check=True, timeout=60).stdout)
+    partitions = listed["partitiontable"]["partitions"]
+    assert partitions[-1].get("name") == PARTITION_LABEL and partitions[-1]["size"] == 2048
+    assert read_table(out).partitions[:-1] == read_table(raw).partitions
+    seed = decode(read_seed_partition(out), str(out))
+    config = load_config(ROOT / "config/default.yaml")
+    assert seed.config_sha256 == read_manifest(first.manifest).config_sha256
+    assert sorted(seed.secrets) == sorted(
+        f"file:{r.file}" for r in needed_refs(config, "appliance"))
+
+
+def test_backup_server_role_from_the_appliance_config_carries_none_of_its_secrets(
+    first: Built, tmp_path: Path
+) -> None:
+    built = Built(tmp_path / "out", tmp_path / "build.log")
+    result = arkbox_build(ROOT / "config/default.yaml", built.out, built.log,
+                          "--role", "backup-server")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "0 secrets from the seed" in built.log.read_text()
+    outputs = sorted(built.out.iterdir())
+    assert any(p.name.endswith("-rootfs.tar") for p in outputs)
+    needles = secret_needles(ROOT / "config/default.yaml", "backup-server")
+    leaks = {str(p): hits for p in outputs if (hits := found_in(p, needles))}
+    assert leaks == {}, leaks

@@ -4,11 +4,13 @@ The appliance is the built NAME-rootfs.tar booted with systemd as PID 1 (builder
 the client is a container on the rig's network, i.e. the outside world. Three appliances:
 
 * `box`: booted with config/default.yaml and a test admin key; first boot runs by itself
-  (the unit). The checks from outside, the re-run and `apply` stand on it (apply last).
+  (the unit). The checks from outside, the re-run and `apply` stand on it; `apply` puts
+  the first boot's config back after itself, and what first boot said (status.json, the
+  rendered files, the container specs) is recorded before any test runs.
 * the power-cut box: the unit is kept from running (done marker laid in), the test runs
   the installer with the kill hook until it gets through, and compares with `box`.
-* the bad-input box: an invalid config at boot, then a missing secret, then a missing
-  baked image, each run by the unit.
+* the bad-input boxes, one per test: an invalid config at boot; then, on each of the
+  other two, a missing secret or a missing baked image, run by the unit.
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ from typing import Any
 import pytest
 import yaml
 from rig_fixtures import (
+    DEFAULT_CONFIG,
     FULLCHAIN,
     ROUTES,
     STATUS_JSON,
     ClientPart,
+    Scan,
     add_appliance,
     add_client,
     admin_key,
@@ -39,6 +43,7 @@ from rig_fixtures import (
     dump,
     installer,
     new_rig,
+    nmap,
     sh,
     status,
     step_states,
@@ -46,7 +51,9 @@ from rig_fixtures import (
     tree_checksums,
 )
 
+from builder.rig import seeding
 from builder.rig.parts import AppliancePart, Rig, files_tar, wait_until
+from firstboot.seed_sources import SYSTEM_CREDENTIALS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -82,6 +89,7 @@ class Box:
     # Taken right after first boot, before any test changed the box.
     files: dict[str, str] = field(default_factory=dict)
     specs: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+    status: dict[str, Any] = field(default_factory=dict)  # the first boot's status.json
 
     @property
     def ipv4(self) -> str:
@@ -99,10 +107,15 @@ def images(docker_engine: None) -> tuple[str, str]:
 
 
 @pytest.fixture(scope="module")
-def box(images: tuple[str, str]) -> Iterator[Box]:
+def key() -> str:
+    """The admin key of every box in this module."""
+    return admin_key()
+
+
+@pytest.fixture(scope="module")
+def box(images: tuple[str, str], key: str) -> Iterator[Box]:
     appliance_image_tag, client_image_tag = images
     rig = new_rig("fresh", 91)
-    key = admin_key()
     with rig.running():
         started = time.monotonic()
         app = add_appliance(rig, appliance_image_tag, dump(config_with(key)))
@@ -116,6 +129,7 @@ def box(images: tuple[str, str]) -> Iterator[Box]:
         found = Box(rig, app, client, key, first_boot_s)
         found.files = checksums(app)
         found.specs = container_specs(app)
+        found.status = status(app)  # a re-run or `apply` rewrites it
         yield found
 
 
@@ -128,34 +142,16 @@ def curl(box: Box, url: str, host: str, *extra: str, family: int = 4) -> tuple[i
         "--resolve", f"{host}:{port}:{address}", *extra, url)
 
 
-@dataclass(frozen=True)
-class Scan:
-    open: set[int]
-    closed: set[int]
-    raw: str
-
-
-def nmap(box: Box, family: int, ports: str = "-") -> Scan:
-    """A SYN scan from the client; `ports` as nmap's -p (all 65535 by default)."""
-    target = box.ipv4 if family == 4 else box.ipv6
-    argv = ["nmap", "-Pn", "-sS", "-n", f"-p{ports}", "--min-rate", "8000",
-            "--max-retries", "1", "-oG", "-", target]
-    if family == 6:
-        argv.insert(1, "-6")
-    code, out = box.client.exec(*argv)
-    assert code == 0, out
-    found: dict[str, set[int]] = {"open": set(), "closed": set()}
-    for port, state in re.findall(r"(\d+)/(open|closed|filtered)/tcp", out):
-        if state in found:
-            found[state].add(int(port))
-    return Scan(found["open"], found["closed"], out)
+def scan_box(box: Box, family: int, ports: str = "-") -> Scan:
+    """A SYN scan of the box from its client; `ports` as nmap's -p (all by default)."""
+    return nmap(box.client, box.ipv4 if family == 4 else box.ipv6, family, ports)
 
 
 # ---------------------------------------------------------------- fresh boot, from outside
 
 
 def test_fresh_boot_reaches_all_healthy(box: Box) -> None:
-    data = status(box.app)
+    data = box.status
     assert data["result"] == "ok", data["failures"]
     assert data["command"] == "firstboot" and data["mode"] == "FRESH"
     states = step_states(data)
@@ -222,7 +218,7 @@ def test_the_certificate_is_the_fallback_one(box: Box) -> None:
 
 
 def test_port_scan_ipv4_exactly_the_expected_ports(box: Box) -> None:
-    scan = nmap(box, 4)
+    scan = scan_box(box, 4)
     print(f"\nIPv4 open: {sorted(scan.open)} closed: {sorted(scan.closed)}")
     assert scan.open == OPEN_TCP, scan.raw
     # Every other port is dropped (filtered), not refused.
@@ -230,7 +226,7 @@ def test_port_scan_ipv4_exactly_the_expected_ports(box: Box) -> None:
 
 
 def test_port_scan_ipv6_exactly_the_expected_ports(box: Box) -> None:
-    scan = nmap(box, 6)
+    scan = scan_box(box, 6)
     print(f"\nIPv6 open: {sorted(scan.open)} closed: {sorted(scan.closed)}")
     assert scan.open == OPEN_TCP, scan.raw
     assert scan.closed == set(), scan.raw
@@ -254,7 +250,7 @@ def test_the_proxy_serves_over_ipv6(box: Box) -> None:
 def test_internal_service_ports_are_not_reachable(box: Box) -> None:
     ports = ",".join(str(p) for p in sorted(INTERNAL_TCP))
     for family in (4, 6):
-        scan = nmap(box, family, ports)
+        scan = scan_box(box, family, ports)
         assert not (scan.open | scan.closed), scan.raw  # filtered: dropped by the firewall
     code, out = box.client.exec("curl", "-sS", "--max-time", "5",
                                 f"http://{box.ipv4}:5232/.web/")
@@ -331,16 +327,43 @@ def test_power_cut_at_step_boundaries_and_inside_steps_converges(
 # ---------------------------------------------------------------- bad input
 
 
-@pytest.fixture(scope="module")
-def bad_box(images: tuple[str, str], box: Box) -> Iterator[Box]:
+@pytest.fixture
+def bad_box(images: tuple[str, str], key: str) -> Iterator[Box]:
+    """A box whose first boot meets an invalid config: one per test, since each test
+    changes it (and its first boot fails within seconds)."""
     rig = new_rig("badinput", 93)
-    config = config_with(box.key)
+    config = config_with(key)
     config["services"]["calendar"]["route"]["port"] = "not-a-port"
     config["services"]["wiki"]["no_such_key"] = True
     with rig.running():
-        app = add_appliance(rig, images[0], dump(config))
+        # No seed: its config is refused before the seed step would read one.
+        app = add_appliance(rig, images[0], dump(config), seeded=False)
         client = add_client(rig, images[1])
-        yield Box(rig, app, client, box.key, 0.0)
+        yield Box(rig, app, client, key, 0.0)
+
+
+def _valid_config(bad: Box) -> str:
+    """Lay a valid config into the bad box; its text (what a seed must be made from)."""
+    text = dump(config_with(bad.key))
+    assert bad.app.container is not None
+    bad.app.container.put_archive("/", files_tar(
+        {"/etc/arkbox/appliance.yaml": (text.encode(), 0o600)}))
+    return text
+
+
+def _pass_seed(app: AppliancePart, seed: bytes) -> None:
+    """The seed as the machine would pass it: in systemd's credential store. Laid in a
+    file first and moved there (the store is a tmpfs, and a value on an exec's command
+    line would show in a failure message)."""
+    assert app.container is not None
+    app.container.put_archive("/", files_tar({"/root/arkbox-seed": (seed, 0o600)}))
+    check(app, f"mkdir -p {SYSTEM_CREDENTIALS} && mv /root/arkbox-seed "
+               f"{SYSTEM_CREDENTIALS}/arkbox-seed")
+
+
+def _srv_untouched(app: AppliancePart) -> None:
+    out = check(app, "find /srv/arkbox -mindepth 1 2>/dev/null | head; ls -A /etc/arkbox")
+    assert out.split() == ["appliance.yaml"], f"something was written:\n{out}"
 
 
 def _unit_result(app: AppliancePart) -> dict[str, Any]:
@@ -377,7 +400,7 @@ def _nothing_half_applied(bad: Box, firewall_loaded: bool) -> None:
     assert containers(bad.app) == {}, "no arkbox container may be left behind"
     out = check(bad.app, "docker network ls --filter label=arkbox.owner=arkbox -q")
     assert out.strip() == ""
-    scan = nmap(bad, 4, "1-1024,5232,5432")
+    scan = scan_box(bad, 4, "1-1024,5232,5432")
     assert scan.open == {22}, scan.raw  # nothing but the admin's SSH is exposed
     code, table = sh(bad.app, "nft list chain inet arkbox input")
     if firewall_loaded:
@@ -400,29 +423,56 @@ def test_bad_input_invalid_config_at_first_boot(bad_box: Box) -> None:
     _nothing_half_applied(bad_box, firewall_loaded=False)
 
 
-def test_bad_input_missing_secret_file(bad_box: Box) -> None:
+def test_bad_input_no_seed(bad_box: Box) -> None:
+    """The generic image holds no secret: without a seed first boot stops at once."""
     app = bad_box.app
-    config = config_with(bad_box.key)
-    app_files = {"/etc/arkbox/appliance.yaml": (dump(config).encode(), 0o600)}
-    assert app.container is not None
-    app.container.put_archive("/", files_tar(app_files))
-    check(app, "mv /etc/arkbox/secrets/radicale-users /root/radicale-users")
-    try:
-        data = _run_unit_again(app)
-    finally:
-        check(app, "mv /root/radicale-users /etc/arkbox/secrets/radicale-users")
+    _unit_result(app)  # the first boot's run (invalid config) is over
+    _valid_config(bad_box)
+    data = _run_unit_again(app)
     assert data["result"] == "failed"
     (failure,) = data["failures"]
-    assert failure["step"] == "config"
-    assert "secrets/radicale-users" in failure["message"], failure
-    assert "does not exist" in failure["message"], failure
+    assert failure["step"] == "seed"
+    assert failure["message"].startswith("no seed: looked in the systemd credential"), failure
+    # It names what is missing (backups are off in these rigs: no borg secrets).
+    assert "file:secrets/webmail-db-password" in failure["message"], failure
+    assert "borg-passphrase" not in failure["message"], failure
+    assert "arkbox seed" in (failure["hint"] or ""), failure
     assert _exit_status(app) == 2
-    assert "secrets/radicale-users" in app.journal()
+    assert "no seed" in app.journal()
+    _srv_untouched(app)
+    _nothing_half_applied(bad_box, firewall_loaded=False)
+
+
+@pytest.mark.parametrize("flaw", ["truncated", "another config"])
+def test_bad_input_a_seed_that_does_not_fit(bad_box: Box, flaw: str) -> None:
+    app = bad_box.app
+    _unit_result(app)
+    text = _valid_config(bad_box)
+    if flaw == "truncated":
+        seed = seeding.seed_for(text, DEFAULT_CONFIG)[:-200]
+        expected = "the seed is truncated or damaged"
+    else:  # made from another version of the config (one more mail alias)
+        other = config_with(bad_box.key)
+        other["mail"]["aliases"]["info@arkbox.test"] = "admin@arkbox.test"
+        seed = seeding.seed_for(dump(other), DEFAULT_CONFIG)
+        expected = "the seed was made from another version of the config"
+    _pass_seed(app, seed)
+    data = _run_unit_again(app)
+    assert data["result"] == "failed"
+    (failure,) = data["failures"]
+    assert failure["step"] == "seed"
+    assert "the systemd credential arkbox-seed" in failure["message"], failure
+    assert expected in failure["message"], failure
+    assert _exit_status(app) == 2
+    _srv_untouched(app)
     _nothing_half_applied(bad_box, firewall_loaded=False)
 
 
 def test_bad_input_baked_image_missing(bad_box: Box) -> None:
     app = bad_box.app
+    _unit_result(app)  # the first boot's run (invalid config) is over
+    # A valid config and its seed, so the run gets as far as the engine.
+    _pass_seed(app, seeding.seed_for(_valid_config(bad_box), DEFAULT_CONFIG))
     check(app, "mv /usr/share/arkbox/images/images.tar /root/images.tar")
     data = _run_unit_again(app)
     assert data["result"] == "failed"
@@ -440,10 +490,25 @@ def test_bad_input_baked_image_missing(bad_box: Box) -> None:
     _nothing_half_applied(bad_box, firewall_loaded=True)
 
 
-# ---------------------------------------------------------------- apply (changes the box: last)
+# ---------------------------------------------------------------- apply
 
 
-def test_apply_adds_changes_and_removes_exactly(box: Box) -> None:
+@pytest.fixture
+def config_put_back(box: Box) -> Iterator[Box]:
+    """The test applies another config: afterwards the first boot's config is applied
+    again, so a test after it finds the routes and services first boot made."""
+    yield box
+    assert box.app.container is not None and box.client.container is not None
+    box.app.container.put_archive("/", files_tar(
+        {"/etc/arkbox/appliance.yaml": (dump(config_with(box.key)).encode(), 0o600)}))
+    code, out = installer(box.app, "apply")
+    assert code == 0, out
+    pem = check(box.app, f"cat {FULLCHAIN}").encode()  # made anew for the names
+    box.client.container.put_archive("/", files_tar({CA_IN_CLIENT: (pem, 0o644)}))
+
+
+def test_apply_adds_changes_and_removes_exactly(config_put_back: Box) -> None:
+    box = config_put_back
     app = box.app
     before = containers(app)
     check(app, "echo kept > /srv/arkbox/volumes/calendar/collections/e2e-marker")

@@ -1,18 +1,25 @@
 """Issue 6, end to end: certificates from Pebble (Debian's test ACME CA) in the container rig.
 
-One appliance boot for the whole module, scenarios in order:
+One appliance boot for the whole module. Each test asks a fixture for the state it needs,
+so it passes alone, first, or after any other (issue 21):
 
-1. first boot with the CA unreachable (no Pebble on the network yet): the fallback
-   serves, status says why, the frozen installer's `renew --help` works;
-2. Pebble appears (default 5% badNonce rejection, 90-day certificates) and pebble-challtestsrv
-   resolves every host name to the appliance: a later `renew` gets one certificate for all
-   names, nginx is reloaded (same container, same master process), HTTPS from the client
-   validates against Pebble's root;
-3. sslyze (host venv) checks 443 against Mozilla's intermediate profile;
-4. a second Pebble rejects 50% of nonces and issues 2-minute certificates: issuance still
-   succeeds (the client retries badNonce);
-5. when a third of that lifetime is left, `renew` renews; a client loop runs through the
-   reload without one failed handshake.
+1. `first_boot`: the box booted with the CA unreachable (no Pebble on the network yet),
+   and what it said then: the fallback serves, status says why;
+2. `first_issuance`: Pebble appears (default 5% badNonce rejection, 90-day certificates)
+   and pebble-challtestsrv resolves every host name to the appliance: the box's move from
+   the fallback to one certificate for all names, with nginx only reloaded;
+   `long_lived_certificate` brings that Pebble and a certificate from it back when a test
+   before switched to the short-lived one;
+3. sslyze (host venv) checks 443 against Mozilla's intermediate profile (on the 90-day
+   certificate);
+4. `short_lived_ca`: a second Pebble rejects 50% of nonces and issues 2-minute
+   certificates: issuance still succeeds (the client retries badNonce);
+5. `short_lived_certificate`: a fresh 2-minute certificate; when a third of that lifetime
+   is left, `renew` renews; a client loop runs through the reload without one failed
+   handshake.
+
+The renewal timer is stopped once the first background attempt is recorded: from then
+on the tests drive renewal themselves.
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from rig_fixtures import (
+    CACHE_DIR,
+    DEFAULT_CONFIG,
     INSTALLER,
     ROUTES,
     ClientPart,
@@ -66,39 +75,67 @@ SHORT_LIFETIME_S = 120
 PEBBLE_HTTPS = https_identity(["pebble", "localhost"])
 
 
+# The two CAs the tests use: (badNonce percent, certificate lifetime).
+LONG_LIVED_CA = (5, NINETY_DAYS_S)
+SHORT_LIVED_CA = (50, SHORT_LIFETIME_S)
+
+
+@dataclass
+class FirstBoot:
+    """What the box said right after first boot with the CA unreachable, before any test
+    changed it (the state happens once per box: later tests bring a CA)."""
+
+    renew_state: dict[str, object]
+    certificate_info: dict[str, object]
+    status: str
+    failed_units: list[str]
+
+
 @dataclass
 class TlsBox:
     rig: Rig
     app: AppliancePart
     client: ClientPart
+    first_boot: FirstBoot
     pebble: PebblePart | None = None
+    pebble_settings: tuple[int, int] | None = None  # the running Pebble's (percent, lifetime)
 
     def certificate(self) -> x509.Certificate:
         return x509.load_pem_x509_certificate(check(self.app, f"cat {LIVE}/fullchain.pem")
                                               .encode())
 
-    def start_pebble(self, image: str, nonce_reject_percent: int = 5,
-                     validity_seconds: int | None = None) -> PebblePart:
+    def start_pebble(self, settings: tuple[int, int]) -> PebblePart:
+        """A new Pebble (a new root) in place of the running one, if any."""
+        nonce_reject_percent, validity_seconds = settings
         if self.pebble is not None:
             assert self.pebble.container is not None
             self.pebble.container.remove(force=True)
-        pebble = PebblePart(self.rig, "pebble", image, aliases=["pebble"], https=PEBBLE_HTTPS,
-                            nonce_reject_percent=nonce_reject_percent,
+            self.pebble, self.pebble_settings = None, None
+        pebble = PebblePart(self.rig, "pebble", pebble_image(ROOT, CACHE_DIR), aliases=["pebble"],
+                            https=PEBBLE_HTTPS, nonce_reject_percent=nonce_reject_percent,
                             validity_seconds=validity_seconds)
         self.rig.add(pebble)
         for name in NAMES:
             pebble.add_a(name, APPLIANCE_IP)
-        self.pebble = pebble
+        self.pebble, self.pebble_settings = pebble, settings
         root = pebble.root_pem()
         assert self.client.container is not None
         self.client.container.put_archive("/", files_tar({ROOT_IN_CLIENT: (root, 0o644)}))
         return pebble
 
+    def ensure_pebble(self, settings: tuple[int, int]) -> None:
+        if self.pebble_settings != settings:
+            self.start_pebble(settings)
+
+    def served_by_running_pebble(self) -> bool:
+        """Whether the live certificate was issued by the Pebble now running (a new Pebble
+        has a new root: the client can verify only its certificates)."""
+        code, _ = curl_https(self, "wiki.arkbox.test")
+        return self.pebble is not None and code == 0
+
 
 @pytest.fixture(scope="module")
 def tls_box(docker_engine: None) -> Iterator[TlsBox]:
-    from rig_fixtures import CACHE_DIR
-
     rig = new_rig("tls", OCTET)
     image = appliance_image(rig)
     client_image = the_client_image()
@@ -110,15 +147,74 @@ def tls_box(docker_engine: None) -> Iterator[TlsBox]:
     }})
     with rig.running():
         app = AppliancePart(rig, "appliance", image, aliases=["arkbox.test"],
-                            config=dump(config), ipv4_address=APPLIANCE_IP, boot_timeout=420,
+                            config=dump(config), seed_config=DEFAULT_CONFIG,
+                            ipv4_address=APPLIANCE_IP, boot_timeout=420,
                             files={f"/etc/arkbox/{CA_BUNDLE}": (PEBBLE_HTTPS.ca_pem, 0o600)})
         rig.add(app)
         started = time.monotonic()
         app.wait_first_boot(timeout=420)
         print(f"\nfirst boot (CA unreachable): {time.monotonic() - started:.1f} s")
+        # The background request runs after first boot and fails: wait for its record.
+        wait_until("the first background request", lambda: None if renew_state(app).get(
+            "failures") else "not attempted yet", 180, interval=2)
+        first = FirstBoot(renew_state(app), app.read_json(f"{LIVE}/certificate.json"),
+                          installer(app, "status")[1], app.failed_units())
+        # The tests drive renewal themselves from here on: no timer run in between.
+        check(app, "systemctl stop arkbox-tls-renew.timer")
         client = ClientPart(rig, "client", client_image)
         rig.add(client)
-        yield TlsBox(rig, app, client)
+        yield TlsBox(rig, app, client, first)
+
+
+@dataclass
+class Issuance:
+    """The box's move from the fallback to its first ACME certificate."""
+
+    code: int
+    out: str
+    proxy_before: str
+    proxy_after: str
+
+
+@pytest.fixture(scope="module")
+def first_issuance(tls_box: TlsBox) -> Issuance:
+    """Pebble appears and `renew` replaces the fallback: once per box, for whichever test
+    first needs a certificate from a CA."""
+    app = tls_box.app
+    assert tls_box.first_boot.certificate_info["source"] == "fallback"
+    tls_box.start_pebble(LONG_LIVED_CA)
+    before = proxy_identity(app)
+    started = time.monotonic()
+    code, out = installer(app, "renew")
+    print(f"\nissuance from Pebble: {time.monotonic() - started:.1f} s")
+    return Issuance(code, out, before, proxy_identity(app))
+
+
+@pytest.fixture
+def long_lived_certificate(tls_box: TlsBox, first_issuance: Issuance) -> TlsBox:
+    """The 90-day Pebble runs and the box serves a certificate from it (nothing to do
+    unless a test before switched to the short-lived CA)."""
+    tls_box.ensure_pebble(LONG_LIVED_CA)
+    if not tls_box.served_by_running_pebble():
+        code, out = installer(tls_box.app, "renew --force")
+        assert code == 0, out[-3000:]
+    return tls_box
+
+
+@pytest.fixture
+def short_lived_ca(tls_box: TlsBox, first_issuance: Issuance) -> TlsBox:
+    """The Pebble that rejects half the nonces and issues 2-minute certificates runs."""
+    tls_box.ensure_pebble(SHORT_LIVED_CA)
+    return tls_box
+
+
+@pytest.fixture
+def short_lived_certificate(short_lived_ca: TlsBox) -> TlsBox:
+    """A 2-minute certificate issued just now (whatever the box served before), so a test
+    sees its whole lifetime."""
+    code, out = installer(short_lived_ca.app, "renew --force")
+    assert code == 0 and "renewed: new certificate" in out, out[-3000:]
+    return short_lived_ca
 
 
 def renew_state(app: AppliancePart) -> dict[str, object]:
@@ -143,18 +239,18 @@ def proxy_identity(app: AppliancePart) -> str:
 
 def test_ca_unreachable_at_first_boot_fallback_serves_and_status_says_why(tls_box: TlsBox
                                                                            ) -> None:
-    app = tls_box.app
+    app, first = tls_box.app, tls_box.first_boot
     # The background request ran after first boot and failed: recorded, not a failed unit.
-    wait_until("the first background request", lambda: None if renew_state(app).get(
-        "failures") else "not attempted yet", 180, interval=2)
-    info = app.read_json(f"{LIVE}/certificate.json")
+    assert first.renew_state.get("failures"), first.renew_state
+    info = first.certificate_info
     assert info["source"] == "fallback"
-    assert info["reason"].startswith("the ACME CA is unreachable (CA: "
-                                     "https://pebble:14000/dir: "), info
-    code, shown = installer(app, "status")
+    assert str(info["reason"]).startswith("the ACME CA is unreachable (CA: "
+                                          "https://pebble:14000/dir: "), info
+    shown = first.status
     assert "certificate: fallback (self-signed)" in shown and "the ACME CA is unreachable" in \
         " ".join(shown.split()), shown
     assert "next attempt" in shown
+    assert "arkbox-tls-renew.service" not in first.failed_units
     assert "arkbox-tls-renew.service" not in app.failed_units()
     assert check(app, "systemctl is-enabled arkbox-tls-renew.timer").strip() == "enabled"
     # The frozen installer carries the ACME code.
@@ -166,20 +262,15 @@ def test_ca_unreachable_at_first_boot_fallback_serves_and_status_says_why(tls_bo
 
 
 def test_a_later_retry_gets_one_certificate_for_all_names_and_only_reloads_nginx(
-        tls_box: TlsBox) -> None:
+        first_issuance: Issuance, long_lived_certificate: TlsBox) -> None:
+    tls_box = long_lived_certificate
     app = tls_box.app
-    # The test drives renewal itself from here on: no timer run in between.
-    check(app, "systemctl stop arkbox-tls-renew.timer")
-    tls_box.start_pebble(pebble_image(ROOT, Path("/var/cache/arkbox")),
-                         validity_seconds=NINETY_DAYS_S)
-    before = proxy_identity(app)
-    started = time.monotonic()
-    code, out = installer(app, "renew")
-    print(f"\nissuance from Pebble: {time.monotonic() - started:.1f} s")
+    code, out = first_issuance.code, first_issuance.out
     assert code == 0, out
     assert "renewed: new certificate for " + " ".join(NAMES) in " ".join(out.split()), out
     assert "reloaded proxy (nginx reloaded)" in out, out
-    assert proxy_identity(app) == before, "the proxy was restarted, not reloaded"
+    assert first_issuance.proxy_after == first_issuance.proxy_before, \
+        "the proxy was restarted, not reloaded"
     info = app.read_json(f"{LIVE}/certificate.json")
     assert info["source"] == "acme" and info["names"] == NAMES, info
     modes = check(app, "stat -c %a /srv/arkbox/secrets/acme /srv/arkbox/secrets/acme/"
@@ -200,7 +291,8 @@ def test_a_later_retry_gets_one_certificate_for_all_names_and_only_reloads_nginx
 # ---------------------------------------------------------------- 3. Mozilla intermediate
 
 
-def test_sslyze_mozilla_intermediate_profile_passes(tls_box: TlsBox, tmp_path: Path) -> None:
+def test_sslyze_mozilla_intermediate_profile_passes(long_lived_certificate: TlsBox,
+                                                    tmp_path: Path) -> None:
     from sslyze.mozilla_tls_profile.tls_config_checker import (
         SCAN_COMMANDS_NEEDED_BY_MOZILLA_CHECKER,
         MozillaTlsConfiguration,
@@ -213,6 +305,7 @@ def test_sslyze_mozilla_intermediate_profile_passes(tls_box: TlsBox, tmp_path: P
     from sslyze.scanner.scanner import Scanner
     from sslyze.server_setting import ServerNetworkConfiguration, ServerNetworkLocation
 
+    tls_box = long_lived_certificate
     assert tls_box.pebble is not None
     root = tmp_path / "pebble-root.pem"
     root.write_bytes(tls_box.pebble.root_pem())
@@ -236,10 +329,9 @@ def test_sslyze_mozilla_intermediate_profile_passes(tls_box: TlsBox, tmp_path: P
 # ---------------------------------------------------------------- 4. 50% badNonce
 
 
-def test_issuance_succeeds_with_half_the_nonces_rejected(tls_box: TlsBox) -> None:
+def test_issuance_succeeds_with_half_the_nonces_rejected(short_lived_ca: TlsBox) -> None:
+    tls_box = short_lived_ca
     app = tls_box.app
-    tls_box.start_pebble(pebble_image(ROOT, Path("/var/cache/arkbox")),
-                         nonce_reject_percent=50, validity_seconds=SHORT_LIFETIME_S)
     code, out = installer(app, "renew --force -v")
     assert code == 0, out[-3000:]
     assert "renewed: new certificate" in out, out[-3000:]
@@ -256,7 +348,8 @@ def test_issuance_succeeds_with_half_the_nonces_rejected(tls_box: TlsBox) -> Non
 
 
 def test_renewal_at_a_third_left_serves_the_new_certificate_without_failed_handshakes(
-        tls_box: TlsBox) -> None:
+        short_lived_certificate: TlsBox) -> None:
+    tls_box = short_lived_certificate
     app, client = tls_box.app, tls_box.client
     old = tls_box.certificate()
     code, out = installer(app, "renew")

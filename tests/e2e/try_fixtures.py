@@ -21,7 +21,7 @@ from built import Built, built_appliance, built_backup_server
 from conftest import IN_CI
 from rig_fixtures import default_sigint
 
-from builder.rig.parts import RIG_LABEL, remove_rig
+from builder.rig.removal import RIG_LABEL, remove_rig
 
 ROOT = Path(__file__).resolve().parents[2]
 ARKBOX = str(Path(sys.executable).parent / "arkbox")

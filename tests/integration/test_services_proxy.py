@@ -3,9 +3,11 @@
 One box (default.yaml without mail, rooted in a temp dir, so its containers and
 networks get a name prefix of their own) is brought up once for the module. A
 client container on a separate network then talks to the proxy through its
-published ports, the way the outside world would. The last test applies a config
+published ports, the way the outside world would. One test applies a config
 change (add a service, move a route, remove a service) and checks that exactly
-those things changed. Everything the module made in the engine is removed at the
+those things changed; each test asks for the config it needs (`base_state`,
+`applied_state`), which converges the box back when a test before changed it.
+Everything the module made in the engine is removed at the
 end, whatever happened.
 """
 
@@ -111,6 +113,9 @@ class Box:
     certificate_sha256: str
     outside: Container  # the client, on a network of its own
     gateway: str  # how the client reaches the host's published ports
+    # The config the box was last converged to ("base", "applied"), None while a test
+    # changes it: the state fixtures converge only when it is not the one they bring.
+    converged_to: str | None = "base"
 
     def context(self, config: Appliance) -> FirstbootContext:
         return FirstbootContext(config, Paths(root=self.root), _docker=self.client)
@@ -248,23 +253,64 @@ def first_boot(box: Box) -> dict[str, str]:
     return timings
 
 
+def applied_config_data() -> dict[str, Any]:
+    """The base config with a service added (notes), a route moved (the wiki's) and a
+    service removed (the calendar)."""
+    data = base_config_data()
+    data["services"]["notes"] = {
+        "recipe": "dokuwiki",
+        "volumes": {"data": "/var/lib/dokuwiki/data"},
+        "route": {"hostname": "notes.arkbox.test", "port": 80},
+        "healthcheck": {"http": "/doku.php"},
+    }
+    data["services"]["wiki"]["route"]["hostname"] = "docs.arkbox.test"
+    del data["services"]["calendar"]
+    return data
+
+
+def converge(box: Box, name: str, data: dict[str, Any]) -> None:
+    """Bring the box to config `name` (services, proxy, health), unless it runs it."""
+    if box.converged_to == name:
+        return
+    ctx = box.context(box.configure(data))
+    services.run(ctx)
+    proxy.run(ctx)
+    health.run(ctx)
+    box.converged_to = name
+
+
+@pytest.fixture
+def base_state(box: Box, first_boot: dict[str, str]) -> None:
+    """The box runs the base config, as first boot left it (a test before may have
+    applied another)."""
+    converge(box, "base", base_config_data())
+
+
+@pytest.fixture
+def applied_state(box: Box, first_boot: dict[str, str]) -> None:
+    """The box runs the config of the apply test (notes, docs.arkbox.test, no calendar)."""
+    converge(box, "applied", applied_config_data())
+
+
 # ---------------------------------------------------------------- fresh boot
 
 
 def test_first_boot_reaches_all_healthy(first_boot: dict[str, str]) -> None:
     assert first_boot["services"] == "created calendar db webmail wiki"
-    assert first_boot["proxy"].startswith("3 host(s): cal.arkbox.test webmail.arkbox.test")
+    # The box's own host name serves the status page (config/default.yaml has it on).
+    assert first_boot["proxy"].startswith(
+        "4 host(s): arkbox.test cal.arkbox.test webmail.arkbox.test wiki.arkbox.test")
     assert first_boot["health"] == (
         "5/5 services healthy, 3/3 routes answer (self-signed fallback)")
 
 
-def test_http_redirects_to_https(box: Box, first_boot: dict[str, str]) -> None:
+def test_http_redirects_to_https(box: Box, base_state: None) -> None:
     answer = box.request("http", "wiki.arkbox.test", "/doku.php?id=start")
     assert answer["status"] == 301
     assert answer["headers"]["Location"] == "https://wiki.arkbox.test/doku.php?id=start"
 
 
-def test_acme_challenges_are_answered_on_port_80(box: Box, first_boot: dict[str, str]) -> None:
+def test_acme_challenges_are_answered_on_port_80(box: Box, base_state: None) -> None:
     challenge = box.root / "srv/arkbox/acme-webroot/.well-known/acme-challenge/token-1"
     challenge.write_text("token-1.thumbprint")
     challenge.chmod(0o644)
@@ -272,7 +318,7 @@ def test_acme_challenges_are_answered_on_port_80(box: Box, first_boot: dict[str,
     assert (answer["status"], answer["body"]) == (200, "token-1.thumbprint")
 
 
-def test_each_route_serves_its_real_app(box: Box, first_boot: dict[str, str]) -> None:
+def test_each_route_serves_its_real_app(box: Box, base_state: None) -> None:
     calendar = box.request("https", "cal.arkbox.test", "/.web/")
     assert calendar["status"] == 200 and "Radicale" in calendar["body"]
     wiki = box.request("https", "wiki.arkbox.test", "/doku.php?id=start")
@@ -288,7 +334,7 @@ def test_each_route_serves_its_real_app(box: Box, first_boot: dict[str, str]) ->
 
 
 def test_unknown_host_gets_no_certificate_and_wrong_host_is_misdirected(
-        box: Box, first_boot: dict[str, str]) -> None:
+        box: Box, base_state: None) -> None:
     assert "tls_error" in box.request("https", "unknown.arkbox.test")
     # Known SNI, unknown Host header: the default server answers 421.
     port = box.port(443)
@@ -299,7 +345,7 @@ def test_unknown_host_gets_no_certificate_and_wrong_host_is_misdirected(
 
 
 def test_service_ports_are_not_reachable_from_outside(
-        box: Box, first_boot: dict[str, str]) -> None:
+        box: Box, base_state: None) -> None:
     for service, port in (("calendar", 5232), ("db", 5432), ("wiki", 80)):
         container = box.client.containers.get(box.naming.container(service))
         assert container.ports == {} or all(not v for v in container.ports.values())
@@ -309,7 +355,7 @@ def test_service_ports_are_not_reachable_from_outside(
 
 
 def test_containers_are_hardened_and_hold_no_secret_in_env(
-        box: Box, first_boot: dict[str, str]) -> None:
+        box: Box, base_state: None) -> None:
     secrets = {p.read_text().strip() for p in (box.config_dir / "secrets").iterdir()}
     for service in ("calendar", "wiki", "webmail", "db"):
         attrs = box.client.api.inspect_container(box.naming.container(service))
@@ -329,7 +375,7 @@ def test_containers_are_hardened_and_hold_no_secret_in_env(
     assert sorted(published) == ["443/tcp", "80/tcp"]
 
 
-def test_volumes_belong_to_the_app_user(box: Box, first_boot: dict[str, str]) -> None:
+def test_volumes_belong_to_the_app_user(box: Box, base_state: None) -> None:
     data = box.root / "srv/arkbox/volumes/db/data"
     assert (data.stat().st_uid, data.stat().st_mode & 0o777) == (220, 0o700)
     assert (data / "PG_VERSION").exists()  # PostgreSQL initialised its cluster there
@@ -337,7 +383,7 @@ def test_volumes_belong_to_the_app_user(box: Box, first_boot: dict[str, str]) ->
     assert (users.stat().st_uid, users.stat().st_mode & 0o777) == (210, 0o400)
 
 
-def test_manifest_describes_the_box(box: Box, first_boot: dict[str, str]) -> None:
+def test_manifest_describes_the_box(box: Box, base_state: None) -> None:
     manifest = json.loads((box.root / "srv/arkbox/manifest.json").read_text())
     assert sorted(s["name"] for s in manifest["services"]) == ["calendar", "db", "webmail",
                                                                "wiki"]
@@ -348,7 +394,7 @@ def test_manifest_describes_the_box(box: Box, first_boot: dict[str, str]) -> Non
     assert manifest["proxy"]["image"]["id"] == ids["proxy"]
 
 
-def test_rerun_changes_nothing(box: Box, first_boot: dict[str, str]) -> None:
+def test_rerun_changes_nothing(box: Box, base_state: None) -> None:
     ctx = box.context(box.configure(base_config_data()))
     before = box.container_ids()
     manifest = (box.root / "srv/arkbox/manifest.json").read_bytes()
@@ -366,17 +412,9 @@ def test_rerun_changes_nothing(box: Box, first_boot: dict[str, str]) -> None:
 
 
 def test_apply_adds_moves_and_removes_exactly_what_changed(
-        box: Box, first_boot: dict[str, str]) -> None:
-    data = base_config_data()
-    data["services"]["notes"] = {
-        "recipe": "dokuwiki",
-        "volumes": {"data": "/var/lib/dokuwiki/data"},
-        "route": {"hostname": "notes.arkbox.test", "port": 80},
-        "healthcheck": {"http": "/doku.php"},
-    }
-    data["services"]["wiki"]["route"]["hostname"] = "docs.arkbox.test"
-    del data["services"]["calendar"]
-    ctx = box.context(box.configure(data))
+        box: Box, base_state: None) -> None:
+    box.converged_to = None
+    ctx = box.context(box.configure(applied_config_data()))
     sentinel = box.root / "srv/arkbox/volumes/calendar/collections/kept.txt"
     sentinel.write_text("calendar data")
     before = box.container_ids()
@@ -423,6 +461,7 @@ def test_apply_adds_moves_and_removes_exactly_what_changed(
     # And once converged, another run changes nothing.
     assert services.run(ctx).summary == "4/4 services unchanged"
     assert proxy.run(ctx).changed is False
+    box.converged_to = "applied"
 
 
 class PowerCut(BaseException):
@@ -438,17 +477,13 @@ def cut_power_at(ctx: FirstbootContext, point: str) -> None:
 
 
 def test_power_cuts_inside_the_steps_converge_on_the_next_run(
-        box: Box, first_boot: dict[str, str]) -> None:
-    # Runs after the apply test: notes, docs.arkbox.test. Now the wiki gets more
-    # memory (its container is recreated) and its old host name back.
-    data = base_config_data()
-    del data["services"]["calendar"]
-    data["services"]["notes"] = {
-        "recipe": "dokuwiki", "volumes": {"data": "/var/lib/dokuwiki/data"},
-        "route": {"hostname": "notes.arkbox.test", "port": 80},
-        "healthcheck": {"http": "/doku.php"},
-    }
+        box: Box, applied_state: None) -> None:
+    # From the apply test's config (notes, docs.arkbox.test), the wiki gets more memory
+    # (its container is recreated) and its old host name back.
+    data = applied_config_data()
+    data["services"]["wiki"]["route"]["hostname"] = "wiki.arkbox.test"
     data["services"]["wiki"]["resources"]["memory"] = "384M"
+    box.converged_to = None
     config = box.configure(data)
 
     interrupted = box.context(config)

@@ -56,7 +56,8 @@ def test_archive_names_round_trip() -> None:
 
 
 def test_commands() -> None:
-    assert borg.init_argv() == ("borg", "init", "--encryption=repokey-blake2", "--append-only")
+    assert borg.init_argv() == ("borg", "init", "--encryption=repokey-blake2", "--append-only",
+                                "--make-parent-dirs")
     assert borg.create_argv("a", ["."], compression="lz4", excludes=["./volumes/x"],
                             comment='{"a": 1}') == (
         "borg", "create", "--json", "--compression", "lz4", "--one-file-system", "--numeric-ids",
@@ -73,6 +74,23 @@ def test_commands() -> None:
     assert borg.check_argv(verify_data=True) == ("borg", "check", "--verify-data")
     assert borg.docker_exec_argv("c", ["psql"], stdin=True) == ("docker", "exec", "-i", "c",
                                                                  "psql")
+
+
+def test_borg_create_reads_the_data_through_a_private_nodev_nosymfollow_view() -> None:
+    argv = borg.in_private_view(Path("/srv/arkbox"), ("borg", "create", "::a"))
+    assert argv[:5] == ("unshare", "--mount", "--propagation", "private", "--")
+    shell, option, script, name, data, *rest = argv[5:]
+    assert (shell, option, name, data, rest) == (
+        "sh", "-c", "sh", "/srv/arkbox", ["borg", "create", "::a"])
+    # The data directory is an argument, never spliced into the script.
+    assert "remount,bind,nodev,nosymfollow" in script and "/srv" not in script
+    assert script.index("mount -o remount") < script.index('cd "$1"') < script.index("exec")
+    what, hint = borg.diagnose("mount: /srv/arkbox: permission denied.") or ("", "")
+    assert "private view" in what and "nosymfollow" in hint
+
+
+def test_list_items_is_one_json_object_a_line() -> None:
+    assert borg.list_items_argv("a") == ("borg", "list", "--json-lines", "::a")
 
 
 def test_prune_with_retention_never_touches_checkpoints() -> None:
@@ -163,6 +181,9 @@ def test_the_restore_reads_only_backups_it_can_restore() -> None:
     # seen in CI: a flipped byte in a segment, and no "errors found" line after it
     ("Remote: ID: 3bbd2c3f rebuilt index: <not found>      committed index: (29, 62920616)",
      "damaged"),
+    # borg 1.2/1.4 over a forced --storage-quota (tests/integration/test_borg_quota.py)
+    ("The storage quota (10.00 MB) has been exceeded (13.87 MB). Try deleting some archives.",
+     "storage quota"),
 ])
 def test_diagnose(stderr: str, expected: str) -> None:
     diagnosis = borg.diagnose(stderr)

@@ -23,13 +23,18 @@ from firstboot.backup.client import (
     record_stats,
 )
 from firstboot.backup.drill import (
+    HISTORY_FILE,
+    HISTORY_KEPT,
     DrillReport,
     ServiceResult,
     drill_context,
+    drill_history,
     drill_root,
+    last_drill,
     remove_drill,
     remove_stale_drills,
 )
+from firstboot.backup.drill import save_report as drill_save
 from firstboot.backup.dumps import first_wave
 from firstboot.containers.naming import Naming
 from firstboot.core.config import load_config
@@ -145,6 +150,38 @@ def test_the_status_command_shows_backups_and_the_last_drill(tmp_path: Path) -> 
     assert "the last backup failed" in table and "last drill: fail" in table
 
 
+def test_each_drill_is_kept_in_a_history_of_the_last_thirty(tmp_path: Path) -> None:
+    paths = Paths(tmp_path)
+    for n in range(HISTORY_KEPT + 2):
+        report = DrillReport(archive=f"h-{n}", started_at=f"2026-11-{n % 28 + 1:02d}T04:30:00",
+                             ok=n % 3 != 0, seconds=40.0 + n,
+                             failure=None if n % 3 else "wiki not healthy")
+        report.services["wiki"] = ServiceResult("wiki", ok=n % 3 != 0, seconds=12.34)
+        drill_save(paths, report)
+    history = drill_history(paths)
+    assert len(history) == HISTORY_KEPT
+    assert [entry["archive"] for entry in history] == [f"h-{n}" for n in range(2, 32)]
+    assert history[-1] == {"started_at": "2026-11-04T04:30:00", "archive": "h-31",
+                           "result": "pass", "seconds": 71.0, "seconds_to_healthy": 12.3,
+                           "failure": None}
+    assert last_drill(paths)["archive"] == "h-31"  # type: ignore[index]
+    Status("firstboot", "0.1", "2026-11-26T00:00:00+00:00", result="ok").save(paths.status)  # type: ignore[arg-type]
+    record_stats(paths, {**LAST, "finished_at": datetime.now(UTC).isoformat()})
+    argv = [sys.executable, "-m", "firstboot", "status", "--root", str(tmp_path)]
+    shown = json.loads(subprocess.run([*argv, "--json"], capture_output=True, text=True,
+                                      check=True).stdout)
+    assert shown["backup"]["drills"] == history
+    table = subprocess.run(argv, capture_output=True, text=True).stdout
+    assert "drills: 20 of the last 30 passed" in table
+
+
+def test_an_unreadable_drill_history_counts_as_none(tmp_path: Path) -> None:
+    paths = Paths(tmp_path)
+    paths.state.mkdir(parents=True)
+    (paths.state / HISTORY_FILE).write_text("{not json")
+    assert drill_history(paths) == []
+
+
 # ------------------------------------------------------------------ timers
 
 
@@ -160,22 +197,47 @@ def test_the_monthly_verify_data_timer_is_rendered() -> None:
     assert "ConditionPathExists=/var/lib/arkbox/firstboot.done" in service
 
 
-def test_the_backup_step_installs_and_enables_both_timers(tmp_path: Path) -> None:
-    calls: list[tuple[str, ...]] = []
+def test_the_drill_timer_is_rendered_a_quiet_hour_after_the_backup() -> None:
+    assert timer.drill_calendar("off") is None
+    assert timer.drill_calendar("weekly") == "Sun *-*-* 04:30:00"
+    assert timer.drill_calendar("Sat *-*-* 02:00") == "Sat *-*-* 02:00"
+    units = timer.drill_units("Sun *-*-* 04:30:00")
+    assert (units.service, units.timer) == (timer.DRILL_SERVICE, timer.DRILL_TIMER)
+    assert "OnCalendar=Sun *-*-* 04:30:00" in units.timer_text
+    assert "Persistent=true" in units.timer_text
+    assert "ExecStart=/usr/local/sbin/arkbox-installer drill" in units.service_text
+    assert f"After=network-online.target docker.service {timer.SERVICE}" in units.service_text
+    assert "ConditionPathExists=/var/lib/arkbox/firstboot.done" in units.service_text
 
+
+def _step_context(tmp_path: Path, calls: list[tuple[str, ...]],
+                  edit: tuple[str, str] | None = None) -> FirstbootContext:
     def record(argv: Any, **kwargs: Any) -> Completed:
         calls.append(tuple(argv))
         return Completed(tuple(argv), 1 if "is-enabled" in argv else 0, "")
 
-    shutil.copytree(REPO / "config/secrets", tmp_path / "config/secrets")
-    shutil.copy(REPO / "config/default.yaml", tmp_path / "config/appliance.yaml")
-    ctx = FirstbootContext(config=load_config(tmp_path / "config/appliance.yaml"),
-                           paths=Paths(tmp_path / "root"), run=record)
+    if not (tmp_path / "config/secrets").exists():
+        shutil.copytree(REPO / "config/secrets", tmp_path / "config/secrets")
+    text = (REPO / "config/default.yaml").read_text()
+    if edit:
+        assert edit[0] in text
+        text = text.replace(*edit)
+    (tmp_path / "config/appliance.yaml").write_text(text)
+    return FirstbootContext(config=load_config(tmp_path / "config/appliance.yaml"),
+                            paths=Paths(tmp_path / "root"), run=record)
+
+
+def test_the_backup_step_installs_and_enables_the_timers(tmp_path: Path) -> None:
+    calls: list[tuple[str, ...]] = []
+    ctx = _step_context(tmp_path, calls)
     changes = backup_step._timer(ctx)
     unit_dir = ctx.paths.at(timer.UNIT_DIR)
     assert (unit_dir / timer.CHECK_TIMER).read_text() == timer.check_timer_unit()
     assert (unit_dir / timer.CHECK_SERVICE).read_text() == timer.check_service_unit()
-    assert changes == [f"{timer.TIMER} (*-*-* 03:00)", f"{timer.CHECK_TIMER} (monthly)"]
+    assert (unit_dir / timer.DRILL_TIMER).read_text() == \
+        timer.drill_timer_unit(timer.DRILL_WEEKLY)
+    assert changes == [f"{timer.TIMER} (*-*-* 03:00)", f"{timer.CHECK_TIMER} (monthly)",
+                       f"{timer.DRILL_TIMER} ({timer.DRILL_WEEKLY})"]
     assert backup_step._timer(ctx) == []  # idempotent
     assert calls == []  # not live: systemctl is never run below a test root
     (unit_dir / timer.CHECK_TIMER).unlink()
@@ -183,6 +245,19 @@ def test_the_backup_step_installs_and_enables_both_timers(tmp_path: Path) -> Non
     assert backup_step.verify(ctx) is not None
     # On a live box each timer is enabled and started (tests/e2e/test_backup_drill.py
     # checks both are enabled on a booted appliance).
+
+
+def test_drill_off_removes_its_timer_and_verify_no_longer_wants_it(tmp_path: Path) -> None:
+    calls: list[tuple[str, ...]] = []
+    backup_step._timer(_step_context(tmp_path, calls))
+    ctx = _step_context(tmp_path, calls, ("compression: lz4", "compression: lz4\n  drill: off"))
+    assert ctx.config.backup.drill == "off"
+    assert backup_step._timer(ctx) == [f"{timer.DRILL_TIMER} removed (backup.drill: off)"]
+    unit_dir = ctx.paths.at(timer.UNIT_DIR)
+    assert not (unit_dir / timer.DRILL_TIMER).exists()
+    assert not (unit_dir / timer.DRILL_SERVICE).exists()
+    assert (unit_dir / timer.TIMER).exists()
+    assert backup_step._timer(ctx) == []
 
 
 # ---------------------------------------------------------------- ordering

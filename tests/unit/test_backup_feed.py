@@ -4,6 +4,7 @@ list as whole."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import stat
@@ -65,13 +66,10 @@ def test_specials_come_back_as_they_were(tmp_path: Path) -> None:
         os.mknod(source / "vol/zero", 0o600 | stat.S_IFCHR, os.makedev(1, 5))
         found.specials.append(feed._special(source / "vol/zero", "vol/zero",
                                             os.lstat(source / "vol/zero")))
-    found.specials.append({"path": "../escape", "kind": "fifo", "mode": 0o600, "uid": 0,
-                           "gid": 0, "mtime_ns": 0})  # never outside the restored tree
     restored.mkdir()
     made = feed.recreate_specials(restored, found.specials)
-    assert made == len(found.specials) - 1
-    assert not (tmp_path / "escape").exists()
-    for entry in found.specials[:-1]:
+    assert made == len(found.specials)
+    for entry in found.specials:
         before, after = os.lstat(source / entry["path"]), os.lstat(restored / entry["path"])
         assert (after.st_mode, after.st_uid, after.st_gid, after.st_mtime_ns, after.st_rdev) == (
             before.st_mode, before.st_uid, before.st_gid, before.st_mtime_ns, before.st_rdev)
@@ -138,3 +136,52 @@ def test_open_when_read_waits_for_a_reader_and_gives_up_when_borg_is_gone(
         os.close(feed.open_when_read(fifo, lambda: True))
     finally:
         os.close(reader)
+
+
+def _fifo(path: str) -> dict[str, object]:
+    return {"path": path, "kind": "fifo", "mode": 0o600, "uid": 0, "gid": 0, "mtime_ns": 0}
+
+
+@pytest.mark.parametrize("path", ["../escape", "/tmp/escape", "vol/../../escape", "vol//x",
+                                  "./x", ""])
+def test_an_entry_that_is_not_a_plain_relative_path_is_refused(tmp_path: Path,
+                                                                path: str) -> None:
+    restored = tmp_path / "restored"
+    restored.mkdir()
+    with pytest.raises(feed.UnsafeEntry, match="not a plain path"):
+        feed.recreate_specials(restored, [_fifo(path)])
+    assert not (tmp_path / "escape").exists()
+
+
+def test_an_entry_below_an_archived_symlink_is_refused_and_nothing_is_made_outside(
+        tmp_path: Path) -> None:
+    """The archive put back `volumes/x -> VICTIM`; specials.json names `volumes/x/...`:
+    following the link would make a FIFO and mask a unit outside the restored tree."""
+    restored, victim = tmp_path / "restored", tmp_path / "victim"
+    (restored / "volumes").mkdir(parents=True)
+    victim.mkdir()
+    (restored / "volumes/x").symlink_to(victim)
+    (restored / "volumes/f").write_text("a file, not a directory")
+    mask = {"path": "volumes/x/nftables.service", "kind": "symlink", "target": "/dev/null",
+            "mode": 0o777, "uid": 0, "gid": 0, "mtime_ns": 0}
+    for entry, hint in ((_fifo("volumes/x/pipe"), "x"), (mask, "x"),
+                        (_fifo("volumes/x/deeper/pipe"), "x"), (_fifo("volumes/f/pipe"), "f")):
+        with pytest.raises(feed.UnsafeEntry, match=f"'{hint}' on its way is not a directory"):
+            feed.recreate_specials(restored, [entry])
+    assert list(victim.iterdir()) == []
+    # A made parent is a directory of the restored tree, never followed when met again.
+    assert feed.recreate_specials(restored, [_fifo("volumes/new/sub/pipe")]) == 1
+    assert stat.S_ISFIFO(os.lstat(restored / "volumes/new/sub/pipe").st_mode)
+
+
+def test_an_entry_where_the_archive_put_a_file_fails_the_restore_clearly(
+        tmp_path: Path) -> None:
+    from firstboot.backup import restore
+    from firstboot.backup.client import BackupError
+
+    staging = tmp_path / "staging"
+    (staging / feed.RUN_DIR).mkdir(parents=True)
+    (staging / "taken").write_text("a file the archive holds")
+    (staging / feed.SPECIALS).write_text(json.dumps({"specials": [_fifo("taken")]}))
+    with pytest.raises(BackupError, match=r"recreating the archive's FIFOs.*File exists"):
+        restore._recreate_specials(staging)

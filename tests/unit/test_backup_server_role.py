@@ -22,10 +22,26 @@ def test_line_forces_append_only_serve_restricted_to_one_repository() -> None:
     assert line.endswith(" arkbox-client:arkbox-test")  # the key's own comment is replaced
 
 
-def test_absolute_paths_and_refusals() -> None:
-    assert str(bs.repository_dir("/data/repos/a")) == "/data/repos/a"
-    with pytest.raises(BadInputError):
-        bs.Client("x", KEY, "./../etc")
+def test_every_client_gets_a_storage_quota() -> None:
+    # Without one, a single client could fill the server's disk (issue #17, item 6).
+    line = bs.authorized_keys_line(bs.Client("x", KEY, "./x"))
+    assert "--storage-quota 100G\"" in line
+    assert "--storage-quota 100G\"" in bs.cmd_add_client("x", KEY, None, None, None)[0]
+    config = load_config(ROOT / "config/examples/backup-server.yaml")
+    assert [c.quota for c in bs.clients_from_config(config)] == ["200G", "100G"]
+    with pytest.raises(BadInputError, match="quota"):
+        bs.Client("x", KEY, "./x", "100G\n")
+
+
+def test_paths_are_normalised_below_the_borg_home_and_refusals() -> None:
+    for written in ("./arkbox", "/srv/borg/arkbox", "./arkbox/", "./././arkbox",
+                    "/srv//borg/./arkbox"):
+        assert str(bs.Client("x", KEY, written).directory) == "/srv/borg/arkbox"
+    assert str(bs.Client("x", KEY, "./clients/x").directory) == "/srv/borg/clients/x"
+    for outside in ("./../etc", "/data/repos/a", "/srv/borg", "./.", "/srv/borgs/a", "./a\n",
+                    "./a/b/c"):
+        with pytest.raises(BadInputError, match="path"):
+            bs.Client("x", KEY, outside)
     with pytest.raises(BadInputError):
         bs.Client("x", "not a key", "./x")
     with pytest.raises(BadInputError):
@@ -44,6 +60,37 @@ def test_add_client_is_idempotent_and_replaces(tmp_path: Path) -> None:
     assert target.read_text().count("arkbox-client:") == 2
 
 
+@pytest.mark.parametrize(("path", "overlap"), [
+    ("./club", "is the same directory as"), ("/srv/borg/club/", "is the same directory as"),
+    ("./././club", "is the same directory as"), ("./club/inner", "is inside"),
+    ("./nest", "holds")])
+def test_add_client_refuses_a_repository_of_another_client(tmp_path: Path, path: str,
+                                                            overlap: str) -> None:
+    target = tmp_path / "authorized_keys"
+    bs.cmd_add_client("club", KEY, None, None, target)
+    bs.cmd_add_client("nested", KEY, "./nest/inner", None, target)
+    before = target.read_text()
+    with pytest.raises(BadInputError, match=f"{overlap} the repository of client"):
+        bs.cmd_add_client("other", KEY, path, None, target)
+    assert target.read_text() == before
+    # The client itself may move (its old line is replaced), and others sit side by side.
+    assert bs.cmd_add_client("club", KEY, "./club/v2", None, target)[1]
+    assert bs.cmd_add_client("other", KEY, "./clubhouse", None, target)[1]
+
+
+def test_the_build_refuses_overlapping_repositories() -> None:
+    with pytest.raises(BadInputError, match="is inside the repository of client 'a'"):
+        bs.authorized_keys([bs.Client("a", KEY, "./a"), bs.Client("b", KEY, "/srv/borg/a/b")])
+
+
+def test_a_key_of_more_than_one_line_is_refused() -> None:
+    for key in (KEY + "\n" + KEY, KEY + "\r" + KEY, KEY.replace(" x@y", "\nx@y")):
+        with pytest.raises(BadInputError, match="public key"):
+            bs.Client("x", key, "./x")
+    line = bs.authorized_keys_line(bs.Client("x", "  " + KEY + "\n", "./x"))
+    assert "\n" not in line and line.count("ssh-ed25519") == 1
+
+
 def test_printing_only_writes_nothing(tmp_path: Path) -> None:
     line, changed = bs.cmd_add_client("club", KEY, None, None, None)
     assert not changed and line.startswith("command=")
@@ -56,6 +103,9 @@ def test_install_into_a_tree(tmp_path: Path) -> None:
                        ("group", "root:x:0:\nsr:x:999:\n"),
                        ("shadow", "root:*:1::::::\n")):
         (tmp_path / "etc" / name).write_text(text)
+    for path in ("usr/bin/sudo", "usr/lib/systemd/system/nftables.service"):  # the host's
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)  # lockdown needs both
+        (tmp_path / path).write_text("")
     wants = tmp_path / "etc/systemd/system/multi-user.target.wants"
     wants.mkdir(parents=True)
     (wants / bs.FIRSTBOOT_UNIT).symlink_to("/etc/systemd/system/" + bs.FIRSTBOOT_UNIT)

@@ -5,15 +5,17 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from builder.pipeline import build
+from builder.pipeline import assemble, build
 from builder.pipeline.context import BuildContext
 from builder.pipeline.progress import Progress
 from firstboot.core.config import DEFAULT_CONFIG_PATH, load_config
-from firstboot.core.errors import ArkboxError
+from firstboot.core.errors import ArkboxError, BadInputError
 
 STAGES = [
-    "stage_base_rootfs", "stage_service_images", "stage_installer", "stage_assemble",
-    "stage_disk_image", "stage_rootfs_tar", "stage_manifest",
+    "stage_archive_state", "stage_base_rootfs", "stage_service_images", "stage_engine_data",
+    "stage_installer",
+    "stage_assemble", "stage_disk_image", "stage_rootfs_tar", "stage_update_bundle",
+    "stage_manifest",
 ]
 
 
@@ -41,11 +43,77 @@ def test_root_partition_leaves_room_for_gpt_bios_boot_and_esp() -> None:
     assert build.root_partition_mib("2048M") == 2048 - 67
 
 
-def test_secret_files_are_the_configs_file_references(tmp_path: Path) -> None:
-    files = build.secret_files(context(tmp_path))
-    assert "secrets/borg-passphrase" in files
-    assert all(p.is_file() for p in files.values())
-    assert all(not Path(rel).is_absolute() for rel in files)
+SECRET_VALUES = [p.read_bytes().strip() for p in (DEFAULT_CONFIG_PATH.parent / "secrets").iterdir()
+                 if p.name != "README.md" and not p.name.endswith(".pub")]
+
+
+def test_the_image_gets_the_config_and_no_secret(tmp_path: Path) -> None:
+    ctx = context(tmp_path)
+    assert build.public_files(ctx) == {}
+    tree = tmp_path / "tree"
+    assemble.install_config(tree, DEFAULT_CONFIG_PATH.read_bytes(), build.public_files(ctx))
+    etc = tree / "etc/arkbox"
+    assert sorted(p.name for p in etc.rglob("*")) == ["appliance.yaml"]
+    assert (etc / "appliance.yaml").read_bytes() == DEFAULT_CONFIG_PATH.read_bytes()
+    assert (etc.stat().st_mode & 0o777) == 0o700
+    assert ((etc / "appliance.yaml").stat().st_mode & 0o777) == 0o600
+    assert len(SECRET_VALUES) == 7
+    assert not any(v in (etc / "appliance.yaml").read_bytes() for v in SECRET_VALUES)
+
+
+def test_the_ca_bundle_is_public_and_goes_in(tmp_path: Path) -> None:
+    (tmp_path / "certs").mkdir()
+    (tmp_path / "certs/ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    text = DEFAULT_CONFIG_PATH.read_text().replace(
+        "  key_type: ecdsa-p256\n", "  key_type: ecdsa-p256\n  ca_bundle: certs/ca.pem\n")
+    (tmp_path / "appliance.yaml").write_text(text)
+    (tmp_path / "secrets").symlink_to(DEFAULT_CONFIG_PATH.parent / "secrets")
+    ctx = context(tmp_path)
+    ctx.config = load_config(tmp_path / "appliance.yaml")
+    assert build.public_files(ctx) == {"certs/ca.pem": tmp_path / "certs/ca.pem"}
+    written = assemble.install_config(tmp_path / "tree", text.encode(), build.public_files(ctx))
+    assert written == ["/etc/arkbox/certs/ca.pem"]
+    assert not (tmp_path / "tree/etc/arkbox/secrets").exists()
+
+
+def test_published_secrets_stop_the_build_before_it_writes(tmp_path: Path) -> None:
+    config = tmp_path / "appliance.yaml"
+    config.write_text(DEFAULT_CONFIG_PATH.read_text().replace("domain: arkbox.test",
+                                                              "domain: example.org"))
+    (tmp_path / "secrets").symlink_to(DEFAULT_CONFIG_PATH.parent / "secrets")
+    console = Console(quiet=True)
+    with pytest.raises(BadInputError, match=r"backup\.passphrase"):
+        build.build(config, tmp_path / "out", cache_dir=tmp_path / "cache", console=console)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+
+
+def test_backup_server_build_refuses_authorizing_the_published_key(tmp_path: Path) -> None:
+    source = (DEFAULT_CONFIG_PATH.parent / "default-backup-server.yaml").read_text()
+    config = tmp_path / "server.yaml"
+    config.write_text(source.replace("domain: arkbox.test", "domain: example.org"))
+    with pytest.raises(BadInputError, match=r"backup_server.clients\[0\].public_key"):
+        build.build(config, tmp_path / "out", "backup-server", cache_dir=tmp_path / "cache",
+                    console=Console(quiet=True))
+    assert not (tmp_path / "out").exists()
+    # A backup server needs none of the appliance's secrets: the default config's published
+    # ones are not even looked at for that role.
+    appliance = load_config(DEFAULT_CONFIG_PATH)
+    assert build.readable_values(appliance, "backup-server") == {}
+    assert len(build.readable_values(appliance, "appliance")) == 7
+
+
+def test_publish_makes_out_private(tmp_path: Path) -> None:
+    ctx = context(tmp_path)
+    ctx.out_dir.mkdir(mode=0o755)
+    ctx.out_dir.chmod(0o755)
+    (ctx.work_dir / "out").mkdir(parents=True)
+    for name in ("arkbox-test.raw", "arkbox-installer"):
+        (ctx.work_dir / "out" / name).write_text(name)
+        (ctx.work_dir / "out" / name).chmod(0o755)
+    published = build.publish(ctx)
+    assert [p.name for p in published] == ["arkbox-installer", "arkbox-test.raw"]
+    assert (ctx.out_dir.stat().st_mode & 0o777) == 0o700
+    assert all((p.stat().st_mode & 0o777) == 0o600 for p in published)
 
 
 def test_too_little_free_space_stops_before_anything_is_written(

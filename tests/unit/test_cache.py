@@ -1,6 +1,9 @@
+import threading
+import time
 from pathlib import Path
 
-from builder.pipeline.cache import digest_tree, inputs_key, lookup
+from builder.pipeline.cache import claim, digest_tree, exclusive, inputs_key, lookup
+from firstboot.core.errors import ArkboxError
 
 
 def test_key_changes_exactly_when_inputs_change() -> None:
@@ -36,3 +39,49 @@ def test_tree_digest_sees_content_names_and_modes(tmp_path: Path) -> None:
     (tmp_path / "a").write_text("2")
     d3 = digest_tree(tmp_path)
     assert len({d1, d2, d3}) == 3
+
+
+def test_a_second_build_of_the_same_inputs_waits_then_finds_it_complete(tmp_path: Path) -> None:
+    """Two builds missing one entry at once: the second used to reset (remove) the directory
+    the first was writing its root fs into."""
+    inputs = {"suite": "trixie"}
+    waits: list[str] = []
+    seen: list[tuple[bool, str]] = []
+
+    def second() -> None:
+        with claim(tmp_path, "rootfs", inputs, waits.append) as entry:
+            seen.append((entry.hit, (entry.path / "base.tar").read_text()))
+
+    with claim(tmp_path, "rootfs", inputs) as first:
+        assert not first.hit
+        first.reset()
+        thread = threading.Thread(target=second)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not waits and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert waits and "another build using the rootfs cache" in waits[0], waits
+        assert not seen  # still waiting while the first writes
+        (first.path / "base.tar").write_text("complete")
+        first.commit()
+    thread.join(timeout=10)
+    assert seen == [(True, "complete")]
+
+
+def test_a_lock_held_too_long_is_given_up_with_what_it_waited_for(tmp_path: Path) -> None:
+    with exclusive(tmp_path / "x.lock", "the debs cache"):
+        errors: list[ArkboxError] = []
+
+        def other() -> None:
+            try:
+                with exclusive(tmp_path / "x.lock", "the debs cache", timeout_s=0.3):
+                    pass
+            except ArkboxError as err:
+                errors.append(err)
+
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join(timeout=10)
+    (err,) = errors
+    assert "gave up after 0 s waiting for another build using the debs cache" in err.message
+    assert err.hint and "--cache" in err.hint

@@ -25,6 +25,7 @@ appliance:
 backup:
   repository: ssh://borg@backup.arkbox.test:22/./arkbox
   passphrase: {passphrase}
+  host_key: "{KEY}"  # pinned: these tests are about the secrets' warnings only
 """
     )
     return config
@@ -123,3 +124,43 @@ def test_secret_ref_needs_exactly_one_source() -> None:
         SecretRef.model_validate({"file": "a", "env": "B"})
     with pytest.raises(ValueError, match="exactly one"):
         SecretRef.model_validate({})
+
+
+# ---------------------------------------------------------------- on the box (issue 14)
+
+
+def test_env_secret_falls_back_to_its_file_next_to_the_config(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ARKBOX_T_PASS", raising=False)
+    ref = SecretRef(env="ARKBOX_T_PASS")
+    with pytest.raises(SecretUnavailable, match="no file env/ARKBOX_T_PASS next to the config"):
+        ref.resolve(tmp_path)
+    (tmp_path / "env").mkdir()
+    (tmp_path / "env" / "ARKBOX_T_PASS").write_text(PASSPHRASE + "\n")
+    assert ref.resolve(tmp_path) == PASSPHRASE
+    monkeypatch.setenv("ARKBOX_T_PASS", "from the environment")
+    assert ref.resolve(tmp_path) == "from the environment"
+
+
+def test_unset_env_warns_only_when_its_file_is_absent(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ARKBOX_T_PASS", raising=False)
+    config = _config(tmp_path, "{env: ARKBOX_T_PASS}")
+    warned = [w.message for w in load_config(config).warnings]
+    assert "environment variable ARKBOX_T_PASS is not set here" in warned
+    # Before the seed step: the seed brings env/NAME, no warning.
+    assert load_config(config, secrets_from_seed=True).warnings == []
+    (tmp_path / "env").mkdir()
+    (tmp_path / "env" / "ARKBOX_T_PASS").write_text(PASSPHRASE)
+    assert load_config(config).warnings == []
+
+
+def test_secrets_from_seed_lets_only_absent_files_pass(tmp_path: Path) -> None:
+    config = _config(tmp_path, "{file: secrets/borg-passphrase}")
+    with pytest.raises(ConfigInvalid, match="does not exist"):
+        load_config(config)
+    assert load_config(config, secrets_from_seed=True).backup.passphrase is not None
+    _secret_file(tmp_path, 0o600, content="")
+    with pytest.raises(ConfigInvalid) as caught:  # an empty file is still wrong
+        load_config(config, secrets_from_seed=True)
+    assert "is empty" in str(caught.value.problems)

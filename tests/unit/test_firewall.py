@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from conftest import require, require_tool
 
+from firstboot import firewall_rules
 from firstboot.core.config import DEFAULT_CONFIG_PATH, Appliance, load_config
 from firstboot.core.context import FirstbootContext, Paths
 from firstboot.core.execute import Completed
@@ -133,7 +134,7 @@ def test_admin_from_one_family_only_leaves_the_other_set_empty(tmp_path: Path) -
     (["::/0"], ["meta nfproto ipv6"]),
 ])
 def test_source_matches(networks: list[str], expected: list[str]) -> None:
-    assert firewall.source_matches(networks) == expected
+    assert firewall_rules.source_matches(networks) == expected
 
 
 def test_ruleset_id_is_a_digest_of_the_rules(default: Appliance, restricted: Appliance) -> None:

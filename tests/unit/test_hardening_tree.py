@@ -197,6 +197,10 @@ def test_docker_daemon_config_is_valid_json_with_the_hardening_options() -> None
     assert config["live-restore"] is True
     assert config["userland-proxy"] is False
     assert config["log-opts"]["max-size"] and config["log-opts"]["max-file"]
+    # "experimental" only for "ip6tables": trixie's dockerd 26.1 refuses ip6tables without it
+    # (docs/hardening.md, Docker). Docker 27 needs it no more.
+    assert config["ip6tables"] is True
+    assert config.get("experimental", False) == config["ip6tables"]
 
 
 def test_sysctl_file_is_well_formed_and_covers_the_issue() -> None:

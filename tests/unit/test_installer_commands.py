@@ -14,6 +14,8 @@ from firstboot.converge import converge
 from firstboot.core.config import DEFAULT_CONFIG_PATH, Appliance, load_config
 from firstboot.core.context import FirstbootContext, Paths
 from firstboot.core.step import Outcome, StepFailed
+from firstboot.seed_install import provide_secrets
+from firstboot.seed_sources import CredentialSource, PartitionSource
 from firstboot.status import Status
 
 INSTALLER = str(Path(sys.executable).parent / "arkbox-installer")
@@ -78,7 +80,21 @@ def test_a_bad_config_is_recorded_and_exits_2(tmp_path: Path) -> None:
     assert "arkbox-installer validate" in (status.failures[0].hint or "")
 
 
-def test_a_missing_secret_file_is_bad_input_too(tmp_path: Path) -> None:
+class SeedStep(Step):
+    """The seed step's library with sources that hold nothing (no credential, no partition)."""
+
+    def __init__(self) -> None:
+        super().__init__("seed")
+
+    def run(self, ctx: FirstbootContext) -> Outcome:
+        return provide_secrets(ctx.config, role="appliance",
+                               sources=[CredentialSource(None), PartitionSource(lambda: [])],
+                               record_path=ctx.paths.seed_record, now=ctx.now)
+
+
+def test_a_missing_secret_file_is_left_to_the_seed_step(tmp_path: Path) -> None:
+    """The config loads without the secret; the seed step fails naming it (exit 2) and
+    nothing after it runs."""
     folder = tmp_path / "etc"
     shutil.copytree(DEFAULT_CONFIG_PATH.parent / "secrets", folder / "secrets")
     shutil.copy(DEFAULT_CONFIG_PATH, folder / "appliance.yaml")
@@ -86,11 +102,18 @@ def test_a_missing_secret_file_is_bad_input_too(tmp_path: Path) -> None:
     missing = next(ref.file for _, ref in default.secret_refs() if ref.file)
     (folder / missing).unlink()
     code = converge("firstboot", folder / "appliance.yaml", Paths(tmp_path / "root"),
-                    steps=[Step("system")], out=lambda line: None)
+                    steps=[SeedStep(), Step("system")], out=lambda line: None)
     assert code == 2
     status = Status.load(tmp_path / "root/var/lib/arkbox/status.json")
     assert status is not None
-    assert f'secret file "{missing}" does not exist' in status.failures[0].message
+    (failure,) = status.failures
+    assert failure.step == "seed"
+    assert failure.message.startswith("no seed: looked in the systemd credential arkbox-seed")
+    assert f"file:{missing}" in failure.message
+    assert "arkbox seed CONFIG --out FILE" in (failure.hint or "")
+    assert status.step("system").state == "not run"
+    assert not (tmp_path / "root/system").exists()
+    assert not (folder / missing).exists()
 
 
 def test_converge_below_a_test_root_needs_explicit_steps(tmp_path: Path) -> None:

@@ -5,13 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import TypeAdapter, ValidationError
 
 from firstboot.core.config import load_config
 from firstboot.core.config.mail import Mail
+from firstboot.core.config.scalars import PasswordHash
+from firstboot.core.errors import BadInputError
 from firstboot.mail import dkim
 from firstboot.mail.container import config_digest, parse_users
 from firstboot.mail.passwords import hash_password, verifies
-from firstboot.mail.render import DKIM_KEY, UserEntry, render_mail_files, sender_logins
+from firstboot.mail.render import (
+    DKIM_KEY,
+    UserEntry,
+    render_mail_files,
+    sender_logins,
+    users_file,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = dkim.make_private_key()
@@ -115,6 +124,17 @@ def test_relay_sends_through_the_smarthost_with_tls_and_auth(mail: Mail) -> None
     assert secret.content == "[smtp.relay.example]:465 u:pw\n" and secret.mode == 0o600
 
 
+def test_a_relay_password_of_more_than_one_line_is_refused_unshown(mail: Mail) -> None:
+    # The secret file is the operator's, yet a second line would be a second entry of
+    # Postfix's password map; the error never shows the secret.
+    relay = Mail.model_validate({"hostname": "m.x.test", "domains": ["x.test"], "relay": {
+        "host": "smtp.relay.example", "username": "u", "password": {"env": "PW"}}}).relay
+    with pytest.raises(BadInputError, match=r"mail\.relay\.password") as caught:
+        render_mail_files(mail.model_copy(update={"relay": relay}), [], KEY,
+                          relay_password="s3cret\n[smtp.evil.example]:587 u:x")
+    assert "s3cret" not in str(caught.value) and "s3cret" not in (caught.value.hint or "")
+
+
 def test_the_digest_follows_the_content(mail: Mail) -> None:
     one = render_mail_files(mail, [], KEY)
     two = render_mail_files(mail.model_copy(update={"max_message_size": "10M"}), [], KEY)
@@ -134,6 +154,26 @@ def test_password_hashes_are_argon2id_and_verify() -> None:
     assert verifies("correct horse", hashed)
     assert not verifies("wrong", hashed)
     assert not verifies("correct horse", "{SHA512-CRYPT}$6$x")
+
+
+@pytest.mark.parametrize("hashed", [
+    hash_password("x"),  # what arkbox writes
+    "{SHA512-CRYPT}$6$rounds=5000$sAlT./x$0123456789abcdefABCDEF./",
+    "{BLF-CRYPT}$2y$05$abcdefghijklmnopqrstuu5s2v8.iXieOjg/.AySBTTZIIVFJeBui",
+    "{SCRAM-SHA-256}4096,c2FsdA==,c3RvcmVk+/==,c2VydmVy",
+    "{SSHA512.B64}aGFzaA+/c2FsdA==",
+])
+def test_the_hash_pattern_takes_real_hashes_and_each_stays_one_field(hashed: str) -> None:
+    TypeAdapter(PasswordHash).validate_python(hashed)
+    text = users_file([UserEntry("a@arkbox.test", hashed, "2G")])
+    assert text.count("\n") == 1 and text.split(":")[:2] == ["a@arkbox.test", hashed]
+
+
+@pytest.mark.parametrize("hashed", ["{SHA512-CRYPT}$6$x:0:0::/root", "{PLAIN}a b",
+                                    "{SHA512-CRYPT}$6$x\nroot:{PLAIN}x", "$6$no-scheme"])
+def test_hashes_that_would_add_fields_or_lines_are_refused(hashed: str) -> None:
+    with pytest.raises(ValidationError):
+        TypeAdapter(PasswordHash).validate_python(hashed)
 
 
 def test_hashes_are_kept_while_the_password_is_unchanged(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from firstboot.containers.nginx import (
 from firstboot.containers.spec import RouteSpec
 from firstboot.core.config import load_config
 from firstboot.core.config.loader import DEFAULT_CONFIG_PATH
+from firstboot.mail.mta_sts import mta_sts_sites
 
 GOLDEN = Path(__file__).resolve().parents[1] / "data/golden/nginx-default.conf"
 
@@ -33,7 +34,9 @@ def default_config_text() -> str:
     routes = [(name, RouteSpec(s.route.hostname, s.route.path, s.route.port,
                                s.route.max_body_size))
               for name, s in sorted(config.services.items()) if s.route]
-    return render_proxy_config(sites_from_routes(routes), ocsp_stapling=False)
+    # With the MTA-STS sites the box serves for its mail domains (no CA certificate yet).
+    return render_proxy_config(sites_from_routes(routes), ocsp_stapling=False,
+                               mta_sts=mta_sts_sites(config, None))
 
 
 def test_rendered_config_for_default_yaml_matches_the_golden_file() -> None:
@@ -60,6 +63,7 @@ def test_golden_config_says_what_the_policy_requires() -> None:
                            ("webmail.arkbox.test", "http://webmail:80")):
         assert f"server_name {host};" in text
         assert upstream in text
+    assert "server_name mta-sts.arkbox.test;" in text
     # Only 80 and 443 are listened on, over IPv4 and IPv6 alike.
     listens = [line.split()[1:] for line in text.splitlines()
                if line.strip().startswith("listen")]

@@ -137,6 +137,16 @@ def test_dump_consistency_needs_its_commands(tmp_path: Path) -> None:
     assert problem == "line 4  backup: dump and restore are only for consistency dump, not pause"
 
 
+def test_recipe_text_is_one_line(tmp_path: Path) -> None:
+    # A lone \r passed the old pattern (^[^\n]+$); descriptions reach comments and docs.
+    base = "user: {name: root, uid: 0, gid: 0}\nbackup: {consistency: pause}\n" \
+           "healthcheck: {command: [/bin/true], checks: it runs}\n"
+    (problem,) = problems_of(tmp_path, 'description: "x\\ry"\n' + base)
+    assert problem.startswith("line 1  description: must be one line: holds a carriage return")
+    (problem,) = problems_of(tmp_path, 'description: x\ncapabilities: {"CHOWN\\n": y}\n' + base)
+    assert "must be one line" in problem
+
+
 def test_env_file_support_is_a_field_not_prose(tmp_path: Path) -> None:
     (problem,) = problems_of(tmp_path, """\
 description: x

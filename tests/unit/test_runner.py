@@ -69,9 +69,13 @@ def runner_for(config: Appliance, root: Path, steps: list[Any],
 
 def test_order_lists_every_fresh_step() -> None:
     # restore before anything writes /srv/arkbox; its dumps before the services start (#5);
-    # acme last: it starts the certificate request in the background (issue 6)
-    assert ORDER == ("system", "firewall", "restore", "engine", "secrets", "tls", "mail",
-                     "restore_dumps", "services", "proxy", "health", "backup", "acme")
+    # acme last: it starts the certificate request in the background (issue 6);
+    # seed first: nothing runs before the box has its secrets (#14)
+    # alerts early: its timer reports a later step's failure (#16)
+    assert ORDER == ("seed", "system", "firewall", "alerts", "restore", "engine", "secrets",
+                     "tls", "mail", "restore_dumps", "services", "proxy", "status_page", "health",
+                     "backup",
+                     "acme")
 
 
 def test_steps_run_in_order_and_are_reported(config: Appliance, tmp_path: Path) -> None:

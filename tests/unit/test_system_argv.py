@@ -72,6 +72,18 @@ def test_authorized_keys_and_comments() -> None:
     assert system.key_comment("ssh-ed25519 AAAA") == "ssh-ed25519"
 
 
+def test_authorized_keys_are_written_from_their_fields_one_line_each() -> None:
+    # A key whose text smuggles a second line with a forced command (issue #17): written
+    # anew from type, data and comment, it stays one line and carries no option.
+    smuggled = KEY + '\ncommand="/bin/sh -c evil" ' + KEY
+    text = system.authorized_keys_content([smuggled, "  " + KEY.replace(" ops", "\t ops")])
+    keys = text.splitlines()[1:]
+    assert len(keys) == 2
+    assert all(line.startswith("ssh-ed25519 AAAAC3") for line in keys)
+    assert keys[1] == KEY
+    assert not any(line.startswith("command=") for line in text.splitlines())
+
+
 def test_sshd_mismatch_reads_sshd_t_output() -> None:
     assert system.sshd_mismatch("port 22\nallowusers ops\n", 22, "ops") is None
     assert system.sshd_mismatch("port 22\nport 2222\n", 2222, "ops") is None

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from rich.console import Console
 
-from firstboot.certs import acme_client, renew, timer
+from firstboot.certs import acme_client, renew, renew_state, timer
 from firstboot.certs import certificate as cert
 from firstboot.certs.acme_client import CaProblem, explain, make_csr, new_private_key
 from firstboot.core.config import DEFAULT_CONFIG_PATH, Appliance, load_config
@@ -89,10 +89,10 @@ def test_backoff_doubles_from_15_minutes_to_6_hours() -> None:
 
 
 def test_status_warns_from_14_days_before_expiry() -> None:
-    assert renew.expiry_warning(NOW + timedelta(days=15), NOW) is None
-    warning = renew.expiry_warning(NOW + timedelta(days=13, hours=2), NOW)
+    assert renew_state.expiry_warning(NOW + timedelta(days=15), NOW) is None
+    warning = renew_state.expiry_warning(NOW + timedelta(days=13, hours=2), NOW)
     assert warning == "the certificate expires in 13 days (2025-06-14) and was not renewed"
-    expired = renew.expiry_warning(NOW - timedelta(hours=1), NOW)
+    expired = renew_state.expiry_warning(NOW - timedelta(hours=1), NOW)
     assert expired is not None and expired.startswith("the certificate expired on")
 
 
@@ -281,10 +281,10 @@ def test_status_says_why_the_fallback_is_served_and_when_it_retries(
     ctx = FirstbootContext(config=config, paths=Paths(tmp_path), now=lambda: NOW)
     tls_step.run(ctx)
     cert.record_reason(cert.live_files(ctx), "DNS for wiki.x.example does not point here yet")
-    renew.RenewState(failures=1, last_error="DNS for wiki.x.example does not point here yet",
+    renew_state.RenewState(failures=1, last_error="DNS for wiki.x.example does not point here yet",
                      next_attempt="2025-06-01T12:15:00+00:00").save(
-        renew.state_path(ctx.paths))
-    facts = renew.status_facts(ctx.paths, NOW)
+        renew_state.state_path(ctx.paths))
+    facts = renew_state.status_facts(ctx.paths, NOW)
     assert facts is not None and facts["renewal"]["failures"] == 1
     shown = _render(facts)
     assert ("certificate: fallback (self-signed), valid until 2025-08-30 12:00:00 UTC: DNS for "
@@ -297,9 +297,9 @@ def test_status_warns_when_a_real_certificate_nears_expiry(config: Appliance,
     ctx = FirstbootContext(config=config, paths=Paths(tmp_path), now=lambda: NOW)
     key, chain = ca_issued(NAMES, NOW - timedelta(days=80), 90)
     cert.install(cert.live_files(ctx), cert.staged_files(ctx), key, chain)
-    renew.RenewState(failures=9, last_error="the ACME CA is unreachable").save(
-        renew.state_path(ctx.paths))
-    facts = renew.status_facts(ctx.paths, NOW)
+    renew_state.RenewState(failures=9, last_error="the ACME CA is unreachable").save(
+        renew_state.state_path(ctx.paths))
+    facts = renew_state.status_facts(ctx.paths, NOW)
     assert facts is not None
     assert facts["warning"] == ("the certificate expires in 10 days (2025-06-11) and was not "
                                 "renewed: the ACME CA is unreachable")
@@ -342,7 +342,7 @@ def test_a_failed_request_is_recorded_with_backoff_and_never_holds_the_runner_lo
     assert asked == [False]
     assert report.result is renew.Result.FAILED
     assert report.summary.startswith("DNS for wiki.arkbox.test does not point here yet")
-    state = renew.RenewState.load(renew.state_path(ctx.paths))
+    state = renew_state.RenewState.load(renew_state.state_path(ctx.paths))
     assert state.failures == 1 and state.next_attempt == "2025-06-01T12:15:00+00:00"
     assert json.loads(cert.live_files(ctx).info.read_text())["reason"] == state.last_error
     # The timer's run waits out the backoff (once first boot is done); a manual run does not.
@@ -352,7 +352,7 @@ def test_a_failed_request_is_recorded_with_backoff_and_never_holds_the_runner_lo
     assert waiting.result is renew.Result.WAITING and "next attempt at 2025-06-01T12:15" in \
         waiting.summary
     assert renew.renew(ctx).result is renew.Result.FAILED and len(asked) == 2
-    assert renew.RenewState.load(renew.state_path(ctx.paths)).failures == 2
+    assert renew_state.RenewState.load(renew_state.state_path(ctx.paths)).failures == 2
 
 
 def test_a_valid_certificate_is_not_renewed(config: Appliance, tmp_path: Path,

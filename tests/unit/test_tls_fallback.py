@@ -80,7 +80,9 @@ def test_first_run_makes_a_fallback_certificate(config: Appliance, tmp_path: Pat
     assert key.public_key() == cert.public_key()
     info = json.loads((live(tmp_path) / "certificate.json").read_text())
     assert info == {"source": "fallback", "names": DEFAULT_NAMES,
+                    "not_before": cert.not_valid_before_utc.isoformat(),
                     "not_after": cert.not_valid_after_utc.isoformat(),
+                    "issuer": cert.issuer.rfc4514_string(),
                     "fingerprint_sha256": cert.fingerprint(hashes.SHA256()).hex(),
                     "reason": "no certificate from an ACME CA yet"}
     assert tls.verify(ctx) is None

@@ -11,9 +11,10 @@ from firstboot.core.config.scalars import (
     Compression,
     KeepCount,
     Port,
+    Quota,
     RepositoryPath,
     Schedule,
-    Size,
+    ScheduleOrOff,
 )
 from firstboot.core.config.secrets import SecretRef
 
@@ -42,7 +43,8 @@ class Backup(Section):
         "reach it at once. Generated at first boot when absent.",
         default=None, example={"file": "secrets/backup-ssh-key"})
     host_key: SshPublicKey | None = key(
-        "The backup server's SSH host public key, pinned. Trusted on first use when absent.",
+        "The backup server's SSH host public key, pinned. Trusted on first use when absent "
+        "(validate and build warn: whoever answers first is believed).",
         default=None, example=EXAMPLE_HOST_KEY)
     schedule: Schedule = key(
         "When backups run: a systemd OnCalendar expression (check with: systemd-analyze "
@@ -54,11 +56,22 @@ class Backup(Section):
     restore: Literal["auto", "never", "required"] = key(
         "At first boot: auto restores when the repository holds archives, else starts fresh; "
         "never always starts fresh; required waits for the repository and restores, never "
-        "starting fresh.",
+        "starting fresh: use it on a box that replaces another (docs/backup.md).",
         default="auto", example="auto")
     compression: Compression = key(
         "borg compression; lz4 costs almost nothing.",
         default="lz4", example="lz4")
+    drill: ScheduleOrOff = key(
+        "When a restore drill runs on its own (arkbox-installer drill: the latest backup "
+        "restored into a throwaway directory and its services started, the live box "
+        "untouched): weekly (Sunday 04:30, after the night's backup), another systemd "
+        "OnCalendar expression, or off.",
+        default="weekly", example="weekly")
+
+
+# A client's repository quota unless set: one client cannot fill the server's disk. borg
+# counts G as 10^9 bytes; an append-only repository keeps pruned data until compaction.
+DEFAULT_CLIENT_QUOTA = "100G"
 
 
 class BackupClient(Section):
@@ -69,17 +82,26 @@ class BackupClient(Section):
         "The client's backup SSH public key (from backup.ssh_key).",
         example=EXAMPLE_ADMIN_KEY)
     path: RepositoryPath = key(
-        "The repository path the client is restricted to, as in its repository URL.",
+        "The repository path the client is restricted to, as in its repository URL: "
+        "./NAME below the borg home /srv/borg (or that directory's absolute path). No two "
+        "clients share a directory, nor has one its repository inside another's.",
         example="./arkbox")
-    quota: Size | None = key(
-        "Storage quota of the repository (borg serve --storage-quota).",
-        default=None, example="100G")
+    quota: Quota | None = key(
+        "Storage quota of the repository (borg serve --storage-quota, at least 10M); "
+        "backup_server.default_quota when absent.",
+        default=None, example="250G")
 
 
 class BackupServer(Section):
     """The backup-server role: one SSH port, each client forced into append-only borg serve."""
 
     port: Port = key("The SSH port clients connect to.", default=22, example=22)
+    default_quota: Quota = key(
+        "Storage quota of each client's repository unless the client sets its own, so one "
+        "client cannot fill the server (borg serve --storage-quota; borg counts G as 10^9 "
+        "bytes, and pruned archives count until the operator compacts). Keep the sum below "
+        "the server's disk.",
+        default=DEFAULT_CLIENT_QUOTA, example="500G")
     clients: list[BackupClient] = key(
         "Appliances allowed to back up here.",
         default_factory=list,

@@ -7,12 +7,13 @@ what is wrong in words an operator understands, with a hint where one helps.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 from annotated_types import GroupedMetadata
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, WrapValidator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WrapValidator
 from pydantic_core import PydanticCustomError
 
 # The one error type our own validators raise; ctx carries "message" and "hint".
@@ -74,12 +75,59 @@ def mismatch(message: str, hint: str | None = None) -> WrapValidator:
     return explain(hint, string_pattern_mismatch=message + ", got {value}")
 
 
+# What no one-line value may hold. \n and \r end a line for systemd (a lone \r too), sshd,
+# Postfix and Dovecot; \v, \f, \x1c-\x1e, \x85, U+2028 and U+2029 end one for Python's
+# splitlines and for YAML; NUL ends a C string. No other control character belongs in a
+# value either; a tab may stay.
+_NOT_IN_A_LINE = re.compile("[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
+_CHARACTER_NAMES = {"\n": "a line break (\\n)", "\r": "a carriage return (\\r)",
+                    "\x00": "a NUL character (\\0)", "\x85": "a next-line character (U+0085)",
+                    "\u2028": "a line separator (U+2028)",
+                    "\u2029": "a paragraph separator (U+2029)"}
+ONE_LINE_HINT = ("write the value on one line, without escapes like \\n; a YAML block "
+                 "(| or >) ends with a line break")
+
+
+def _character(char: str) -> str:
+    return _CHARACTER_NAMES.get(char, f"a control character (U+{ord(char):04X})")
+
+
+def is_one_line(text: str) -> bool:
+    """`text` holds nothing ONE_LINE refuses."""
+    return _NOT_IN_A_LINE.search(text) is None
+
+
+def _refuse_line_breaks(value: Any) -> Any:
+    if isinstance(value, str) and (found := _NOT_IN_A_LINE.search(value)):
+        raise refuse(f"must be one line: holds {_character(found.group())} at character "
+                     f"{found.start() + 1}", ONE_LINE_HINT)
+    return value
+
+
+def _refuse_nul(value: Any) -> Any:
+    if isinstance(value, str) and (at := value.find("\x00")) >= 0:
+        raise refuse(f"must not hold a NUL character (\\0), found at character {at + 1}")
+    return value
+
+
+# Every text value of the config is one line unless its type says MULTI_LINE: the values
+# reach line-based files (units, authorized_keys, Postfix and Dovecot tables), where a line
+# break would add a line of the attacker's choosing. Annotate a text type with ONE_LINE
+# last (it then runs first: its message beats a pattern's); tests/unit/
+# test_config_one_line.py checks that every text of the config is one or the other.
+ONE_LINE = BeforeValidator(_refuse_line_breaks)
+# Text that reaches only an argv or an environment (never a line-based file) may span lines.
+MULTI_LINE = BeforeValidator(_refuse_nul)
+Line = Annotated[str, ONE_LINE]
+
+
 @dataclass(frozen=True)
 class Text(Kind, GroupedMetadata):
     """A text type declared once: its name in the docs, the pattern a value must match,
     and what the operator is told (with the value) when it does not.
 
-    Use as `Annotated[str, Text(...)]`, then any further validator.
+    Use as `Annotated[str, Text(...)]`, then any further validator. The value is one
+    line (ONE_LINE) before its pattern is tried.
     """
 
     pattern: str
@@ -89,6 +137,7 @@ class Text(Kind, GroupedMetadata):
     def __iter__(self) -> Iterator[object]:
         yield from Field(pattern=self.pattern).metadata
         yield mismatch(self.refusal, self.hint)
+        yield ONE_LINE
 
 
 @dataclass(frozen=True, init=False)

@@ -7,14 +7,16 @@ on everything that can be checked.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
+from firstboot.core.config.alerts import Alerts
 from firstboot.core.config.backup import Backup, BackupServer
 from firstboot.core.config.mail import Mail
 from firstboot.core.config.model import Appliance, Firewall, Identity
+from firstboot.core.config.problems import Finding
 from firstboot.core.config.services import Service
 
 SectionT = TypeVar("SectionT", bound=BaseModel)
@@ -31,7 +33,25 @@ class CheckedParts:
     backup: Backup | None = None
     firewall: Firewall | None = None
     backup_server: BackupServer | None = None
+    alerts: Alerts | None = None
     pruned: set[tuple[str, str]] = field(default_factory=set)
+    # For each pruned list: the YAML position of each item kept.
+    kept_positions: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+
+    def position(self, section: str, name: str, index: int) -> int:
+        """Where item `index` of list `section.name` is in the YAML (items left out before
+        it shift the index)."""
+        kept = self.kept_positions.get((section, name))
+        return kept[index] if kept is not None else index
+
+    def in_yaml(self, finding: Finding) -> Finding:
+        """`finding` with its path as written in the YAML."""
+        path = finding.parts
+        if len(path) > 2 and isinstance(path[2], int) and isinstance(path[0], str) \
+                and isinstance(path[1], str):
+            at = self.position(path[0], path[1], path[2])
+            return replace(finding, parts=(path[0], path[1], at, *path[3:]))
+        return finding
 
     @classmethod
     def of(cls, appliance: Appliance) -> CheckedParts:
@@ -43,6 +63,7 @@ class CheckedParts:
             backup=appliance.backup,
             firewall=appliance.firewall,
             backup_server=appliance.backup_server,
+            alerts=appliance.alerts,
         )
 
     @classmethod
@@ -53,7 +74,7 @@ class CheckedParts:
         left out so the rest of their section is still checked; `pruned` says
         which lists lost entries, for the rules that need them whole.
         """
-        pruned: set[tuple[str, str]] = set()
+        pruned: dict[tuple[str, str], list[int]] = {}
         raw_services = raw.get("services")
         services: dict[str, Service] = {}
         names: set[str] = set()
@@ -73,7 +94,9 @@ class CheckedParts:
             backup=_valid(Backup, raw["backup"]) if "backup" in raw else Backup(),
             firewall=firewall,
             backup_server=_salvage(BackupServer, raw, "backup_server", pruned),
-            pruned=pruned,
+            alerts=_valid(Alerts, raw["alerts"]) if "alerts" in raw else Alerts(),
+            pruned=set(pruned),
+            kept_positions=pruned,
         )
 
 
@@ -87,9 +110,11 @@ def _valid(model: type[SectionT], value: object) -> SectionT | None:
 
 
 def _salvage(
-    model: type[SectionT], raw: dict[str, object], name: str, pruned: set[tuple[str, str]]
+    model: type[SectionT], raw: dict[str, object], name: str,
+    pruned: dict[tuple[str, str], list[int]],
 ) -> SectionT | None:
-    """`raw[name]` validated as `model`, without the invalid items of its lists of mappings."""
+    """`raw[name]` validated as `model`, without the invalid items of its lists of mappings;
+    `pruned` gets the positions of the items kept in each list that lost some."""
     value = raw.get(name)
     whole = _valid(model, value)
     if whole is not None or not isinstance(value, dict):
@@ -100,10 +125,10 @@ def _salvage(
         items = value.get(field_name)
         if item_model is None or not isinstance(items, list):
             continue
-        valid_items = [item for item in items if _valid(item_model, item) is not None]
-        if len(valid_items) != len(items):
-            kept[field_name] = valid_items
-            pruned.add((name, field_name))
+        positions = [i for i, item in enumerate(items) if _valid(item_model, item) is not None]
+        if len(positions) != len(items):
+            kept[field_name] = [items[i] for i in positions]
+            pruned[(name, field_name)] = positions
     return _valid(model, kept)
 
 

@@ -8,7 +8,7 @@ from pydantic import BeforeValidator, Field
 
 from firstboot.core.config.base import Kind, Section, Text, key
 from firstboot.core.config.network import Email, Hostname
-from firstboot.core.config.scalars import PasswordHash, Port, Size
+from firstboot.core.config.scalars import PasswordHash, Port, RelayUser, Size
 from firstboot.core.config.secrets import SecretRef
 
 
@@ -52,9 +52,9 @@ class Relay(Section):
     port: Port = key(
         "The relay's submission port (STARTTLS on 587, implicit TLS on 465).",
         default=587, example=587)
-    username: str = key(
+    username: RelayUser = key(
         "The user name to authenticate with at the relay.",
-        min_length=1, example="arkbox@relay.example")
+        example="arkbox@relay.example")
     password: SecretRef = key(
         "Where the relay password is kept.",
         example={"env": "ARKBOX_RELAY_PASSWORD"})

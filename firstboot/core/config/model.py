@@ -12,8 +12,9 @@ from typing import Literal
 
 from pydantic import PrivateAttr
 
+from firstboot.core.config.alerts import Alerts
 from firstboot.core.config.backup import Backup, BackupServer
-from firstboot.core.config.base import EXAMPLE_ADMIN_KEY, Section, key
+from firstboot.core.config.base import EXAMPLE_ADMIN_KEY, Line, Section, key
 from firstboot.core.config.hardening import Hardening
 from firstboot.core.config.mail import Mail
 from firstboot.core.config.network import Cidr, Email, Hostname, HttpsUrl, HttpUrl, SshKeys
@@ -30,9 +31,11 @@ from firstboot.core.config.scalars import (
 )
 from firstboot.core.config.secrets import SecretRef, iter_secret_refs
 from firstboot.core.config.services import Service
+from firstboot.core.config.status_page import StatusPage
 
 LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
 ANYWHERE = ["0.0.0.0/0", "::/0"]
+METADATA_USER_DATA = "http://169.254.169.254/latest/user-data"
 
 
 class Admin(Section):
@@ -44,7 +47,8 @@ class Admin(Section):
         example=[EXAMPLE_ADMIN_KEY])
     ssh_port: Port = key("The SSH port.", default=22, example=22)
     allow_from: list[Cidr] = key(
-        "Networks allowed to reach the SSH port.",
+        "Networks allowed to reach the SSH port. On a backup server, whose port is open to "
+        "its clients, the networks the admin may log in from (sshd's AllowUsers).",
         default_factory=lambda: list(ANYWHERE),
         min_length=1,
         example=["203.0.113.0/24", "2001:db8::/32"])
@@ -77,7 +81,7 @@ class Tls(Section):
     contact_email: Email | None = key(
         "Contact address registered with the ACME account.",
         default=None, example="admin@arkbox.test")
-    ca_bundle: str | None = key(
+    ca_bundle: Line | None = key(
         "PEM file of extra CA certificates trusted for the ACME directory (a test CA like "
         "Pebble), relative to the config file.",
         default=None, min_length=1, example="pebble.minica.pem")
@@ -125,6 +129,21 @@ class Build(Section):
         default_factory=Hardening, example={"auto_reboot": True, "auto_reboot_time": "03:15"})
 
 
+class SeedSettings(Section):
+    """Where first boot looks for this box's seed (its secrets, made by `arkbox seed`). The
+    systemd credential arkbox-seed and a partition named arkbox-seed are always looked at,
+    in that order; see docs/seed.md."""
+
+    metadata: bool = key(
+        "Last, read the seed from the provider's metadata service (EC2-style user-data). "
+        "Off by default: user-data cannot be wiped from the box, and anything on it that "
+        "reaches the link-local address can read it.",
+        default=False, example=True)
+    metadata_url: HttpUrl = key(
+        "The URL of the user-data, read with a plain GET (no IMDSv2 token).",
+        default=METADATA_USER_DATA, example=METADATA_USER_DATA)
+
+
 def _mail_off() -> Mail:
     return Mail(enabled=False)
 
@@ -153,11 +172,21 @@ class Appliance(Section):
         default_factory=Backup,
         example={"repository": "ssh://borg@backup.arkbox.test:22/./arkbox",
                  "passphrase": {"file": "secrets/borg-passphrase"}})
+    alerts: Alerts = key(
+        "Alerts by email, webhooks and backup pings; email to tls.contact_email by default.",
+        default_factory=Alerts, example={"email": {"to": ["admin@arkbox.test"]}, "webhooks": [
+            {"url": "https://hooks.example.org/arkbox"}]})
     firewall: Firewall = key(
         "Extra firewall openings.",
         default_factory=Firewall,
         example={"allow": [{"port": 51820, "proto": "udp", "comment": "WireGuard"}]})
+    status_page: StatusPage | None = key(
+        "The admin's status page (HTTPS, password); off when absent.",
+        default=None, example={"password": {"file": "secrets/status-page-password"}})
     build: Build = key("Image build settings.", default_factory=Build, example={"disk_size": "8G"})
+    seed: SeedSettings = key(
+        "Where first boot looks for the box's seed.",
+        default_factory=SeedSettings, example={"metadata": True})
     backup_server: BackupServer | None = key(
         "Settings of the backup-server role built from this config.",
         default=None, example={"port": 22, "clients": []})

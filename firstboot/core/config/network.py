@@ -5,14 +5,16 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+from dataclasses import dataclass
 from typing import Annotated
 
 from pydantic import AfterValidator, Field
 
-from firstboot.core.config.base import Kind, Text, explain, refuse
+from firstboot.core.config.base import ONE_LINE, Kind, Text, explain, refuse
 
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _DNS_NAME = rf"(?:{_LABEL}\.)+[a-z](?:[a-z0-9-]{{0,61}}[a-z0-9])?"
+DNS_NAME = _DNS_NAME
 
 
 def _check_dns_length(name: str) -> str:
@@ -59,7 +61,7 @@ def _check_cidr(text: str) -> str:
     return text
 
 
-Cidr = Annotated[str, AfterValidator(_check_cidr), Kind("IP network (CIDR)")]
+Cidr = Annotated[str, AfterValidator(_check_cidr), ONE_LINE, Kind("IP network (CIDR)")]
 
 SSH_KEY_TYPES = (
     "ssh-ed25519",
@@ -72,24 +74,56 @@ SSH_KEY_TYPES = (
 )
 
 
-def _check_ssh_public_key(text: str) -> str:
-    fields = text.split()
+class NotAnSshKey(ValueError):
+    """A text that is no OpenSSH public key line; `hint` says what to do."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+@dataclass(frozen=True)
+class SshKeyLine:
+    """The fields of an OpenSSH public key line."""
+
+    key_type: str
+    blob: str  # base64
+    comment: str  # whitespace runs made single spaces; may be empty
+
+    def line(self) -> str:
+        """The key written anew from its fields: no option or second line can ride along."""
+        return f"{self.key_type} {self.blob} {self.comment}".rstrip()
+
+
+def split_ssh_public_key(text: str) -> SshKeyLine:
+    """Parse "TYPE BASE64 [COMMENT]"; raise NotAnSshKey when `text` is no such line."""
+    fields = text.split(maxsplit=2)
     if len(fields) < 2 or fields[0] not in SSH_KEY_TYPES:
-        raise refuse(
+        raise NotAnSshKey(
             'must be one OpenSSH public key line like "ssh-ed25519 AAAA... ops@laptop"',
             "copy the line from your ~/.ssh/id_ed25519.pub (the .pub file, never the key itself)",
         )
     try:
         blob = base64.b64decode(fields[1], validate=True)
     except binascii.Error:
-        raise refuse("the key data (second field) is not valid base64") from None
+        raise NotAnSshKey("the key data (second field) is not valid base64") from None
     declared = fields[0].encode()
     if blob[4 : 4 + len(declared)] != declared:
-        raise refuse(f"the key data is not of type {fields[0]} (truncated or mismatched?)")
+        raise NotAnSshKey(f"the key data is not of type {fields[0]} (truncated or mismatched?)")
+    comment = " ".join(fields[2].split()) if len(fields) > 2 else ""
+    return SshKeyLine(fields[0], fields[1], comment)
+
+
+def _check_ssh_public_key(text: str) -> str:
+    try:
+        split_ssh_public_key(text)
+    except NotAnSshKey as err:
+        raise refuse(str(err), err.hint) from None
     return text
 
 
-SshPublicKey = Annotated[str, AfterValidator(_check_ssh_public_key), Kind("SSH public key")]
+SshPublicKey = Annotated[
+    str, AfterValidator(_check_ssh_public_key), ONE_LINE, Kind("SSH public key")]
 SshKeys = Annotated[
     list[SshPublicKey],
     Field(min_length=1),

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator
 
+from firstboot.core.config.backup import BackupClient
 from firstboot.core.config.base import did_you_mean
 from firstboot.core.config.checked_parts import CheckedParts
 from firstboot.core.config.problems import Finding, PathPart
+from firstboot.core.config.scalars import repository_dir, repository_overlap
 from firstboot.core.config.services import Service
 
 MAIL_PORTS = {25: "SMTP", 465: "SMTP submission (TLS)", 587: "SMTP submission", 993: "IMAPS"}
@@ -19,7 +21,7 @@ WEB_PORTS = {80: "HTTP (the proxy)", 443: "HTTPS (the proxy)"}
 def check_rules(parts: CheckedParts, known_recipes: Collection[str] | None = None) -> list[Finding]:
     findings: list[Finding] = []
     for rule in RULES:
-        findings.extend(rule(parts))
+        findings.extend(parts.in_yaml(finding) for finding in rule(parts))
     if known_recipes is not None:
         findings.extend(_recipes_exist(parts, known_recipes))
     return findings
@@ -53,7 +55,8 @@ def _mail_rules(parts: CheckedParts) -> Iterator[Finding]:
         if box.address in mailboxes:
             yield Finding(
                 (*where, "address"),
-                f'"{box.address}" is listed twice (also mailboxes[{mailboxes[box.address]}])',
+                f'"{box.address}" is listed twice (also mailboxes['
+                f'{parts.position("mail", "mailboxes", mailboxes[box.address])}])',
             )
         mailboxes.setdefault(box.address, position)
         if (box.password is None) == (box.password_hash is None):
@@ -217,9 +220,27 @@ def _port_rules(parts: CheckedParts) -> Iterator[Finding]:
         key = (rule.port, rule.proto)
         if key in seen:
             yield Finding(
-                at, f"port {rule.port}/{rule.proto} is listed twice (also allow[{seen[key]}])"
+                at, f"port {rule.port}/{rule.proto} is listed twice (also allow["
+                f"{parts.position('firewall', 'allow', seen[key])}])"
             )
         seen.setdefault(key, position)
+
+
+def warning_rules(parts: CheckedParts) -> list[Finding]:
+    """What is allowed but risky: said by validate and build, never refused."""
+    backup = parts.backup
+    if backup is None or backup.repository is None or backup.host_key is not None:
+        return []
+    return [Finding(
+        ("backup", "host_key"),
+        "not set: the backup server's SSH host key is trusted on first use. At first boot "
+        "whoever answers at the repository's address is believed; with restore: auto, one "
+        "saying \"repository does not exist\" makes a replacement box start empty and back "
+        "up to it",
+        "pin it: backup.host_key: \"ssh-ed25519 AAAA...\" (the server's "
+        "/etc/ssh/ssh_host_ed25519_key.pub; arkbox seed prints the key it scans), and give a "
+        "box that replaces another backup.restore: required",
+    )]
 
 
 def _backup_rules(parts: CheckedParts) -> Iterator[Finding]:
@@ -251,22 +272,62 @@ def _backup_server_rules(parts: CheckedParts) -> Iterator[Finding]:
     if server is None:
         return
     names: dict[str, int] = {}
-    paths: dict[str, int] = {}
     for position, client in enumerate(server.clients):
-        at = ("backup_server", "clients", position)
         if client.name in names:
             yield Finding(
-                (*at, "name"),
-                f'"{client.name}" is listed twice (also clients[{names[client.name]}])',
-            )
-        if client.path in paths:
-            yield Finding(
-                (*at, "path"),
-                f'"{client.path}" is already the repository of clients[{paths[client.path]}]',
-                "each client needs its own repository",
+                ("backup_server", "clients", position, "name"),
+                f'"{client.name}" is listed twice (also clients['
+                f'{parts.position("backup_server", "clients", names[client.name])}])',
             )
         names.setdefault(client.name, position)
-        paths.setdefault(client.path, position)
+    yield from _repository_overlaps(parts, server.clients)
+
+
+def _repository_overlaps(parts: CheckedParts, clients: list[BackupClient]) -> Iterator[Finding]:
+    """Paths compared as the directories they name on the server, not as text."""
+    dirs = [repository_dir(client.path) for client in clients]  # each valid: checked alone
+    for position, (client, where) in enumerate(zip(clients, dirs, strict=True)):
+        for earlier in range(position):
+            overlap = repository_overlap(where, dirs[earlier])
+            if overlap is None:
+                continue
+            shown = f'"{client.path}"' + (f" ({where})" if client.path != str(where) else "")
+            yield Finding(
+                ("backup_server", "clients", position, "path"),
+                f"{shown} {overlap} the repository of clients["
+                f"{parts.position('backup_server', 'clients', earlier)}] ({dirs[earlier]})",
+                "each client needs a directory of its own, side by side (./a and ./b, "
+                "not ./a and ./a/b)",
+            )
+            break
+
+
+def _alert_rules(parts: CheckedParts) -> Iterator[Finding]:
+    alerts = parts.alerts
+    if alerts is None:
+        return
+    email = alerts.email
+    smtp = email.smtp
+    if smtp is not None and (smtp.username is None) != (smtp.password is None):
+        yield Finding(("alerts", "email", "smtp"), "give both username and password, or neither",
+                      "e.g. password: {file: secrets/alert-smtp-password}")
+    if smtp is not None and smtp.security == "none" and smtp.username is not None:
+        yield Finding(("alerts", "email", "smtp", "security"),
+                      "a password is never sent in plain text: security none takes no username",
+                      "use starttls (port 587) or tls (port 465)")
+    if not email.enabled or smtp is not None or not email.to:
+        return  # a foreign tls.contact_email only turns alert emails off (status says so)
+    mail = parts.mail
+    if mail is None or not mail.enabled or mail.relay is not None:
+        return
+    # The box's own server takes mail from the host for its own domains only.
+    foreign = [r for r in email.to if r.rpartition("@")[2] not in set(mail.domains)]
+    if foreign:
+        yield Finding(("alerts", "email", "to"),
+                      f'alert emails to "{foreign[0]}" cannot leave the box: its own mail '
+                      "server relays for nobody, and there is no mail.relay",
+                      "add alerts.email.smtp (a submission server with a login), or send "
+                      "alerts to a mailbox in mail.domains")
 
 
 def _recipes_exist(parts: CheckedParts, known: Collection[str]) -> Iterator[Finding]:
@@ -287,4 +348,5 @@ RULES: tuple[Callable[[CheckedParts], Iterator[Finding]], ...] = (
     _port_rules,
     _backup_rules,
     _backup_server_rules,
+    _alert_rules,
 )

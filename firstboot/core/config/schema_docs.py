@@ -181,6 +181,17 @@ Values keep the type YAML gives them: `port: "80"` is text, not a port, and
 unquoted `yes`, `no`, `on`, `off` are booleans. Unknown keys are errors, and
 so is a key written twice in the same mapping.
 
+Every text value is one line: a line break (`\\n`, `\\r`, the Unicode line
+separators), a NUL or another control character is refused wherever it is
+(a tab is fine). Values end up in line-based files (systemd units,
+`authorized_keys`, Postfix and Dovecot tables), where a line break would add a
+line of its own. The exceptions are a service's command arguments
+(`command`, `dump_command`, `restore_command`, the health check's) and its
+`environment` values: they reach the container engine as data and may span
+lines (a script for `sh -c`, a PEM), though never hold a NUL. SSH public keys
+are written out anew from their fields (type, key data, comment), never as
+given.
+
 Besides each value's own type, these are checked across the file:
 
 - `appliance.admin.ssh_keys` holds at least one key;
@@ -194,7 +205,14 @@ Besides each value's own type, these are checked across the file:
 - `consistency: dump` comes with `dump_command` and `restore_command`;
 - `backup.restore: required` needs `backup.repository`, and a repository
   needs a `passphrase`;
-- `firewall.allow` does not repeat a port, nor list one that is always open.
+- `firewall.allow` does not repeat a port, nor list one that is always open;
+- alert emails have a way out: with the box's own mail server and neither
+  `alerts.email.smtp` nor `mail.relay`, every address in `alerts.email.to` must be
+  in `mail.domains` (the box relays for nobody); an `alerts.email.smtp.username`
+  comes with a `password`, and never with `security: none`;
+- `backup_server.clients` do not repeat a name, and their paths, compared as
+  the directories they name below `/srv/borg` (`./a`, `./a/` and
+  `/srv/borg/a` are one), neither meet nor nest (`./a` and `./a/b`).
 
 ## Secrets
 
@@ -219,7 +237,9 @@ Fix it with `chmod 0600 FILE`.
 
 - sizes: a whole number then `K`, `M`, `G` or `T` (powers of 1024): `512M`, `4G`;
 - durations: a whole number then `ms`, `s`, `m` or `h`: `30s`, `5m`;
+- periods (alert thresholds): a whole number then `m`, `h` or `d`: `5m`, `26h`, `14d`;
 - schedules: a systemd OnCalendar expression (`daily`, `*-*-* 03:00`),
-  checked with `systemd-analyze calendar EXPR`.
+  checked with `systemd-analyze calendar EXPR`; letters, digits, spaces and
+  `* , . / : ~ _ + -` only.
 """
 

@@ -11,11 +11,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from firstboot.core.config.base import key, refuse
+from firstboot.core.config.base import Line, key, refuse
 from firstboot.core.config.problems import PathPart
 from firstboot.core.config.scalars import EnvName
 from firstboot.core.errors import BadInputError
 
+# On the box an {env: NAME} secret is the file env/NAME next to the config (the seed puts
+# it there): the environment of a build machine is gone by then.
+ENV_DIR = "env"
 REFERENCE_HINT = "write {file: secrets/NAME} (a file next to the config, mode 0600) or {env: NAME}"
 
 
@@ -37,12 +40,13 @@ class SecretRef(BaseModel):
         json_schema_extra={"oneOf": [{"required": ["file"]}, {"required": ["env"]}]},
     )
 
-    file: str | None = key(
+    file: Line | None = key(
         "Path of a file holding the secret, relative to the config file's directory (or "
         "absolute). One trailing newline is ignored.",
         default=None, min_length=1, example="secrets/borg-passphrase")
     env: EnvName | None = key(
-        "Name of an environment variable holding the secret.",
+        "Name of an environment variable holding the secret. On the box, where the "
+        "variable is not set, the file env/NAME next to the config (the seed puts it there).",
         default=None, example="ARKBOX_BORG_PASSPHRASE")
 
     @model_validator(mode="before")
@@ -77,18 +81,27 @@ class SecretRef(BaseModel):
             return None
         return base_dir / self.file
 
+    def env_file(self, base_dir: Path) -> Path:
+        """Where an {env: NAME} secret is kept on the box: env/NAME next to the config."""
+        assert self.env is not None
+        return base_dir / ENV_DIR / self.env
+
     def resolve(self, base_dir: Path) -> str:
-        """The secret's value. Do not log it."""
+        """The secret's value (an unset variable falls back to its env/NAME file). Do not
+        log it."""
         location = self.location(base_dir)
         if location is None:
             assert self.env is not None
             value = os.environ.get(self.env)
-            if value is None:
+            if value is not None:
+                return value
+            location = self.env_file(base_dir)
+            if not location.is_file():
                 raise SecretUnavailable(
-                    f"environment variable {self.env} is not set",
+                    f"environment variable {self.env} is not set "
+                    f"(and there is no file {ENV_DIR}/{self.env} next to the config)",
                     hint=f"export {self.env}=... before running arkbox",
                 )
-            return value
         try:
             text = location.read_text(encoding="utf-8")
         except OSError as err:

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Discriminator, Field, Tag
 
-from firstboot.core.config.base import Kind, Section, key, refuse
+from firstboot.core.config.base import MULTI_LINE, Kind, Section, key, refuse
 from firstboot.core.config.network import Hostname, ImageReference
 from firstboot.core.config.scalars import (
     ContainerPath,
@@ -25,7 +25,10 @@ from firstboot.core.config.scalars import (
 )
 from firstboot.core.config.secrets import SecretRef
 
-Command = Annotated[list[str], Field(min_length=1), Kind("command (list of arguments)")]
+# An argument or an environment value reaches the engine as data, never a line-based file:
+# it may span lines (a script for sh -c, a PEM).
+Argument = Annotated[str, MULTI_LINE]
+Command = Annotated[list[Argument], Field(min_length=1), Kind("command (list of arguments)")]
 
 
 def _number_as_text(value: Any) -> Any:
@@ -43,7 +46,8 @@ def _env_value_kind(value: Any) -> str:
     return "secret" if isinstance(value, dict) else "text"
 
 
-EnvText = Annotated[str, BeforeValidator(_number_as_text, json_schema_input_type=str | int | float)]
+EnvText = Annotated[
+    str, MULTI_LINE, BeforeValidator(_number_as_text, json_schema_input_type=str | int | float)]
 EnvValue = Annotated[
     Annotated[EnvText, Tag("text")] | Annotated[SecretRef, Tag("secret")],
     Discriminator(_env_value_kind),

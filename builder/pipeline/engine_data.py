@@ -1,0 +1,153 @@
+"""The container engine's data root, filled at build time for the disk image.
+
+A disk image boots with its service images already in /var/lib/docker, so first boot
+loads nothing (under TCG the load of ~800 MiB took ~320 s of a ~900 s first boot; on a
+VPS tens of seconds). The images are loaded by the appliance's own dockerd (from the
+base root fs, the very engine that reads them at boot), in a throwaway container whose
+/var/lib/docker is a directory of the cache; only `image/` and `overlay2/` are kept:
+networks, the engine ID and containers are made by the box's engine when it starts.
+
+The disk image holds the data root instead of images.tar (same bytes, once); the root fs
+tarball (the container rig, whose inner /var/lib/docker is a volume) and the update bundle
+keep images.tar, which the rig loads at first boot as before. docs/build.md says so.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from builder.pipeline.assemble import IMAGES_DIR
+from builder.pipeline.service_images import engine_client, remove_older_imports
+from firstboot.core.errors import ArkboxError
+from firstboot.core.execute import CommandError, run
+
+DATA_ROOT = Path("var/lib/docker")
+KEEP = ("image", "overlay2")  # the image store; everything else the box's engine makes
+IMPORT_TIMEOUT_S = 600
+LOAD_TIMEOUT_S = 1200
+STOP_TIMEOUT_S = 60
+COPY_TIMEOUT_S = 600
+LOADER_SOCKET = "unix:///run/arkbox-loader.sock"
+LOADER_REPOSITORY = "arkbox/engine-loader"  # one tag per base root fs, the older removed
+# The loader's dockerd: no config file of the image's (/etc/docker/daemon.json comes later
+# with the hardening, and clashes with flags), no networking: it only stores images.
+LOAD_SCRIPT = f"""set -eu
+echo '{{}}' > /run/empty.json
+dockerd --config-file /run/empty.json --data-root /data --host {LOADER_SOCKET} \\
+  --iptables=false --ip6tables=false --bridge=none >/run/dockerd.log 2>&1 &
+pid=$!
+tries=0
+until docker --host {LOADER_SOCKET} version >/dev/null 2>&1; do
+  tries=$((tries + 1))
+  if ! kill -0 "$pid" 2>/dev/null || [ "$tries" -gt 240 ]; then
+    echo "the loader's dockerd did not answer within 120 s; its log:" >&2
+    tail -n 20 /run/dockerd.log >&2
+    exit 3
+  fi
+  sleep 0.5
+done
+docker --host {LOADER_SOCKET} load --input /images.tar
+kill -TERM "$pid"
+wait "$pid" || true
+"""
+
+
+def loader_tag(base_key: str) -> str:
+    return f"{LOADER_REPOSITORY}:{base_key}"
+
+
+def import_argv(base_tar: Path, tag: str) -> tuple[str, ...]:
+    return ("docker", "import", "--message", "arkbox engine loader (the base root fs)",
+            str(base_tar), tag)
+
+
+def loader_argv(tag: str, name: str, data_dir: Path, images_tar: Path) -> tuple[str, ...]:
+    """The loader container: the rig's capabilities for an inner dockerd (not --privileged,
+    which these hosts refuse), the data root and the tarball bind-mounted."""
+    return ("docker", "run", "--rm", "--name", name, "--network", "none",
+            "--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE",
+            "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
+            "--tmpfs", "/run", "--volume", f"{data_dir}:/data",
+            "--volume", f"{images_tar}:/images.tar:ro",
+            "--entrypoint", "/bin/sh", tag, "-c", LOAD_SCRIPT)
+
+
+def fill_data_root(base_tar: Path, base_key: str, images_tar: Path, image_ids: list[str],
+                   dest: Path, on_line: Callable[[str], None] | None = None) -> None:
+    """Load `images_tar` into an empty data root at `dest`; check every image ID is there."""
+    tag = loader_tag(base_key)
+    if run(("docker", "image", "inspect", "--format", "{{.Id}}", tag), check=False,
+           timeout=60).returncode != 0:
+        run(import_argv(base_tar, tag), timeout=IMPORT_TIMEOUT_S, on_line=on_line)
+        remove_older_imports(engine_client(), LOADER_REPOSITORY, keep=tag)
+    dest.mkdir(parents=True, exist_ok=True)
+    name = f"arkbox-engine-loader-{os.getpid()}"
+    try:
+        run(loader_argv(tag, name, dest, images_tar), timeout=LOAD_TIMEOUT_S,
+            on_line=on_line, hint="the loader runs the base root fs's dockerd in a container "
+            "with the rig's capabilities; see its log above")
+    finally:
+        # A timeout kills the client, not the container: remove it by name.
+        run(("docker", "rm", "--force", name), check=False, timeout=STOP_TIMEOUT_S)
+    for entry in list(dest.iterdir()):
+        if entry.name not in KEEP:
+            _remove(entry)
+    missing = [i for i in image_ids if not image_config(dest, i).is_file()]
+    if missing:
+        raise ArkboxError(f"the loaded data root in {dest} lacks image(s) "
+                          f"{', '.join(i[:19] for i in missing)}",
+                          hint="run the build again; if it repeats, check `docker load` of "
+                               "images.tar by hand")
+
+
+def image_config(data_root: Path, image_id: str) -> Path:
+    """Where the overlay2 image store keeps an image's config (named by the image ID)."""
+    return data_root / "image/overlay2/imagedb/content/sha256" / image_id.removeprefix("sha256:")
+
+
+@contextmanager
+def disk_tree(tree: Path, data_root: Path | None, aside: Path) -> Iterator[None]:
+    """The tree as the disk image holds it, for the body: the data root in var/lib/docker
+    (hard links into the cache, nothing copied), the image tarballs set aside. Put back
+    as it was afterwards, even when the body fails."""
+    if data_root is None:
+        yield
+        return
+    images, engine = tree / IMAGES_DIR, tree / DATA_ROOT
+    held = aside / "images"
+    aside.mkdir(parents=True, exist_ok=True)
+    if images.is_dir():
+        images.rename(held)
+        images.mkdir(mode=0o755)
+    engine.mkdir(mode=0o710, parents=True, exist_ok=True)
+    placed = [engine / part for part in KEEP]
+    try:
+        # Hard links when the cache is on the tree's file system (instant), else a copy.
+        link = ("--link",) if data_root.stat().st_dev == tree.stat().st_dev else ()
+        for part, target in zip(KEEP, placed, strict=True):
+            try:
+                run(("cp", "--archive", *link, str(data_root / part), str(target)),
+                    timeout=COPY_TIMEOUT_S)
+            except CommandError as err:
+                raise ArkboxError(f"could not place the engine's data root in {engine}: "
+                                  f"{err}", hint="free some space in the work dir (--out) "
+                                  "and build again") from err
+        yield
+    finally:
+        for target in placed:
+            _remove(target)
+        if held.is_dir():
+            shutil.rmtree(images, ignore_errors=True)
+            held.rename(images)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+

@@ -1,0 +1,1 @@
+"""Update bundles: what a running box needs to become a newer build (docs/updates.md)."""

@@ -1,0 +1,234 @@
+"""Issue 15 item 3 on a booted appliance: `arkbox-installer update BUNDLE`.
+
+One appliance (the built NAME-rootfs.tar with systemd) and the backup-server role, in one
+rig; real borg, the real installer's `apply`, real health checks. The bundles are the
+build's own NAME-update.tar with one service image changed: the wiki's image rebuilt on
+top of the built one (a label more: a good update), or with an entrypoint that never
+serves (a bad one, whose health check fails).
+
+Each test states what it needs through the `box` fixture and leaves the box on the
+build it found (the good update's test updates it back), so each passes alone.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from restore_checks import wait_first_boot_or_failure
+from rig_fixtures import (
+    DEFAULT_CONFIG,
+    admin_key_pair,
+    appliance_image,
+    check,
+    containers,
+    installer,
+    rig_up,
+    sh,
+)
+
+from builder.pipeline.update_bundle import write_bundle
+from builder.rig.parts import AppliancePart, BackupServerPart, image_from_rootfs_tar
+from firstboot.updates.bundle import MANIFEST_PATH, BundleIndex, verify_bundle
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+RIG_OCTET = 190
+MARKER = "/srv/arkbox/volumes/wiki/data/update-marker.txt"
+BOX_BUNDLE = "/root/update.tar"
+EPOCH = 1_735_689_600
+
+
+@dataclass
+class Box:
+    app: AppliancePart
+    built_bundle: Path  # the build's own bundle: the box's build
+    config: Path  # the box's config, as `arkbox update` reads it on the build machine
+    identity: Path  # the admin's private key
+
+
+@pytest.fixture(scope="module")
+def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
+    from built import built_appliance, built_backup_server
+
+    work = tmp_path_factory.mktemp("update-box")
+    identity = work / "admin-key"
+    public = admin_key_pair(identity, "e2e-update@arkbox-tests")
+    config: dict[str, Any] = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    config["appliance"]["admin"]["ssh_keys"] = [public]
+    config_path = work / "appliance.yaml"
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    (work / "secrets").symlink_to(DEFAULT_CONFIG.parent / "secrets")
+    with rig_up("update", RIG_OCTET) as rig:
+        image = appliance_image(rig)
+        server_image = image_from_rootfs_tar(rig.client, built_backup_server(),
+                                             "arkbox/backup-server-role")
+        rig.add(BackupServerPart(rig, "backup", server_image, aliases=("backup.arkbox.test",)))
+        app = AppliancePart(rig, "appliance", image, aliases=["arkbox.test"],
+                            config=yaml.safe_dump(config, sort_keys=False),
+                            seed_config=DEFAULT_CONFIG, boot_timeout=420)
+        rig.add(app)
+        status = wait_first_boot_or_failure(app, timeout=900)
+        assert status["result"] == "ok", status["failures"]
+        check(app, f"echo 'written before the update' > {MARKER}")
+        yield Box(app, built_appliance().out / "arkbox-test-update.tar", config_path,
+                  identity)
+
+
+def docker(*args: str, timeout: float = 600) -> str:
+    result = subprocess.run(["docker", *args], capture_output=True, text=True,
+                            timeout=timeout)
+    assert result.returncode == 0, f"docker {' '.join(args)}: {result.stderr}"
+    return result.stdout.strip()
+
+
+def bundle_with_wiki(built_bundle: Path, work: Path, label: str,
+                     files: dict[str, str]) -> Path:
+    """The build's bundle with the wiki's image rebuilt FROM the built one, plus `files`
+    (name -> text, made executable) in its build context; images.tar holds that image."""
+    tree = work / "tree"
+    tree.mkdir(parents=True)
+    subprocess.run(["tar", "-xf", str(built_bundle), "-C", str(tree),
+                    "--exclude=arkbox-update.json"], check=True, timeout=600)
+    built = json.loads((tree / MANIFEST_PATH).read_text())
+    wiki = next(i for i in built["service_images"] if i["name"] == "dokuwiki")
+    context = work / "context"
+    context.mkdir()
+    lines = [f"FROM {wiki['tag']}", f"LABEL org.arkbox.test-update={label}"]
+    for name, text in files.items():
+        (context / name).write_text(text)
+        (context / name).chmod(0o755)
+        lines.append(f"COPY {name} /usr/local/bin/{name}")
+    (context / "Dockerfile").write_text("\n".join(lines) + "\n")
+    tag = f"arkbox/dokuwiki:update-test-{label}"
+    docker("build", "--quiet", "--tag", tag, str(context))
+    try:
+        images = tree / "usr/share/arkbox/images/images.tar"
+        docker("save", "--output", str(images), tag)
+        wiki.update(tag=tag, id=docker("image", "inspect", "--format", "{{.Id}}", tag),
+                    size=int(docker("image", "inspect", "--format", "{{.Size}}", tag)))
+    finally:
+        docker("rmi", tag)
+    (tree / MANIFEST_PATH).write_text(json.dumps(built, indent=2))
+    old = verify_bundle(built_bundle).index
+    out = work / f"{label}-update.tar"
+    write_bundle(tree, out, BundleIndex(
+        appliance=old.appliance, role=old.role, arkbox_version=old.arkbox_version,
+        config_sha256=old.config_sha256, archive_state=old.archive_state),
+        source_date_epoch=EPOCH)
+    return out
+
+
+def copy_in(app: AppliancePart, bundle: Path) -> None:
+    docker("cp", str(bundle), f"{app.name}:{BOX_BUNDLE}")
+
+
+def update_status(app: AppliancePart) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(check(app, "/usr/local/sbin/arkbox-installer status "
+                                                 "--json 2>/dev/null || true"))
+    return dict(data.get("update") or {})
+
+
+def started_at(app: AppliancePart) -> dict[str, str]:
+    out = check(app, "docker ps -q --filter label=arkbox.owner=arkbox | xargs docker "
+                     "inspect --format '{{.Name}} {{.State.StartedAt}} {{.Image}}'")
+    return {line.split()[0].lstrip("/"): " ".join(line.split()[1:])
+            for line in out.splitlines() if line.strip()}
+
+
+def wiki_container(names: dict[str, str]) -> str:
+    return next(name for name in names if name.endswith("wiki"))
+
+
+def archives(app: AppliancePart) -> list[str]:
+    code, out = installer(app, "list --json")
+    assert code == 0, out
+    return [str(a["name"]) for a in json.loads(out[out.index("["):])]
+
+
+def test_an_update_changing_one_image_restarts_only_that_service(box: Box,
+                                                                  tmp_path: Path) -> None:
+    app = box.app
+    before_ids, before_runs = containers(app), started_at(app)
+    copy_in(app, bundle_with_wiki(box.built_bundle, tmp_path, "good", {}))
+    started = time.monotonic()
+    code, out = installer(app, f"update {BOX_BUNDLE}")
+    print(f"\nupdate (one image) took {time.monotonic() - started:.0f} s")
+    assert code == 0, out
+    after_ids, after_runs = containers(app), started_at(app)
+    wiki = wiki_container(after_runs)
+    assert after_ids[wiki] != before_ids[wiki]  # recreated on the new image
+    assert {n: i for n, i in after_ids.items() if n != wiki} == \
+        {n: i for n, i in before_ids.items() if n != wiki}
+    assert {n: r for n, r in after_runs.items() if n != wiki} == \
+        {n: r for n, r in before_runs.items() if n != wiki}  # not even restarted
+    record = update_status(app)
+    assert record["result"] == "ok" and record["images_changed"] == ["dokuwiki"], record
+    assert record["backup_archive"] in archives(app)
+    assert check(app, f"cat {MARKER}").strip() == "written before the update"
+    old_image = before_runs[wiki].split()[1]
+    assert sh(app, f"docker image inspect {old_image}")[0] != 0, "the previous image stays"
+    # Back to the build: the next test (or a run of this one alone) starts from it.
+    copy_in(app, box.built_bundle)
+    code, out = installer(app, f"update {BOX_BUNDLE}")
+    assert code == 0, out
+    assert started_at(app)[wiki].split()[1] == before_runs[wiki].split()[1]  # its image
+
+
+def test_an_update_whose_image_fails_its_health_check_rolls_back(box: Box,
+                                                                 tmp_path: Path) -> None:
+    app = box.app
+    before_runs = started_at(app)
+    never_serves = "#!/bin/sh\n# an image that starts and never answers\nexec sleep 100000\n"
+    copy_in(app, bundle_with_wiki(box.built_bundle, tmp_path, "bad",
+                                  {"entrypoint": never_serves}))
+    manifest_before = check(app, f"sha256sum /{MANIFEST_PATH}")
+    code, out = installer(app, f"update {BOX_BUNDLE}")
+    assert code == 1, out
+    assert "rolling back" in out
+    record = update_status(app)
+    assert record["result"] == "rolled back", record
+    assert "wiki" in record["failure"] and record["failure"].endswith("rolled back"), record
+    assert record["backup_archive"] in archives(app)
+    assert check(app, f"sha256sum /{MANIFEST_PATH}") == manifest_before
+    after_runs = started_at(app)
+    wiki = wiki_container(after_runs)
+    assert after_runs[wiki].split()[1] == before_runs[wiki].split()[1]  # the old image again
+    assert check(app, f"cat {MARKER}").strip() == "written before the update"
+    assert sh(app, "docker image inspect arkbox/dokuwiki:update-test-bad")[0] != 0
+    code, out = installer(app, "plan")
+    assert code == 0, out  # nothing left to converge: the box is its old build, healthy
+
+
+def arkbox_update(box: Box, out_dir: Path) -> subprocess.CompletedProcess[str]:
+    arkbox = Path(sys.executable).parent / "arkbox"
+    return subprocess.run([str(arkbox), "update", str(box.config), "--host", box.app.ip(),
+                           "--out", str(out_dir), "--identity", str(box.identity),
+                           "--known-hosts", str(box.identity.parent / "known_hosts"),
+                           "--accept-new-host-key"],
+                          capture_output=True, text=True, timeout=1800)
+
+
+def test_arkbox_update_hands_the_bundle_over_ssh_and_passes_the_exit_code_on(
+        box: Box, tmp_path: Path) -> None:
+    # The build's own bundle: the box checks it whole and finds itself already that build.
+    same = arkbox_update(box, box.built_bundle.parent)
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert "already the build" in same.stdout, same.stdout
+    # A truncated copy: the box refuses it (exit 2), and that is this command's exit too.
+    cut_dir = tmp_path / "out"
+    cut_dir.mkdir()
+    with box.built_bundle.open("rb") as whole:
+        (cut_dir / box.built_bundle.name).write_bytes(whole.read(32 << 20))
+    refused = arkbox_update(box, cut_dir)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "truncated" in refused.stdout + refused.stderr
+    assert check(box.app, "ls /home/ops/arkbox-update.tar 2>/dev/null || true").strip() == ""

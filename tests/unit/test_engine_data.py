@@ -1,0 +1,110 @@
+"""The engine's data root for the disk image: how the loader runs, and the tree the disk
+stage sees (data root in, image tarballs aside) put back as it was, even on failure."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from builder.pipeline import engine_data
+from builder.pipeline.assemble import IMAGES_DIR
+
+
+def _tree(tmp_path: Path) -> Path:
+    tree = tmp_path / "tree"
+    (tree / IMAGES_DIR).mkdir(parents=True)
+    (tree / IMAGES_DIR / "images.tar").write_bytes(b"t" * 1000)
+    (tree / "usr/share/arkbox/build-manifest.json").write_text("{}")
+    (tree / "var/lib/docker").mkdir(parents=True)  # trixie's docker.io ships it
+    return tree
+
+
+def _data_root(tmp_path: Path) -> Path:
+    root = tmp_path / "cache/data-root"
+    store = root / "image/overlay2/imagedb/content/sha256"
+    store.mkdir(parents=True)
+    (store / "abc").write_text("{}")
+    layer = root / "overlay2/l1/diff/etc"
+    layer.mkdir(parents=True)
+    (layer / "hostname").write_text("x")
+    (root / "overlay2/l").mkdir()
+    (root / "overlay2/l/SHORT").symlink_to("../l1/diff")
+    return root
+
+
+def _snapshot(tree: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(tree)): (p.lstat().st_mode, p.lstat().st_size)
+            for p in sorted(tree.rglob("*"))}
+
+
+def test_the_disk_sees_the_data_root_and_no_tarball(tmp_path: Path) -> None:
+    tree, root = _tree(tmp_path), _data_root(tmp_path)
+    (root / "overlay2/l1/diff/etc/hostname").chmod(0o640)
+    with engine_data.disk_tree(tree, root, tmp_path / "aside"):
+        engine = tree / "var/lib/docker"
+        assert (engine / "image/overlay2/imagedb/content/sha256/abc").read_text() == "{}"
+        assert (engine / "overlay2/l/SHORT").is_symlink()
+        assert (engine / "overlay2/l1/diff/etc/hostname").read_text() == "x"
+        assert list((tree / IMAGES_DIR).iterdir()) == []
+        assert (tree / "usr/share/arkbox/build-manifest.json").exists()
+        # Same file system: hard links into the cache, nothing copied.
+        placed = engine / "overlay2/l1/diff/etc/hostname"
+        assert placed.stat().st_ino == (root / "overlay2/l1/diff/etc/hostname").stat().st_ino
+        assert placed.stat().st_mode & 0o777 == 0o640
+
+
+def test_the_tree_is_put_back_after_the_disk_stage(tmp_path: Path) -> None:
+    tree, root = _tree(tmp_path), _data_root(tmp_path)
+    before = _snapshot(tree)
+    with engine_data.disk_tree(tree, root, tmp_path / "aside"):
+        pass
+    assert _snapshot(tree) == before
+    # The cache's data root is untouched by the clean-up of its links.
+    assert (root / "overlay2/l1/diff/etc/hostname").read_text() == "x"
+
+
+def test_the_tree_is_put_back_when_the_disk_stage_fails(tmp_path: Path) -> None:
+    tree, root = _tree(tmp_path), _data_root(tmp_path)
+    before = _snapshot(tree)
+    with pytest.raises(RuntimeError, match="mkfs"), \
+            engine_data.disk_tree(tree, root, tmp_path / "aside"):
+        raise RuntimeError("mkfs failed")
+    assert _snapshot(tree) == before
+    assert (tree / IMAGES_DIR / "images.tar").stat().st_size == 1000
+
+
+def test_without_a_data_root_the_tree_is_left_alone(tmp_path: Path) -> None:
+    tree = _tree(tmp_path)
+    before = _snapshot(tree)
+    with engine_data.disk_tree(tree, None, tmp_path / "aside"):
+        assert _snapshot(tree) == before
+    assert _snapshot(tree) == before
+
+
+def test_the_loader_runs_without_privileged_or_network_and_mounts_read_only(
+        tmp_path: Path) -> None:
+    argv = engine_data.loader_argv("arkbox/engine-loader:k", "loader-1", tmp_path / "d",
+                                   tmp_path / "images.tar")
+    assert "--privileged" not in argv
+    assert argv[argv.index("--network") + 1] == "none"
+    assert f"{tmp_path / 'images.tar'}:/images.tar:ro" in argv
+    assert f"{tmp_path / 'd'}:/data" in argv
+    assert argv[argv.index("--name") + 1] == "loader-1"  # removed by name on a timeout
+
+
+def test_the_load_script_is_valid_sh_and_stops_its_engine() -> None:
+    checked = subprocess.run(["sh", "-n"], input=engine_data.LOAD_SCRIPT, text=True,
+                             capture_output=True, timeout=10)
+    assert checked.returncode == 0, checked.stderr
+    assert "--data-root /data" in engine_data.LOAD_SCRIPT
+    assert "load --input /images.tar" in engine_data.LOAD_SCRIPT
+    assert 'kill -TERM "$pid"' in engine_data.LOAD_SCRIPT  # a clean shutdown flushes its dbs
+
+
+def test_an_image_is_found_by_its_id_in_the_store(tmp_path: Path) -> None:
+    root = _data_root(tmp_path)
+    assert engine_data.image_config(root, "sha256:abc").is_file()
+    assert not engine_data.image_config(root, "sha256:def").exists()
+
