@@ -15,11 +15,10 @@ The first failing step stops the run: later steps depend on earlier ones
 at the start and after every step; at the end of a run that succeeded, the
 done marker stops arkbox-firstboot.service from starting again.
 
-Test hook: ARKBOX_TEST_KILL_AT=<step>:before|<step>:after|<step>:<point>[,...]
-SIGKILLs the installer there (before run(); after run() returned but before the
-step is verified and recorded; or where the step calls ctx.checkpoint(point)),
-once per point: a marker under /var/lib/arkbox/test-kill/ lets the next run,
-after the simulated power cut, go past it.
+Test hook (core/kill_switch.py): ARKBOX_TEST_KILL_AT=<step>:before|<step>:after|
+<step>:<point>[,...] SIGKILLs the installer there (before run(); after run() returned but
+before the step is verified and recorded; or where the step calls ctx.checkpoint(point)),
+once per point.
 """
 
 from __future__ import annotations
@@ -27,17 +26,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
-import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from firstboot import __version__
 from firstboot.core.context import FirstbootContext
 from firstboot.core.errors import EXIT_FAILURE, EXIT_OK, ArkboxError
-from firstboot.core.files import atomic_write, ensure_dir
+from firstboot.core.files import atomic_write
+from firstboot.core.kill_switch import KillSwitch
 from firstboot.core.locks import held_or_refused, lock_held
 from firstboot.core.step import Outcome, Step, StepFailed
 from firstboot.journal import Journal, StepRecord
@@ -45,41 +42,12 @@ from firstboot.status import Failure, RunResult, Status, StepReport, StepState
 
 log = logging.getLogger("arkbox.firstboot")
 
-KILL_ENV = "ARKBOX_TEST_KILL_AT"
 Print = Callable[[str], None]
 
 
 def print_line(line: str) -> None:
     # The unit sends stdout to the serial console and the journal: one line at a time.
     print(line, flush=True)
-
-
-@dataclass(frozen=True)
-class KillSwitch:
-    """The power-cut test hook: SIGKILL this process at the named points, once each."""
-
-    points: frozenset[str]
-    marker_dir: Path
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str], state_dir: Path) -> KillSwitch:
-        spec = env.get(KILL_ENV, "")
-        points = frozenset(p.strip() for p in spec.split(",") if p.strip())
-        return cls(points, state_dir / "test-kill")
-
-    def __call__(self, step: str, point: str) -> None:
-        where = f"{step}:{point}"
-        if where not in self.points:
-            return
-        marker = self.marker_dir / where.replace(":", "@")
-        if marker.exists():
-            return
-        ensure_dir(self.marker_dir, 0o755)
-        atomic_write(marker, where + "\n")
-        log.warning("%s: test hook %s=%s: killing the installer now", step, KILL_ENV, where)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def run_lock(state_dir: Path) -> contextlib.AbstractContextManager[None]:

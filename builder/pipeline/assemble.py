@@ -19,7 +19,8 @@ INSTALLER_DIR = Path("usr/local/lib/arkbox-installer")
 CONFIG_DIR = Path("etc/arkbox")
 IMAGES_DIR = Path("usr/share/arkbox/images")
 RECIPES_DIR = Path("usr/share/arkbox/recipes")
-UNITS = ("arkbox-firstboot.service", "arkbox-images.service")
+UNITS = ("arkbox-firstboot.service", "arkbox-images.service",
+         "arkbox-update-recover.service")
 
 
 def _copy(src: Path, dest: Path, mode: int) -> None:

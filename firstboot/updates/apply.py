@@ -13,12 +13,20 @@ rollback when anything fails (docs/updates.md).
             `apply` puts the services back on their previous images. The data is never
             touched by any of this. Exit 1, and the record says what failed.
 
-The record (record.py) is written at every phase; `update --rollback` undoes a swap
-that an interrupted update left behind.
+The record (record.py) is written at every phase. An update cut off (a power loss, a
+kill) is dealt with at the next boot by arkbox-update-recover.service (`update
+--recover`): once files have moved it rolls back as above, before that it records the
+update as failed with nothing changed; `update --rollback` does the same by hand.
+
+Test hook (core/kill_switch.py): ARKBOX_TEST_KILL_AT=update:<point> with the points
+after-backup, swap-midway, apply-midway (when apply reports its services step) and
+rollback-midway.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -31,6 +39,7 @@ from firstboot.core.config import load_config
 from firstboot.core.context import FirstbootContext, Paths, utc_now
 from firstboot.core.errors import EXIT_FAILURE, EXIT_OK, ArkboxError, BadInputError
 from firstboot.core.execute import CommandError, run
+from firstboot.core.kill_switch import KillSwitch
 from firstboot.core.locations import INSTALLED_CONFIG, INSTALLER_PROGRAM
 from firstboot.core.locks import held_or_refused
 from firstboot.status import Status
@@ -41,6 +50,7 @@ from firstboot.updates.record import (
     LOCK_NAME,
     OK,
     ROLLED_BACK,
+    RUNNING,
     UpdateRecord,
     load_record,
 )
@@ -109,10 +119,13 @@ def remove_superseded_images(paths: Paths, left: set[str], out: Out) -> None:
         try:
             result = run(("docker", "image", "rm", image_id), check=False, timeout=120)
         except CommandError as err:
-            out(f"kept the previous image {image_id[:19]}: {err.message}")
+            out(f"kept the image {image_id[:19]} of the build left: {err.message}")
             continue
-        out(f"removed the previous image {image_id[:19]}" if result.returncode == 0 else
-            f"kept the previous image {image_id[:19]}: {result.stderr.strip()}")
+        if result.returncode == 0:
+            out(f"removed the image {image_id[:19]} of the build left")
+        elif "No such image" not in result.stderr:  # never loaded (a cut before apply)
+            out(f"kept the image {image_id[:19]} of the build left: "
+                f"{result.stderr.strip()}")
 
 
 def update_lock(paths: Paths) -> AbstractContextManager[None]:
@@ -121,12 +134,17 @@ def update_lock(paths: Paths) -> AbstractContextManager[None]:
         "another update is running on this box", hint="wait for it: arkbox-installer status"))
 
 
+def kill_switch(paths: Paths) -> KillSwitch:
+    return KillSwitch.from_env(os.environ, paths.state)
+
+
 def update(bundle_path: Path, paths: Paths, *, allow_downgrade: bool = False,
            out: Out = print, apply: ApplyFn = apply_installed,
            backup: BackupFn = backup_before,
            clean: CleanFn = remove_superseded_images) -> int:
     """Check, back up, swap, apply; roll back on a failed apply. Returns the exit code;
     BadInputError (exit 2) for a bundle this box must not take, before anything changed."""
+    kill = kill_switch(paths)
     with update_lock(paths):
         if (update_dir(paths.root) / "previous").is_dir():
             raise ArkboxError("an earlier update was cut off before it finished or rolled "
@@ -139,12 +157,13 @@ def update(bundle_path: Path, paths: Paths, *, allow_downgrade: bool = False,
             return EXIT_OK
         started = time.monotonic()
         record = _start_record(check)
+        record.new_image_ids = sorted(image_ids(verified.manifest))
         out(f"update to arkbox {check.version[1]} · images changed: "
             f"{', '.join(check.images_changed) or 'none'} · installer "
             f"{'changed' if check.installer_changed else 'unchanged'} · config "
             f"{'changed' if check.config_changed else 'unchanged'}")
         before = image_ids(read_box_manifest(paths.root))
-        code = _run(verified, paths, record, started, out, apply, backup)
+        code = _run(verified, paths, record, started, out, apply, backup, kill)
         # The images of the build the box left: the previous one's after a success, the
         # failed one's after a rollback.
         if record.result == OK:
@@ -155,7 +174,7 @@ def update(bundle_path: Path, paths: Paths, *, allow_downgrade: bool = False,
 
 
 def _run(verified: VerifiedBundle, paths: Paths, record: UpdateRecord, started: float,
-         out: Out, apply: ApplyFn, backup: BackupFn) -> int:
+         out: Out, apply: ApplyFn, backup: BackupFn, kill: KillSwitch) -> int:
     folder = update_dir(paths.root)
     try:
         record.phase = "backup"
@@ -163,6 +182,7 @@ def _run(verified: VerifiedBundle, paths: Paths, record: UpdateRecord, started: 
         record.backup_archive = backup(paths)
         out(f"backup before the update: {record.backup_archive}" if record.backup_archive
             else "no backup before the update: this box has no backup repository")
+        kill("update", "after-backup")
         record.phase = "swap"
         record.save(paths)
         stage(verified, folder / "next")
@@ -174,32 +194,48 @@ def _run(verified: VerifiedBundle, paths: Paths, record: UpdateRecord, started: 
             raise
         return EXIT_FAILURE
     try:
-        swap_in(paths.root, folder / "next", folder / "previous")
+        swap_in(paths.root, folder / "next", folder / "previous",
+                midway=lambda: kill("update", "swap-midway"))
     except OSError as err:  # a full disk, say: what was moved so far goes back
         out(f"putting the new files in place failed: {err}; rolling back")
         return _roll_back(paths, record, started, out, apply,
-                          Applied(False, f"putting the new files in place failed: {err}"))
+                          Applied(False, f"putting the new files in place failed: {err}"),
+                          kill)
     record.phase = "apply"
     record.save(paths)
-    applied = apply(paths, out)
+    applied = apply(paths, _services_line_hook(out, lambda: kill("update", "apply-midway")))
     if applied.ok:
+        # Recorded before previous/ goes: a cut between the two leaves a record that says
+        # ok, and recovery then only removes the kept files.
         _finish(record, paths, started, OK, None, None)
         shutil.rmtree(folder / "previous", ignore_errors=True)
         out(f"{record.summary()} in {record.seconds:.0f} s")
         return EXIT_OK
     out(f"the update failed: {applied.failure}; rolling back")
-    return _roll_back(paths, record, started, out, apply, applied)
+    return _roll_back(paths, record, started, out, apply, applied, kill)
+
+
+def _services_line_hook(out: Out, hook: Callable[[], None]) -> Out:
+    """`out`, calling `hook` once when apply reports its services step: the containers are
+    then on the new images while later steps have not run (the apply-midway cut)."""
+    seen: list[bool] = []
+
+    def passed_on(line: str) -> None:
+        out(line)
+        if not seen and line.split()[1:2] == ["services"]:
+            seen.append(True)
+            hook()
+    return passed_on
 
 
 def _roll_back(paths: Paths, record: UpdateRecord, started: float, out: Out,
-               apply: ApplyFn, cause: Applied) -> int:
+               apply: ApplyFn, cause: Applied, kill: KillSwitch) -> int:
     record.phase = "rollback"
     record.save(paths)
     previous = update_dir(paths.root) / "previous"
-    roll_back(paths.root, previous)
+    roll_back(paths.root, previous, midway=lambda: kill("update", "rollback-midway"))
     again = apply(paths, out)
     if again.ok:
-        shutil.rmtree(previous, ignore_errors=True)
         _finish(record, paths, started, ROLLED_BACK, f"{cause.failure}; rolled back",
                 cause.hint)
     else:
@@ -208,24 +244,69 @@ def _roll_back(paths: Paths, record: UpdateRecord, started: float, out: Out,
                 f"failed too: {again.failure}",
                 again.hint or "run arkbox-installer apply and read what it says; the data "
                               "is untouched, and the backup before the update has it too")
+    # The files are back either way: nothing is left to undo (and a kept folder would
+    # refuse the next update). Removed after the record, as after a success.
+    shutil.rmtree(previous, ignore_errors=True)
+    shutil.rmtree(previous.parent / "next", ignore_errors=True)  # a swap cut off midway
     out(record.summary())
     return EXIT_FAILURE
 
 
-def rollback_interrupted(paths: Paths, out: Out = print, apply: ApplyFn = apply_installed
-                         ) -> int:
-    """`update --rollback`: undo the swap an interrupted update left behind, then apply."""
+def rollback_interrupted(paths: Paths, out: Out = print, apply: ApplyFn = apply_installed,
+                         *, at_boot: bool = False,
+                         clean: CleanFn = remove_superseded_images) -> int:
+    """An update that was cut off: rolled back once its files had begun to move (files
+    back, then the previous build's apply); recorded as failed, nothing changed, before.
+
+    `update --rollback` (by hand: an error when there is nothing to undo) and `update
+    --recover` (at_boot, arkbox-update-recover.service: nothing to do is exit 0)."""
     with update_lock(paths):
-        if not (update_dir(paths.root) / "previous").is_dir():
-            raise ArkboxError("nothing to roll back: no update left kept files behind",
-                              hint="the last update finished or changed nothing: "
-                                   "arkbox-installer status")
-        saved = load_record(paths)
-        record = UpdateRecord(**saved) if saved else UpdateRecord(
-            bundle="?", started_at=utc_now().isoformat(timespec="seconds"),
-            version=["?", "?"], archive=[None, None])
-        cause = Applied(False, f"interrupted in its {record.phase} phase")
-        return _roll_back(paths, record, time.monotonic(), out, apply, cause)
+        folder = update_dir(paths.root)
+        record = _saved_record(paths)
+        kept = (folder / "previous").is_dir()
+        if kept and record is not None and record.result == OK:
+            shutil.rmtree(folder / "previous", ignore_errors=True)  # cut while tidying up
+            out("the last update had finished; removed the files it kept")
+            return EXIT_OK
+        if kept:
+            phase = record.phase if record is not None else "?"
+            record = record or UpdateRecord(
+                bundle="?", started_at=utc_now().isoformat(timespec="seconds"),
+                version=["?", "?"], archive=[None, None])
+            out(f"an update was cut off in its {phase} phase: rolling back")
+            cause = Applied(False, f"cut off in its {phase} phase")
+            code = _roll_back(paths, record, time.monotonic(), out, apply, cause,
+                              kill_switch(paths))
+            if record.result == ROLLED_BACK:  # the images the cut-off build loaded go
+                clean(paths, set(record.new_image_ids), out)
+            return code
+        if record is not None and record.result == RUNNING:
+            shutil.rmtree(folder / "next", ignore_errors=True)
+            _finish(record, paths, time.monotonic(), FAILED,
+                    f"cut off in its {record.phase} phase, before any file changed; "
+                    "nothing was changed", "run the update again")
+            record.seconds = None  # the time it ran is not known
+            record.save(paths)
+            out(record.summary())
+            return EXIT_OK
+        if at_boot:
+            return EXIT_OK
+        raise ArkboxError("nothing to roll back: no update was cut off",
+                          hint="the last update finished or changed nothing: "
+                               "arkbox-installer status")
+
+
+def _saved_record(paths: Paths) -> UpdateRecord | None:
+    """The saved record; one this installer cannot read (another version's fields)
+    counts as none rather than stopping the recovery."""
+    saved = load_record(paths)
+    if saved is None:
+        return None
+    known = {f.name for f in dataclasses.fields(UpdateRecord)}
+    try:
+        return UpdateRecord(**{k: v for k, v in saved.items() if k in known})
+    except TypeError:
+        return None
 
 
 def _start_record(check: UpdateCheck) -> UpdateRecord:

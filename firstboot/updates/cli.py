@@ -40,6 +40,9 @@ def add_commands(sub: Any) -> None:
                    help="accept an older arkbox version or an older Debian archive")
     p.add_argument("--rollback", action="store_true",
                    help="undo an update that was cut off (a power loss) and apply again")
+    p.add_argument("--recover", action="store_true",
+                   help="what boot runs (arkbox-update-recover.service): --rollback when "
+                        "an update was cut off, else nothing (exit 0)")
     add_common_options(p)
     p.set_defaults(func=_cmd_update)
 
@@ -74,11 +77,12 @@ def _cmd_update(args: argparse.Namespace) -> int:
         raise BadInputError("arkbox-installer update changes the system: run it as root",
                             hint="sudo arkbox-installer update NAME-update.tar")
     paths = Paths()  # it runs `apply`, which acts on the running system
-    if args.rollback:
-        if args.bundle:
-            raise BadInputError("--rollback takes no bundle",
-                                hint="arkbox-installer update --rollback")
-        return rollback_interrupted(paths)
+    if args.rollback or args.recover:
+        option = "--rollback" if args.rollback else "--recover"
+        if args.bundle or (args.rollback and args.recover):
+            raise BadInputError(f"{option} takes no bundle and no other option",
+                                hint=f"arkbox-installer update {option}")
+        return rollback_interrupted(paths, at_boot=args.recover)
     if not args.bundle:
         raise BadInputError("which bundle? arkbox-installer update NAME-update.tar",
                             hint="copy the NAME-update.tar from the build's out/ to the box")

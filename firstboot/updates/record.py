@@ -31,6 +31,8 @@ class UpdateRecord:
     version: list[str]  # [from, to]
     archive: list[str | None]  # newest Debian archive date [from, to]
     images_changed: list[str] = field(default_factory=list)
+    # The new build's service image IDs: what a rollback after a cut-off update removes.
+    new_image_ids: list[str] = field(default_factory=list)
     installer_changed: bool = False
     config_changed: bool = False
     result: str = RUNNING
@@ -81,6 +83,8 @@ def update_status(paths: Paths) -> dict[str, Any] | None:
         record["result"] = "interrupted"
         record["failure"] = f"cut off in its {phase} phase"
         # Files move from the swap on; before it, nothing was changed.
-        record["hint"] = ("arkbox-installer update --rollback" if phase in CHANGING_PHASES
+        record["hint"] = ("the next boot rolls it back (arkbox-update-recover.service); "
+                          "or now: arkbox-installer update --rollback"
+                          if phase in CHANGING_PHASES
                           else "nothing was changed: run the update again")
     return record

@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import tarfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -98,14 +99,21 @@ def _write_checked(archive: tarfile.TarFile, member: tarfile.TarInfo, target: Pa
     target.chmod(entry.mode)
 
 
-def swap_in(root: Path, next_dir: Path, previous_dir: Path) -> SwapRecord:
+def nothing() -> None:
+    pass
+
+
+def swap_in(root: Path, next_dir: Path, previous_dir: Path,
+            midway: Callable[[], None] = nothing) -> SwapRecord:
     """Move the staged files into place; what they replace goes to `previous_dir`.
 
-    swap.json is written before each move (after the first) and last, so a swap cut
-    off midway is undone by `roll_back` as far as it went."""
+    swap.json is written first (empty), before each move and last, so a swap cut off
+    anywhere is undone by `roll_back` as far as it went. `midway` is called halfway
+    through the files (the power-cut tests cut there)."""
     shutil.rmtree(previous_dir, ignore_errors=True)
     previous_dir.mkdir(parents=True, mode=0o700)
     record = SwapRecord()
+    _save(previous_dir, record)
     for folder in WHOLE:
         if (next_dir / folder).exists():
             if (root / folder).exists():
@@ -114,7 +122,9 @@ def swap_in(root: Path, next_dir: Path, previous_dir: Path) -> SwapRecord:
             _move(next_dir / folder, root / folder)
     staged = sorted(str(p.relative_to(next_dir)) for p in next_dir.rglob("*")
                     if p.is_symlink() or p.is_file())
-    for name in staged:
+    for number, name in enumerate(staged):
+        if number == len(staged) // 2:
+            midway()
         if os.path.lexists(root / name):
             record.replaced.append(name)
             _save(previous_dir, record)
@@ -125,17 +135,22 @@ def swap_in(root: Path, next_dir: Path, previous_dir: Path) -> SwapRecord:
         _move(next_dir / name, root / name)
     _save(previous_dir, record)
     shutil.rmtree(next_dir, ignore_errors=True)
+    os.sync()  # the moves reach the disk before the update goes on to apply
     return record
 
 
-def roll_back(root: Path, previous_dir: Path) -> SwapRecord:
-    """Undo the swap that `previous_dir/swap.json` describes; ArkboxError without one."""
+def roll_back(root: Path, previous_dir: Path, midway: Callable[[], None] = nothing
+              ) -> SwapRecord:
+    """Undo the swap that `previous_dir/swap.json` describes; ArkboxError without one.
+
+    Safe to repeat after it was cut off: what is back already is skipped."""
     record = load_swap(previous_dir)
     if record is None:
         raise ArkboxError(f"nothing to roll back: {previous_dir / SWAP_RECORD} is missing",
                           hint="the update was never put in place, or it finished")
     for name in record.added:
         _remove(root / name)
+    midway()
     for name in record.replaced:
         if os.path.lexists(previous_dir / name):
             _remove(root / name)
@@ -144,6 +159,7 @@ def roll_back(root: Path, previous_dir: Path) -> SwapRecord:
         if (previous_dir / folder).exists():
             _remove(root / folder)
             _move(previous_dir / folder, root / folder)
+    os.sync()
     return record
 
 

@@ -232,3 +232,40 @@ def test_arkbox_update_hands_the_bundle_over_ssh_and_passes_the_exit_code_on(
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert "truncated" in refused.stdout + refused.stderr
     assert check(box.app, "ls /home/ops/arkbox-update.tar 2>/dev/null || true").strip() == ""
+
+
+@pytest.mark.parametrize("point", ["update:swap-midway", "update:apply-midway"])
+def test_an_update_cut_off_by_a_power_loss_is_rolled_back_at_the_next_boot(
+        box: Box, tmp_path: Path, point: str) -> None:
+    """SIGKILL at the point (the power loss), then the unit boot starts: the box is its
+    previous build again, whole, with the data untouched."""
+    app = box.app
+    assert check(app, "systemctl is-enabled arkbox-update-recover.service").strip() == \
+        "enabled"
+    before_runs = started_at(app)
+    wiki = wiki_container(before_runs)
+    manifest_before = check(app, f"sha256sum /{MANIFEST_PATH}")
+    installer_before = check(app, "sha256sum /usr/local/lib/arkbox-installer/arkbox-installer")
+    copy_in(app, bundle_with_wiki(box.built_bundle, tmp_path, "cut", {}))
+    try:
+        code, out = installer(app, f"update {BOX_BUNDLE}", kill_at=point)
+        assert code == 128 + 9, out  # SIGKILLed at the point
+        assert update_status(app)["result"] == "interrupted", out
+        if point == "update:apply-midway":  # the wiki already runs the new image
+            assert started_at(app)[wiki].split()[1] != before_runs[wiki].split()[1], out
+        check(app, "systemctl start arkbox-update-recover.service")  # what boot runs
+    finally:
+        sh(app, "rm -rf /var/lib/arkbox/test-kill")
+    record = update_status(app)
+    phase = point.split(":")[1].split("-")[0]
+    assert record["result"] == "rolled back", record
+    assert record["failure"] == f"cut off in its {phase} phase; rolled back", record
+    assert check(app, f"sha256sum /{MANIFEST_PATH}") == manifest_before
+    assert check(app, "sha256sum /usr/local/lib/arkbox-installer/arkbox-installer") == \
+        installer_before
+    assert started_at(app)[wiki].split()[1] == before_runs[wiki].split()[1]
+    assert check(app, "ls /var/lib/arkbox/update").split() == []  # nothing kept, nothing half
+    assert sh(app, "docker image inspect arkbox/dokuwiki:update-test-cut")[0] != 0
+    assert check(app, f"cat {MARKER}").strip() == "written before the update"
+    code, out = installer(app, "plan")
+    assert code == 0, out

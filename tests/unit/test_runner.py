@@ -15,9 +15,10 @@ import pytest
 from firstboot.core.config import DEFAULT_CONFIG_PATH, Appliance, load_config
 from firstboot.core.context import FirstbootContext, Paths
 from firstboot.core.errors import ArkboxError
+from firstboot.core.kill_switch import KILL_ENV, KillSwitch
 from firstboot.core.step import Outcome, StepFailed
 from firstboot.journal import Journal, StepRecord
-from firstboot.runner import KILL_ENV, KillSwitch, Runner, run_lock
+from firstboot.runner import Runner, run_lock
 from firstboot.status import RunResult, Status, StepState
 from firstboot.steps import ORDER
 

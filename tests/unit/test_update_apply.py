@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from test_update_bundle import OLD_ARCHIVE, bundle, lay_tree, manifest
 from firstboot.core.context import Paths
 from firstboot.core.errors import ArkboxError, BadInputError
 from firstboot.status_view import update_lines
+from firstboot.updates import apply as apply_module
 from firstboot.updates.apply import Applied, rollback_interrupted, update
 from firstboot.updates.bundle import MANIFEST_PATH, verify_bundle
 from firstboot.updates.record import load_record, update_status
@@ -132,6 +134,8 @@ def test_a_failed_rollback_says_so(tmp_path: Path) -> None:
     record = load_record(paths)
     assert record is not None and record["result"] == "failed"
     assert "previous build's apply failed too: proxy: nginx -t failed" in record["failure"]
+    # The files are back: nothing is left to undo, so the next update is not refused.
+    assert not (update_dir(paths.root) / "previous").exists()
 
 
 def test_a_failed_backup_changes_nothing(tmp_path: Path) -> None:
@@ -184,7 +188,8 @@ def test_an_interrupted_update_is_refused_until_rolled_back(tmp_path: Path) -> N
     assert record is not None and (record["result"], record["phase"]) == ("running", "apply")
     shown = update_status(paths)  # nobody holds the update's lock: it was cut off
     assert shown is not None and shown["result"] == "interrupted"
-    assert shown["hint"] == "arkbox-installer update --rollback"
+    assert shown["hint"] == ("the next boot rolls it back (arkbox-update-recover.service); "
+                             "or now: arkbox-installer update --rollback")
     with pytest.raises(ArkboxError, match="cut off"):
         run_update(box, bundle(tmp_path / "again"))
     box.results = [Applied(True)]
@@ -192,9 +197,105 @@ def test_an_interrupted_update_is_refused_until_rolled_back(tmp_path: Path) -> N
     assert tree_digest(paths.root) == before
     record = load_record(paths)
     assert record is not None and record["result"] == "rolled back"
-    assert record["failure"] == "interrupted in its apply phase; rolled back"
+    assert record["failure"] == "cut off in its apply phase; rolled back"
     with pytest.raises(ArkboxError, match="nothing to roll back"):
         rollback_interrupted(paths, out=lambda _: None, apply=box.apply)
+    assert rollback_interrupted(paths, out=lambda _: None, apply=box.apply,
+                                at_boot=True) == 0  # at boot: nothing to do is no error
+
+
+class PowerCut(BaseException):
+    """The process ends here: nothing after it runs (the lock goes, as with the process)."""
+
+
+def cut_at(monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    def kill(_paths: Paths) -> Callable[[str, str], None]:
+        def maybe(step: str, point: str) -> None:
+            if f"{step}:{point}" == where:
+                raise PowerCut(where)
+        return maybe
+    monkeypatch.setattr(apply_module, "kill_switch", kill)
+
+
+@pytest.mark.parametrize(("where", "first_apply", "outcome"), [
+    ("update:after-backup", [], "failed"),
+    ("update:swap-midway", [], "rolled back"),
+    ("update:apply-midway", [], "rolled back"),
+    ("update:rollback-midway", [Applied(False, "health: wiki unhealthy")], "rolled back"),
+])
+def test_a_power_cut_at_any_point_ends_on_one_whole_build_at_the_next_boot(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str,
+        first_apply: list[Applied], outcome: str) -> None:
+    """Cut at each point, then what boot runs (update --recover): the box is the old
+    build again, byte for byte, and the same update then goes through."""
+    paths = old_box(tmp_path / "box")
+    before = tree_digest(paths.root)
+    lines: list[str] = []
+    box = Box(paths, list(first_apply))
+
+    def apply(p: Paths, out: Callable[[str], None]) -> Applied:
+        out("  12/17 seed         ok")
+        out("  13/17 services     changed   1 recreated")  # where apply-midway cuts
+        return box.apply(p, out)
+
+    cut_at(monkeypatch, where)
+    with pytest.raises(PowerCut):
+        update(bundle(tmp_path), paths, out=lines.append, apply=apply, backup=box.backup,
+               clean=box.clean)
+    monkeypatch.undo()
+    box.results = [Applied(True)]
+    assert rollback_interrupted(paths, out=lines.append, apply=box.apply, at_boot=True,
+                                clean=box.clean) == (0 if outcome == "failed" else 1)
+    # The cut-off build's images (proxy "a…", wiki "b…") go, once the box is back.
+    assert box.calls[-1:] == (["backup on a"] if outcome == "failed" else
+                              ["clean ['a', 'b'] on a"])
+    assert tree_digest(paths.root) == before, lines
+    record = load_record(paths)
+    assert record is not None and record["result"] == outcome, record
+    assert record["failure"].startswith("cut off in its "), record
+    assert not (update_dir(paths.root) / "previous").exists()
+    assert not (update_dir(paths.root) / "next").exists()
+    # Recovery is done: a second boot does nothing, and the update goes through.
+    assert rollback_interrupted(paths, out=lines.append, apply=box.apply, at_boot=True) == 0
+    box.results = [Applied(True)]
+    assert run_update(box, bundle(tmp_path / "again")) == 0
+    built = tree_digest(tmp_path / "again" / "new")
+    assert {name: tree_digest(paths.root).get(name) for name in built} == built
+
+
+def test_a_cut_after_a_finished_update_only_removes_the_kept_files(tmp_path: Path) -> None:
+    paths = old_box(tmp_path / "box")
+    box = Box(paths, [Applied(True)])
+    assert run_update(box, bundle(tmp_path)) == 0
+    after = tree_digest(paths.root)
+    kept = update_dir(paths.root) / "previous"
+    (kept / "etc/arkbox").mkdir(parents=True)  # as if cut before previous/ was removed
+    (kept / "etc/arkbox/appliance.yaml").write_text("the old config\n")
+    (kept / "swap.json").write_text(json.dumps(
+        {"whole": [], "replaced": ["etc/arkbox/appliance.yaml"], "added": []}))
+    assert rollback_interrupted(paths, out=lambda _: None, apply=box.apply,
+                                at_boot=True) == 0
+    assert tree_digest(paths.root) == after and not kept.exists()
+
+
+def test_a_record_of_another_installer_version_does_not_stop_the_recovery(
+        tmp_path: Path) -> None:
+    paths = old_box(tmp_path / "box")
+    before = tree_digest(paths.root)
+    box = Box(paths, [Applied(True)])
+
+    def power_cut(_paths: Paths, _out: object) -> Applied:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        update(bundle(tmp_path), paths, out=lambda _: None, apply=power_cut,
+               backup=box.backup, clean=box.clean)
+    saved = json.loads((paths.state / "update.json").read_text())
+    saved["a_field_of_a_later_version"] = 1
+    (paths.state / "update.json").write_text(json.dumps(saved))
+    assert rollback_interrupted(paths, out=lambda _: None, apply=box.apply,
+                                at_boot=True) == 1
+    assert tree_digest(paths.root) == before
 
 
 def test_staging_refuses_a_bundle_that_changed_since_it_was_verified(tmp_path: Path
