@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from firstboot.cli_support import EXIT_CODES_HELP, add_common_options, run_tool, tool_parser
 from firstboot.core.config import (
@@ -116,6 +117,13 @@ def _cmd_update(args: argparse.Namespace) -> int:
                        allow_downgrade=args.allow_downgrade)
 
 
+def _cmd_sign_update(args: argparse.Namespace) -> int:
+    from builder.sign_update import sign_bundle
+
+    return sign_bundle(Path(args.bundle), Path(args.key),
+                       Path(args.config) if args.config else None)
+
+
 def _cmd_try(args: argparse.Namespace) -> int:
     from builder.rig.try_cmd import run_try
 
@@ -164,15 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_seed_command(command("seed", "write the secrets of one box (a seed) to a file, or "
                               "into a copy of the raw disk image (--into)"))
 
-    _add_update_command(sub.add_parser(
-        "update", description="copy the build's update bundle (OUT/NAME-update.tar) to a "
-        "running box over the admin SSH and run `arkbox-installer update` there: a backup "
-        "first, the new build, every health check, the previous build back on a failure",
-        help="update a running box to this build over SSH",
-        epilog="exit codes: the box's: 0 updated, 1 failed (rolled back, or nothing changed; "
-               "the output says which), 2 bundle refused, nothing changed; 1 also when "
-               "the box cannot be reached"))
+    _add_update_command(sub)
 
+    _add_sign_update_command(command(
+        "sign-update", "sign an update bundle (BUNDLE.sig beside it) for the boxes that "
+        "fetch it on their own (updates.enabled; docs/updates.md)"))
     _add_backup_server_command(
         command("backup-server", "manage the clients of a backup server"))
     _add_try_command(command("try", "boot the built appliance here, follow its first boot, "
@@ -182,7 +186,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_update_command(p: argparse.ArgumentParser) -> None:
+def _add_update_command(sub: Any) -> None:
+    p = sub.add_parser(
+        "update", description="copy the build's update bundle (OUT/NAME-update.tar) to a "
+        "running box over the admin SSH and run `arkbox-installer update` there: a backup "
+        "first, the new build, every health check, the previous build back on a failure",
+        help="update a running box to this build over SSH",
+        epilog="exit codes: the box's: 0 updated, 1 failed (rolled back, or nothing changed; "
+               "the output says which), 2 bundle refused, nothing changed; 1 also when "
+               "the box cannot be reached")
     add_common_options(p)
     p.add_argument("config", help="the appliance config the bundle was built from (its admin "
                                   "user and SSH port are used)")
@@ -199,6 +211,16 @@ def _add_update_command(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-downgrade", action="store_true",
                    help="accept an older arkbox version or an older Debian archive")
     p.set_defaults(func=_cmd_update)
+
+
+def _add_sign_update_command(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bundle", help="the NAME-update.tar of a build")
+    p.add_argument("--key", required=True, metavar="KEY",
+                   help="the signing key: its private half (OpenSSH), or KEY.pub with the "
+                        "key in ssh-agent")
+    p.add_argument("--config", default=None,
+                   help="check the signature against this config's updates.signing_key")
+    p.set_defaults(func=_cmd_sign_update)
 
 
 def _add_allow_published(p: argparse.ArgumentParser) -> None:

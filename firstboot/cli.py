@@ -84,7 +84,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print(status_json(status, certificate, backup=backup, seed=seed, extra=extra))
     else:
         print_status(status, Console(highlight=False), certificate, backup=backup, seed=seed,
-                     alerts=extra.get("alerts"), update=extra.get("update"))
+                     alerts=extra.get("alerts"), update=extra.get("update"),
+                     update_fetch=extra.get("update_fetch"))
     return 0 if status is not None and status.result in (RunResult.OK, RunResult.RUNNING) else 1
 
 
@@ -98,6 +99,7 @@ def _status_parts(paths: Paths) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
     from firstboot.seed_record import load_record
     from firstboot.status import RunResult, Status
     from firstboot.statuspage.facts import host_facts, services_facts
+    from firstboot.updates.fetch import fetch_record
     from firstboot.updates.record import update_status
 
     status = Status.load(paths.status)
@@ -110,7 +112,7 @@ def _status_parts(paths: Paths) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
     if status is not None:
         extra = {"alerts": _alert_status(paths), "services": services_facts(paths),
                  "host": host_facts(paths), "mail_check": last_mail_check(paths.root),
-                 "update": update_status(paths)}
+                 "update": update_status(paths), "update_fetch": fetch_record(paths)}
     return status, certificate, backup, load_record(paths.seed_record), extra
 
 

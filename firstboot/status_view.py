@@ -168,6 +168,14 @@ def update_lines(update: dict[str, Any]) -> list[Text]:
     return lines
 
 
+def fetch_line(fetch: dict[str, Any]) -> Text:
+    """The last unattended fetch (firstboot/updates/fetch.py)."""
+    result = str(fetch.get("result"))
+    style = "bold red" if result in ("failed", "refused") else "green"
+    return Text.assemble(("unattended update: ", "bold"), (result, style),
+                         f" · {_when(fetch.get('at'))} · {fetch.get('message')}")
+
+
 def _when(iso: str | None) -> str:
     if not iso:
         return "-"
@@ -181,7 +189,8 @@ def render_status(status: Status, certificate: dict[str, Any] | None = None,
                   backup: dict[str, Any] | None = None,
                   seed: dict[str, Any] | None = None,
                   alerts: dict[str, Any] | None = None,
-                  update: dict[str, Any] | None = None) -> RenderableType:
+                  update: dict[str, Any] | None = None,
+                  update_fetch: dict[str, Any] | None = None) -> RenderableType:
     parts: list[RenderableType] = []
     took = f" in {status.seconds:.0f} s" if status.seconds is not None else ""
     headline = Text.assemble(
@@ -207,6 +216,8 @@ def render_status(status: Status, certificate: dict[str, Any] | None = None,
         parts.extend(alert_lines(alerts))
     if update is not None:
         parts.extend(update_lines(update))
+    if update_fetch is not None:
+        parts.append(fetch_line(update_fetch))
     for failure in status.failures:
         parts.append(Text.assemble(("✗ ", "bold red"), (failure.step, "bold"), ": ",
                                    failure.message))
@@ -266,11 +277,12 @@ def print_status(status: Status | None, console: Console,
                  backup: dict[str, Any] | None = None,
                  seed: dict[str, Any] | None = None,
                  alerts: dict[str, Any] | None = None,
-                 update: dict[str, Any] | None = None) -> None:
+                 update: dict[str, Any] | None = None,
+                 update_fetch: dict[str, Any] | None = None) -> None:
     if status is None:
         console.print("arkbox has not run on this machine yet", markup=False)
         console.print("  hint: first boot starts by itself; see: systemctl status "
                       "arkbox-firstboot", markup=False)
         return
     console.print(render_status(status, certificate, backup=backup, seed=seed, alerts=alerts,
-                                update=update))
+                                update=update, update_fetch=update_fetch))

@@ -189,9 +189,33 @@ def reboot_pending(facts: BoxFacts, limits: Thresholds) -> Verdicts:
         "build.hardening.auto_reboot")}
 
 
+UPDATE_FAILED = ("rolled back", "failed", "interrupted")
+
+
+def update_failed(facts: BoxFacts, limits: Thresholds) -> Verdicts:
+    """The last update failed (rolled back, or failed before or after changing files, or
+    cut off); else the last unattended fetch failed or was refused (a bad signature)."""
+    update, fetch = facts.last_update, facts.last_fetch
+    if update is not None and update.get("result") in UPDATE_FAILED:
+        version = (update.get("version") or ["?", "?"])[-1]
+        hint = update.get("hint")
+        return {"update_failed": Raised(
+            f"the update to arkbox {version} ({update.get('started_at')}) "
+            f"{update.get('result')}: {update.get('failure')}",
+            (f"{hint}; " if hint else "") + "arkbox-installer status shows the update; "
+            "the box runs its previous build")}
+    if fetch is not None and fetch.get("result") in ("failed", "refused"):
+        return {"update_failed": Raised(
+            f"the unattended update ({fetch.get('at')}) {fetch.get('result')}: "
+            f"{fetch.get('message')}",
+            "journalctl -u arkbox-update shows the run; check updates.url and the "
+            "published bundle's .sig; the box runs its current build meanwhile")}
+    return {"update_failed": CLEAR}
+
+
 CONDITIONS: tuple[Callable[[BoxFacts, Thresholds], Verdicts], ...] = (
     backup_failed, backup_stale, drill_failed, verify_failed, certificate, services, disks,
-    last_run_failed, reboot_pending)
+    last_run_failed, reboot_pending, update_failed)
 
 
 def evaluate(facts: BoxFacts, limits: Thresholds) -> Verdicts:

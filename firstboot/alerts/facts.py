@@ -44,6 +44,8 @@ class BoxFacts:
     services: list[ServiceHealth] | None = None
     disks: list[DiskUse] = field(default_factory=list)
     reboot_required_since: datetime | None = None
+    last_update: dict[str, Any] | None = None  # update.json, as status shows it
+    last_fetch: dict[str, Any] | None = None  # update-fetch.json (unattended updates)
 
 
 def parse_time(value: object) -> datetime | None:

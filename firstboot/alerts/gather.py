@@ -17,6 +17,8 @@ from firstboot.containers.engine import container_state, owned_containers
 from firstboot.containers.naming import Naming
 from firstboot.core.context import FirstbootContext, Paths
 from firstboot.status import Status
+from firstboot.updates.fetch import fetch_record
+from firstboot.updates.record import update_status
 
 if TYPE_CHECKING:
     import docker
@@ -44,6 +46,8 @@ def gather(ctx: FirstbootContext) -> BoxFacts:
         services=_services(ctx) if paths.is_live else None,
         disks=disk_use(paths),
         reboot_required_since=_modified(paths.at(REBOOT_REQUIRED)),
+        last_update=update_status(paths),
+        last_fetch=fetch_record(paths),
     )
 
 

@@ -33,6 +33,7 @@ ORDER: tuple[str, ...] = (
     "status_page",  # after the proxy that routes to it
     "health",
     "backup",
+    "updates",  # after backup: an update backs up first
     "acme",  # last: it starts the request in the background, after the proxy is up
 )
 

@@ -8,9 +8,12 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from firstboot.cli_support import add_common_options
+
+if TYPE_CHECKING:
+    from firstboot.core.context import Paths
 
 EXIT_CODES = ("exit codes: 0 the bundle fits this box, 1 failure, 2 refused: damaged or "
               "truncated, another appliance, or a downgrade")
@@ -40,6 +43,9 @@ def add_commands(sub: Any) -> None:
                    help="accept an older arkbox version or an older Debian archive")
     p.add_argument("--rollback", action="store_true",
                    help="undo an update that was cut off (a power loss) and apply again")
+    p.add_argument("--fetch", action="store_true",
+                   help="what arkbox-update.timer runs: download the bundle the config's "
+                        "updates.url publishes, check its signature, then update")
     p.add_argument("--recover", action="store_true",
                    help="what boot runs (arkbox-update-recover.service): --rollback when "
                         "an update was cut off, else nothing (exit 0)")
@@ -77,6 +83,11 @@ def _cmd_update(args: argparse.Namespace) -> int:
         raise BadInputError("arkbox-installer update changes the system: run it as root",
                             hint="sudo arkbox-installer update NAME-update.tar")
     paths = Paths()  # it runs `apply`, which acts on the running system
+    if args.fetch:
+        if args.bundle or args.rollback or args.recover:
+            raise BadInputError("--fetch takes no bundle and no other option",
+                                hint="arkbox-installer update --fetch")
+        return _fetch(paths, allow_downgrade=args.allow_downgrade)
     if args.rollback or args.recover:
         option = "--rollback" if args.rollback else "--recover"
         if args.bundle or (args.rollback and args.recover):
@@ -87,3 +98,14 @@ def _cmd_update(args: argparse.Namespace) -> int:
         raise BadInputError("which bundle? arkbox-installer update NAME-update.tar",
                             hint="copy the NAME-update.tar from the build's out/ to the box")
     return update(Path(args.bundle), paths, allow_downgrade=args.allow_downgrade)
+
+
+def _fetch(paths: Paths, *, allow_downgrade: bool) -> int:
+    from firstboot.core.config import load_config
+    from firstboot.core.locations import INSTALLED_CONFIG
+    from firstboot.updates.apply import update
+    from firstboot.updates.fetch import fetch_and_update
+
+    settings = load_config(paths.at(INSTALLED_CONFIG)).updates
+    return fetch_and_update(settings, paths, lambda bundle: update(
+        bundle, paths, allow_downgrade=allow_downgrade))

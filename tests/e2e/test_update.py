@@ -12,12 +12,16 @@ build it found (the good update's test updates it back), so each passes alone.
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +41,7 @@ from rig_fixtures import (
 
 from builder.pipeline.update_bundle import write_bundle
 from builder.rig.parts import AppliancePart, BackupServerPart, image_from_rootfs_tar
+from builder.sign_update import sign_bundle
 from firstboot.updates.bundle import MANIFEST_PATH, BundleIndex, verify_bundle
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -269,3 +274,63 @@ def test_an_update_cut_off_by_a_power_loss_is_rolled_back_at_the_next_boot(
     assert check(app, f"cat {MARKER}").strip() == "written before the update"
     code, out = installer(app, "plan")
     assert code == 0, out
+
+
+@contextmanager
+def published(folder: Path, address: str) -> Iterator[int]:
+    """A web server for `folder` on `address` (this machine's side of the rig's network,
+    its gateway); its port."""
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(folder))
+    server = ThreadingHTTPServer((address, 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_unattended_update_fetches_a_signed_bundle_when_its_timer_fires(
+        box: Box, tmp_path: Path) -> None:
+    """updates: on in the box's config; apply installs the timer; the service it starts
+    downloads the bundle from a web server, checks the signature and updates the box."""
+    app = box.app
+    www = tmp_path / "www"
+    www.mkdir()
+    signing = tmp_path / "signing"
+    public = admin_key_pair(signing, "builds@arkbox-tests")
+    bundle = bundle_with_wiki(box.built_bundle, tmp_path, "fetched", {})
+    bundle.rename(www / "box-update.tar")
+    assert sign_bundle(www / "box-update.tar", signing) == 0
+    gateway = docker("network", "inspect", app.rig.network_name, "--format",
+                     "{{(index .IPAM.Config 0).Gateway}}")
+    before_runs = started_at(app)
+    wiki = wiki_container(before_runs)
+    original = check(app, "cat /etc/arkbox/appliance.yaml")
+    try:
+        with published(www, gateway) as port:
+            config = yaml.safe_load(original)
+            config["updates"] = {"enabled": True, "signing_key": public,
+                                 "url": f"http://{gateway}:{port}/box-update.tar"}
+            (tmp_path / "appliance.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+            docker("cp", str(tmp_path / "appliance.yaml"),
+                   f"{app.name}:/etc/arkbox/appliance.yaml")
+            code, out = installer(app, "apply")
+            assert code == 0, out
+            assert check(app, "systemctl is-enabled arkbox-update.timer").strip() == "enabled"
+            check(app, "systemctl start arkbox-update.service")  # what the timer starts
+        data = json.loads(check(app, "/usr/local/sbin/arkbox-installer status --json "
+                                     "2>/dev/null || true"))
+        assert data["update_fetch"]["result"] == "updated", data["update_fetch"]
+        assert data["update"]["result"] == "ok", data["update"]
+        assert data["update"]["images_changed"] == ["dokuwiki"]
+        assert started_at(app)[wiki].split()[1] != before_runs[wiki].split()[1]
+        assert check(app, f"cat {MARKER}").strip() == "written before the update"
+        # The bundle's config has no updates section: the update's apply took the timer.
+        assert sh(app, "systemctl cat arkbox-update.timer")[0] != 0
+    finally:
+        copy_in(app, box.built_bundle)
+        code, out = installer(app, f"update {BOX_BUNDLE}")
+        assert code == 0, out
+        assert check(app, "cat /etc/arkbox/appliance.yaml") == original

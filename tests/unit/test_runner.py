@@ -75,7 +75,7 @@ def test_order_lists_every_fresh_step() -> None:
     # alerts early: its timer reports a later step's failure (#16)
     assert ORDER == ("seed", "system", "firewall", "alerts", "restore", "engine", "secrets",
                      "tls", "mail", "restore_dumps", "services", "proxy", "status_page", "health",
-                     "backup",
+                     "backup", "updates",
                      "acme")
 
 

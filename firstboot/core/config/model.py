@@ -32,6 +32,7 @@ from firstboot.core.config.scalars import (
 from firstboot.core.config.secrets import SecretRef, iter_secret_refs
 from firstboot.core.config.services import Service
 from firstboot.core.config.status_page import StatusPage
+from firstboot.core.config.updates import Updates
 
 LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
 ANYWHERE = ["0.0.0.0/0", "::/0"]
@@ -183,6 +184,11 @@ class Appliance(Section):
     status_page: StatusPage | None = key(
         "The admin's status page (HTTPS, password); off when absent.",
         default=None, example={"password": {"file": "secrets/status-page-password"}})
+    updates: Updates = key(
+        "Unattended updates from signed bundles; off unless enabled.",
+        default_factory=Updates,
+        example={"enabled": True, "url": "https://builds.example.org/arkbox-test-update.tar",
+                 "signing_key": EXAMPLE_ADMIN_KEY})
     build: Build = key("Image build settings.", default_factory=Build, example={"disk_size": "8G"})
     seed: SeedSettings = key(
         "Where first boot looks for the box's seed.",
