@@ -72,8 +72,17 @@ def check_update(bundle: VerifiedBundle, root: Path, *, allow_downgrade: bool) -
     result.config_changed = box.get("config_sha256") != new.get("config_sha256")
     result.installer_changed = any(
         _digest(root / name) != entry.sha256
-        for name, entry in bundle.index.files.items() if name.startswith(INSTALLER_DIR))
+        for name, entry in bundle.index.files.items() if name.startswith(INSTALLER_DIR)
+    ) or bool(_installer_files(root) - set(bundle.index.files) - set(bundle.index.links))
     return result
+
+
+def _installer_files(root: Path) -> set[str]:
+    """The box's installer folder, as bundle paths: a file the bundle does not have
+    makes the folder differ too (the swap replaces the folder whole)."""
+    folder = root / INSTALLER_DIR
+    return {str(path.relative_to(root)) for path in folder.rglob("*")
+            if path.is_file() or path.is_symlink()}
 
 
 def newest_date(state: object) -> str | None:

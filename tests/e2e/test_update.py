@@ -38,18 +38,17 @@ from rig_fixtures import (
     rig_up,
     sh,
 )
+from update_bundles import bundle_with_installer_file, bundle_with_wiki, docker
 
-from builder.pipeline.update_bundle import write_bundle
 from builder.rig.parts import AppliancePart, BackupServerPart, image_from_rootfs_tar
 from builder.sign_update import sign_bundle
-from firstboot.updates.bundle import MANIFEST_PATH, BundleIndex, verify_bundle
+from firstboot.updates.bundle import MANIFEST_PATH
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 RIG_OCTET = 190
 MARKER = "/srv/arkbox/volumes/wiki/data/update-marker.txt"
 BOX_BUNDLE = "/root/update.tar"
-EPOCH = 1_735_689_600
 
 
 @dataclass
@@ -86,50 +85,6 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
         check(app, f"echo 'written before the update' > {MARKER}")
         yield Box(app, built_appliance().out / "arkbox-test-update.tar", config_path,
                   identity)
-
-
-def docker(*args: str, timeout: float = 600) -> str:
-    result = subprocess.run(["docker", *args], capture_output=True, text=True,
-                            timeout=timeout)
-    assert result.returncode == 0, f"docker {' '.join(args)}: {result.stderr}"
-    return result.stdout.strip()
-
-
-def bundle_with_wiki(built_bundle: Path, work: Path, label: str,
-                     files: dict[str, str]) -> Path:
-    """The build's bundle with the wiki's image rebuilt FROM the built one, plus `files`
-    (name -> text, made executable) in its build context; images.tar holds that image."""
-    tree = work / "tree"
-    tree.mkdir(parents=True)
-    subprocess.run(["tar", "-xf", str(built_bundle), "-C", str(tree),
-                    "--exclude=arkbox-update.json"], check=True, timeout=600)
-    built = json.loads((tree / MANIFEST_PATH).read_text())
-    wiki = next(i for i in built["service_images"] if i["name"] == "dokuwiki")
-    context = work / "context"
-    context.mkdir()
-    lines = [f"FROM {wiki['tag']}", f"LABEL org.arkbox.test-update={label}"]
-    for name, text in files.items():
-        (context / name).write_text(text)
-        (context / name).chmod(0o755)
-        lines.append(f"COPY {name} /usr/local/bin/{name}")
-    (context / "Dockerfile").write_text("\n".join(lines) + "\n")
-    tag = f"arkbox/dokuwiki:update-test-{label}"
-    docker("build", "--quiet", "--tag", tag, str(context))
-    try:
-        images = tree / "usr/share/arkbox/images/images.tar"
-        docker("save", "--output", str(images), tag)
-        wiki.update(tag=tag, id=docker("image", "inspect", "--format", "{{.Id}}", tag),
-                    size=int(docker("image", "inspect", "--format", "{{.Size}}", tag)))
-    finally:
-        docker("rmi", tag)
-    (tree / MANIFEST_PATH).write_text(json.dumps(built, indent=2))
-    old = verify_bundle(built_bundle).index
-    out = work / f"{label}-update.tar"
-    write_bundle(tree, out, BundleIndex(
-        appliance=old.appliance, role=old.role, arkbox_version=old.arkbox_version,
-        config_sha256=old.config_sha256, archive_state=old.archive_state),
-        source_date_epoch=EPOCH)
-    return out
 
 
 def copy_in(app: AppliancePart, bundle: Path) -> None:
@@ -186,6 +141,28 @@ def test_an_update_changing_one_image_restarts_only_that_service(box: Box,
     code, out = installer(app, f"update {BOX_BUNDLE}")
     assert code == 0, out
     assert started_at(app)[wiki].split()[1] == before_runs[wiki].split()[1]  # its image
+
+
+def test_an_update_changing_only_the_installer_restarts_nothing(box: Box,
+                                                                 tmp_path: Path) -> None:
+    app = box.app
+    before_ids, before_runs = containers(app), started_at(app)
+    note = "/usr/local/lib/arkbox-installer/update-test-note.txt"
+    copy_in(app, bundle_with_installer_file(box.built_bundle, tmp_path,
+                                            "update-test-note.txt", "a new installer\n"))
+    code, out = installer(app, f"update {BOX_BUNDLE}")
+    assert code == 0, out
+    record = update_status(app)
+    assert record["result"] == "ok" and record["installer_changed"], record
+    assert record["images_changed"] == [], record
+    assert check(app, f"cat {note}") == "a new installer\n"  # the new folder is in place
+    assert containers(app) == before_ids and started_at(app) == before_runs
+    # Back to the build: its installer folder has no such file.
+    copy_in(app, box.built_bundle)
+    code, out = installer(app, f"update {BOX_BUNDLE}")
+    assert code == 0, out
+    assert sh(app, f"test -e {note}")[0] != 0
+    assert containers(app) == before_ids
 
 
 def test_an_update_whose_image_fails_its_health_check_rolls_back(box: Box,

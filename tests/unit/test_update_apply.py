@@ -306,3 +306,16 @@ def test_staging_refuses_a_bundle_that_changed_since_it_was_verified(tmp_path: P
     with pytest.raises(BadInputError, match="changed since it was verified"):
         stage(verified, tmp_path / "next")
     assert not (tmp_path / "next").exists()
+
+
+def test_a_file_only_the_box_has_in_its_installer_folder_is_a_change(tmp_path: Path) -> None:
+    """The same build but for one extra file in the installer's folder: not "already the
+    build", and the update takes the file away (the folder is replaced whole)."""
+    new = bundle(tmp_path)
+    paths = Paths(tmp_path / "new")  # the very tree the bundle was made from
+    extra = paths.root / "usr/local/lib/arkbox-installer/left-by-another-build.txt"
+    extra.write_text("not in the bundle\n")
+    box = Box(paths, [Applied(True)])
+    assert run_update(box, new) == 0
+    assert box.calls[-2:] == ["apply on b", "clean ['a', 'b'] on b"]
+    assert not extra.exists()
