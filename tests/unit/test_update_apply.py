@@ -234,8 +234,8 @@ def test_a_power_cut_at_any_point_ends_on_one_whole_build_at_the_next_boot(
     box = Box(paths, list(first_apply))
 
     def apply(p: Paths, out: Callable[[str], None]) -> Applied:
-        out("  12/17 seed         ok")
-        out("  13/17 services     changed   1 recreated")  # where apply-midway cuts
+        out("  [1/18] seed         ok")
+        out("  [13/18] services     changed   1 recreated")  # where apply-midway cuts
         return box.apply(p, out)
 
     cut_at(monkeypatch, where)
