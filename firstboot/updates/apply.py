@@ -257,6 +257,8 @@ def rollback_interrupted(paths: Paths, out: Out = print, apply: ApplyFn = apply_
                          clean: CleanFn = remove_superseded_images) -> int:
     """An update that was cut off: rolled back once its files had begun to move (files
     back, then the previous build's apply); recorded as failed, nothing changed, before.
+    Exit 0 once the box is one build again (the record and the update_failed alert say
+    what happened); 1 when the previous build's apply failed.
 
     `update --rollback` (by hand: an error when there is nothing to undo) and `update
     --recover` (at_boot, arkbox-update-recover.service: nothing to do is exit 0)."""
@@ -275,11 +277,12 @@ def rollback_interrupted(paths: Paths, out: Out = print, apply: ApplyFn = apply_
                 version=["?", "?"], archive=[None, None])
             out(f"an update was cut off in its {phase} phase: rolling back")
             cause = Applied(False, f"cut off in its {phase} phase")
-            code = _roll_back(paths, record, time.monotonic(), out, apply, cause,
-                              kill_switch(paths))
-            if record.result == ROLLED_BACK:  # the images the cut-off build loaded go
-                clean(paths, set(record.new_image_ids), out)
-            return code
+            _roll_back(paths, record, time.monotonic(), out, apply, cause,
+                       kill_switch(paths))
+            if record.result != ROLLED_BACK:
+                return EXIT_FAILURE  # the previous build's apply failed too: the record says
+            clean(paths, set(record.new_image_ids), out)  # what the cut-off build loaded
+            return EXIT_OK  # the box is its previous build, whole
         if record is not None and record.result == RUNNING:
             shutil.rmtree(folder / "next", ignore_errors=True)
             _finish(record, paths, time.monotonic(), FAILED,

@@ -17,9 +17,11 @@ if TYPE_CHECKING:
 
 EXIT_CODES = ("exit codes: 0 the bundle fits this box, 1 failure, 2 refused: damaged or "
               "truncated, another appliance, or a downgrade")
-UPDATE_EXIT_CODES = ("exit codes: 0 updated (or already that build; or rolled back on "
-                     "--rollback), 1 the update failed: before changing anything (the "
-                     "backup), or after, and was rolled back (status says which), "
+UPDATE_EXIT_CODES = ("exit codes: 0 updated (or already that build; with --rollback or "
+                     "--recover: the box is one build again, or nothing was cut off), "
+                     "1 the update failed: before changing anything (the backup), or "
+                     "after, and was rolled back (status says which); with --rollback or "
+                     "--recover: the previous build's apply failed, "
                      "2 refused, nothing changed: a damaged or truncated bundle, another "
                      "appliance, or a downgrade")
 

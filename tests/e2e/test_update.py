@@ -13,6 +13,7 @@ build it found (the good update's test updates it back), so each passes alone.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import json
 import subprocess
 import sys
@@ -199,8 +200,33 @@ def arkbox_update(box: Box, out_dir: Path) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=1800)
 
 
+@contextmanager
+def admin_key_of_the_test(box: Box, tmp_path: Path) -> Iterator[None]:
+    """The box's admin takes this test's key: its config (with the key) put in place and
+    applied, the config it had put back after. An update swaps the bundle's config in,
+    whose admin key is config/default.yaml's (no private half here)."""
+    app = box.app
+    before = check(app, "cat /etc/arkbox/appliance.yaml")
+    docker("cp", str(box.config), f"{app.name}:/etc/arkbox/appliance.yaml")
+    code, out = installer(app, "apply")
+    assert code == 0, out
+    try:
+        yield
+    finally:
+        (tmp_path / "config-before.yaml").write_text(before)
+        docker("cp", str(tmp_path / "config-before.yaml"),
+               f"{app.name}:/etc/arkbox/appliance.yaml")
+        code, out = installer(app, "apply")
+        assert code == 0, out
+
+
 def test_arkbox_update_hands_the_bundle_over_ssh_and_passes_the_exit_code_on(
         box: Box, tmp_path: Path) -> None:
+    with admin_key_of_the_test(box, tmp_path):
+        ssh_update_exit_codes(box, tmp_path)
+
+
+def ssh_update_exit_codes(box: Box, tmp_path: Path) -> None:
     # The build's own bundle: the box checks it whole and finds itself already that build.
     same = arkbox_update(box, box.built_bundle.parent)
     assert same.returncode == 0, same.stdout + same.stderr
@@ -235,7 +261,7 @@ def test_an_update_cut_off_by_a_power_loss_is_rolled_back_at_the_next_boot(
         assert update_status(app)["result"] == "interrupted", out
         if point == "update:apply-midway":  # the wiki already runs the new image
             assert started_at(app)[wiki].split()[1] != before_runs[wiki].split()[1], out
-        check(app, "systemctl start arkbox-update-recover.service")  # what boot runs
+        start_unit(app, "arkbox-update-recover.service")  # what boot runs
     finally:
         sh(app, "rm -rf /var/lib/arkbox/test-kill")
     record = update_status(app)
@@ -251,6 +277,25 @@ def test_an_update_cut_off_by_a_power_loss_is_rolled_back_at_the_next_boot(
     assert check(app, f"cat {MARKER}").strip() == "written before the update"
     code, out = installer(app, "plan")
     assert code == 0, out
+
+
+def start_unit(app: AppliancePart, unit: str) -> None:
+    """systemctl start UNIT (a oneshot: it returns when the unit has run); its journal
+    in the failure when it failed."""
+    code, out = sh(app, f"systemctl start {unit}")
+    if code != 0:
+        journal = sh(app, f"journalctl -u {unit} --no-pager -n 80")[1]
+        raise AssertionError(f"systemctl start {unit} exited {code}: {out}\n{journal}")
+
+
+def rig_gateway(app: AppliancePart) -> str:
+    """This machine's address on the rig's network: the engine's gateway, which it does
+    not always name (then the subnet's first address, the one it takes)."""
+    named = docker("network", "inspect", app.rig.network_name, "--format",
+                   "{{(index .IPAM.Config 0).Gateway}}")
+    subnet = docker("network", "inspect", app.rig.network_name, "--format",
+                    "{{(index .IPAM.Config 0).Subnet}}")
+    return named or str(next(ipaddress.ip_network(subnet).hosts()))
 
 
 @contextmanager
@@ -280,8 +325,7 @@ def test_the_unattended_update_fetches_a_signed_bundle_when_its_timer_fires(
     bundle = bundle_with_wiki(box.built_bundle, tmp_path, "fetched", {})
     bundle.rename(www / "box-update.tar")
     assert sign_bundle(www / "box-update.tar", signing) == 0
-    gateway = docker("network", "inspect", app.rig.network_name, "--format",
-                     "{{(index .IPAM.Config 0).Gateway}}")
+    gateway = rig_gateway(app)
     before_runs = started_at(app)
     wiki = wiki_container(before_runs)
     original = check(app, "cat /etc/arkbox/appliance.yaml")
@@ -296,7 +340,7 @@ def test_the_unattended_update_fetches_a_signed_bundle_when_its_timer_fires(
             code, out = installer(app, "apply")
             assert code == 0, out
             assert check(app, "systemctl is-enabled arkbox-update.timer").strip() == "enabled"
-            check(app, "systemctl start arkbox-update.service")  # what the timer starts
+            start_unit(app, "arkbox-update.service")  # what the timer starts
         data = json.loads(check(app, "/usr/local/sbin/arkbox-installer status --json "
                                      "2>/dev/null || true"))
         assert data["update_fetch"]["result"] == "updated", data["update_fetch"]
@@ -306,8 +350,12 @@ def test_the_unattended_update_fetches_a_signed_bundle_when_its_timer_fires(
         assert check(app, f"cat {MARKER}").strip() == "written before the update"
         # The bundle's config has no updates section: the update's apply took the timer.
         assert sh(app, "systemctl cat arkbox-update.timer")[0] != 0
-    finally:
+    finally:  # back to the build and its config, however far the test came
+        (tmp_path / "appliance.yaml").write_text(original)
+        docker("cp", str(tmp_path / "appliance.yaml"), f"{app.name}:/etc/arkbox/appliance.yaml")
         copy_in(app, box.built_bundle)
         code, out = installer(app, f"update {BOX_BUNDLE}")
         assert code == 0, out
-        assert check(app, "cat /etc/arkbox/appliance.yaml") == original
+        code, out = installer(app, "apply")
+        assert code == 0, out
+        assert sh(app, "systemctl cat arkbox-update.timer")[0] != 0

@@ -193,7 +193,7 @@ def test_an_interrupted_update_is_refused_until_rolled_back(tmp_path: Path) -> N
     with pytest.raises(ArkboxError, match="cut off"):
         run_update(box, bundle(tmp_path / "again"))
     box.results = [Applied(True)]
-    assert rollback_interrupted(paths, out=lambda _: None, apply=box.apply) == 1
+    assert rollback_interrupted(paths, out=lambda _: None, apply=box.apply) == 0
     assert tree_digest(paths.root) == before
     record = load_record(paths)
     assert record is not None and record["result"] == "rolled back"
@@ -245,7 +245,7 @@ def test_a_power_cut_at_any_point_ends_on_one_whole_build_at_the_next_boot(
     monkeypatch.undo()
     box.results = [Applied(True)]
     assert rollback_interrupted(paths, out=lines.append, apply=box.apply, at_boot=True,
-                                clean=box.clean) == (0 if outcome == "failed" else 1)
+                                clean=box.clean) == 0
     # The cut-off build's images (proxy "a…", wiki "b…") go, once the box is back.
     assert box.calls[-1:] == (["backup on a"] if outcome == "failed" else
                               ["clean ['a', 'b'] on a"])
@@ -294,7 +294,7 @@ def test_a_record_of_another_installer_version_does_not_stop_the_recovery(
     saved["a_field_of_a_later_version"] = 1
     (paths.state / "update.json").write_text(json.dumps(saved))
     assert rollback_interrupted(paths, out=lambda _: None, apply=box.apply,
-                                at_boot=True) == 1
+                                at_boot=True) == 0
     assert tree_digest(paths.root) == before
 
 
@@ -319,3 +319,21 @@ def test_a_file_only_the_box_has_in_its_installer_folder_is_a_change(tmp_path: P
     assert run_update(box, new) == 0
     assert box.calls[-2:] == ["apply on b", "clean ['a', 'b'] on b"]
     assert not extra.exists()
+
+
+def test_a_recovery_whose_apply_fails_exits_1(tmp_path: Path) -> None:
+    paths = old_box(tmp_path / "box")
+    box = Box(paths, [])
+
+    def power_cut(_paths: Paths, _out: object) -> Applied:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        update(bundle(tmp_path), paths, out=lambda _: None, apply=power_cut,
+               backup=box.backup, clean=box.clean)
+    box.results = [Applied(False, "proxy: nginx -t failed")]
+    assert rollback_interrupted(paths, out=lambda _: None, apply=box.apply, at_boot=True,
+                                clean=box.clean) == 1
+    record = load_record(paths)
+    assert record is not None and record["result"] == "failed"
+    assert not any(call.startswith("clean") for call in box.calls)
