@@ -351,11 +351,11 @@ def test_the_unattended_update_fetches_a_signed_bundle_when_its_timer_fires(
         # The bundle's config has no updates section: the update's apply took the timer.
         assert sh(app, "systemctl cat arkbox-update.timer")[0] != 0
     finally:  # back to the build and its config, however far the test came
-        (tmp_path / "appliance.yaml").write_text(original)
-        docker("cp", str(tmp_path / "appliance.yaml"), f"{app.name}:/etc/arkbox/appliance.yaml")
         copy_in(app, box.built_bundle)
         code, out = installer(app, f"update {BOX_BUNDLE}")
         assert code == 0, out
+        (tmp_path / "appliance.yaml").write_text(original)
+        docker("cp", str(tmp_path / "appliance.yaml"), f"{app.name}:/etc/arkbox/appliance.yaml")
         code, out = installer(app, "apply")
         assert code == 0, out
         assert sh(app, "systemctl cat arkbox-update.timer")[0] != 0
