@@ -63,6 +63,12 @@ APPLY_TIMEOUT_S = 3600.0
 Out = Callable[[str], None]
 
 
+def say(line: str) -> None:
+    """Progress as it comes: the journal of the units and `arkbox update` over SSH read
+    stdout from a pipe, which print() would otherwise hold back to the end."""
+    print(line, flush=True)
+
+
 @dataclass(frozen=True)
 class Applied:
     ok: bool
@@ -139,7 +145,7 @@ def kill_switch(paths: Paths) -> KillSwitch:
 
 
 def update(bundle_path: Path, paths: Paths, *, allow_downgrade: bool = False,
-           out: Out = print, apply: ApplyFn = apply_installed,
+           out: Out = say, apply: ApplyFn = apply_installed,
            backup: BackupFn = backup_before,
            clean: CleanFn = remove_superseded_images) -> int:
     """Check, back up, swap, apply; roll back on a failed apply. Returns the exit code;
@@ -252,7 +258,7 @@ def _roll_back(paths: Paths, record: UpdateRecord, started: float, out: Out,
     return EXIT_FAILURE
 
 
-def rollback_interrupted(paths: Paths, out: Out = print, apply: ApplyFn = apply_installed,
+def rollback_interrupted(paths: Paths, out: Out = say, apply: ApplyFn = apply_installed,
                          *, at_boot: bool = False,
                          clean: CleanFn = remove_superseded_images) -> int:
     """An update that was cut off: rolled back once its files had begun to move (files

@@ -30,6 +30,7 @@ from firstboot.core.context import Paths, utc_now
 from firstboot.core.errors import EXIT_BAD_INPUT, EXIT_OK, ArkboxError, BadInputError
 from firstboot.core.execute import CommandError, from_file, run
 from firstboot.core.files import atomic_write
+from firstboot.updates.apply import say
 
 SIGNATURE_NAMESPACE = "arkbox-update"
 SIGNER = "arkbox-update"
@@ -66,7 +67,7 @@ def fetch_record(paths: Paths) -> dict[str, Any] | None:
 
 
 def fetch_and_update(settings: Updates, paths: Paths, update_bundle: UpdateFn,
-                     out: Callable[[str], None] = print) -> int:
+                     out: Callable[[str], None] = say) -> int:
     """Download, check the signature, update. Returns the exit code (that of update()
     once the bundle is trusted; 2 for a bad signature; 1 when the download failed)."""
     if not settings.enabled or settings.url is None or settings.signing_key is None:
