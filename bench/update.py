@@ -13,9 +13,11 @@ nginx):
             every health check; timed to the update's end (all healthy), with the
             backup's part shown.
 
-Prints, for each route, the longest time it did not answer (a 5xx, a refused or timed-out
-connection) during each, and the ratio of the update's to the baseline's. Goals (issue
-15): unchanged services 0 s; the changed one <= its restart + health check + 2 s.
+Prints, for each route, the longest time without an answer (a 5xx, a refused or
+timed-out connection, or a request left waiting count alike; less the 0.1 s between two
+asks) during each, and the ratio of the update's to the baseline's. Goals (issue 15):
+unchanged services 0 s (met below the probe's 0.1 s resolution); the changed one <= its
+restart + health check + 2 s.
 
 Usage: bench/update.py [--json FILE]   (uses the test suite's build: tests/built.py)
 """
@@ -23,6 +25,7 @@ Usage: bench/update.py [--json FILE]   (uses the test suite's build: tests/built
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import socket
 import ssl
@@ -88,23 +91,19 @@ class Prober:
     def run(self) -> None:
         while not self.stop.is_set():
             started = time.monotonic()
-            self.samples.append((started, self.ask()))
+            ok = self.ask()
+            # When the answer came: a request that hangs while the container is away
+            # (nginx keeps trying its address) is unavailability as much as a 502.
+            self.samples.append((time.monotonic(), ok))
             self.stop.wait(max(0.0, PROBE_EVERY_S - (time.monotonic() - started)))
 
     def longest_outage(self, since: float, until: float) -> float:
-        """The longest run of failed asks within [since, until]: from the first failure to
-        the next success (or `until`)."""
-        longest, down_at = 0.0, None
-        for at, ok in self.samples:
-            if at < since or at > until:
-                continue
-            if not ok and down_at is None:
-                down_at = at
-            elif ok and down_at is not None:
-                longest, down_at = max(longest, at - down_at), None
-        if down_at is not None:
-            longest = max(longest, until - down_at)
-        return longest
+        """The longest time within [since, until] without an answer, less the time
+        between two asks (a route that always answers scores about 0)."""
+        answered = [at for at, ok in self.samples if ok and since <= at <= until]
+        marks = [since, *answered, until]
+        gap = max(later - earlier for earlier, later in itertools.pairwise(marks))
+        return max(0.0, gap - PROBE_EVERY_S)
 
 
 @contextmanager
@@ -218,7 +217,7 @@ def report(r: dict[str, Any]) -> str:
              f"  {r['update_s'] / base:5.2f}x  (backup first: {r['update_backup_s']} s)",
              "", "  longest time a route did not answer   during restart   during update"]
     for name, o in r["outages"].items():
-        goal = (base + CHANGED_GOAL_MARGIN_S) if name == r["changed"] else 0.0
+        goal = (base + CHANGED_GOAL_MARGIN_S) if name == r["changed"] else PROBE_EVERY_S
         verdict = "meets" if o["update_s"] <= goal else "MISSES"
         lines.append(f"  {name:<36} {o['baseline_s']:10.2f} s {o['update_s']:12.2f} s"
                      f"   goal <= {goal:.1f} s: {verdict} ({o['asks']} asks)")
