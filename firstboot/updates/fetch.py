@@ -31,6 +31,7 @@ from firstboot.core.errors import EXIT_BAD_INPUT, EXIT_OK, ArkboxError, BadInput
 from firstboot.core.execute import CommandError, from_file, run
 from firstboot.core.files import atomic_write
 from firstboot.updates.apply import say
+from firstboot.updates.record import ROLLED_BACK, load_record
 
 SIGNATURE_NAMESPACE = "arkbox-update"
 SIGNER = "arkbox-update"
@@ -97,6 +98,11 @@ def fetch_and_update(settings: Updates, paths: Paths, update_bundle: UpdateFn,
         record.result = "updated" if record.exit_code == EXIT_OK else "failed"
         record.message = ("update applied (or already this build)" if record.exit_code == 0
                           else "the update failed: see the update's own record")
+        if record.exit_code != EXIT_OK and (load_record(paths) or {}).get("result") != \
+                ROLLED_BACK:
+            # It failed before changing anything (the backup): the same bundle is tried
+            # again next time. One that was rolled back waits for a new bundle.
+            record.etag = record.last_modified = None
         return record.exit_code
     except BadInputError as err:
         record.result, record.exit_code = "refused", EXIT_BAD_INPUT

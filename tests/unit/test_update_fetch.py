@@ -200,6 +200,11 @@ def test_an_update_that_failed_is_the_fetch_result_too(tmp_path: Path,
     assert fetch_and_update(publisher.settings(), paths, Updater(1), lambda _: None) == 1
     record = fetch_record(paths)
     assert record is not None and record["result"] == "failed"
+    assert record["etag"] is None  # failed before any change (no rollback): asked again
+    (paths.state / "update.json").write_text('{"result": "rolled back"}')
+    assert fetch_and_update(publisher.settings(), paths, Updater(1), lambda _: None) == 1
+    record = fetch_record(paths)
+    assert record is not None and record["etag"]  # rolled back: waits for a new bundle
 
 
 def test_fetch_refuses_when_updates_are_off(tmp_path: Path) -> None:
