@@ -30,6 +30,7 @@ from firstboot.core.context import Paths, utc_now
 from firstboot.core.errors import EXIT_BAD_INPUT, EXIT_OK, ArkboxError, BadInputError
 from firstboot.core.execute import CommandError, from_file, run
 from firstboot.core.files import atomic_write
+from firstboot.core.locks import held_or_refused
 from firstboot.updates.apply import say
 from firstboot.updates.record import ROLLED_BACK, load_record
 
@@ -37,6 +38,7 @@ SIGNATURE_NAMESPACE = "arkbox-update"
 SIGNER = "arkbox-update"
 FETCH_RECORD = "update-fetch.json"
 DOWNLOAD_DIR = "update-download"
+FETCH_LOCK = "update-fetch.lock"  # the download folder is one per box
 READ_TIMEOUT_S = 60.0  # one read of the socket; a stalled server ends the fetch
 DOWNLOAD_DEADLINE_S = 2 * 3600.0  # the whole bundle, on a slow line
 SIGNATURE_LIMIT = 64 << 10
@@ -75,7 +77,15 @@ def fetch_and_update(settings: Updates, paths: Paths, update_bundle: UpdateFn,
         raise BadInputError("unattended updates are off in this box's config",
                             hint="set updates.enabled, updates.url and updates.signing_key "
                                  "(docs/updates.md), or run: arkbox-installer update BUNDLE")
-    url = settings.url
+    with held_or_refused(paths.state / FETCH_LOCK, ArkboxError(
+            "another fetch of the update bundle is running",
+            hint="wait for it: systemctl status arkbox-update.service")):
+        return _fetch_and_update(settings.url, settings.signing_key, paths, update_bundle,
+                                 out)
+
+
+def _fetch_and_update(url: str, signing_key: str, paths: Paths, update_bundle: UpdateFn,
+                      out: Callable[[str], None]) -> int:
     folder = paths.state / DOWNLOAD_DIR
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True, mode=0o700)
@@ -92,7 +102,7 @@ def fetch_and_update(settings: Updates, paths: Paths, update_bundle: UpdateFn,
             out(record.message)
             return EXIT_OK
         _download(url + ".sig", folder / "bundle.tar.sig", SIGNATURE_LIMIT, None, out)
-        verify_signature(bundle, folder / "bundle.tar.sig", settings.signing_key, folder)
+        verify_signature(bundle, folder / "bundle.tar.sig", signing_key, folder)
         out(f"{url}: signed by the key in updates.signing_key")
         record.exit_code = update_bundle(bundle)
         record.result = "updated" if record.exit_code == EXIT_OK else "failed"

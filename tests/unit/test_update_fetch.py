@@ -30,10 +30,11 @@ from firstboot.core.config.base import EXAMPLE_ADMIN_KEY
 from firstboot.core.config.updates import Updates
 from firstboot.core.context import FirstbootContext, Paths
 from firstboot.core.errors import ArkboxError, BadInputError
+from firstboot.core.locks import held_or_refused
 from firstboot.status_view import fetch_line
 from firstboot.steps import updates as updates_step
 from firstboot.updates import timer
-from firstboot.updates.fetch import DOWNLOAD_DIR, fetch_and_update, fetch_record
+from firstboot.updates.fetch import DOWNLOAD_DIR, FETCH_LOCK, fetch_and_update, fetch_record
 
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 
@@ -274,3 +275,12 @@ def test_a_failed_update_or_fetch_raises_the_alert_and_a_good_one_clears_it() ->
     fine = BoxFacts(now=NOW, last_update={"result": "ok"}, last_fetch={"result": "unchanged"})
     assert update_failed(fine, limits) == {"update_failed": CLEAR}
     assert update_failed(BoxFacts(now=NOW), limits) == {"update_failed": CLEAR}
+
+
+def test_a_second_fetch_while_one_runs_is_refused(tmp_path: Path, publisher: Publisher) -> None:
+    paths, updater = state(tmp_path), Updater()
+    publisher.publish(publisher.bundle)
+    with held_or_refused(paths.state / FETCH_LOCK, ArkboxError("held by the test")), \
+            pytest.raises(ArkboxError, match="another fetch of the update bundle"):
+        fetch_and_update(publisher.settings(), paths, updater, lambda _: None)
+    assert updater.seen == [] and fetch_record(paths) is None
