@@ -99,8 +99,7 @@ def _status_parts(paths: Paths) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
     from firstboot.seed_record import load_record
     from firstboot.status import RunResult, Status
     from firstboot.statuspage.facts import host_facts, services_facts
-    from firstboot.updates.fetch import fetch_record
-    from firstboot.updates.record import update_status
+    from firstboot.updates.record import fetch_record, update_status
 
     status = Status.load(paths.status)
     if status is not None and status.result is RunResult.RUNNING and not runner_active(

@@ -17,8 +17,7 @@ from firstboot.containers.engine import container_state, owned_containers
 from firstboot.containers.naming import Naming
 from firstboot.core.context import FirstbootContext, Paths
 from firstboot.status import Status
-from firstboot.updates.fetch import fetch_record
-from firstboot.updates.record import update_status
+from firstboot.updates.record import fetch_record, update_status
 
 if TYPE_CHECKING:
     import docker

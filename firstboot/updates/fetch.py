@@ -23,7 +23,6 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from firstboot.core.config.updates import Updates
 from firstboot.core.context import Paths, utc_now
@@ -32,11 +31,10 @@ from firstboot.core.execute import CommandError, from_file, run
 from firstboot.core.files import atomic_write
 from firstboot.core.locks import held_or_refused
 from firstboot.updates.apply import say
-from firstboot.updates.record import ROLLED_BACK, load_record
+from firstboot.updates.record import FETCH_RECORD, ROLLED_BACK, fetch_record, load_record
 
 SIGNATURE_NAMESPACE = "arkbox-update"
 SIGNER = "arkbox-update"
-FETCH_RECORD = "update-fetch.json"
 DOWNLOAD_DIR = "update-download"
 FETCH_LOCK = "update-fetch.lock"  # the download folder is one per box
 READ_TIMEOUT_S = 60.0  # one read of the socket; a stalled server ends the fetch
@@ -59,14 +57,6 @@ class FetchRecord:
     exit_code: int
     etag: str | None = None
     last_modified: str | None = None
-
-
-def fetch_record(paths: Paths) -> dict[str, Any] | None:
-    try:
-        data: dict[str, Any] = json.loads((paths.state / FETCH_RECORD).read_text())
-    except (FileNotFoundError, ValueError):
-        return None
-    return data
 
 
 def fetch_and_update(settings: Updates, paths: Paths, update_bundle: UpdateFn,

@@ -15,6 +15,7 @@ from firstboot.core.files import atomic_write
 from firstboot.core.locks import lock_held
 
 RECORD_NAME = "update.json"
+FETCH_RECORD = "update-fetch.json"  # the last unattended fetch (fetch.py writes it)
 LOCK_NAME = "update.lock"
 
 # Results: running while it runs; then ok, rolled back (the update failed, the box is back
@@ -88,3 +89,14 @@ def update_status(paths: Paths) -> dict[str, Any] | None:
                           if phase in CHANGING_PHASES
                           else "nothing was changed: run the update again")
     return record
+
+
+def fetch_record(paths: Paths) -> dict[str, Any] | None:
+    """The last unattended fetch as status shows it; None before the first. Kept here,
+    beside the update's record, so status and the alerts read both without importing
+    the fetch (and the update it runs)."""
+    try:
+        data: dict[str, Any] = json.loads((paths.state / FETCH_RECORD).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return data

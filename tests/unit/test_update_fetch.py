@@ -34,7 +34,8 @@ from firstboot.core.locks import held_or_refused
 from firstboot.status_view import fetch_line
 from firstboot.steps import updates as updates_step
 from firstboot.updates import timer
-from firstboot.updates.fetch import DOWNLOAD_DIR, FETCH_LOCK, fetch_and_update, fetch_record
+from firstboot.updates.fetch import DOWNLOAD_DIR, FETCH_LOCK, fetch_and_update
+from firstboot.updates.record import fetch_record
 
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 
