@@ -68,6 +68,9 @@ REQUIRES: Mapping[str, str] = {
     "etc/systemd/resolved.conf.d/90-arkbox.conf": "usr/lib/systemd/systemd-resolved",
     "etc/systemd/system/arkbox-ssh-hostkeys.service.d/10-arkbox-hardening.conf":
         "etc/systemd/system/arkbox-ssh-hostkeys.service",
+    "etc/default/debsums": "usr/bin/debsums",
+    "etc/systemd/system/arkbox-debsums.service": "usr/bin/debsums",
+    "etc/systemd/system/arkbox-debsums.timer": "usr/bin/debsums",
 }
 
 # /etc/login.defs settings (key, value): new files private to their owner's group,
@@ -101,6 +104,8 @@ DISABLED_UNITS: Mapping[str, tuple[str, ...]] = {
     "backup-server": ("e2scrub_all.timer", "e2scrub_reap.service",
                       "docker.service", "docker.socket", "containerd.service"),
 }
+# Units of the hardening tree to enable (when laid): the weekly check of package files.
+ENABLED_UNITS: tuple[str, ...] = ("arkbox-debsums.timer",)
 # Never wanted: a root shell on tty9 with no password, and a reboot on Ctrl-Alt-Del sent
 # by a stray keystroke in the provider's web console.
 MASKED_UNITS: tuple[str, ...] = ("debug-shell.service", "ctrl-alt-del.target")
@@ -396,6 +401,13 @@ def units_to_disable(rootdir: Path, role: str) -> list[str]:
     return [u for u in DISABLED_UNITS[role] if unit_present(rootdir, u)]
 
 
+def units_to_enable(rootdir: Path) -> list[str]:
+    """ENABLED_UNITS laid in the root fs and not yet wanted by their target."""
+    wants = rootdir / "etc/systemd/system/timers.target.wants"
+    return [u for u in ENABLED_UNITS if unit_present(rootdir, u)
+            and not (wants / u).is_symlink()]
+
+
 def units_to_mask(rootdir: Path) -> list[str]:
     units = list(MASKED_UNITS)
     if unit_present(rootdir, ARKBOX_KEYGEN_UNIT) and unit_present(rootdir, DEBIAN_KEYGEN_UNIT):
@@ -411,6 +423,10 @@ def apply_units(rootdir: Path, role: str) -> list[str]:
         # systemctl says "Removed ..." for each symlink it deleted, nothing when already off.
         if "Removed" in result.stderr + result.stdout:
             changes.append("disabled " + " ".join(disable))
+    enable = units_to_enable(rootdir)
+    if enable:
+        run(systemctl_argv(rootdir, "enable", enable))
+        changes.append("enabled " + " ".join(enable))
     mask = units_to_mask(rootdir)
     if mask:
         run(systemctl_argv(rootdir, "mask", mask))

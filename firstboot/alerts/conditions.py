@@ -213,9 +213,26 @@ def update_failed(facts: BoxFacts, limits: Thresholds) -> Verdicts:
     return {"update_failed": CLEAR}
 
 
+def package_files(facts: BoxFacts, limits: Thresholds) -> Verdicts:
+    """The weekly check of package files (debsums) found a packaged file changed."""
+    check = facts.package_check
+    if check is None:
+        return {"package_files": UNKNOWN}
+    if not check.failed:
+        return {"package_files": CLEAR}
+    when = f" ({check.finished:%Y-%m-%d %H:%M} UTC)" if check.finished else ""
+    return {"package_files": Raised(
+        f"installed files differ from their packages' checksums: the check of package "
+        f"files{when} failed",
+        "see which: journalctl -u arkbox-debsums; a file nobody changed on purpose means "
+        "an intruder or a failing disk: flash a new box with the same seed (its first "
+        "boot restores the data) and retire this one; once explained (apt-get install "
+        "--reinstall PACKAGE), check again: systemctl start arkbox-debsums")}
+
+
 CONDITIONS: tuple[Callable[[BoxFacts, Thresholds], Verdicts], ...] = (
     backup_failed, backup_stale, drill_failed, verify_failed, certificate, services, disks,
-    last_run_failed, reboot_pending, update_failed)
+    last_run_failed, reboot_pending, update_failed, package_files)
 
 
 def evaluate(facts: BoxFacts, limits: Thresholds) -> Verdicts:

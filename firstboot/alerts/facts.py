@@ -46,6 +46,15 @@ class BoxFacts:
     reboot_required_since: datetime | None = None
     last_update: dict[str, Any] | None = None  # update.json, as status shows it
     last_fetch: dict[str, Any] | None = None  # update-fetch.json (unattended updates)
+    # The weekly check of package files (arkbox-debsums.service): True when its last run
+    # failed, with when it ended; None when the unit is unknown or could not be asked.
+    package_check: PackageCheck | None = None
+
+
+@dataclass(frozen=True)
+class PackageCheck:
+    failed: bool
+    finished: datetime | None
 
 
 def parse_time(value: object) -> datetime | None:

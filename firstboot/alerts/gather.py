@@ -9,13 +9,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from firstboot.alerts.facts import BoxFacts, DiskUse, ServiceHealth, parse_time
+from firstboot.alerts.facts import (
+    BoxFacts,
+    DiskUse,
+    PackageCheck,
+    ServiceHealth,
+    parse_time,
+)
 from firstboot.backup.client import read_failure, read_stats, read_verify
 from firstboot.backup.drill import last_drill
 from firstboot.certs.renew_state import status_facts
 from firstboot.containers.engine import container_state, owned_containers
 from firstboot.containers.naming import Naming
 from firstboot.core.context import FirstbootContext, Paths
+from firstboot.core.execute import run
 from firstboot.status import Status
 from firstboot.updates.record import fetch_record, update_status
 
@@ -47,7 +54,44 @@ def gather(ctx: FirstbootContext) -> BoxFacts:
         reboot_required_since=_modified(paths.at(REBOOT_REQUIRED)),
         last_update=update_status(paths),
         last_fetch=fetch_record(paths),
+        package_check=_package_check() if paths.is_live else None,
     )
+
+
+# The weekly check of package files, laid by the build's hardening (image/hardening).
+PACKAGE_CHECK_UNIT = "arkbox-debsums.service"
+
+
+def package_check_argv() -> tuple[str, ...]:
+    return ("systemctl", "show", "--timestamp=unix",
+            "--property=LoadState,ActiveState,Result,ExecMainExitTimestamp",
+            PACKAGE_CHECK_UNIT)
+
+
+def parse_package_check(text: str) -> PackageCheck | None:
+    """`systemctl show` of the check's unit: failed when its last run did (a oneshot that
+    failed stays "failed" until it runs again); None when the unit is not installed."""
+    props = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+    if props.get("LoadState") != "loaded":
+        return None
+    finished = props.get("ExecMainExitTimestamp", "")
+    when = None
+    if finished.startswith("@"):
+        try:
+            when = datetime.fromtimestamp(int(finished[1:].split(".")[0]), UTC)
+        except ValueError:
+            when = None
+    failed = props.get("ActiveState") == "failed" or props.get("Result", "success") != "success"
+    return PackageCheck(failed=failed, finished=when)
+
+
+def _package_check() -> PackageCheck | None:
+    try:
+        shown = run(package_check_argv(), check=False, timeout=30)
+    except Exception as err:  # systemd not answering is no verdict on the files
+        log.warning("cannot ask systemd about %s: %s", PACKAGE_CHECK_UNIT, err)
+        return None
+    return parse_package_check(shown.stdout) if shown.returncode == 0 else None
 
 
 def _first_boot_done(paths: Paths) -> datetime | None:

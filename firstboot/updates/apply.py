@@ -291,11 +291,9 @@ def rollback_interrupted(paths: Paths, out: Out = say, apply: ApplyFn = apply_in
             return EXIT_OK  # the box is its previous build, whole
         if record is not None and record.result == RUNNING:
             shutil.rmtree(folder / "next", ignore_errors=True)
-            _finish(record, paths, time.monotonic(), FAILED,
+            _finish(record, paths, None, FAILED,
                     f"cut off in its {record.phase} phase, before any file changed; "
                     "nothing was changed", "run the update again")
-            record.seconds = None  # the time it ran is not known
-            record.save(paths)
             out(record.summary())
             return EXIT_OK
         if at_boot:
@@ -326,9 +324,10 @@ def _start_record(check: UpdateCheck) -> UpdateRecord:
         config_changed=check.config_changed)
 
 
-def _finish(record: UpdateRecord, paths: Paths, started: float, result: str,
+def _finish(record: UpdateRecord, paths: Paths, started: float | None, result: str,
             failure: str | None, hint: str | None) -> None:
+    """Close the record in one write; `started` None: how long it ran is not known."""
     record.result, record.phase, record.failure, record.hint = result, "done", failure, hint
     record.finished_at = utc_now().isoformat(timespec="seconds")
-    record.seconds = round(time.monotonic() - started, 1)
+    record.seconds = None if started is None else round(time.monotonic() - started, 1)
     record.save(paths)

@@ -183,3 +183,33 @@ def test_alert_test_reaches_every_destination(rig: Rig) -> None:
     wait_for("the test POST", lambda: len([p for p in posts(receiver)
                                            if p.get("event") == "test"]), before + 1)
     wait_for("the test email", lambda: mails(app, "[arkbox arkbox-test] TEST"), 1)
+
+
+def test_a_changed_package_file_alerts_until_the_weekly_check_passes_again(rig: Rig) -> None:
+    app, receiver = rig.app, rig.receiver
+
+    def events(event: str) -> list[dict[str, Any]]:
+        return [p for p in posts(receiver)
+                if p.get("alert") == "package_files" and p.get("event") == event]
+
+    assert check(app, "systemctl is-enabled arkbox-debsums.timer").strip() == "enabled"
+    check(app, "systemctl start arkbox-debsums.service")  # the image as built passes
+    before = len(events("firing")), len(events("resolved"))
+    victim = "/usr/share/bash-completion/completions/debsums"  # any packaged file
+    check(app, f"cp -p {victim} /root/debsums.kept && echo changed >> {victim}")
+    try:
+        code, out = sh(app, "systemctl start arkbox-debsums.service")
+        assert code != 0, out
+        journal = check(app, "journalctl -u arkbox-debsums --no-pager -o cat")
+        assert f"changed file {victim}" in journal, journal[-2000:]
+        check(app, f"{INSTALLER} alert check")
+        wait_for("the package_files alert POST", lambda: len(events("firing")),
+                 before[0] + 1, app)
+        post = events("firing")[-1]
+        assert "journalctl -u arkbox-debsums" in post["fix"], post
+    finally:
+        check(app, f"cp -p /root/debsums.kept {victim}")
+    check(app, "systemctl start arkbox-debsums.service")
+    check(app, f"{INSTALLER} alert check")
+    wait_for("the package_files resolved POST", lambda: len(events("resolved")),
+             before[1] + 1, app)

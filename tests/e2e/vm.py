@@ -46,8 +46,10 @@ class VmBox:
     user: str
     serial_log: Path
 
-    def exec(self, *argv: str, user: str = "root") -> tuple[int, str]:
-        """Run argv on the box over SSH as the admin (through sudo for root)."""
+    def exec(self, *argv: str, user: str = "root",
+             timeout: float = SSH_TIMEOUT_S) -> tuple[int, str]:
+        """Run argv on the box over SSH as the admin (through sudo for root); killed after
+        `timeout` seconds."""
         command = shlex.join(argv)
         if user == "root":
             command = f"sudo -n {command}"
@@ -56,10 +58,10 @@ class VmBox:
                "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
                "-o", "ConnectTimeout=20", f"{self.user}@127.0.0.1", command]
         try:
-            result = subprocess.run(ssh, capture_output=True, text=True, timeout=SSH_TIMEOUT_S,
+            result = subprocess.run(ssh, capture_output=True, text=True, timeout=timeout,
                                     stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
-            return 255, f"ssh gave no answer within {SSH_TIMEOUT_S} s"
+            return 255, f"ssh gave no answer within {timeout:.0f} s"
         return result.returncode, result.stdout + result.stderr
 
     def read_json(self, path: str) -> Any:

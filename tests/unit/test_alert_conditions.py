@@ -10,7 +10,8 @@ import pytest
 
 from firstboot.alerts import conditions
 from firstboot.alerts.conditions import CLEAR, UNKNOWN, Raised, Verdict
-from firstboot.alerts.facts import BoxFacts, DiskUse, ServiceHealth
+from firstboot.alerts.facts import BoxFacts, DiskUse, PackageCheck, ServiceHealth
+from firstboot.alerts.gather import package_check_argv, parse_package_check
 from firstboot.core.config.alerts import Thresholds
 
 NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
@@ -25,6 +26,7 @@ HEALTHY = BoxFacts(
                  "renewal": {}},
     services=[ServiceHealth("wiki", None), ServiceHealth("proxy", None)],
     disks=[DiskUse("/", 40.0, 10.0), DiskUse("/srv", 50.0, 5.0)],
+    package_check=PackageCheck(failed=False, finished=NOW - timedelta(days=2)),
 )
 
 
@@ -155,3 +157,29 @@ def test_a_reboot_pending_for_more_than_7_days() -> None:
     assert conditions.reboot_pending(recent, LIMITS)["reboot_pending"] is CLEAR
     old = replace(HEALTHY, reboot_required_since=NOW - timedelta(days=8))
     assert "8 days" in raised(conditions.reboot_pending(old, LIMITS)["reboot_pending"]).title
+
+
+def test_a_failed_check_of_package_files_raises_until_a_run_passes() -> None:
+    failed = replace(HEALTHY, package_check=PackageCheck(failed=True, finished=BOOTED))
+    verdict = raised(conditions.package_files(failed, LIMITS)["package_files"])
+    assert "differ from their packages' checksums" in verdict.title
+    assert "2026-12-02 12:00 UTC" in verdict.title
+    assert "journalctl -u arkbox-debsums" in verdict.fix
+    assert conditions.package_files(HEALTHY, LIMITS)["package_files"] is CLEAR
+    unknown = replace(HEALTHY, package_check=None)  # not installed, or systemd silent
+    assert conditions.package_files(unknown, LIMITS)["package_files"] is UNKNOWN
+
+
+def test_the_check_of_package_files_is_read_from_its_unit() -> None:
+    assert package_check_argv()[:2] == ("systemctl", "show")
+    failed = parse_package_check("LoadState=loaded\nActiveState=failed\nResult=exit-code\n"
+                                 "ExecMainExitTimestamp=@1764936000\n")
+    assert failed == PackageCheck(failed=True,
+                                  finished=datetime(2025, 12, 5, 12, 0, tzinfo=UTC))
+    passed = parse_package_check("LoadState=loaded\nActiveState=inactive\nResult=success\n"
+                                 "ExecMainExitTimestamp=@1764936000\n")
+    assert passed is not None and not passed.failed
+    never_ran = parse_package_check("LoadState=loaded\nActiveState=inactive\n"
+                                    "Result=success\nExecMainExitTimestamp=\n")
+    assert never_ran == PackageCheck(failed=False, finished=None)
+    assert parse_package_check("LoadState=not-found\nActiveState=inactive\n") is None

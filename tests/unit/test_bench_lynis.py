@@ -59,3 +59,13 @@ def test_an_image_without_sysctl_files_gets_none(tmp_path: Path) -> None:
     assert argv.count("--sysctl") == 1
     given = bench().systemd_container_argv("img", "name", {"net.ipv4.tcp_syncookies": "1"})
     assert "net.ipv4.tcp_syncookies=1" in given and given.count("--sysctl") == 2
+
+
+def test_the_rig_profile_skips_only_the_kernel_test_with_its_reason() -> None:
+    module = bench()
+    profile = module.rig_profile()
+    skipped = [line.split("=", 1)[1] for line in profile.splitlines()
+               if line.startswith("skip-test=")]
+    assert skipped == ["KRNL-5830"]
+    assert "# compares the running kernel" in profile  # each skip says why
+    assert "KRNL-5830 (compares the running kernel" in module.skipped_note()

@@ -16,6 +16,7 @@ from builder.pipeline import hardening
 from builder.pipeline.hardening import (
     HARDENING_TREE,
     ROLE_SSH_USERS,
+    ROLES,
     HardeningVars,
     apply_hardening,
     id_names,
@@ -312,6 +313,11 @@ def systemctl_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, ...]]:
         if argv[3] == "mask":
             for unit in argv[4:]:
                 (root / "etc/systemd/system" / unit).symlink_to("/dev/null")
+        if argv[3] == "enable":  # the timers' WantedBy=timers.target
+            wants = root / "etc/systemd/system/timers.target.wants"
+            wants.mkdir(parents=True, exist_ok=True)
+            for unit in argv[4:]:
+                (wants / unit).symlink_to(f"/etc/systemd/system/{unit}")
         return Completed(argv, 0, "", "Removed '/etc/...'." if argv[3] == "disable" else "")
 
     monkeypatch.setattr(hardening, "run", fake_run)
@@ -365,6 +371,30 @@ def test_backup_server_gets_no_docker_config_and_docker_disabled(
     assert systemctl_calls[0] == systemctl_argv(
         tmp_path, "disable",
         ["e2scrub_all.timer", "docker.service", "docker.socket", "containerd.service"])
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_debsums_checks_weekly_where_it_is_installed(
+    tmp_path: Path, systemctl_calls: list[tuple[str, ...]], role: str
+) -> None:
+    _mini_rootfs(tmp_path)
+    changes = apply_hardening(tmp_path, SAMPLE, role)
+    assert "skipped /etc/default/debsums: /usr/bin/debsums is not in the root fs" in changes
+    assert not any(c[3] == "enable" for c in systemctl_calls)
+
+    (tmp_path / "usr/bin/debsums").write_text("")
+    systemctl_calls.clear()
+    changes = apply_hardening(tmp_path, SAMPLE, role)
+    assert "CRON_CHECK=weekly\n" in (tmp_path / "etc/default/debsums").read_text()
+    service = (tmp_path / "etc/systemd/system/arkbox-debsums.service").read_text()
+    assert "ExecStart=/usr/bin/debsums --silent\n" in service
+    timer = (tmp_path / "etc/systemd/system/arkbox-debsums.timer").read_text()
+    assert "OnCalendar=weekly\n" in timer and "WantedBy=timers.target\n" in timer
+    assert systemctl_argv(tmp_path, "enable", ["arkbox-debsums.timer"]) in systemctl_calls
+    assert "enabled arkbox-debsums.timer" in changes
+    systemctl_calls.clear()
+    apply_hardening(tmp_path, SAMPLE, role)
+    assert not any(c[3] == "enable" for c in systemctl_calls)  # enabled once
 
 
 def test_a_directory_that_is_no_root_fs_is_refused(tmp_path: Path) -> None:
