@@ -33,6 +33,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from firstboot.core.config import Appliance
 from firstboot.core.context import FirstbootContext
 from firstboot.core.files import atomic_write, ensure_dir
+from firstboot.mail.records import client_config_hosts
 
 FALLBACK_ORGANIZATION = "arkbox fallback certificate (self-signed)"
 VALIDITY = timedelta(days=90)
@@ -43,14 +44,16 @@ NO_ACME_YET = "no certificate from an ACME CA yet"
 
 
 def wanted_names(config: Appliance) -> list[str]:
-    """Every host name served over TLS: the appliance, each route, the mail server, and
-    mta-sts.DOMAIN per mail domain (senders fetch the MTA-STS policy there over HTTPS)."""
+    """Every host name served over TLS: the appliance, each route, the mail server, and per
+    mail domain mta-sts.DOMAIN (senders fetch the MTA-STS policy there over HTTPS),
+    autoconfig.DOMAIN and autodiscover.DOMAIN (mail clients fetch their settings there)."""
     names = [config.appliance.hostname]
     names += [s.route.hostname for s in config.services.values() if s.route is not None]
     if config.mail.enabled and config.mail.hostname:
         names.append(config.mail.hostname)
     if config.mail.enabled:
         names += [f"mta-sts.{domain}" for domain in config.mail.domains]
+        names += [host for domain in config.mail.domains for host in client_config_hosts(domain)]
     return sorted(set(names))
 
 

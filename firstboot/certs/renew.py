@@ -31,7 +31,7 @@ from firstboot.containers.proxy import ProxyFiles, converge_proxy
 from firstboot.core.context import FirstbootContext, Paths
 from firstboot.core.files import ensure_dir
 from firstboot.mail.container import reload_mail_tls
-from firstboot.mail.mta_sts import served_mta_sts_sites
+from firstboot.mail.proxy_sites import served_mail_sites
 
 log = logging.getLogger("arkbox.certs")
 
@@ -181,7 +181,7 @@ def reload_tls_consumers(ctx: FirstbootContext) -> list[str]:
     """Make everything that serves the live certificate load it again, without dropping
     connections; returns what was reloaded. Every TLS server of the box belongs here."""
     reloaded = []
-    if converge_proxy(ctx, served_mta_sts_sites(ctx)).reloaded:
+    if converge_proxy(ctx, served_mail_sites(ctx)).reloaded:
         reloaded.append("proxy (nginx reloaded)")
     if reload_mail_tls(ctx):
         reloaded.append("mail (Postfix and Dovecot reloaded)")

@@ -32,6 +32,10 @@ ACME_ROOT = "/var/www/acme"
 # host): no port, so nothing but the proxy can reach it and the firewall needs no rule.
 STATUS_PAGE_SOCKET_DIR = "/run/arkbox-status-page"
 STATUS_PAGE_SOCKET = "http.sock"
+# Where the proxy answers Outlook's autodiscover requests it has read: the container's own
+# loopback, never published (only 80 and 443 are).
+AUTODISCOVER_ANSWER = "127.0.0.1:8025"
+AUTODISCOVER_LOGIN = "arkbox_autodiscover_login"  # nginx variable: <LoginName>...</LoginName>
 
 _PLAIN = re.compile(r"^[A-Za-z0-9._~/%+-]+$")
 
@@ -79,9 +83,71 @@ class MtaStsSite:
 
     @property
     def policy_token(self) -> str:
-        """The policy as one double-quoted nginx string (nginx turns \\n into a newline)."""
-        escaped = self.policy.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-        return f'"{escaped}"'
+        """The policy as one double-quoted nginx string."""
+        return nginx_text(self.policy)
+
+
+@dataclass(frozen=True)
+class AutoconfigSite:
+    """autoconfig.DOMAIN: Thunderbird's autoconfig file of the mail domain, nothing else;
+    also at /.well-known/autoconfig/ of DOMAIN itself where the proxy serves DOMAIN."""
+
+    hostname: str
+    domain: str
+    path: str
+    well_known_path: str
+    config_xml: str
+
+    @property
+    def config_token(self) -> str:
+        return nginx_text(self.config_xml)
+
+
+@dataclass(frozen=True)
+class AutodiscoverSites:
+    """autodiscover.DOMAIN of each mail domain: Outlook's autodiscover answer, the same for
+    each. `answer_parts` is the answer cut where a <LoginName> goes: nginx puts there the
+    address the request named, when it matches `address_pattern` (else nothing)."""
+
+    hostnames: tuple[str, ...]
+    path: str
+    answer_parts: tuple[str, ...]
+    address_pattern: str
+
+    @property
+    def location_regex(self) -> str:
+        """The path, in any case (clients differ: /Autodiscover/Autodiscover.xml)."""
+        return nginx_regex(f"^{re.escape(self.path)}$")
+
+    @property
+    def answer_token(self) -> str:
+        login = "${" + AUTODISCOVER_LOGIN + "}"
+        return login.join(nginx_text(part)[1:-1] for part in self.answer_parts).join('""')
+
+    @property
+    def request_regex(self) -> str:
+        """The map's regex that picks the address out of the request's body."""
+        return nginx_regex(rf"~<EMailAddress>\s*(?<arkbox_address>{self.address_pattern})"
+                           r"\s*</EMailAddress>")
+
+    @property
+    def header_regex(self) -> str:
+        """The map's regex that lets only an address through, whole."""
+        return nginx_regex(rf"~^(?<arkbox_login>{self.address_pattern})$")
+
+
+@dataclass(frozen=True)
+class MailSites:
+    """What the proxy serves for the mail server (firstboot/mail/proxy_sites.py)."""
+
+    mta_sts: tuple[MtaStsSite, ...] = ()
+    autoconfig: tuple[AutoconfigSite, ...] = ()
+    autodiscover: AutodiscoverSites | None = None
+
+    @property
+    def well_known(self) -> dict[str, AutoconfigSite]:
+        """Mail domain -> its autoconfig site, for the servers of other names."""
+        return {site.domain.lower(): site for site in self.autoconfig}
 
 
 def sites_from_routes(routes: Iterable[tuple[str, RouteSpec]]) -> list[Site]:
@@ -101,12 +167,14 @@ def sites_from_routes(routes: Iterable[tuple[str, RouteSpec]]) -> list[Site]:
 
 
 def render_proxy_config(sites: Iterable[Site], *, ocsp_stapling: bool,
-                        mta_sts: Iterable[MtaStsSite] = (),
+                        mail: MailSites | None = None,
                         status_page: StatusPageSite | None = None) -> str:
     return render(
         TEMPLATE,
         sites=list(sites),
-        mta_sts=list(mta_sts),
+        mail=mail or MailSites(),
+        autodiscover_answer=AUTODISCOVER_ANSWER,
+        autodiscover_login=AUTODISCOVER_LOGIN,
         status_page=status_page,
         ciphers=INTERMEDIATE_CIPHERS,
         ocsp_stapling=ocsp_stapling,
@@ -134,6 +202,24 @@ def nginx_size(size: str) -> str:
         if value % factor == 0:
             return f"{value // factor}{unit}"
     return str(value)
+
+
+def nginx_text(value: str) -> str:
+    """Text as one double-quoted nginx string (nginx turns \\n into a newline). It must hold
+    no `$`: nginx would read a variable there, and a string has no way to escape one."""
+    if "$" in value:
+        raise ValueError(f"nginx cannot serve a '$' in a string: {value[:60]!r}")
+    return _quoted(value)
+
+
+def nginx_regex(pattern: str) -> str:
+    """A regular expression as one double-quoted nginx token (a `$` is the regex's own)."""
+    return _quoted(pattern)
+
+
+def _quoted(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
 
 
 def nginx_quote(value: str) -> str:

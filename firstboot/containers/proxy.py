@@ -9,8 +9,9 @@ keeps them root-only). When what nginx has loaded differs from these files (a
 digest of them is recorded after each start or reload, so a power cut between
 writing and reloading is caught on the next run), the running nginx checks them
 (`nginx -t`) and reloads gracefully: in-flight requests finish, nothing is
-dropped. `converge_proxy` is also what certificate renewal calls. The MTA-STS sites
-(firstboot/mail/mta_sts.py) are an input: the proxy serves what the mail server publishes.
+dropped. `converge_proxy` is also what certificate renewal calls. The mail sites (MTA-STS
+policies, mail client autoconfiguration: firstboot/mail/proxy_sites.py) are an input: the
+proxy serves what the mail server publishes.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +33,7 @@ from firstboot.containers.nginx import (
     CONF_DIR,
     STATUS_PAGE_SOCKET_DIR,
     TLS_DIR,
-    MtaStsSite,
+    MailSites,
     Site,
     StatusPageSite,
     names_ocsp_responder,
@@ -137,12 +137,12 @@ def status_page_socket_dir(paths: Paths) -> Path:
     return paths.state / "status-page" / "socket"
 
 
-def proxy_problem(ctx: FirstbootContext, mta_sts: Sequence[MtaStsSite],
+def proxy_problem(ctx: FirstbootContext, mail: MailSites,
                   ports: PublishedPorts | None = None) -> str | None:
     """None when the proxy runs its current spec, config and certificate on all routes."""
     files = ProxyFiles.of(ctx)
     if read_bytes(files.conf_dir / CONF_FILE) != \
-            render_config(ctx.config, files, mta_sts).encode():
+            render_config(ctx.config, files, mail).encode():
         return "the rendered nginx config is out of date"
     if read_bytes(files.tls_dir / "fullchain.pem") != read_bytes(files.certificate_source):
         return "the proxy's certificate copy differs from /srv/arkbox/tls/live"
@@ -160,15 +160,15 @@ def plan_proxy(ctx: FirstbootContext, ports: PublishedPorts | None = None) -> Pl
                     desired_proxy(ctx, ProxyFiles.of(ctx), ports or _recorded_ports(ctx)))
 
 
-def converge_proxy(ctx: FirstbootContext, mta_sts: Sequence[MtaStsSite],
+def converge_proxy(ctx: FirstbootContext, mail: MailSites,
                    ports: PublishedPorts | None = None) -> ProxyReport:
-    """Bring the proxy to the config; `mta_sts`: the mail server's policy sites to serve."""
+    """Bring the proxy to the config; `mail`: the sites to serve for the mail server."""
     naming = Naming.for_root(ctx.paths.root)
     files = ProxyFiles.of(ctx)
     ports = ports or _recorded_ports(ctx)
     runtime = load_recipe_runtime(ctx.paths.at(RECIPES_DIR), PROXY_RECIPE)
     previous_files = {path: read_bytes(path) for path in files.served}
-    report = ProxyReport("unchanged", files_changed=_write_files(ctx, files, runtime, mta_sts))
+    report = ProxyReport("unchanged", files_changed=_write_files(ctx, files, runtime, mail))
     ctx.checkpoint("files-written")
     desired = desired_proxy(ctx, files, ports)
     # Joins the routed services' networks before a start, so the first request finds them.
@@ -240,11 +240,11 @@ def proxy_spec(ctx: FirstbootContext, files: ProxyFiles, ports: PublishedPorts) 
     )
 
 
-def render_config(config: Appliance, files: ProxyFiles, mta_sts: Sequence[MtaStsSite]) -> str:
+def render_config(config: Appliance, files: ProxyFiles, mail: MailSites) -> str:
     certificate = read_bytes(files.certificate_source)
     stapling = certificate is not None and names_ocsp_responder(certificate)
     status_page = StatusPageSite(config.appliance.hostname) if config.status_page else None
-    return render_proxy_config(_sites(config), ocsp_stapling=stapling, mta_sts=mta_sts,
+    return render_proxy_config(_sites(config), ocsp_stapling=stapling, mail=mail,
                                status_page=status_page)
 
 
@@ -260,7 +260,7 @@ def _sites(config: Appliance) -> list[Site]:
 
 
 def _write_files(ctx: FirstbootContext, files: ProxyFiles, runtime: RecipeRuntime,
-                 mta_sts: Sequence[MtaStsSite]) -> bool:
+                 mail: MailSites) -> bool:
     """The config and nginx's copies of the certificate and key; True when any changed."""
     for source in (files.certificate_source, files.key_source):
         if not source.is_file():
@@ -280,7 +280,7 @@ def _write_files(ctx: FirstbootContext, files: ProxyFiles, runtime: RecipeRuntim
         ensure_dir(socket_dir, 0o710)
         os.chown(socket_dir, 0, runtime.gid)
     changed = write_if_changed(files.conf_dir / CONF_FILE,
-                               render_config(ctx.config, files, mta_sts), 0o644)
+                               render_config(ctx.config, files, mail), 0o644)
     # nginx runs as its image's user and cannot read the tls step's root-only key.
     owner = (runtime.uid, runtime.gid)
     ensure_dir(files.tls_dir, 0o700)

@@ -38,7 +38,7 @@ def extend_check_command(sub: Any) -> None:
     backup_check = check.get_default("func")
     check.description = ("check backup (the default): verify the backup repository; "
                          "check mail: is this box's mail deliverable (DNS, DKIM, SPF, "
-                         "DMARC, MTA-STS, PTR, DNSBL, port 25)")
+                         "DMARC, MTA-STS, client autoconfiguration, PTR, DNSBL, port 25)")
     check.add_argument("subject", nargs="?", choices=("backup", "mail"), default="backup",
                        help="what to check (default: backup)")
     mail = check.add_argument_group("check mail")
@@ -52,7 +52,8 @@ def extend_check_command(sub: Any) -> None:
                       help="a mail server to reach on port 25 (default: "
                       "gmail-smtp-in.l.google.com)")
     mail.add_argument("--ca-file", default=None,
-                      help="CA certificates for the MTA-STS policy's HTTPS (default: system)")
+                      help="CA certificates for the HTTPS of the MTA-STS policy and the "
+                      "mail client settings (default: the system's)")
     _address_options(check)
 
     def dispatch(args: argparse.Namespace) -> int:

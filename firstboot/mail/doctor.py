@@ -4,7 +4,9 @@ It resolves what DNS publishes (through a configurable resolver) and compares it
 with what the box expects (firstboot/mail/records.py): MX, SPF (pyspf evaluates it
 for this box's address), DKIM (the published key must be this box's, and a message
 signed here must verify with dkimpy), DMARC, MTA-STS (record and served policy),
-TLS-RPT, PTR <-> HELO <-> A, DNSBL listings, and whether outbound port 25 is open.
+TLS-RPT, mail client autoconfiguration (autoconfig.DOMAIN and autodiscover.DOMAIN answer
+over HTTPS with the servers the box serves), PTR <-> HELO <-> A, DNSBL listings, and
+whether outbound port 25 is open.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import socket
 import ssl
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import dkim as dkimpy
@@ -25,7 +27,19 @@ import spf
 
 from firstboot.core.config import Appliance
 from firstboot.mail import dkim
-from firstboot.mail.records import BoxAddresses, report_address
+from firstboot.mail.autoconfig import (
+    AUTOCONFIG_PATH,
+    AUTODISCOVER_PATH,
+    THUNDERBIRD_LOGIN,
+    NotAClientConfig,
+    client_servers,
+    outlook_request,
+    read_outlook,
+    read_thunderbird,
+    server_problems,
+)
+from firstboot.mail.fetch import UNVERIFIED, HttpsRequest, https_fetch
+from firstboot.mail.records import BoxAddresses, client_config_hosts, report_address
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 DEFAULT_DNSBLS = ("zen.spamhaus.org", "bl.spamcop.net")
@@ -138,8 +152,9 @@ class Probes:
 
     dnsbls: tuple[str, ...] = DEFAULT_DNSBLS
     port25_probe: str = DEFAULT_PORT25_PROBE
-    ca_file: str | None = None  # for the MTA-STS policy's HTTPS (None: the system's CAs)
+    ca_file: str | None = None  # for the sites' HTTPS (None: the system's CAs)
     fetch_policy: Callable[[str, str, str | None], str] | None = None
+    fetch_https: Callable[[HttpsRequest], str] | None = None  # the client settings
     connect_smtp: Callable[[str, int], str] | None = None
 
 
@@ -150,7 +165,7 @@ def check_mail(expect: Expectations, resolver: Resolver, probes: Probes) -> list
         findings += _guarded(check.__name__, lambda c=check: c(expect, resolver))  # type: ignore[misc]
     for domain in expect.config.mail.domains:
         for domain_check in (_check_mx, _check_spf, _check_dkim, _check_dmarc, _check_mta_sts,
-                             _check_tlsrpt):
+                             _check_tlsrpt, _check_autoconfig, _check_autodiscover):
             findings += _guarded(
                 f"{domain_check.__name__} {domain}",
                 lambda c=domain_check, d=domain: c(expect, resolver, probes, d))  # type: ignore[misc]
@@ -372,29 +387,10 @@ def _check_mta_sts(expect: Expectations, resolver: Resolver, probes: Probes,
         yield Finding(f"mta-sts {domain}", OK, "MTA-STS policy served, mode enforce")
 
 
-UNVERIFIED = "-"  # fetch_policy's ca_file for "do not check the certificate"
-
-
 def fetch_policy(address: str, host: str, ca_file: str | None) -> str:
     """GET https://HOST/.well-known/mta-sts.txt from `address`, certificate checked
     (against `ca_file`, or the system's CAs; not at all for UNVERIFIED)."""
-    if ca_file == UNVERIFIED:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    else:
-        context = ssl.create_default_context(cafile=ca_file)
-    with socket.create_connection((address, 443), timeout=TIMEOUT_S) as raw, \
-            context.wrap_socket(raw, server_hostname=host) as tls:
-        tls.sendall(f"GET /.well-known/mta-sts.txt HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
-        data = b""
-        while chunk := tls.recv(65536):
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    status = head.split(b"\r\n", 1)[0].decode(errors="replace")
-    if " 200 " not in f"{status} ":
-        raise ValueError(f"HTTP {status}")
-    return body.decode(errors="replace")
+    return https_fetch(HttpsRequest(address, host, "/.well-known/mta-sts.txt", ca_file))
 
 
 def _check_tlsrpt(expect: Expectations, resolver: Resolver, probes: Probes,
@@ -407,6 +403,81 @@ def _check_tlsrpt(expect: Expectations, resolver: Resolver, probes: Probes,
                       f'{report_address(expect.config)}"')
         return
     yield Finding(f"tls-rpt {domain}", OK, f"TLS reports go to {tags['rua']}")
+
+
+def _check_autoconfig(expect: Expectations, resolver: Resolver, probes: Probes,
+                      domain: str) -> Iterator[Finding]:
+    """Thunderbird's file at autoconfig.DOMAIN: this domain, the box's servers, the whole
+    address as the login."""
+    def problems(text: str) -> list[str]:
+        domains, servers, usernames = read_thunderbird(text)
+        found = server_problems(servers, expect.hostname)
+        if domain not in domains:
+            found.append(f"is not for {domain} (it names {', '.join(domains) or 'no domain'})")
+        if usernames != {THUNDERBIRD_LOGIN}:
+            found.append(f"gives the login {', '.join(sorted(usernames)) or 'nothing'}, not "
+                         f"the whole address ({THUNDERBIRD_LOGIN})")
+        return found
+
+    request = HttpsRequest("", client_config_hosts(domain)[0], AUTOCONFIG_PATH, probes.ca_file)
+    yield _client_settings(f"autoconfig {domain}", expect, resolver, probes, request, problems)
+
+
+def _check_autodiscover(expect: Expectations, resolver: Resolver, probes: Probes,
+                        domain: str) -> Iterator[Finding]:
+    """Outlook's answer at autodiscover.DOMAIN, asked as Outlook asks: the box's servers,
+    and the address asked about as the login."""
+    address = f"postmaster@{domain}"
+
+    def problems(text: str) -> list[str]:
+        servers, logins = read_outlook(text)
+        found = server_problems(servers, expect.hostname)
+        if logins != {address}:
+            found.append(f"gives the login {', '.join(sorted(logins)) or 'nothing'}, not the "
+                         f"address asked about ({address})")
+        return found
+
+    request = HttpsRequest("", client_config_hosts(domain)[1], AUTODISCOVER_PATH,
+                           probes.ca_file, outlook_request(address))
+    yield _client_settings(f"autodiscover {domain}", expect, resolver, probes, request,
+                           problems)
+
+
+def _client_settings(check: str, expect: Expectations, resolver: Resolver, probes: Probes,
+                     request: HttpsRequest, problems_of: Callable[[str], list[str]]) -> Finding:
+    """Fetch the settings `request` asks for from where the name points; judge them."""
+    host, url = request.host, f"https://{request.host}{request.path}"
+    addresses = resolver.addresses(host)
+    if not addresses:
+        return Finding(check, WARN, f"{host} does not resolve: mail clients cannot find "
+                       "their settings from the address alone",
+                       f"publish: {host}. IN A <this box's address> (arkbox-installer dns)")
+    fetch = probes.fetch_https or https_fetch
+    request = replace(request, address=addresses[0])
+    untrusted = ""
+    try:
+        try:
+            text = fetch(request)
+        except ssl.SSLCertVerificationError as e:
+            # Still worth knowing whether the settings are right: fetch them unverified.
+            untrusted = e.verify_message or str(e)
+            text = fetch(replace(request, ca_file=UNVERIFIED))
+        problems = problems_of(text)
+    except NotAClientConfig as e:
+        problems = [str(e)]
+    except (OSError, ValueError) as e:
+        return Finding(check, FAIL, f"{url} cannot be fetched: {e}", "check that the proxy "
+                       "runs and serves the name (arkbox-installer status)")
+    if problems:
+        return Finding(check, FAIL, f"{url}: {'; '.join(problems)}", f"check that {host} "
+                       "points at this box, then run arkbox-installer apply")
+    if untrusted:
+        return Finding(check, WARN, f"{url} names the right servers, but its certificate is "
+                       f"not trusted ({untrusted}): mail clients refuse it or warn",
+                       f"the certificate must be a CA's and name {host} (arkbox-installer "
+                       "status shows the certificate)")
+    servers = ", ".join(s.describe() for s in client_servers(expect.hostname))
+    return Finding(check, OK, f"{url} names {servers}")
 
 
 def _record_tags(resolver: Resolver, name: str, version: str, needs: str

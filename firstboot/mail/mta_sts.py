@@ -1,14 +1,13 @@
-"""MTA-STS: the policy sites (mta-sts.DOMAIN) the reverse proxy serves for the mail server."""
+"""MTA-STS: the policy sites (mta-sts.DOMAIN) the reverse proxy serves for the mail server
+(with the rest of what it serves for mail: proxy_sites.py)."""
 
 from __future__ import annotations
 
 from cryptography import x509
 
-from firstboot.certs.certificate import is_fallback, live_files
+from firstboot.certs.certificate import is_fallback
 from firstboot.containers.nginx import MtaStsSite
 from firstboot.core.config import Appliance
-from firstboot.core.context import FirstbootContext
-from firstboot.core.files import read_bytes
 from firstboot.mail.records import mta_sts_policy
 
 
@@ -22,7 +21,3 @@ def mta_sts_sites(config: Appliance, certificate: bytes | None) -> list[MtaStsSi
     policy = mta_sts_policy(config, enforce)
     return [MtaStsSite(f"mta-sts.{domain}", policy) for domain in config.mail.domains]
 
-
-def served_mta_sts_sites(ctx: FirstbootContext) -> list[MtaStsSite]:
-    """The sites for the certificate in /srv/arkbox/tls/live (what the proxy serves)."""
-    return mta_sts_sites(ctx.config, read_bytes(live_files(ctx).chain))

@@ -50,6 +50,12 @@ def fqdn(name: str) -> str:
     return name.rstrip(".").lower() + "."
 
 
+def client_config_hosts(domain: str) -> tuple[str, str]:
+    """The names mail clients look up for DOMAIN to configure themselves: Thunderbird's,
+    then Outlook's (the proxy serves both: firstboot/mail/autoconfig.py)."""
+    return f"autoconfig.{domain}", f"autodiscover.{domain}"
+
+
 def mta_sts_policy(config: Appliance, enforce: bool) -> str:
     """The policy file served at https://mta-sts.DOMAIN/.well-known/mta-sts.txt."""
     assert config.mail.hostname is not None
@@ -78,6 +84,7 @@ def mail_records(config: Appliance, box: BoxAddresses, dkim_key_pem: bytes,
     if mail.enabled and mail.hostname:
         hosts.append(mail.hostname)
         hosts += [f"mta-sts.{domain}" for domain in mail.domains]
+        hosts += [host for domain in mail.domains for host in client_config_hosts(domain)]
     for host in sorted(set(hosts), key=lambda h: (h.count("."), h)):
         purpose = "the mail server (MX target, HELO name)" if host == mail.hostname else \
             "web (served by the proxy)"

@@ -27,6 +27,12 @@ OPENDKIM_UID = 234
 VMAIL_UID = 235
 DKIM_KEY = "opendkim/keys/dkim.private"
 ROOT = (0, 0)
+# The ports the container serves, by what they are for (published as they are, see
+# container.MAIL_PORTS; mail clients are told of the last three: autoconfig.py).
+SMTP_PORT = 25  # mail from the world, STARTTLS offered
+SUBMISSIONS_PORT = 465  # submission, implicit TLS (Postfix's `submissions` service)
+SUBMISSION_PORT = 587  # submission, STARTTLS required (Postfix's `submission` service)
+IMAPS_PORT = 993  # IMAP, implicit TLS (Dovecot's imaps listener)
 
 
 @dataclass(frozen=True)
@@ -119,7 +125,8 @@ def render_mail_files(
             [(sender, ", ".join(logins)) for sender, logins in sender_logins(mail).items()]),
             0o644),
         "dovecot/dovecot.conf": MailFile(render(
-            "mail/dovecot.conf.j2", conf=conf, ciphers=INTERMEDIATE_CIPHERS), 0o644),
+            "mail/dovecot.conf.j2", conf=conf, ciphers=INTERMEDIATE_CIPHERS,
+            imaps_port=IMAPS_PORT), 0o644),
         "dovecot/users": MailFile(users_file(users), 0o640, (0, DOVECOT_GID)),
         "opendkim/opendkim.conf": MailFile(render("mail/opendkim.conf.j2", conf=conf), 0o644),
         "opendkim/KeyTable": MailFile(_table(

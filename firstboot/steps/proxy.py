@@ -1,7 +1,7 @@
 """Step `proxy`: nginx in front of every routed service, the only container with ports.
 
-What it runs, renders and reloads: firstboot/containers/proxy.py; the MTA-STS sites it
-serves for the mail server: firstboot/mail/mta_sts.py.
+What it runs, renders and reloads: firstboot/containers/proxy.py; the sites it serves for
+the mail server (MTA-STS, mail client autoconfiguration): firstboot/mail/proxy_sites.py.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from firstboot.containers.proxy import PublishedPorts, converge_proxy, proxy_pro
 from firstboot.core.config import Appliance
 from firstboot.core.context import FirstbootContext
 from firstboot.core.step import Outcome
-from firstboot.mail.mta_sts import served_mta_sts_sites
+from firstboot.mail.proxy_sites import served_mail_sites
 
 NAME = "proxy"
 
@@ -22,7 +22,7 @@ def applies(config: Appliance) -> bool:
 
 
 def run(ctx: FirstbootContext) -> Outcome:
-    report = converge_proxy(ctx, served_mta_sts_sites(ctx))
+    report = converge_proxy(ctx, served_mail_sites(ctx))
     details = {"hostnames": report.hostnames, "container": report.container,
                "reloaded": report.reloaded}
     if report.changed:
@@ -32,4 +32,4 @@ def run(ctx: FirstbootContext) -> Outcome:
 
 def verify(ctx: FirstbootContext, ports: PublishedPorts | None = None) -> str | None:
     """None when the proxy runs its current spec, config and certificate on all routes."""
-    return proxy_problem(ctx, served_mta_sts_sites(ctx), ports)
+    return proxy_problem(ctx, served_mail_sites(ctx), ports)

@@ -55,8 +55,9 @@ HOST = "arkbox.test"
 ORIGIN = f"https://{HOST}"
 CHROMIUM = "/usr/bin/chromium"
 CA_BUNDLE = "pebble-https-ca.pem"
-NAMES = ["arkbox.test", "cal.arkbox.test", "mail.arkbox.test", "mta-sts.arkbox.test",
-         "webmail.arkbox.test", "wiki.arkbox.test"]
+NAMES = ["arkbox.test", "autoconfig.arkbox.test", "autodiscover.arkbox.test",
+         "cal.arkbox.test", "mail.arkbox.test", "mta-sts.arkbox.test", "webmail.arkbox.test",
+         "wiki.arkbox.test"]
 SECTIONS = ("services", "certificate", "backups", "drills", "mail", "ports", "host", "run")
 BACKUPS_MADE = 2
 PEBBLE_HTTPS = https_identity(["pebble", "localhost"])

@@ -67,8 +67,9 @@ APPLIANCE_IP = f"172.30.{OCTET}.10"
 CA_BUNDLE = "pebble-https-ca.pem"  # next to /etc/arkbox/appliance.yaml
 ROOT_IN_CLIENT = "/tmp/pebble-root.pem"
 LIVE = "/srv/arkbox/tls/live"
-NAMES = ["arkbox.test", "cal.arkbox.test", "mail.arkbox.test", "mta-sts.arkbox.test",
-         "webmail.arkbox.test", "wiki.arkbox.test"]
+NAMES = ["arkbox.test", "autoconfig.arkbox.test", "autodiscover.arkbox.test",
+         "cal.arkbox.test", "mail.arkbox.test", "mta-sts.arkbox.test", "webmail.arkbox.test",
+         "wiki.arkbox.test"]
 NINETY_DAYS_S = 90 * 86400
 SHORT_LIFETIME_S = 120
 # Pebble's own HTTPS (its directory): the appliance trusts this CA through tls.ca_bundle.

@@ -41,7 +41,7 @@ from firstboot.containers.proxy import PublishedPorts, converge_proxy
 from firstboot.core.config import Appliance, load_config
 from firstboot.core.config.loader import DEFAULT_CONFIG_PATH
 from firstboot.core.context import FirstbootContext, Paths
-from firstboot.mail.mta_sts import served_mta_sts_sites
+from firstboot.mail.proxy_sites import served_mail_sites
 from firstboot.steps import health, proxy, services
 
 pytestmark = [pytest.mark.integration]
@@ -246,7 +246,7 @@ def first_boot(box: Box) -> dict[str, str]:
     timings: dict[str, str] = {}
     started = time.monotonic()
     timings["services"] = services.run(ctx).summary
-    timings["proxy"] = converge_proxy(ctx, served_mta_sts_sites(ctx), ANY_FREE_PORT).summary()
+    timings["proxy"] = converge_proxy(ctx, served_mail_sites(ctx), ANY_FREE_PORT).summary()
     timings["health"] = health.run(ctx).summary
     timings["seconds"] = f"{time.monotonic() - started:.1f}"
     print(f"\nfirst boot: {timings}")

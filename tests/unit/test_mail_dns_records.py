@@ -14,6 +14,7 @@ import pytest
 
 from firstboot.core.config import Appliance, load_config
 from firstboot.mail import dkim
+from firstboot.mail.autoconfig import outlook_answer, thunderbird_config
 from firstboot.mail.doctor import (
     FAIL,
     OK,
@@ -26,6 +27,7 @@ from firstboot.mail.doctor import (
     check_mail,
     format_findings,
 )
+from firstboot.mail.fetch import UNVERIFIED, HttpsRequest
 from firstboot.mail.records import (
     PROVIDER,
     BoxAddresses,
@@ -72,6 +74,8 @@ def test_records_cover_what_a_mail_domain_needs(records: list[Record]) -> None:
     assert by(records, "_smtp._tls.arkbox.test.", "TXT") == [
         "v=TLSRPTv1; rua=mailto:postmaster@arkbox.test"]
     assert by(records, "mta-sts.arkbox.test.", "A") == ["192.0.2.10"]
+    assert by(records, "autoconfig.arkbox.test.", "A") == ["192.0.2.10"]
+    assert by(records, "autodiscover.arkbox.test.", "A") == ["192.0.2.10"]
     (sts,) = by(records, "_mta-sts.arkbox.test.", "TXT")
     assert sts.startswith("v=STSv1; id=")
     ptr = [r for r in records if r.type == "PTR"]
@@ -84,6 +88,22 @@ def test_mta_sts_policy_id_changes_with_the_mode(config: Appliance) -> None:
     assert testing == f"version: STSv1\nmode: testing\nmx: {HOST}\nmax_age: 604800\n"
     assert "mode: enforce" in enforce
     assert mta_sts_id(testing) != mta_sts_id(enforce)
+
+
+def test_client_autoconfig_names_are_published_per_mail_domain_only_with_mail(
+        config: Appliance) -> None:
+    two = config.model_copy(update={"mail": config.mail.model_copy(
+        update={"domains": ["arkbox.test", "b.example"]})})
+    records = mail_records(two, BoxAddresses("192.0.2.10", "2001:db8::10"), KEY)
+    for host in ("autoconfig.arkbox.test.", "autodiscover.arkbox.test.",
+                 "autoconfig.b.example.", "autodiscover.b.example."):
+        assert by(records, host, "A") == ["192.0.2.10"], host
+        assert by(records, host, "AAAA") == ["2001:db8::10"], host
+    lines = {" ".join(line.split()) for line in zone_snippet(records, "x").splitlines()}
+    assert {"autoconfig.b.example. 3600 IN A 192.0.2.10",
+            "autodiscover.arkbox.test. 3600 IN AAAA 2001:db8::10"} <= lines
+    off = config.model_copy(update={"mail": config.mail.model_copy(update={"enabled": False})})
+    assert not [r for r in mail_records(off, BOX, KEY) if r.name.startswith("auto")]
 
 
 def test_reports_to_another_domain_get_their_authorisation_record(config: Appliance) -> None:
@@ -132,11 +152,20 @@ def zone_of(records: list[Record]) -> dict[tuple[str, str], list[str]]:
     return zone
 
 
+def client_settings(request: HttpsRequest) -> str:
+    """What the box's proxy answers for the client settings (the tests' fetch_https)."""
+    if request.host.startswith("autoconfig."):
+        return thunderbird_config(HOST, request.host.removeprefix("autoconfig."))
+    body = (request.body or b"").decode()
+    return outlook_answer(HOST, body.split("<EMailAddress>")[1].split("<")[0])
+
+
 def run_check(config: Appliance, zone: dict[tuple[str, str], list[str]],
               **probe: Any) -> dict[str, Finding]:
     policy = mta_sts_policy(config, True)
     options: dict[str, Any] = {"dnsbls": ("dnsbl.test",),
                                "fetch_policy": lambda a, h, c: policy,
+                               "fetch_https": client_settings,
                                "connect_smtp": lambda a, p: "220 mx ESMTP", **probe}
     probes = Probes(**options)
     findings = check_mail(Expectations(config, BOX, KEY), FakeResolver(zone=zone), probes)
@@ -149,8 +178,12 @@ def test_all_green_against_the_records_we_print(config: Appliance,
     assert {c: f.level for c, f in findings.items() if f.level != OK} == {}
     assert set(findings) == {
         f"A {HOST}", "ptr", "mx arkbox.test", "spf arkbox.test", "dkim arkbox.test",
-        "dmarc arkbox.test", "mta-sts arkbox.test", "tls-rpt arkbox.test", "dnsbl dnsbl.test",
+        "dmarc arkbox.test", "mta-sts arkbox.test", "tls-rpt arkbox.test",
+        "autoconfig arkbox.test", "autodiscover arkbox.test", "dnsbl dnsbl.test",
         "outbound port 25 (gmail-smtp-in.l.google.com)"}
+    assert findings["autoconfig arkbox.test"].message == (
+        "https://autoconfig.arkbox.test/mail/config-v1.1.xml names IMAP mail.arkbox.test:993 "
+        "SSL, SMTP mail.arkbox.test:465 SSL, SMTP mail.arkbox.test:587 STARTTLS")
 
 
 def test_wrong_dkim_key_and_missing_dmarc_are_named_with_fixes(config: Appliance,
@@ -202,9 +235,92 @@ def test_dns_trouble_is_a_warning_not_a_crash(config: Appliance,
     findings = check_mail(Expectations(config, BOX, KEY),
                           FakeResolver(zone=zone_of(records), broken={"_dmarc.arkbox.test"}),
                           Probes(dnsbls=(), fetch_policy=lambda a, h, c: "",
+                                 fetch_https=client_settings,
                                  connect_smtp=lambda a, p: "220"))
     dmarc = [f for f in findings if f.check.startswith("dmarc")]
     assert [f.level for f in dmarc] == [WARN] and "did not answer" in dmarc[0].message
+
+
+def test_client_settings_are_asked_for_as_the_clients_ask(config: Appliance,
+                                                          records: list[Record]) -> None:
+    asked: list[HttpsRequest] = []
+
+    def fetch(request: HttpsRequest) -> str:
+        asked.append(request)
+        return client_settings(request)
+
+    run_check(config, zone_of(records), fetch_https=fetch, ca_file="/etc/ca.pem")
+    thunderbird, outlook = asked
+    assert (thunderbird.address, thunderbird.host, thunderbird.path, thunderbird.ca_file,
+            thunderbird.body) == ("192.0.2.10", "autoconfig.arkbox.test",
+                                  "/mail/config-v1.1.xml", "/etc/ca.pem", None)
+    assert (outlook.address, outlook.host, outlook.path) == (
+        "192.0.2.10", "autodiscover.arkbox.test", "/autodiscover/autodiscover.xml")
+    assert b"<EMailAddress>postmaster@arkbox.test</EMailAddress>" in (outlook.body or b"")
+
+
+def test_wrong_or_missing_client_settings_are_named(config: Appliance,
+                                                    records: list[Record]) -> None:
+    def wrong(request: HttpsRequest) -> str:
+        text = client_settings(request)
+        if request.host.startswith("autoconfig."):
+            return text.replace("<port>993</port>", "<port>143</port>")
+        return text.replace("<LoginName>postmaster@arkbox.test</LoginName>", "")
+
+    findings = run_check(config, zone_of(records), fetch_https=wrong)
+    autoconfig, autodiscover = findings["autoconfig arkbox.test"], \
+        findings["autodiscover arkbox.test"]
+    assert autoconfig.level == FAIL and "does not name IMAP mail.arkbox.test:993 SSL" in \
+        autoconfig.message and "143 SSL, which this box does not serve" in autoconfig.message
+    assert autodiscover.level == FAIL and "gives the login nothing" in autodiscover.message
+    assert "postmaster@arkbox.test" in autodiscover.message
+    # Not published: clients fall back to asking the user, which is a warning.
+    zone = zone_of(records)
+    del zone[("autoconfig.arkbox.test", "A")]
+    unpublished = run_check(config, zone)["autoconfig arkbox.test"]
+    assert unpublished.level == WARN and "does not resolve" in unpublished.message
+    assert unpublished.fix.startswith("publish: autoconfig.arkbox.test. IN A")
+
+
+def test_client_settings_behind_an_untrusted_certificate_or_none_at_all(
+        config: Appliance, records: list[Record]) -> None:
+    import ssl
+
+    def self_signed(request: HttpsRequest) -> str:
+        if request.ca_file != UNVERIFIED:
+            error = ssl.SSLCertVerificationError("certificate verify failed")
+            error.verify_message = "self-signed certificate"
+            raise error
+        return client_settings(request)
+
+    findings = run_check(config, zone_of(records), fetch_https=self_signed)
+    for check in ("autoconfig arkbox.test", "autodiscover arkbox.test"):
+        assert findings[check].level == WARN, findings[check]
+        assert "names the right servers" in findings[check].message
+        assert "self-signed certificate" in findings[check].message
+
+    def refused(request: HttpsRequest) -> str:
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    findings = run_check(config, zone_of(records), fetch_https=refused)
+    assert findings["autodiscover arkbox.test"].level == FAIL
+    assert "cannot be fetched" in findings["autodiscover arkbox.test"].message
+    findings = run_check(config, zone_of(records), fetch_https=lambda r: "<html>hi</html>")
+    assert findings["autoconfig arkbox.test"].level == FAIL
+    assert "not an autodiscover answer" in findings["autodiscover arkbox.test"].message
+
+
+def test_the_doctors_requests_are_plain_http_over_its_tls() -> None:
+    from firstboot.mail.fetch import _request_bytes
+
+    get = HttpsRequest("192.0.2.10", "autoconfig.arkbox.test", "/mail/config-v1.1.xml", None)
+    assert _request_bytes(get) == (b"GET /mail/config-v1.1.xml HTTP/1.0\r\n"
+                                   b"Host: autoconfig.arkbox.test\r\n\r\n")
+    post = HttpsRequest("192.0.2.10", "autodiscover.arkbox.test",
+                        "/autodiscover/autodiscover.xml", None, b"<x/>")
+    assert _request_bytes(post) == (
+        b"POST /autodiscover/autodiscover.xml HTTP/1.0\r\nHost: autodiscover.arkbox.test\r\n"
+        b"Content-Type: text/xml; charset=utf-8\r\nContent-Length: 4\r\n\r\n<x/>")
 
 
 def test_resolver_addresses_parse() -> None:

@@ -199,13 +199,13 @@ def test_hashes_are_kept_while_the_password_is_unchanged(tmp_path: Path) -> None
 
 
 def test_the_proxy_serves_the_mta_sts_policy_per_mail_domain(mail: Mail) -> None:
-    from firstboot.containers.nginx import render_proxy_config
+    from firstboot.containers.nginx import MailSites, render_proxy_config
     from firstboot.mail.mta_sts import mta_sts_sites
 
     config = load_config(ROOT / "config/default.yaml")
     (site,) = mta_sts_sites(config, None)
     assert site.hostname == "mta-sts.arkbox.test" and "mode: testing" in site.policy
-    text = render_proxy_config([], ocsp_stapling=False, mta_sts=[site])
+    text = render_proxy_config([], ocsp_stapling=False, mail=MailSites(mta_sts=(site,)))
     assert "server_name mta-sts.arkbox.test;" in text
     assert ('return 200 "version: STSv1\\nmode: testing\\nmx: mail.arkbox.test\\n'
             'max_age: 604800\\n";') in text

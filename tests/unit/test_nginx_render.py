@@ -13,18 +13,20 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 
 from firstboot.containers.nginx import (
+    AUTODISCOVER_ANSWER,
     INTERMEDIATE_CIPHERS,
     Location,
     names_ocsp_responder,
     nginx_quote,
     nginx_size,
+    nginx_text,
     render_proxy_config,
     sites_from_routes,
 )
 from firstboot.containers.spec import RouteSpec
 from firstboot.core.config import load_config
 from firstboot.core.config.loader import DEFAULT_CONFIG_PATH
-from firstboot.mail.mta_sts import mta_sts_sites
+from firstboot.mail.proxy_sites import mail_sites
 
 GOLDEN = Path(__file__).resolve().parents[1] / "data/golden/nginx-default.conf"
 
@@ -34,9 +36,10 @@ def default_config_text() -> str:
     routes = [(name, RouteSpec(s.route.hostname, s.route.path, s.route.port,
                                s.route.max_body_size))
               for name, s in sorted(config.services.items()) if s.route]
-    # With the MTA-STS sites the box serves for its mail domains (no CA certificate yet).
+    # With the sites the box serves for its mail domains (MTA-STS, mail client
+    # autoconfiguration), while it has no CA certificate yet.
     return render_proxy_config(sites_from_routes(routes), ocsp_stapling=False,
-                               mta_sts=mta_sts_sites(config, None))
+                               mail=mail_sites(config, None))
 
 
 def test_rendered_config_for_default_yaml_matches_the_golden_file() -> None:
@@ -63,10 +66,15 @@ def test_golden_config_says_what_the_policy_requires() -> None:
                            ("webmail.arkbox.test", "http://webmail:80")):
         assert f"server_name {host};" in text
         assert upstream in text
-    assert "server_name mta-sts.arkbox.test;" in text
-    # Only 80 and 443 are listened on, over IPv4 and IPv6 alike.
+    for host in ("mta-sts", "autoconfig", "autodiscover"):
+        assert f"server_name {host}.arkbox.test;" in text
+    # Only 80 and 443 are listened on, over IPv4 and IPv6 alike; besides, the autodiscover
+    # answer on the proxy container's own loopback (the engine publishes 80 and 443 only).
     listens = [line.split()[1:] for line in text.splitlines()
                if line.strip().startswith("listen")]
+    assert [words for words in listens if words[0].startswith("127.")] == [
+        [f"{AUTODISCOVER_ANSWER};"]]
+    listens = [words for words in listens if not words[0].startswith("127.")]
     assert {words[0] for words in listens} == {"80", "443", "[::]:80", "[::]:443"}
     v4 = [words for words in listens if not words[0].startswith("[::]:")]
     v6 = [[words[0].removeprefix("[::]:"), *words[1:]] for words in listens
@@ -100,6 +108,12 @@ def test_unusual_paths_are_quoted() -> None:
     assert nginx_quote("/cal/") == "/cal/"
     assert nginx_quote('/a;b"c') == '"/a;b\\"c"'
     assert nginx_quote("/x{y}") == '"/x{y}"'
+
+
+def test_text_is_one_nginx_string_and_never_a_variable() -> None:
+    assert nginx_text('a "b"\\c\nd') == '"a \\"b\\"\\\\c\\nd"'
+    with pytest.raises(ValueError, match="nginx cannot serve"):
+        nginx_text("costs $5")
 
 
 def test_dashed_service_names_make_valid_variables() -> None:

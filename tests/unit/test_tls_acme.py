@@ -29,8 +29,9 @@ from firstboot.steps import acme as acme_step
 from firstboot.steps import tls as tls_step
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
-NAMES = ["arkbox.test", "cal.arkbox.test", "mail.arkbox.test", "mta-sts.arkbox.test",
-         "webmail.arkbox.test", "wiki.arkbox.test"]
+NAMES = ["arkbox.test", "autoconfig.arkbox.test", "autodiscover.arkbox.test",
+         "cal.arkbox.test", "mail.arkbox.test", "mta-sts.arkbox.test", "webmail.arkbox.test",
+         "wiki.arkbox.test"]
 
 
 @pytest.fixture(scope="module")

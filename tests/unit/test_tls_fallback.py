@@ -20,7 +20,8 @@ from firstboot.steps import tls
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIF6YilbxuYcReyoVRXRnJrBiinY8edFG7Xgx8AxGsXkQ"
-DEFAULT_NAMES = ["arkbox.test", "cal.arkbox.test", "mail.arkbox.test", "mta-sts.arkbox.test",
+DEFAULT_NAMES = ["arkbox.test", "autoconfig.arkbox.test", "autodiscover.arkbox.test",
+                 "cal.arkbox.test", "mail.arkbox.test", "mta-sts.arkbox.test",
                  "webmail.arkbox.test", "wiki.arkbox.test"]
 
 
@@ -58,7 +59,7 @@ def test_first_run_makes_a_fallback_certificate(config: Appliance, tmp_path: Pat
     ctx = ctx_at(config, tmp_path)
     outcome = tls.run(ctx)
     assert outcome.changed
-    assert outcome.summary.startswith("fallback (self-signed) for 6 names, valid until "
+    assert outcome.summary.startswith("fallback (self-signed) for 8 names, valid until "
                                       "2025-08-30")
     assert outcome.details["source"] == "fallback"
     assert outcome.details["reason"] == "no certificate from an ACME CA yet"
@@ -153,7 +154,7 @@ def test_a_valid_acme_certificate_is_left_alone(config: Appliance, tmp_path: Pat
     ctx = ctx_at(config, tmp_path)
     outcome = tls.run(ctx)
     assert (live(tmp_path) / "fullchain.pem").read_bytes() == chain
-    assert outcome.summary.startswith("ACME certificate for 5 names, valid until 2025-06-11")
+    assert outcome.summary.startswith("ACME certificate for 7 names, valid until 2025-06-11")
     assert "lacks wiki.arkbox.test (left to ACME)" in outcome.summary
     assert outcome.details["source"] == "acme" and "reason" not in outcome.details
     assert tls.verify(ctx) is None
