@@ -46,10 +46,10 @@ class VmBox:
     user: str
     serial_log: Path
 
-    def exec(self, *argv: str, user: str = "root",
-             timeout: float = SSH_TIMEOUT_S) -> tuple[int, str]:
-        """Run argv on the box over SSH as the admin (through sudo for root); killed after
-        `timeout` seconds."""
+    def exec(self, *argv: str, user: str = "root", timeout: float = SSH_TIMEOUT_S,
+             stdin: bytes | None = None) -> tuple[int, str]:
+        """Run argv on the box over SSH as the admin (through sudo for root), `stdin` fed
+        to it; killed after `timeout` seconds."""
         command = shlex.join(argv)
         if user == "root":
             command = f"sudo -n {command}"
@@ -58,11 +58,12 @@ class VmBox:
                "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
                "-o", "ConnectTimeout=20", f"{self.user}@127.0.0.1", command]
         try:
-            result = subprocess.run(ssh, capture_output=True, text=True, timeout=timeout,
-                                    stdin=subprocess.DEVNULL)
+            result = subprocess.run(ssh, capture_output=True, timeout=timeout,
+                                    **({"input": stdin} if stdin is not None
+                                       else {"stdin": subprocess.DEVNULL}))
         except subprocess.TimeoutExpired:
             return 255, f"ssh gave no answer within {timeout:.0f} s"
-        return result.returncode, result.stdout + result.stderr
+        return result.returncode, (result.stdout + result.stderr).decode(errors="replace")
 
     def read_json(self, path: str) -> Any:
         code, out = self.exec("cat", path)
