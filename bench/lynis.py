@@ -42,7 +42,9 @@ from builder.pipeline import rootfs
 from builder.pipeline.hardening import HARDENING_PACKAGES, HardeningVars, apply_hardening
 from firstboot.core.execute import run
 
-WORK_DIR = Path("/var/cache/arkbox/lynis-bench")
+# Outside the builder's cache (/var/cache/arkbox), which the build tests scan for secret
+# values: the stock root fs keeps the SSH host keys its openssh-server made.
+WORK_DIR = Path("/var/cache/arkbox-bench/lynis")
 ROLE = "appliance"
 SAMPLE_VARS: dict[str, object] = {"admin_user": "ops", "ssh_port": 2222}
 AUDIT_PACKAGES = ("lynis", "ssh-audit")

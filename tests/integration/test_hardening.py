@@ -1,7 +1,7 @@
 """The hardened root fs, booted with systemd as PID 1 in the container rig.
 
 The root fs is the root fs stage's tarball with `apply_hardening` applied (built by
-bench/lynis.py's helpers, cached in /var/cache/arkbox/lynis-bench), or the tarball
+bench/lynis.py's helpers, cached in /var/cache/arkbox-bench/lynis), or the tarball
 named by ARKBOX_HARDENED_ROOTFS_TAR (e.g. a built out/NAME-rootfs.tar).
 
 What the rig cannot show: the kernel-wide sysctls (the host kernel is shared and /proc/sys
