@@ -16,7 +16,7 @@ from firstboot.alerts.facts import (
     ServiceHealth,
     parse_time,
 )
-from firstboot.backup.client import read_failure, read_stats, read_verify
+from firstboot.backup.client import parse_next_run, read_failure, read_stats, read_verify
 from firstboot.backup.drill import last_drill
 from firstboot.certs.renew_state import status_facts
 from firstboot.containers.engine import container_state, owned_containers
@@ -74,13 +74,8 @@ def parse_package_check(text: str) -> PackageCheck | None:
     props = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
     if props.get("LoadState") != "loaded":
         return None
-    finished = props.get("ExecMainExitTimestamp", "")
-    when = None
-    if finished.startswith("@"):
-        try:
-            when = datetime.fromtimestamp(int(finished[1:].split(".")[0]), UTC)
-        except ValueError:
-            when = None
+    # systemctl's timestamps (--timestamp=unix), read as the backup timer's next run is.
+    when = parse_next_run(props.get("ExecMainExitTimestamp", ""))
     failed = props.get("ActiveState") == "failed" or props.get("Result", "success") != "success"
     return PackageCheck(failed=failed, finished=when)
 
