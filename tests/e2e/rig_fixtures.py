@@ -28,6 +28,8 @@ from firstboot.core.locations import INSTALLER_PROGRAM as INSTALLER
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = ROOT / "config/default.yaml"
 CACHE_DIR = Path(os.environ.get("ARKBOX_CACHE_DIR", "/var/cache/arkbox"))
+# Added to every e2e rig's subnet octet: two checkouts can test side by side on one engine.
+SUBNET_SHIFT_ENV = "ARKBOX_TEST_SUBNET_SHIFT"
 STATE = "/var/lib/arkbox"
 STATUS_JSON = f"{STATE}/status.json"
 FULLCHAIN = "/srv/arkbox/tls/live/fullchain.pem"
@@ -103,8 +105,10 @@ def the_client_image() -> str:
 
 
 def new_rig(purpose: str, octet: int) -> Rig:
-    """A rig of its own: unique name, subnets unlikely to collide with other tests' rigs."""
+    """A rig of its own: unique name, subnets unlikely to collide with other tests' rigs.
+    Two checkouts testing side by side on one engine set SUBNET_SHIFT_ENV apart."""
     suffix = uuid.uuid4().hex[:6]
+    octet += int(os.environ.get(SUBNET_SHIFT_ENV, "0"))
     return Rig(name=f"arkbox-e2e-{purpose}-{suffix}", ipv4_subnet=f"172.30.{octet}.0/24",
                ipv6_subnet=f"fd42:a7b0:{octet:x}::/64")
 
