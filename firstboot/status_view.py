@@ -190,7 +190,8 @@ def render_status(status: Status, certificate: dict[str, Any] | None = None,
                   seed: dict[str, Any] | None = None,
                   alerts: dict[str, Any] | None = None,
                   update: dict[str, Any] | None = None,
-                  update_fetch: dict[str, Any] | None = None) -> RenderableType:
+                  update_fetch: dict[str, Any] | None = None,
+                  spam: dict[str, Any] | None = None) -> RenderableType:
     parts: list[RenderableType] = []
     took = f" in {status.seconds:.0f} s" if status.seconds is not None else ""
     headline = Text.assemble(
@@ -218,12 +219,20 @@ def render_status(status: Status, certificate: dict[str, Any] | None = None,
         parts.extend(update_lines(update))
     if update_fetch is not None:
         parts.append(fetch_line(update_fetch))
+    if spam is not None:
+        parts.append(spam_line(spam))
     for failure in status.failures:
         parts.append(Text.assemble(("✗ ", "bold red"), (failure.step, "bold"), ": ",
                                    failure.message))
         if failure.hint:
             parts.append(Text(f"  hint: {failure.hint}"))
     return Group(*parts)
+
+
+def spam_line(spam: dict[str, Any]) -> Text:
+    """The spam filter: answering or not, scanned, learned (firstboot/mail/spam.py)."""
+    style = "green" if spam.get("answering") else "red" if spam.get("enabled") else "dim"
+    return Text.assemble(("spam filter: ", "bold"), (str(spam.get("summary")), style))
 
 
 def _steps_table(status: Status) -> Table:
@@ -278,11 +287,12 @@ def print_status(status: Status | None, console: Console,
                  seed: dict[str, Any] | None = None,
                  alerts: dict[str, Any] | None = None,
                  update: dict[str, Any] | None = None,
-                 update_fetch: dict[str, Any] | None = None) -> None:
+                 update_fetch: dict[str, Any] | None = None,
+                 spam: dict[str, Any] | None = None) -> None:
     if status is None:
         console.print("arkbox has not run on this machine yet", markup=False)
         console.print("  hint: first boot starts by itself; see: systemctl status "
                       "arkbox-firstboot", markup=False)
         return
     console.print(render_status(status, certificate, backup=backup, seed=seed, alerts=alerts,
-                                update=update, update_fetch=update_fetch))
+                                update=update, update_fetch=update_fetch, spam=spam))

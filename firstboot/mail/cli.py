@@ -10,10 +10,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from firstboot.cli_support import EXIT_CODES_HELP, add_common_options
 from firstboot.core.errors import EXIT_FAILURE, EXIT_OK, ArkboxError, BadInputError
+
+if TYPE_CHECKING:
+    from firstboot.core.config import Appliance
+    from firstboot.mail.doctor import Finding
 
 CERTIFICATE_INFO = "tls/live/certificate.json"
 # The last `check mail`'s findings (no secret in them), for status --json and the status page.
@@ -145,7 +149,7 @@ def _cmd_check_mail(args: argparse.Namespace) -> int:
                     port25_probe=args.port25_probe or DEFAULT_PORT25_PROBE,
                     ca_file=args.ca_file)
     expect = Expectations(config, box, key, _enforce_mta_sts(args.root))
-    findings = check_mail(expect, resolver, probes)
+    findings = check_mail(expect, resolver, probes) + _spam_findings(args, config)
     _keep_last_check(Path(args.root), {"result": summary_level(findings),
                                        "findings": findings_json(findings)})
     if args.json:
@@ -154,6 +158,25 @@ def _cmd_check_mail(args: argparse.Namespace) -> int:
     else:
         print(format_findings(findings))
     return EXIT_FAILURE if summary_level(findings) == FAIL else EXIT_OK
+
+
+def _spam_findings(args: argparse.Namespace, config: Appliance) -> list[Finding]:
+    """The spam filter's health, when this runs on the box (its engine answers for it)."""
+    from firstboot.containers.naming import Naming
+    from firstboot.core.context import Paths
+    from firstboot.mail.doctor import FAIL, OK, WARN, Finding
+    from firstboot.mail.spam import fix_hint, spam_health
+
+    if not Paths(Path(args.root)).state.parent.is_dir():
+        return []  # not a box (a check run from elsewhere against --root)
+    naming = Naming.for_root(Path(args.root))
+    health = spam_health(config, naming)
+    if health is None:
+        return []
+    level = OK if health.answering else WARN if not health.enabled else FAIL
+    return [Finding("spam filter", level, health.describe(), fix_hint(naming)
+                    if health.enabled else "set mail.spam.enabled: true, then "
+                    "arkbox-installer apply")]
 
 
 def _keep_last_check(root: Path, body: dict[str, Any]) -> None:

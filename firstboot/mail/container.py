@@ -1,10 +1,11 @@
-"""The mail server container (Postfix + Dovecot + OpenDKIM), from the config (step `mail`).
+"""The mail server container (Postfix + Dovecot + OpenDKIM + rspamd), from the config (step
+`mail`).
 
 Its configuration is rendered to /etc/arkbox/rendered/mail (firstboot/mail/render.py)
 and mounted read-only at /etc/arkbox-mail; the certificate directory
-/srv/arkbox/tls/live at /etc/mail-tls; the queue and the mailboxes are volumes under
-/srv/arkbox/volumes/mail (so backups carry them, as they carry the DKIM key the
-secrets step made in /srv/arkbox/secrets/generated). The container publishes 25, 465,
+/srv/arkbox/tls/live at /etc/mail-tls; the queue, the mailboxes and rspamd's state are
+volumes under /srv/arkbox/volumes/mail (so backups carry them, as they carry the DKIM key
+the secrets step made in /srv/arkbox/secrets/generated). The container publishes 25, 465,
 587 and 993 and runs on a network of its own, with egress (it delivers to the world).
 It also joins the network of each service whose recipe uses the mail server (the
 recipe's `depends_on` names `mail`: Roundcube), with the alias `mail`: that service
@@ -52,6 +53,7 @@ from firstboot.mail.render import (
     DIRECTORIES,
     DKIM_KEY,
     IMAPS_PORT,
+    RSPAMD_UID,
     SMTP_PORT,
     SUBMISSION_PORT,
     SUBMISSIONS_PORT,
@@ -70,10 +72,13 @@ MAIL_SERVICE = "mail"
 VOLUMES = {
     "queue": ("/var/spool/postfix", (0, 0), 0o755),
     "mailboxes": ("/var/mail", (VMAIL_UID, VMAIL_UID), 0o750),
+    # rspamd's Redis (Bayes, fuzzy hashes, history): what the filter learned is restored too.
+    "spam": ("/var/lib/rspamd", (RSPAMD_UID, RSPAMD_UID), 0o750),
 }
 MAIL_RECIPE = "mail"
 MAIL_PORTS = (SMTP_PORT, SUBMISSIONS_PORT, SUBMISSION_PORT, IMAPS_PORT)
-MAIL_MEMORY = 512 * 1024**2
+# rspamd with its Redis takes about 200 MiB of it (docs/mail.md).
+MAIL_MEMORY = 768 * 1024**2
 MAIL_PIDS = 512
 CONFIG_DIGEST_ENV = "ARKBOX_MAIL_CONFIG"
 # Rendered files whose content is made on the box (hashes, keys) or secret: not in the

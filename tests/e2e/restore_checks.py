@@ -194,25 +194,27 @@ def fetch_imaps(app: AppliancePart, subject: str) -> bytes:
 
 
 def imaps_message(host: str, context: ssl.SSLContext, user: str, password: str,
-                  subject: str, *, timeout: float, interval: float, readonly: bool) -> bytes:
-    """The newest message with `subject` in `user`'s INBOX, waiting until it is there."""
+                  subject: str, *, timeout: float, interval: float, readonly: bool,
+                  mailbox: str = "INBOX") -> bytes:
+    """The newest message with `subject` in `user`'s `mailbox`, waiting until it is there."""
     found: list[bytes] = []
 
     def fetched() -> str | None:
         with imaplib.IMAP4_SSL(host, 993, ssl_context=context) as imap:
             imap.login(user, password)
-            imap.select("INBOX", readonly=readonly)
+            imap.select(mailbox, readonly=readonly)
             _, numbers = imap.search(None, "SUBJECT", f'"{subject}"')
             ids = numbers[0].split()
             if not ids:
-                return "not in the INBOX yet"
+                return f"not in {mailbox} yet"
             _, data = imap.fetch(ids[-1], "(RFC822)")
             item = data[0]
             assert isinstance(item, tuple)
             found.append(item[1])
             return None
 
-    wait_until(f"message {subject!r} over IMAPS", fetched, timeout, interval=interval)
+    wait_until(f"message {subject!r} in {mailbox} over IMAPS", fetched, timeout,
+               interval=interval)
     return found[0]
 
 

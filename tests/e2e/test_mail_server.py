@@ -15,7 +15,9 @@ rig's addresses directly.
 from __future__ import annotations
 
 import email
+import email.utils
 import http.client
+import imaplib
 import json
 import smtplib
 import socket
@@ -61,6 +63,11 @@ ADMIN = "admin@arkbox.test"
 PASSWORD = (ROOT / "config/secrets/admin-mail-password").read_text().strip()
 FRIEND = "friend@sink.test"
 DNSBL = "dnsbl.test"
+# Senders from the outside world, for the spam filter (zones_from publishes their records).
+STRICT = "strict.test"
+SENDER_SELECTOR = "s1"
+SINK_KEY = make_private_key()
+STRICT_PUBLISHED_KEY = make_private_key()  # strict.test's signatures are made with another
 SINK_MAILDIR = "/var/mail/vhosts/sink/new"
 DELIVERY_TIMEOUT_S = 90
 SINK_MAIN_CF = """\
@@ -172,9 +179,24 @@ def zones_from(records: list[dict[str, Any]], sink_ip: str, app_ip: str,
         else:
             assert record.name.endswith("arkbox.test."), record
             arkbox += line
-    sink = soa("sink.test") + f"@ IN MX 10 mx\nmx IN A {sink_ip}\n"
+    # The outside world's senders (the spam tests): sink.test signs (the test process holds
+    # its key), passes SPF from the rig and publishes DMARC; strict.test sends nothing
+    # itself, so mail claiming it fails SPF and DKIM against its p=reject.
+    rig_net = ".".join(app_ip.split(".")[:3]) + ".0/24"
+    sink = (soa("sink.test") + f"@ IN MX 10 mx\nmx IN A {sink_ip}\n"
+            f'@ IN TXT "v=spf1 ip4:{rig_net} -all"\n'
+            f"{SENDER_SELECTOR}._domainkey IN TXT {zone_txt(txt_value(SINK_KEY))}\n"
+            '_dmarc IN TXT "v=DMARC1; p=reject"\n')
+    strict = (soa(STRICT) + "@ IN MX 10 mx\nmx IN A 192.0.2.25\n"
+              '@ IN TXT "v=spf1 -all"\n'
+              f"{SENDER_SELECTOR}._domainkey IN TXT {zone_txt(txt_value(STRICT_PUBLISHED_KEY))}\n"
+              '_dmarc IN TXT "v=DMARC1; p=reject"\n')
     return {"arkbox.test": arkbox, reverse_origin: reverse, "sink.test": sink,
-            DNSBL: soa(DNSBL)}
+            STRICT: strict, DNSBL: soa(DNSBL)}
+
+
+def zone_txt(value: str) -> str:
+    return zone_value(Record("", "TXT", value, ""))
 
 
 @pytest.fixture(scope="module")
@@ -246,10 +268,11 @@ def submit_465(net: Net, to: str, subject: str) -> None:
         smtp.sendmail(ADMIN, [to], message(ADMIN, to, subject))
 
 
-def fetch_imaps(net: Net, subject: str) -> bytes:
-    """The raw message with `subject` in the admin's INBOX (waits for delivery)."""
+def fetch_imaps(net: Net, subject: str, mailbox: str = "INBOX") -> bytes:
+    """The raw message with `subject` in the admin's `mailbox` (waits for delivery)."""
     return imaps_message(net.ip, tls_context(net), ADMIN, PASSWORD, subject,
-                         timeout=DELIVERY_TIMEOUT_S, interval=2, readonly=False)
+                         timeout=DELIVERY_TIMEOUT_S, interval=2, readonly=False,
+                         mailbox=mailbox)
 
 
 def sink_message(net: Net, subject: str) -> bytes:
@@ -449,7 +472,8 @@ def test_check_mail_is_green_against_the_published_zone(net: Net) -> None:
     assert code == 0, report
     checks = {f["check"] for f in report["findings"]}
     assert {"ptr", "mx arkbox.test", "spf arkbox.test", "dkim arkbox.test", "dmarc arkbox.test",
-            "tls-rpt arkbox.test", f"dnsbl {DNSBL}", "outbound port 25 (mx.sink.test)"} <= checks
+            "tls-rpt arkbox.test", f"dnsbl {DNSBL}", "outbound port 25 (mx.sink.test)",
+            "spam filter"} <= checks
 
 
 def test_check_mail_names_a_wrong_dkim_key_and_a_missing_dmarc_record(net: Net) -> None:
@@ -685,3 +709,131 @@ def test_roundcube_login_shows_the_inbox(net: Net) -> None:
         headers={"X-Roundcube-Request": request_token.group(1),
                  "X-Requested-With": "XMLHttpRequest"})
     assert code == 200 and subject in listing, listing[:3000]
+
+
+# ---------------------------------------------------------------- spam filtering (rspamd)
+
+GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+GTUBE_JUNK = "YJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+# Bayes learns only messages with enough words (rspamd's min_tokens).
+PROSE = ("The harbour committee met on Thursday to discuss the new lighthouse, the ferry "
+         "timetable for winter, repairs to the northern pier and a proposal from the "
+         "fishermen's cooperative about shared storage for nets and crates.\r\n")
+
+
+def world_message(sender: str, subject: str, body: str = PROSE,
+                  key: bytes | None = None) -> bytes:
+    """A message as a well-behaved outside sender writes it, DKIM-signed with `key`."""
+    domain = sender.split("@")[1]
+    raw = (f"From: {sender}\r\nTo: {ADMIN}\r\nSubject: {subject}\r\n"
+           f"Date: {email.utils.formatdate()}\r\n"
+           f"Message-ID: <{uuid.uuid4().hex}@{domain}>\r\nMIME-Version: 1.0\r\n"
+           "Content-Type: text/plain; charset=utf-8\r\n\r\n" + body).encode()
+    if key is None:
+        return raw
+    signature = dkimpy.sign(raw, SENDER_SELECTOR.encode(), domain.encode(), key,
+                            include_headers=[b"from", b"to", b"subject", b"date",
+                                             b"message-id"])
+    return signature + raw
+
+
+def send_from_the_world(net: Net, sender: str, raw: bytes) -> None:
+    """Deliver on port 25 as another domain's MTA would (from the rig's gateway address,
+    inside sink.test's SPF). Raises SMTPDataError when the box refuses the message."""
+    with smtplib.SMTP(net.ip, 25, timeout=60) as smtp:
+        smtp.ehlo("mx.sink.test")
+        smtp.sendmail(sender, [ADMIN], raw)
+
+
+def spam_status(net: Net) -> dict[str, Any]:
+    spam = status(net.app)["spam"]
+    assert spam["answering"], spam
+    return dict(spam)
+
+
+def test_gtube_from_the_world_is_refused_and_its_junk_variant_filed_in_junk(net: Net) -> None:
+    subject = f"gtube {uuid.uuid4().hex[:8]}"
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        send_from_the_world(net, FRIEND, world_message(FRIEND, subject, PROSE + GTUBE,
+                                                       SINK_KEY))
+    assert refused.value.smtp_code == 554, refused.value
+    assert b"Gtube" in refused.value.smtp_error, refused.value
+    junk = f"junk {uuid.uuid4().hex[:8]}"
+    send_from_the_world(net, FRIEND, world_message(FRIEND, junk, PROSE + GTUBE_JUNK, SINK_KEY))
+    raw = fetch_imaps(net, junk, mailbox="Junk")
+    assert b"X-Spam: Yes" in raw, raw[:1500]
+
+
+def test_signed_mail_from_the_world_reaches_the_inbox_with_spf_dkim_dmarc_pass(net: Net
+                                                                             ) -> None:
+    subject = f"clean {uuid.uuid4().hex[:8]}"
+    send_from_the_world(net, FRIEND, world_message(FRIEND, subject, key=SINK_KEY))
+    parsed = email.message_from_bytes(fetch_imaps(net, subject))
+    results = " ".join(str(h) for h in parsed.get_all("Authentication-Results") or [])
+    assert MAIL_HOST in results, results
+    for verdict in ("dkim=pass", "spf=pass", "dmarc=pass"):
+        assert verdict in results, results
+    assert str(parsed["X-Spam-Status"]).startswith("No"), parsed["X-Spam-Status"]
+
+
+def test_mail_failing_a_dmarc_reject_policy_is_refused(net: Net) -> None:
+    sender = f"boss@{STRICT}"
+    subject = f"forged {uuid.uuid4().hex[:8]}"
+    # Signed, but not with the key strict.test publishes; and sent from outside its SPF.
+    raw = world_message(sender, subject, key=make_private_key())
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        send_from_the_world(net, sender, raw)
+    assert refused.value.smtp_code == 554, refused.value
+
+
+def move(net: Net, subject: str, source: str, target: str) -> None:
+    with imaplib.IMAP4_SSL(net.ip, 993, ssl_context=tls_context(net)) as imap:
+        imap.login(ADMIN, PASSWORD)
+        imap.select(source)
+        _, numbers = imap.search(None, "SUBJECT", f'"{subject}"')
+        (number,) = numbers[0].split()
+        code, reply = imap.copy(number, target)
+        assert code == "OK", reply
+        imap.store(number, "+FLAGS", "\\Deleted")
+        imap.expunge()
+
+
+def test_moving_into_junk_learns_spam_and_out_of_it_learns_ham(net: Net) -> None:
+    subject = f"learn {uuid.uuid4().hex[:8]}"
+    send_from_the_world(net, FRIEND, world_message(FRIEND, subject, key=SINK_KEY))
+    fetch_imaps(net, subject)
+    before = spam_status(net)
+    move(net, subject, "INBOX", "Junk")
+
+    def learned(kind: str, than: int) -> str | None:
+        now = spam_status(net)[f"learned_{kind}"]
+        return None if now > than else f"rspamd has learned {now} {kind} (was {than})"
+
+    wait_until("rspamd to learn the message moved into Junk as spam",
+               lambda: learned("spam", before["learned_spam"]), 60, interval=2)
+    middle = spam_status(net)
+    move(net, subject, "Junk", "INBOX")
+    wait_until("rspamd to learn the message moved out of Junk as ham",
+               lambda: learned("ham", middle["learned_ham"]), 60, interval=2)
+
+
+def test_status_and_check_mail_report_the_spam_filter(net: Net) -> None:
+    code, text = installer(net.app, "status")
+    assert "spam filter: rspamd answers" in text, text
+    code, report = check_mail(net, net.dns)
+    (finding,) = [f for f in report["findings"] if f["check"] == "spam filter"]
+    assert finding["level"] == "ok" and "learned" in finding["message"], finding
+    # The mail container stopped: status says rspamd does not answer, check mail fails.
+    check(net.app, "docker stop -t 20 arkbox-mail")
+    try:
+        spam = status(net.app)["spam"]
+        assert spam["answering"] is False and "does not answer" in spam["summary"], spam
+        code, report = check_mail(net, net.dns)
+        (finding,) = [f for f in report["findings"] if f["check"] == "spam filter"]
+        assert finding["level"] == "fail" and "docker logs arkbox-mail" in finding["fix"]
+        assert code == 1
+    finally:
+        check(net.app, "docker start arkbox-mail")
+        wait_until("arkbox-mail healthy again", lambda: None if check(
+            net.app, "docker inspect -f '{{.State.Health.Status}}' arkbox-mail").strip()
+            == "healthy" else "not healthy yet", 120, interval=3)

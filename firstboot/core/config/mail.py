@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, model_validator
 
-from firstboot.core.config.base import Kind, Section, Text, key
+from firstboot.core.config.base import Bounded, Kind, Section, Text, key, refuse
 from firstboot.core.config.network import Email, Hostname
 from firstboot.core.config.scalars import PasswordHash, Port, RelayUser, Size
 from firstboot.core.config.secrets import SecretRef
@@ -25,6 +25,33 @@ AliasTargets = Annotated[
 DkimSelector = Annotated[str, Text(
     "DNS label", r"^[a-z0-9][a-z0-9-]{0,62}$",
     "must be a DNS label (lower-case letters, digits, dashes)")]
+
+
+SpamScore = Annotated[float, Bounded("score", 1, 1000)]
+
+
+class Spam(Section):
+    """rspamd scores mail arriving on port 25 (SPF, DKIM, DMARC, ARC, Bayes, DNS lists):
+    above junk_score it is filed in Junk, above reject_score it is refused. Moving a
+    message into Junk or out of it teaches the filter."""
+
+    enabled: bool = key(
+        "Filter mail arriving from the world. Off: it is delivered as it comes.",
+        default=True, example=True)
+    junk_score: SpamScore = key(
+        "From this score on, a message is delivered into the Junk folder.",
+        default=6, example=6)
+    reject_score: SpamScore = key(
+        "From this score on, a message is refused (the sender is told). Above junk_score.",
+        default=15, example=15)
+
+    @model_validator(mode="after")
+    def _reject_above_junk(self) -> Spam:
+        if self.reject_score <= self.junk_score:
+            raise refuse(f"reject_score ({self.reject_score:g}) must be above junk_score "
+                         f"({self.junk_score:g})",
+                         "e.g. junk_score: 6 and reject_score: 15 (the defaults)")
+        return self
 
 
 class Mailbox(Section):
@@ -94,3 +121,6 @@ class Mail(Section):
     max_message_size: Size = key(
         "Largest message accepted, attachments included.",
         default="25M", example="25M")
+    spam: Spam = key(
+        "Spam filtering of mail from the world (rspamd), with thresholds.",
+        default_factory=Spam, example={"junk_score": 6, "reject_score": 15})
