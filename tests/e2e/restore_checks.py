@@ -187,6 +187,30 @@ def mail_facts(app: AppliancePart) -> MailFacts:
     return MailFacts(file_facts(app, (MAILBOXES,)), digest, dkim_records(app))
 
 
+SPAM_SAMPLE = ("From: offers@promo.example\nTo: admin@arkbox.test\nSubject: cheap watches\n\n"
+               "Limited offer: replica watches, miracle pills and lottery winnings, click "
+               "now to claim your exclusive prize before midnight tonight, act fast friend\n")
+
+
+def learned_counts(app: AppliancePart) -> tuple[int, int]:
+    """(spam, ham) rspamd's Bayes has learned, as status reports them."""
+    spam = json.loads(installer(app, "status --json")[1])["spam"]
+    assert spam["answering"], spam
+    return int(spam["learned_spam"]), int(spam["learned_ham"])
+
+
+def teach_spam_filter(app: AppliancePart) -> tuple[int, int]:
+    """Teach rspamd one spam message (as a move into Junk would), wait until it counts,
+    and give Redis the second it takes to write it down. The counts after that."""
+    before = learned_counts(app)
+    check(app, f"printf %s {sh_quote(SPAM_SAMPLE)} | docker exec -i arkbox-mail "
+               "rspamc --connect 127.0.0.1:11334 learn_spam")
+    wait_until("rspamd to count the learned spam", lambda: None if learned_counts(app)[0] >
+               before[0] else f"still {learned_counts(app)}", 60, interval=2)
+    time.sleep(2)  # appendfsync everysec (image/recipes/mail/redis.conf)
+    return learned_counts(app)
+
+
 def fetch_imaps(app: AppliancePart, subject: str) -> bytes:
     """The raw message with `subject` from the mailbox's INBOX over IMAPS (993)."""
     return imaps_message(app.ip(4), tls_trusting(app), MAILBOX, MAIL_PASSWORD, subject,

@@ -66,6 +66,7 @@ DNSBL = "dnsbl.test"
 # Senders from the outside world, for the spam filter (zones_from publishes their records).
 STRICT = "strict.test"
 SENDER_SELECTOR = "s1"
+SENDER_HOST = "gw.sink.test"
 SINK_KEY = make_private_key()
 STRICT_PUBLISHED_KEY = make_private_key()  # strict.test's signatures are made with another
 SINK_MAILDIR = "/var/mail/vhosts/sink/new"
@@ -183,7 +184,11 @@ def zones_from(records: list[dict[str, Any]], sink_ip: str, app_ip: str,
     # its key), passes SPF from the rig and publishes DMARC; strict.test sends nothing
     # itself, so mail claiming it fails SPF and DKIM against its p=reject.
     rig_net = ".".join(app_ip.split(".")[:3]) + ".0/24"
-    sink = (soa("sink.test") + f"@ IN MX 10 mx\nmx IN A {sink_ip}\n"
+    # This process sends from the rig's gateway: named gw.sink.test both ways, as a real
+    # MTA's address is (rspamd scores a sender without a matching PTR).
+    gateway = ".".join(app_ip.split(".")[:3]) + ".1"
+    reverse += f"{gateway.split('.')[-1]} IN PTR {SENDER_HOST}.\n"
+    sink = (soa("sink.test") + f"@ IN MX 10 mx\nmx IN A {sink_ip}\ngw IN A {gateway}\n"
             f'@ IN TXT "v=spf1 ip4:{rig_net} -all"\n'
             f"{SENDER_SELECTOR}._domainkey IN TXT {zone_txt(txt_value(SINK_KEY))}\n"
             '_dmarc IN TXT "v=DMARC1; p=reject"\n')
@@ -741,7 +746,7 @@ def send_from_the_world(net: Net, sender: str, raw: bytes) -> None:
     """Deliver on port 25 as another domain's MTA would (from the rig's gateway address,
     inside sink.test's SPF). Raises SMTPDataError when the box refuses the message."""
     with smtplib.SMTP(net.ip, 25, timeout=60) as smtp:
-        smtp.ehlo("mx.sink.test")
+        smtp.ehlo(SENDER_HOST)
         smtp.sendmail(sender, [ADMIN], raw)
 
 
