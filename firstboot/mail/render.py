@@ -140,7 +140,8 @@ def render_mail_files(
             imaps_port=IMAPS_PORT, spam=spam, sieve_dir=SIEVE_DIR,
             sieve_programs=SIEVE_PROGRAMS), 0o644),
         "dovecot/users": MailFile(users_file(users), 0o640, (0, DOVECOT_GID)),
-        "opendkim/opendkim.conf": MailFile(render("mail/opendkim.conf.j2", conf=conf), 0o644),
+        "opendkim/opendkim.conf": MailFile(render("mail/opendkim.conf.j2", conf=conf,
+                                                   spam=spam), 0o644),
         "opendkim/KeyTable": MailFile(_table(
             [(f"{mail.dkim_selector}._domainkey.{d.lower()}",
               f"{d.lower()}:{mail.dkim_selector}:{conf}/{DKIM_KEY}") for d in mail.domains]),

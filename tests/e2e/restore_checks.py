@@ -192,9 +192,16 @@ SPAM_SAMPLE = ("From: offers@promo.example\nTo: admin@arkbox.test\nSubject: chea
                "now to claim your exclusive prize before midnight tonight, act fast friend\n")
 
 
+def spam_filter(app: AppliancePart) -> dict[str, Any]:
+    """What `status --json` says of the spam filter (rspamd, asked live)."""
+    code, out = installer(app, "status --json")
+    assert code == 0, out
+    return dict(json.loads(out[out.index("{"):])["spam"])
+
+
 def learned_counts(app: AppliancePart) -> tuple[int, int]:
     """(spam, ham) rspamd's Bayes has learned, as status reports them."""
-    spam = json.loads(installer(app, "status --json")[1])["spam"]
+    spam = spam_filter(app)
     assert spam["answering"], spam
     return int(spam["learned_spam"]), int(spam["learned_ham"])
 
