@@ -146,3 +146,9 @@ def test_the_status_page_shows_the_spam_filter_in_the_mail_section() -> None:
     html = page_html(doc, "arkbox.test", "2026-12-07 00:00 UTC")
     mail = html.split('<section id="mail">')[1].split("</section>")[0]
     assert 'Spam filter: <span class="good">rspamd answers · 42 scanned' in mail
+
+
+def test_opendkim_only_signs_while_rspamd_verifies(mail: Mail) -> None:
+    assert "\nMode                    s\n" in render(mail)["opendkim/opendkim.conf"]
+    assert "\nMode                    sv\n" in render(mail, enabled=False)[
+        "opendkim/opendkim.conf"]
