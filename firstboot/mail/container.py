@@ -72,7 +72,7 @@ MAIL_SERVICE = "mail"
 VOLUMES = {
     "queue": ("/var/spool/postfix", (0, 0), 0o755),
     "mailboxes": ("/var/mail", (VMAIL_UID, VMAIL_UID), 0o750),
-    # rspamd's Redis (Bayes, fuzzy hashes, history): what the filter learned is restored too.
+    # rspamd's Redis (Bayes, the scan history): what the filter learned is restored too.
     "spam": ("/var/lib/rspamd", (RSPAMD_UID, RSPAMD_UID), 0o750),
 }
 MAIL_RECIPE = "mail"
