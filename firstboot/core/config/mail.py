@@ -128,19 +128,6 @@ class Mail(Section):
         "Addresses delivered elsewhere: alias -> one address or a list. A target in one of the "
         "domains must be a mailbox or another alias.",
         default_factory=dict, example={"postmaster@arkbox.test": "admin@arkbox.test"})
-    relay: Relay | None = key(
-        "Send outbound mail through this smarthost instead of directly.",
-        default=None,
-        example={"host": "smtp.relay.example", "username": "u", "password": {"env": "PW"}})
-    dmarc_report_to: Email | None = key(
-        "Address for DMARC aggregate reports (rua) in the published DMARC record.",
-        default=None, example="postmaster@arkbox.test")
-    dkim_selector: DkimSelector = key(
-        "DKIM selector: the DNS record is SELECTOR._domainkey.DOMAIN.",
-        default="arkbox", example="arkbox")
-    max_message_size: Size = key(
-        "Largest message accepted, attachments included.",
-        default="25M", example="25M")
     dnsbls: list[Dnsbl] = key(
         "DNS blocklists postscreen checks clients on port 25 against; an empty list turns "
         "the check off. A list that does not answer in time adds nothing: it never blocks "
@@ -154,3 +141,16 @@ class Mail(Section):
     login_ban: LoginBan = key(
         "Banning addresses that keep failing to log in.",
         default_factory=LoginBan, example={"max_failures": 10, "ban_time": "1h"})
+    relay: Relay | None = key(
+        "Send outbound mail through this smarthost instead of directly.",
+        default=None,
+        example={"host": "smtp.relay.example", "username": "u", "password": {"env": "PW"}})
+    dmarc_report_to: Email | None = key(
+        "Address for DMARC aggregate reports (rua) in the published DMARC record.",
+        default=None, example="postmaster@arkbox.test")
+    dkim_selector: DkimSelector = key(
+        "DKIM selector: the DNS record is SELECTOR._domainkey.DOMAIN.",
+        default="arkbox", example="arkbox")
+    max_message_size: Size = key(
+        "Largest message accepted, attachments included.",
+        default="25M", example="25M")
