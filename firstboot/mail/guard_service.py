@@ -89,18 +89,24 @@ def _write(paths: Paths, bans: Sequence[Ban]) -> None:
 def enforce_all(paths: Paths, ports: Sequence[int], now: datetime) -> list[Ban]:
     """Replace table arkbox_guard with one holding every running ban (at the start)."""
     with _locked(paths):
-        bans = current_bans(paths, now)
-        _write(paths, bans)
-        target = paths.state / RULESET_FILE
-        atomic_write(target, ruleset(bans, ports, now), mode=0o600)
-        _nft(load_ruleset_argv(str(target)))
+        return _enforce_locked(paths, ports, now)
+
+
+def _enforce_locked(paths: Paths, ports: Sequence[int], now: datetime) -> list[Ban]:
+    bans = current_bans(paths, now)
+    _write(paths, bans)
+    target = paths.state / RULESET_FILE
+    atomic_write(target, ruleset(bans, ports, now), mode=0o600)
+    _nft(load_ruleset_argv(str(target)))
     return bans
 
 
-def add_ban(paths: Paths, ban: Ban, now: datetime) -> None:
+def add_ban(paths: Paths, ban: Ban, now: datetime, ports: Sequence[int]) -> None:
     with _locked(paths):
         _write(paths, with_ban(current_bans(paths, now), ban))
-        _nft(ban_argv(ban, now))
+        if _nft(ban_argv(ban, now), check=False).returncode != 0:
+            # The table is gone (removed by hand, or nftables restarted): make it anew.
+            _enforce_locked(paths, ports, now)
 
 
 def lift_ban(paths: Paths, address: str, now: datetime | None = None) -> Ban | None:
@@ -249,7 +255,7 @@ def _one_line(paths: Paths, guard: Guard, line: str) -> None:
     now = utc_now()
     ban = guard.line(line, now)
     if ban is not None:
-        add_ban(paths, ban, now)
+        add_ban(paths, ban, now, guard.settings.ports)
         log.warning("mail guard: banned %s until %s after %d failed logins (%s)",
                     ban.address, ban.until.isoformat(timespec="seconds"), ban.failures,
                     ban.service)

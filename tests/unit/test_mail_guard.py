@@ -247,7 +247,7 @@ def nft(monkeypatch: pytest.MonkeyPatch) -> FakeNft:
 def test_bans_are_recorded_enforced_and_lifted(tmp_path: Path, nft: FakeNft) -> None:
     paths = Paths(tmp_path)
     ban = Ban("192.0.2.7", NOW, NOW + timedelta(hours=1), 10, "imap")
-    add_ban(paths, ban, NOW)
+    add_ban(paths, ban, NOW, PORTS)
     assert current_bans(paths, NOW) == [ban]
     assert nft.argvs[-1] == ban_argv(ban, NOW)
     # A restart rebuilds the table from the record, with the time left.
@@ -260,11 +260,26 @@ def test_bans_are_recorded_enforced_and_lifted(tmp_path: Path, nft: FakeNft) -> 
     assert lift_ban(paths, "192.0.2.7", NOW) is None
 
 
+def test_a_ban_remakes_a_table_that_is_gone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                            ) -> None:
+    argvs: list[tuple[str, ...]] = []
+
+    def nft(argv: Sequence[str], **_: Any) -> Completed:
+        argvs.append(tuple(argv))
+        return Completed(tuple(argv), 1 if argv[1] == "add" else 0, "", "No such file")
+
+    monkeypatch.setattr(guard_service, "run", nft)
+    ban = Ban("192.0.2.7", NOW, NOW + timedelta(hours=1), 10, "imap")
+    add_ban(Paths(tmp_path), ban, NOW, PORTS)
+    assert [a[:2] for a in argvs] == [("nft", "add"), ("nft", "-f")]
+    assert "192.0.2.7 timeout 3600s" in Path(argvs[-1][2]).read_text()
+
+
 def test_mail_unban_exit_codes(tmp_path: Path, nft: FakeNft,
                                capsys: pytest.CaptureFixture[str]) -> None:
     paths = Paths(tmp_path)
     now = datetime.now(UTC)
-    add_ban(paths, Ban("192.0.2.7", now, now + timedelta(hours=1), 10, "imap"), now)
+    add_ban(paths, Ban("192.0.2.7", now, now + timedelta(hours=1), 10, "imap"), now, PORTS)
 
     def code_of(*argv: str) -> int:
         with pytest.raises(SystemExit) as exited:
