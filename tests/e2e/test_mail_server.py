@@ -802,6 +802,7 @@ def test_a_dnsbl_that_does_not_answer_never_blocks_mail(dns_silent: Net) -> None
     net.dns.container.unpause()
     forget_postscreen_verdicts(net)
     code, reply = deliver_on_25(net, f"dns answers {uuid.uuid4().hex[:8]}")
+    print(f"listed client, DNSBL answering: {code} {reply.decode(errors='replace')}")
     assert code == 550 and b"blocked using dnsbl.test" in reply, (code, reply)
     net.dns.container.pause()  # the fixture unpauses
 
