@@ -719,9 +719,28 @@ def test_roundcube_login_shows_the_inbox(net: Net) -> None:
 POSTSCREEN_CACHE = "/run/postfix-data/postscreen_cache.db"
 
 
+def listing_name(ip: str) -> str:
+    return f"{'.'.join(reversed(ip.split('.')))}.{DNSBL}"
+
+
 def listed(ip: str) -> str:
     """The DNSBL record naming `ip`."""
-    return f"{'.'.join(reversed(ip.split('.')))}.{DNSBL}. 300 IN A 127.0.0.2\n"
+    return f"{listing_name(ip)}. 300 IN A 127.0.0.2\n"
+
+
+def serve_listing(net: Net, zones: dict[str, str], ips: tuple[str, ...],
+                  want_listed: bool) -> None:
+    """Serve `zones`, then wait until nsd answers for `ips` as asked (its reload is not
+    done when nsd-control returns: postscreen could still hear the old zone)."""
+    net.dns.serve(zones)
+
+    def answered() -> str | None:
+        wrong = [ip for ip in ips
+                 if bool(net.resolver.query(listing_name(ip), "A")) != want_listed]
+        state = "listed" if want_listed else "unlisted"
+        return f"{wrong} not {state} yet" if wrong else None
+
+    wait_until("the rig's DNSBL to answer as served", answered, 30, interval=0.5)
 
 
 def forget_postscreen_verdicts(net: Net) -> None:
@@ -735,11 +754,12 @@ def dnsbl_listing(net: Net, *ips: str) -> Iterator[None]:
     postscreen has forgotten, so mail from them gets in (other tests need the sink's)."""
     zones = zones_from(net.records, net.sink.ip(4), net.ip)
     try:
-        net.dns.serve({**zones, DNSBL: zones[DNSBL] + "".join(listed(ip) for ip in ips)})
+        serve_listing(net, {**zones, DNSBL: zones[DNSBL] + "".join(listed(ip) for ip in ips)},
+                      ips, want_listed=True)
         forget_postscreen_verdicts(net)
         yield
     finally:
-        net.dns.serve(zones)
+        serve_listing(net, zones, ips, want_listed=False)
         forget_postscreen_verdicts(net)
 
 
