@@ -730,11 +730,16 @@ def listed(ip: str) -> str:
 
 def serve_listing(net: Net, zones: dict[str, str], ips: tuple[str, ...],
                   want_listed: bool) -> None:
-    """Serve `zones`, then wait until nsd answers for `ips` as asked (its reload is not
-    done when nsd-control returns: postscreen could still hear the old zone)."""
-    net.dns.serve(zones)
+    """Serve `zones`, then wait until nsd answers for `ips` as asked: postscreen must not
+    hear the old zone. nsd reloads a zone file only when its time stamp changed, which two
+    writes within one second may not do: the zones are written again until it answers."""
+    served_at = 0.0
 
     def answered() -> str | None:
+        nonlocal served_at
+        if time.monotonic() - served_at > 3:
+            net.dns.serve(zones)
+            served_at = time.monotonic()
         wrong = [ip for ip in ips
                  if bool(net.resolver.query(listing_name(ip), "A")) != want_listed]
         state = "listed" if want_listed else "unlisted"
