@@ -47,6 +47,12 @@ from firstboot.core.context import FirstbootContext, Paths
 from firstboot.core.files import ensure_dir, read_bytes, write_if_changed
 from firstboot.core.step import StepFailed
 from firstboot.mail import dkim
+from firstboot.mail.guard_service import (
+    GuardSettings,
+    guard_problem,
+    install_guard,
+    remove_guard,
+)
 from firstboot.mail.passwords import hash_password, verifies
 from firstboot.mail.render import (
     CONF_MOUNT,
@@ -115,10 +121,12 @@ class MailReport:
     container: str = "unchanged"
     files_changed: list[str] = field(default_factory=list)
     networks_changed: bool = False
+    guard_changed: bool = False  # arkbox-mail-guard.service written, started or removed
 
     @property
     def changed(self) -> bool:
-        return self.container != "unchanged" or bool(self.files_changed) or self.networks_changed
+        return (self.container != "unchanged" or bool(self.files_changed)
+                or self.networks_changed or self.guard_changed)
 
     def summary(self, mail: Mail) -> str:
         if not self.enabled:
@@ -131,6 +139,7 @@ class MailReport:
             return summary + "; unchanged"
         done = [f"container {self.container}"] if self.container != "unchanged" else []
         done += [f"{len(self.files_changed)} file(s) written"] if self.files_changed else []
+        done += ["login ban service updated"] if self.guard_changed else []
         return summary + "; " + ", ".join(done or ["network created"])
 
     def details(self, mail: Mail) -> dict[str, object]:
@@ -149,7 +158,8 @@ def converge_mail(ctx: FirstbootContext) -> MailReport:
     naming = Naming.for_root(ctx.paths.root)
     if not ctx.config.mail.enabled:
         done = reconcile(ctx.docker, naming, Desired(ROLE_MAIL, {}), checkpoint=ctx.checkpoint)
-        return MailReport(False, "removed" if done.plan.remove else "unchanged")
+        return MailReport(False, "removed" if done.plan.remove else "unchanged",
+                          guard_changed=remove_guard(ctx))
     paths = MailPaths.of(ctx.paths)
     files = wanted_files(ctx, paths)
     report = MailReport(True, files_changed=_write_tree(paths.rendered, files))
@@ -170,7 +180,17 @@ def converge_mail(ctx: FirstbootContext) -> MailReport:
         report.container = "rejoined " + ", ".join(plan.joined(MAIL_SERVICE))
     # A start loads the certificate as it is now, and so does a reload.
     write_if_changed(paths.tls_loaded, _tls_digest(paths), 0o644)
+    report.guard_changed = _converge_guard(ctx, naming)
     return report
+
+
+def _converge_guard(ctx: FirstbootContext, naming: Naming) -> bool:
+    """The login ban's service (guard_service.py): running with the config's limits, or
+    gone when the ban is off."""
+    mail = ctx.config.mail
+    if not mail.login_ban.enabled:
+        return remove_guard(ctx)
+    return install_guard(ctx, GuardSettings.of(mail, MAIL_PORTS, naming.container(MAIL_SERVICE)))
 
 
 def plan_mail(ctx: FirstbootContext) -> Plan:
@@ -196,7 +216,7 @@ def mail_problem(ctx: FirstbootContext) -> str | None:
         return "the mail container differs from the config: " + "; ".join(plan.describe())
     if read_bytes(paths.tls_loaded) != _tls_digest(paths).encode():
         return "Postfix and Dovecot have not loaded the current certificate"
-    return None
+    return guard_problem(ctx) if ctx.config.mail.login_ban.enabled else None
 
 
 def desired_mail(ctx: FirstbootContext, paths: MailPaths, files: dict[str, MailFile]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from firstboot.containers.nginx import INTERMEDIATE_CIPHERS
 from firstboot.core.config.base import is_one_line
-from firstboot.core.config.mail import Mail
+from firstboot.core.config.mail import Dnsbl, Mail
 from firstboot.core.config.scalars import size_bytes
 from firstboot.core.errors import BadInputError
 from firstboot.core.render import render
@@ -89,6 +89,12 @@ def users_file(users: list[UserEntry]) -> str:
     return "\n".join(lines) + "\n" if lines else ""
 
 
+def dnsbl_site(dnsbl: Dnsbl) -> str:
+    """One entry of postscreen_dnsbl_sites: zone[=replies][*weight]."""
+    site = dnsbl.zone.lower() + (f"={dnsbl.replies}" if dnsbl.replies else "")
+    return site + (f"*{dnsbl.weight}" if dnsbl.weight != 1 else "")
+
+
 def _table(rows: list[tuple[str, str]]) -> str:
     return "".join(f"{key} {value}\n" for key, value in rows)
 
@@ -121,7 +127,8 @@ def render_mail_files(
             "mail/main.cf.j2", conf=conf, hostname=mail.hostname, domains=mail.domains,
             message_size_limit=size_bytes(mail.max_message_size),
             ciphers=INTERMEDIATE_CIPHERS, relay=relay, spam=spam,
-            rspamd_milter=RSPAMD_MILTER), 0o644),
+            rspamd_milter=RSPAMD_MILTER, dnsbls=[dnsbl_site(d) for d in mail.dnsbls],
+            dnsbl_threshold=mail.dnsbl_threshold), 0o644),
         "postfix/master.cf": MailFile(render(
             "mail/master.cf.j2", submission=[("submission", False), ("submissions", True)]),
             0o644),
