@@ -8,6 +8,7 @@ leaves out/ as it was.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -28,7 +29,7 @@ from builder.pipeline import (
     update_bundle,
 )
 from builder.pipeline.backup_server import install_backup_server
-from builder.pipeline.cache import cache_dir_from_env, claim, digest_tree
+from builder.pipeline.cache import cache_dir_from_env, claim, digest_tree, exclusive
 from builder.pipeline.context import BuildContext, Role
 from builder.pipeline.manifest import (
     MANIFEST_NAME,
@@ -355,13 +356,18 @@ def build(config_path: Path, out_dir: Path, role: Role = "appliance", *,
     cache_dir = cache_dir or cache_dir_from_env()
     check_free_space(out_dir, cache_dir)
     private_dir(out_dir)
-    # The work dir sits next to out/ so the final renames stay on one filesystem.
-    work_dir = Path(tempfile.mkdtemp(prefix=".arkbox-build-", dir=out_dir))
-    ctx = BuildContext(
-        config=appliance, config_path=config_path, role=role, out_dir=out_dir,
-        cache_dir=cache_dir, work_dir=work_dir, progress=progress, refresh=refresh,
-    )
-    published = _build_in_work_dir(ctx, console)
+    with exclusive(out_dir_lock(cache_dir, out_dir), f"the output folder {out_dir}",
+                   console.print):
+        for left in abandoned_work_dirs(out_dir):
+            console.print(f"removing {left}, left by a build that was killed")
+            shutil.rmtree(left)
+        # The work dir sits next to out/ so the final renames stay on one filesystem.
+        work_dir = Path(tempfile.mkdtemp(prefix=WORK_DIR_PREFIX, dir=out_dir))
+        ctx = BuildContext(
+            config=appliance, config_path=config_path, role=role, out_dir=out_dir,
+            cache_dir=cache_dir, work_dir=work_dir, progress=progress, refresh=refresh,
+        )
+        published = _build_in_work_dir(ctx, console)
     total = sum(r.seconds for r in progress.results)
     console.print(f"done in {total:.0f} s → {out_dir}/")
     for path in published:
@@ -371,6 +377,21 @@ def build(config_path: Path, out_dir: Path, role: Role = "appliance", *,
         console.print(f"no secret in the image: each box needs its seed ({seeded} secrets): "
                       f"arkbox seed {config_path} --out FILE (or --into {raw} --out BOX.raw)")
     return BuildResult(out_dir, published, total)
+
+
+WORK_DIR_PREFIX = ".arkbox-build-"
+
+
+def out_dir_lock(cache_dir: Path, out_dir: Path) -> Path:
+    """The lock one build of `out_dir` holds: in the cache, so out/ holds only outputs."""
+    key = hashlib.sha256(str(out_dir.resolve()).encode()).hexdigest()[:16]
+    return cache_dir / "out-locks" / f"{key}.lock"
+
+
+def abandoned_work_dirs(out_dir: Path) -> list[Path]:
+    """Work dirs in out/ that no build owns: a build killed outright (SIGKILL, power cut)
+    cannot remove its own. Only called while holding out_dir_lock, so none is in use."""
+    return sorted(p for p in out_dir.glob(f"{WORK_DIR_PREFIX}*") if p.is_dir())
 
 
 def _build_in_work_dir(ctx: BuildContext, console: Console) -> list[Path]:

@@ -128,3 +128,30 @@ def test_too_little_free_space_stops_before_anything_is_written(
         build.check_free_space(tmp_path / "out", tmp_path / "cache")
     assert "only 512 MiB free" in err.value.message
     assert err.value.hint and "--out" in err.value.hint
+
+
+def test_a_build_removes_the_work_dir_a_killed_build_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A build killed outright (SIGKILL, power cut) leaves its work dir in out/: the next
+    # build of the same out/ removes it, and keeps the operator's other files.
+    out = tmp_path / "out"
+    left = out / ".arkbox-build-killed"
+    (left / "out").mkdir(parents=True)
+    (left / "out" / "arkbox-test.raw").write_text("half an image")
+    (out / ".notes").write_text("the operator's")
+    seen: list[list[str]] = []
+
+    def stages(ctx: BuildContext, _console: Console) -> list[Path]:
+        seen.append(sorted(p.name for p in out.iterdir()))
+        assert ctx.work_dir.parent == out and ctx.work_dir != left
+        return []
+
+    monkeypatch.setattr(build, "_build_in_work_dir", stages)
+    monkeypatch.setattr(build, "check_free_space", lambda *_paths: None)
+    build.build(DEFAULT_CONFIG_PATH, out, cache_dir=tmp_path / "cache", console=Console(quiet=True))
+    assert not left.exists()
+    [names] = seen
+    assert ".arkbox-build-killed" not in names and ".notes" in names
+    assert sum(n.startswith(build.WORK_DIR_PREFIX) for n in names) == 1  # its own
+    assert build.out_dir_lock(tmp_path / "cache", out).is_file()
