@@ -85,7 +85,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
     else:
         print_status(status, Console(highlight=False), certificate, backup=backup, seed=seed,
                      alerts=extra.get("alerts"), update=extra.get("update"),
-                     update_fetch=extra.get("update_fetch"))
+                     update_fetch=extra.get("update_fetch"), spam=extra.get("spam"),
+                     mail_bans=extra.get("mail_bans"))
     return 0 if status is not None and status.result in (RunResult.OK, RunResult.RUNNING) else 1
 
 
@@ -95,6 +96,7 @@ def _status_parts(paths: Paths) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
     from firstboot.certs.renew_state import status_facts
     from firstboot.core.context import utc_now
     from firstboot.mail.cli import last_mail_check
+    from firstboot.mail.guard_service import status_facts as mail_bans
     from firstboot.runner import runner_active
     from firstboot.seed_record import load_record
     from firstboot.status import RunResult, Status
@@ -111,7 +113,9 @@ def _status_parts(paths: Paths) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
     if status is not None:
         extra = {"alerts": _alert_status(paths), "services": services_facts(paths),
                  "host": host_facts(paths), "mail_check": last_mail_check(paths.root),
-                 "update": update_status(paths), "update_fetch": fetch_record(paths)}
+                 "mail_bans": mail_bans(paths),
+                 "update": update_status(paths), "update_fetch": fetch_record(paths),
+                 "spam": _spam_status(paths)}
     return status, certificate, backup, load_record(paths.seed_record), extra
 
 
@@ -135,6 +139,21 @@ def _alert_status(paths: Paths) -> dict[str, Any]:
     except ArkboxError:
         config = None  # status still shows the state; `validate` says what is wrong
     return alert_status(paths, config)
+
+
+def _spam_status(paths: Paths) -> dict[str, Any] | None:
+    """rspamd's health and what it learned; None on a box without a mail server."""
+    from firstboot.containers.naming import Naming
+    from firstboot.core.config import load_config
+    from firstboot.core.errors import ArkboxError
+    from firstboot.mail.spam import spam_health
+
+    try:
+        config = load_config(paths.at(str(INSTALLED_CONFIG)))
+    except ArkboxError:
+        return None  # `validate` says what is wrong; the alerts part shows it too
+    health = spam_health(config, Naming.for_root(paths.root))
+    return None if health is None else health.to_json()
 
 
 def _backup_status(paths: Paths) -> dict[str, Any]:
@@ -252,9 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
     from firstboot.certs.cli import add_commands as add_certificate_commands
 
     add_certificate_commands(sub, INSTALLED_CONFIG)
-    from firstboot.mail.cli import add_dns_command, extend_check_command
+    from firstboot.mail.cli import add_dns_command, add_mail_commands, extend_check_command
 
     extend_check_command(sub)  # `check mail` beside the backup's `check`
+    add_mail_commands(sub)  # `mail unban`, `mail bans`, `mail guard`
     from firstboot.alerts.cli import add_commands as add_alert_commands
 
     add_alert_commands(sub, INSTALLED_CONFIG)

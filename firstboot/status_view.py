@@ -190,7 +190,9 @@ def render_status(status: Status, certificate: dict[str, Any] | None = None,
                   seed: dict[str, Any] | None = None,
                   alerts: dict[str, Any] | None = None,
                   update: dict[str, Any] | None = None,
-                  update_fetch: dict[str, Any] | None = None) -> RenderableType:
+                  update_fetch: dict[str, Any] | None = None,
+                  spam: dict[str, Any] | None = None,
+                  mail_bans: dict[str, Any] | None = None) -> RenderableType:
     parts: list[RenderableType] = []
     took = f" in {status.seconds:.0f} s" if status.seconds is not None else ""
     headline = Text.assemble(
@@ -218,12 +220,36 @@ def render_status(status: Status, certificate: dict[str, Any] | None = None,
         parts.extend(update_lines(update))
     if update_fetch is not None:
         parts.append(fetch_line(update_fetch))
+    if spam is not None:
+        parts.append(spam_line(spam))
+    if mail_bans is not None:
+        parts.extend(mail_ban_lines(mail_bans))
     for failure in status.failures:
         parts.append(Text.assemble(("✗ ", "bold red"), (failure.step, "bold"), ": ",
                                    failure.message))
         if failure.hint:
             parts.append(Text(f"  hint: {failure.hint}"))
     return Group(*parts)
+
+
+def spam_line(spam: dict[str, Any]) -> Text:
+    """The spam filter: answering or not, scanned, learned (firstboot/mail/spam.py)."""
+    style = "green" if spam.get("answering") else "red" if spam.get("enabled") else "dim"
+    return Text.assemble(("spam filter: ", "bold"), (str(spam.get("summary")), style))
+
+
+def mail_ban_lines(facts: dict[str, Any]) -> list[Text]:
+    """The addresses banned from the mail ports for failed logins, until when."""
+    bans = facts.get("bans") or []
+    if not bans:
+        return []
+    lines = [Text.assemble(("mail bans: ", "bold"), (f"{len(bans)} address(es)", "yellow"),
+                           " banned for failed logins (lift: arkbox-installer mail unban "
+                           "ADDRESS)")]
+    for ban in bans:
+        lines.append(Text(f"  {ban.get('address')} until {_when(ban.get('until'))} "
+                          f"({ban.get('failures')} failed {ban.get('service')} logins)"))
+    return lines
 
 
 def _steps_table(status: Status) -> Table:
@@ -278,11 +304,14 @@ def print_status(status: Status | None, console: Console,
                  seed: dict[str, Any] | None = None,
                  alerts: dict[str, Any] | None = None,
                  update: dict[str, Any] | None = None,
-                 update_fetch: dict[str, Any] | None = None) -> None:
+                 update_fetch: dict[str, Any] | None = None,
+                 spam: dict[str, Any] | None = None,
+                 mail_bans: dict[str, Any] | None = None) -> None:
     if status is None:
         console.print("arkbox has not run on this machine yet", markup=False)
         console.print("  hint: first boot starts by itself; see: systemctl status "
                       "arkbox-firstboot", markup=False)
         return
     console.print(render_status(status, certificate, backup=backup, seed=seed, alerts=alerts,
-                                update=update, update_fetch=update_fetch))
+                                update=update, update_fetch=update_fetch, spam=spam,
+                                mail_bans=mail_bans))

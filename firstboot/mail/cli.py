@@ -10,10 +10,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from firstboot.cli_support import EXIT_CODES_HELP, add_common_options
 from firstboot.core.errors import EXIT_FAILURE, EXIT_OK, ArkboxError, BadInputError
+
+if TYPE_CHECKING:
+    from firstboot.core.config import Appliance
+    from firstboot.mail.doctor import Finding
 
 CERTIFICATE_INFO = "tls/live/certificate.json"
 # The last `check mail`'s findings (no secret in them), for status --json and the status page.
@@ -145,7 +149,7 @@ def _cmd_check_mail(args: argparse.Namespace) -> int:
                     port25_probe=args.port25_probe or DEFAULT_PORT25_PROBE,
                     ca_file=args.ca_file)
     expect = Expectations(config, box, key, _enforce_mta_sts(args.root))
-    findings = check_mail(expect, resolver, probes)
+    findings = check_mail(expect, resolver, probes) + _spam_findings(args, config)
     _keep_last_check(Path(args.root), {"result": summary_level(findings),
                                        "findings": findings_json(findings)})
     if args.json:
@@ -154,6 +158,25 @@ def _cmd_check_mail(args: argparse.Namespace) -> int:
     else:
         print(format_findings(findings))
     return EXIT_FAILURE if summary_level(findings) == FAIL else EXIT_OK
+
+
+def _spam_findings(args: argparse.Namespace, config: Appliance) -> list[Finding]:
+    """The spam filter's health, when this runs on the box (its engine answers for it)."""
+    from firstboot.containers.naming import Naming
+    from firstboot.core.context import Paths
+    from firstboot.mail.doctor import FAIL, OK, WARN, Finding
+    from firstboot.mail.spam import fix_hint, spam_health
+
+    if not Paths(Path(args.root)).state.parent.is_dir():
+        return []  # not a box (a check run from elsewhere against --root)
+    naming = Naming.for_root(Path(args.root))
+    health = spam_health(config, naming)
+    if health is None:
+        return []
+    level = OK if health.answering else WARN if not health.enabled else FAIL
+    return [Finding("spam filter", level, health.describe(), fix_hint(naming)
+                    if health.enabled else "set mail.spam.enabled: true, then "
+                    "arkbox-installer apply")]
 
 
 def _keep_last_check(root: Path, body: dict[str, Any]) -> None:
@@ -177,3 +200,90 @@ def last_mail_check(root: Path) -> dict[str, Any] | None:
     except (FileNotFoundError, ValueError):
         return None
     return raw if isinstance(raw, dict) else None
+
+
+def add_mail_commands(sub: Any) -> None:
+    """`mail unban ADDRESS`, `mail bans`, and `mail guard` (what arkbox-mail-guard.service
+    runs)."""
+    text = "the mail server's login ban: list or lift bans"
+    mail = sub.add_parser("mail", help=text, description=text, epilog=EXIT_CODES_HELP)
+    commands = mail.add_subparsers(dest="mail_command", metavar="COMMAND", required=True)
+    text = ("lift the ban of ADDRESS (banned for failed mail logins) at once; "
+            "its failed logins are counted afresh")
+    p = commands.add_parser("unban", help=text, description=text,
+                            epilog="exit codes: 0 the ban was lifted, 1 ADDRESS was not "
+                            "banned, 2 ADDRESS is not an IP address")
+    p.add_argument("address", help="the banned IPv4 or IPv6 address (as status shows it)")
+    p.add_argument("--root", default="/", help=argparse.SUPPRESS)
+    add_common_options(p)
+    p.set_defaults(func=_cmd_unban)
+    text = "the addresses banned now, until when (also in `status`)"
+    p = commands.add_parser("bans", help=text, description=text, epilog=EXIT_CODES_HELP)
+    p.add_argument("--json", action="store_true", help="print the bans as JSON")
+    p.add_argument("--root", default="/", help=argparse.SUPPRESS)
+    add_common_options(p)
+    p.set_defaults(func=_cmd_bans)
+    text = ("follow the mail container's log and ban addresses with too many failed logins "
+            "(run by arkbox-mail-guard.service; the mail step writes its options)")
+    p = commands.add_parser("guard", help=text, description=text, epilog=EXIT_CODES_HELP)
+    p.add_argument("--max-failures", type=int, required=True)
+    p.add_argument("--window", type=int, required=True, help="seconds")
+    p.add_argument("--ban-time", type=int, required=True, help="seconds")
+    p.add_argument("--ports", required=True, help="comma-separated TCP ports to close")
+    p.add_argument("--container", default="arkbox-mail")
+    p.add_argument("--exempt", action="append", default=[], metavar="CIDR")
+    p.add_argument("--root", default="/", help=argparse.SUPPRESS)
+    add_common_options(p)
+    p.set_defaults(func=_cmd_guard)
+
+
+def _cmd_unban(args: argparse.Namespace) -> int:
+    import ipaddress
+
+    from firstboot.core.context import Paths
+    from firstboot.mail.guard_service import lift_ban
+
+    try:
+        ipaddress.ip_address(args.address)
+    except ValueError:
+        raise BadInputError(f"{args.address!r} is not an IP address",
+                            hint="give the address as `arkbox-installer status` or "
+                            "`arkbox-installer mail bans` shows it") from None
+    ban = lift_ban(Paths(Path(args.root)), args.address)
+    if ban is None:
+        print(f"{args.address} was not banned (nothing to lift)")
+        return EXIT_FAILURE
+    print(f"{ban.address}: ban lifted (banned since {ban.since.isoformat(timespec='seconds')} "
+          f"after {ban.failures} failed logins)")
+    return EXIT_OK
+
+
+def _cmd_bans(args: argparse.Namespace) -> int:
+    from firstboot.core.context import Paths
+    from firstboot.mail.guard_service import status_facts
+
+    facts = status_facts(Paths(Path(args.root)))
+    if args.json:
+        print(json.dumps(facts, indent=2))
+    elif not facts["bans"]:
+        print("no address is banned")
+    else:
+        for ban in facts["bans"]:
+            print(f"{ban['address']}  until {ban['until']}  ({ban['failures']} failed "
+                  f"{ban['service']} logins)")
+    return EXIT_OK
+
+
+def _cmd_guard(args: argparse.Namespace) -> int:
+    from firstboot.core.context import Paths
+    from firstboot.mail.guard_service import GuardSettings, follow
+
+    try:
+        ports = tuple(int(p) for p in args.ports.split(","))
+    except ValueError:
+        raise BadInputError(f"--ports {args.ports}: not a list of ports",
+                            hint="e.g. --ports 25,465,587,993") from None
+    follow(Paths(Path(args.root)), GuardSettings(
+        args.max_failures, args.window, args.ban_time, list(args.exempt), ports,
+        args.container))
+    return EXIT_OK

@@ -1,10 +1,11 @@
-"""The mail server container (Postfix + Dovecot + OpenDKIM), from the config (step `mail`).
+"""The mail server container (Postfix + Dovecot + OpenDKIM + rspamd), from the config (step
+`mail`).
 
 Its configuration is rendered to /etc/arkbox/rendered/mail (firstboot/mail/render.py)
 and mounted read-only at /etc/arkbox-mail; the certificate directory
-/srv/arkbox/tls/live at /etc/mail-tls; the queue and the mailboxes are volumes under
-/srv/arkbox/volumes/mail (so backups carry them, as they carry the DKIM key the
-secrets step made in /srv/arkbox/secrets/generated). The container publishes 25, 465,
+/srv/arkbox/tls/live at /etc/mail-tls; the queue, the mailboxes and rspamd's state are
+volumes under /srv/arkbox/volumes/mail (so backups carry them, as they carry the DKIM key
+the secrets step made in /srv/arkbox/secrets/generated). The container publishes 25, 465,
 587 and 993 and runs on a network of its own, with egress (it delivers to the world).
 It also joins the network of each service whose recipe uses the mail server (the
 recipe's `depends_on` names `mail`: Roundcube), with the alias `mail`: that service
@@ -46,12 +47,19 @@ from firstboot.core.context import FirstbootContext, Paths
 from firstboot.core.files import ensure_dir, read_bytes, write_if_changed
 from firstboot.core.step import StepFailed
 from firstboot.mail import dkim
+from firstboot.mail.guard_service import (
+    GuardSettings,
+    guard_problem,
+    install_guard,
+    remove_guard,
+)
 from firstboot.mail.passwords import hash_password, verifies
 from firstboot.mail.render import (
     CONF_MOUNT,
     DIRECTORIES,
     DKIM_KEY,
     IMAPS_PORT,
+    RSPAMD_UID,
     SMTP_PORT,
     SUBMISSION_PORT,
     SUBMISSIONS_PORT,
@@ -70,10 +78,15 @@ MAIL_SERVICE = "mail"
 VOLUMES = {
     "queue": ("/var/spool/postfix", (0, 0), 0o755),
     "mailboxes": ("/var/mail", (VMAIL_UID, VMAIL_UID), 0o750),
+    # rspamd's Redis (Bayes, the scan history): what the filter learned is restored too.
+    "spam": ("/var/lib/rspamd", (RSPAMD_UID, RSPAMD_UID), 0o750),
 }
 MAIL_RECIPE = "mail"
+RSPAMD_CACHE = "/var/cache/rspamd"  # hs_cache_dir in the image's rspamd/options.inc
 MAIL_PORTS = (SMTP_PORT, SUBMISSIONS_PORT, SUBMISSION_PORT, IMAPS_PORT)
-MAIL_MEMORY = 512 * 1024**2
+# rspamd with its Redis: at most 350 MiB of it (resident sizes summed, shared pages counted
+# twice; measured with the image alone).
+MAIL_MEMORY = 768 * 1024**2
 MAIL_PIDS = 512
 CONFIG_DIGEST_ENV = "ARKBOX_MAIL_CONFIG"
 # Rendered files whose content is made on the box (hashes, keys) or secret: not in the
@@ -109,10 +122,12 @@ class MailReport:
     container: str = "unchanged"
     files_changed: list[str] = field(default_factory=list)
     networks_changed: bool = False
+    guard_changed: bool = False  # arkbox-mail-guard.service written, started or removed
 
     @property
     def changed(self) -> bool:
-        return self.container != "unchanged" or bool(self.files_changed) or self.networks_changed
+        return (self.container != "unchanged" or bool(self.files_changed)
+                or self.networks_changed or self.guard_changed)
 
     def summary(self, mail: Mail) -> str:
         if not self.enabled:
@@ -125,6 +140,7 @@ class MailReport:
             return summary + "; unchanged"
         done = [f"container {self.container}"] if self.container != "unchanged" else []
         done += [f"{len(self.files_changed)} file(s) written"] if self.files_changed else []
+        done += ["login ban service updated"] if self.guard_changed else []
         return summary + "; " + ", ".join(done or ["network created"])
 
     def details(self, mail: Mail) -> dict[str, object]:
@@ -143,7 +159,8 @@ def converge_mail(ctx: FirstbootContext) -> MailReport:
     naming = Naming.for_root(ctx.paths.root)
     if not ctx.config.mail.enabled:
         done = reconcile(ctx.docker, naming, Desired(ROLE_MAIL, {}), checkpoint=ctx.checkpoint)
-        return MailReport(False, "removed" if done.plan.remove else "unchanged")
+        return MailReport(False, "removed" if done.plan.remove else "unchanged",
+                          guard_changed=remove_guard(ctx))
     paths = MailPaths.of(ctx.paths)
     files = wanted_files(ctx, paths)
     report = MailReport(True, files_changed=_write_tree(paths.rendered, files))
@@ -164,7 +181,17 @@ def converge_mail(ctx: FirstbootContext) -> MailReport:
         report.container = "rejoined " + ", ".join(plan.joined(MAIL_SERVICE))
     # A start loads the certificate as it is now, and so does a reload.
     write_if_changed(paths.tls_loaded, _tls_digest(paths), 0o644)
+    report.guard_changed = _converge_guard(ctx, naming)
     return report
+
+
+def _converge_guard(ctx: FirstbootContext, naming: Naming) -> bool:
+    """The login ban's service (guard_service.py): running with the config's limits, or
+    gone when the ban is off."""
+    mail = ctx.config.mail
+    if not mail.login_ban.enabled:
+        return remove_guard(ctx)
+    return install_guard(ctx, GuardSettings.of(mail, MAIL_PORTS, naming.container(MAIL_SERVICE)))
 
 
 def plan_mail(ctx: FirstbootContext) -> Plan:
@@ -190,7 +217,7 @@ def mail_problem(ctx: FirstbootContext) -> str | None:
         return "the mail container differs from the config: " + "; ".join(plan.describe())
     if read_bytes(paths.tls_loaded) != _tls_digest(paths).encode():
         return "Postfix and Dovecot have not loaded the current certificate"
-    return None
+    return guard_problem(ctx) if ctx.config.mail.login_ban.enabled else None
 
 
 def desired_mail(ctx: FirstbootContext, paths: MailPaths, files: dict[str, MailFile]
@@ -319,7 +346,11 @@ def mail_spec(ctx: FirstbootContext, paths: MailPaths, files: dict[str, MailFile
             for name, (target, owner, _) in sorted(VOLUMES.items())),
         secret_files=(),
         tmpfs=(("/tmp", "rw,nosuid,nodev,noexec,size=64m,mode=1777"),  # noqa: S108
-               ("/run", "rw,nosuid,nodev,noexec,size=16m,mode=0755")),
+               ("/run", "rw,nosuid,nodev,noexec,size=16m,mode=0755"),
+               # rspamd's Hyperscan cache (its options.inc): rebuilt at each start, ~10 s
+               # of CPU, rather than tens of MB in the backed-up state volume.
+               (RSPAMD_CACHE, f"rw,nosuid,nodev,noexec,size=192m,mode=0750,"
+                              f"uid={RSPAMD_UID},gid={RSPAMD_UID}")),
         read_only=runtime.read_only,
         cap_add=runtime.capabilities,
         memory_bytes=MAIL_MEMORY,

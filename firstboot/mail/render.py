@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from firstboot.containers.nginx import INTERMEDIATE_CIPHERS
 from firstboot.core.config.base import is_one_line
-from firstboot.core.config.mail import Mail
+from firstboot.core.config.mail import Dnsbl, Mail
 from firstboot.core.config.scalars import size_bytes
 from firstboot.core.errors import BadInputError
 from firstboot.core.render import render
@@ -33,6 +33,14 @@ SMTP_PORT = 25  # mail from the world, STARTTLS offered
 SUBMISSIONS_PORT = 465  # submission, implicit TLS (Postfix's `submissions` service)
 SUBMISSION_PORT = 587  # submission, STARTTLS required (Postfix's `submission` service)
 IMAPS_PORT = 993  # IMAP, implicit TLS (Dovecot's imaps listener)
+# rspamd in the mail image (image/recipes/mail/rspamd*): its milter, its controller (rspamc,
+# learning, health), the image's copy of the Sieve scripts, and its uid (the state volume).
+RSPAMD_MILTER = "127.0.0.1:11332"
+RSPAMD_CONTROLLER = "127.0.0.1:11334"
+SIEVE_DIR = "/run/mail/sieve"
+SIEVE_PROGRAMS = "/usr/local/libexec/arkbox-sieve"
+RSPAMD_UID = 236
+SPAM_ACTIONS = "rspamd/actions.conf"
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,7 @@ DIRECTORIES: dict[str, tuple[int, tuple[int, int]]] = {
     "dovecot": (0o750, (0, DOVECOT_GID)),
     "opendkim": (0o750, (0, OPENDKIM_UID)),
     "opendkim/keys": (0o750, (0, OPENDKIM_UID)),
+    "rspamd": (0o755, ROOT),
 }
 
 
@@ -80,6 +89,12 @@ def users_file(users: list[UserEntry]) -> str:
     return "\n".join(lines) + "\n" if lines else ""
 
 
+def dnsbl_site(dnsbl: Dnsbl) -> str:
+    """One entry of postscreen_dnsbl_sites: zone[=replies][*weight]."""
+    site = dnsbl.zone.lower() + (f"={dnsbl.replies}" if dnsbl.replies else "")
+    return site + (f"*{dnsbl.weight}" if dnsbl.weight != 1 else "")
+
+
 def _table(rows: list[tuple[str, str]]) -> str:
     return "".join(f"{key} {value}\n" for key, value in rows)
 
@@ -106,11 +121,14 @@ def render_mail_files(
     assert mail.hostname is not None  # the config requires it when mail is enabled
     conf = CONF_MOUNT
     relay = mail.relay
+    spam = mail.spam.enabled
     files = {
         "postfix/main.cf": MailFile(render(
             "mail/main.cf.j2", conf=conf, hostname=mail.hostname, domains=mail.domains,
             message_size_limit=size_bytes(mail.max_message_size),
-            ciphers=INTERMEDIATE_CIPHERS, relay=relay), 0o644),
+            ciphers=INTERMEDIATE_CIPHERS, relay=relay, spam=spam,
+            rspamd_milter=RSPAMD_MILTER, dnsbls=[dnsbl_site(d) for d in mail.dnsbls],
+            dnsbl_threshold=mail.dnsbl_threshold), 0o644),
         "postfix/master.cf": MailFile(render(
             "mail/master.cf.j2", submission=[("submission", False), ("submissions", True)]),
             0o644),
@@ -126,9 +144,11 @@ def render_mail_files(
             0o644),
         "dovecot/dovecot.conf": MailFile(render(
             "mail/dovecot.conf.j2", conf=conf, ciphers=INTERMEDIATE_CIPHERS,
-            imaps_port=IMAPS_PORT), 0o644),
+            imaps_port=IMAPS_PORT, spam=spam, sieve_dir=SIEVE_DIR,
+            sieve_programs=SIEVE_PROGRAMS), 0o644),
         "dovecot/users": MailFile(users_file(users), 0o640, (0, DOVECOT_GID)),
-        "opendkim/opendkim.conf": MailFile(render("mail/opendkim.conf.j2", conf=conf), 0o644),
+        "opendkim/opendkim.conf": MailFile(render("mail/opendkim.conf.j2", conf=conf,
+                                                   spam=spam), 0o644),
         "opendkim/KeyTable": MailFile(_table(
             [(f"{mail.dkim_selector}._domainkey.{d.lower()}",
               f"{d.lower()}:{mail.dkim_selector}:{conf}/{DKIM_KEY}") for d in mail.domains]),
@@ -139,11 +159,20 @@ def render_mail_files(
         # OpenDKIM refuses a key others could read; it reads it as its own user.
         DKIM_KEY: MailFile(dkim_key_pem.decode(), 0o400, (OPENDKIM_UID, OPENDKIM_UID)),
     }
+    if spam:  # its presence also tells the image's entrypoint to run rspamd
+        files[SPAM_ACTIONS] = MailFile(spam_actions(mail), 0o644)
     if relay is not None and relay_password is not None:
         files["postfix/relay_password"] = MailFile(
             f"[{relay.host}]:{relay.port} {relay.username}:{_one_line_secret(relay_password)}\n",
             0o600)
     return files
+
+
+def spam_actions(mail: Mail) -> str:
+    """rspamd's action thresholds (included by the image's local.d/actions.conf)."""
+    return ("# arkbox mail: mail.spam of the appliance config, rendered by the `mail` step.\n"
+            f"add_header = {mail.spam.junk_score:g};\n"
+            f"reject = {mail.spam.reject_score:g};\n")
 
 
 def _one_line_secret(password: str) -> str:

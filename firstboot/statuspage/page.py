@@ -21,7 +21,7 @@ SECTIONS = {
     "certificate": "Certificate",
     "backups": "Backups",
     "drills": "Restore drills",
-    "mail": "Mail check",
+    "mail": "Mail: check and spam filter",
     "ports": "Open ports",
     "host": "Host: updates, reboot, disks",
     "run": "Last first boot / apply",
@@ -31,7 +31,7 @@ SHOWN_KEYS = frozenset({
     "ran", "command", "installer_version", "started_at", "config_path", "config_sha256",
     "mode", "mode_reason", "result", "finished_at", "seconds", "steps", "failures",
     "schema_version", "changes", "certificate", "backup", "seed", "services", "host",
-    "mail_check",
+    "mail_check", "spam",
 })
 GOOD = {"healthy", "running (no check)", "ok", "pass", "acme", "unchanged", "changed",
         "skipped"}
@@ -64,7 +64,8 @@ def page_html(doc: Mapping[str, Any], hostname: str, generated_at: str) -> str:
         "statuspage/page.html.j2", hostname=hostname, generated_at=generated_at,
         sections=SECTIONS, run=run_view(doc), services=services_view(doc),
         certificate=certificate_view(doc), backups=backups_view(doc),
-        drills=drills_view(doc), mail=mail_view(doc), ports=ports_view(doc),
+        drills=drills_view(doc), mail=mail_view(doc), spam=doc.get("spam"),
+        ports=ports_view(doc),
         host=host_view(doc), others=others_view(doc), when=when, tone=tone)
 
 

@@ -187,6 +187,37 @@ def mail_facts(app: AppliancePart) -> MailFacts:
     return MailFacts(file_facts(app, (MAILBOXES,)), digest, dkim_records(app))
 
 
+SPAM_SAMPLE = ("From: offers@promo.example\nTo: admin@arkbox.test\nSubject: cheap watches\n\n"
+               "Limited offer: replica watches, miracle pills and lottery winnings, click "
+               "now to claim your exclusive prize before midnight tonight, act fast friend\n")
+
+
+def spam_filter(app: AppliancePart) -> dict[str, Any]:
+    """What `status --json` says of the spam filter (rspamd, asked live)."""
+    code, out = installer(app, "status --json")
+    assert code == 0, out
+    return dict(json.loads(out[out.index("{"):])["spam"])
+
+
+def learned_counts(app: AppliancePart) -> tuple[int, int]:
+    """(spam, ham) rspamd's Bayes has learned, as status reports them."""
+    spam = spam_filter(app)
+    assert spam["answering"], spam
+    return int(spam["learned_spam"]), int(spam["learned_ham"])
+
+
+def teach_spam_filter(app: AppliancePart) -> tuple[int, int]:
+    """Teach rspamd one spam message (as a move into Junk would), wait until it counts,
+    and give Redis the second it takes to write it down. The counts after that."""
+    before = learned_counts(app)
+    check(app, f"printf %s {sh_quote(SPAM_SAMPLE)} | docker exec -i arkbox-mail "
+               "rspamc --connect 127.0.0.1:11334 learn_spam")
+    wait_until("rspamd to count the learned spam", lambda: None if learned_counts(app)[0] >
+               before[0] else f"still {learned_counts(app)}", 60, interval=2)
+    time.sleep(2)  # appendfsync everysec (image/recipes/mail/redis.conf)
+    return learned_counts(app)
+
+
 def fetch_imaps(app: AppliancePart, subject: str) -> bytes:
     """The raw message with `subject` from the mailbox's INBOX over IMAPS (993)."""
     return imaps_message(app.ip(4), tls_trusting(app), MAILBOX, MAIL_PASSWORD, subject,
@@ -194,25 +225,27 @@ def fetch_imaps(app: AppliancePart, subject: str) -> bytes:
 
 
 def imaps_message(host: str, context: ssl.SSLContext, user: str, password: str,
-                  subject: str, *, timeout: float, interval: float, readonly: bool) -> bytes:
-    """The newest message with `subject` in `user`'s INBOX, waiting until it is there."""
+                  subject: str, *, timeout: float, interval: float, readonly: bool,
+                  mailbox: str = "INBOX") -> bytes:
+    """The newest message with `subject` in `user`'s `mailbox`, waiting until it is there."""
     found: list[bytes] = []
 
     def fetched() -> str | None:
         with imaplib.IMAP4_SSL(host, 993, ssl_context=context) as imap:
             imap.login(user, password)
-            imap.select("INBOX", readonly=readonly)
+            imap.select(mailbox, readonly=readonly)
             _, numbers = imap.search(None, "SUBJECT", f'"{subject}"')
             ids = numbers[0].split()
             if not ids:
-                return "not in the INBOX yet"
+                return f"not in {mailbox} yet"
             _, data = imap.fetch(ids[-1], "(RFC822)")
             item = data[0]
             assert isinstance(item, tuple)
             found.append(item[1])
             return None
 
-    wait_until(f"message {subject!r} over IMAPS", fetched, timeout, interval=interval)
+    wait_until(f"message {subject!r} in {mailbox} over IMAPS", fetched, timeout,
+               interval=interval)
     return found[0]
 
 
@@ -229,6 +262,17 @@ def assert_same_mail(restored: AppliancePart, before: MailFacts, subject: str) -
           f"({time.monotonic() - started:.1f} s)")
 
 
+def unhealthy_logs(part: AppliancePart) -> str:
+    """What the engine says of each container that is not healthy: the first thing to read
+    when a first boot fails at its health step."""
+    script = ("docker ps -a --format '{{.Names}} {{.Status}}'; "
+              "for c in $(docker ps -a --format '{{.ID}} {{.Status}}' | grep -v '(healthy)' "
+              "| cut -d' ' -f1); do "
+              "echo \"--- $(docker inspect -f '{{.Name}}' $c)\"; docker logs --tail 80 $c 2>&1; "
+              "done")
+    return part.exec("sh", "-c", script)[1][-6000:]
+
+
 def wait_first_boot_or_failure(part: AppliancePart, timeout: float) -> dict[str, Any]:
     """The finished first boot's status; a failed run fails the test at once (the unit
     would retry it for as long as it takes, which helps a real box, not a test)."""
@@ -240,6 +284,6 @@ def wait_first_boot_or_failure(part: AppliancePart, timeout: float) -> dict[str,
         current = part.read_json(STATUS_JSON) or {}
         if current.get("result") == "failed":
             pytest.fail(f"{part.role}: first boot failed: {current.get('failures')}\n"
-                        f"{part.journal()[-4000:]}")
+                        f"{part.journal()[-4000:]}\n{unhealthy_logs(part)}")
         time.sleep(3)
     pytest.fail(f"{part.role}: first boot not done after {timeout:.0f} s")

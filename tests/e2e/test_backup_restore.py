@@ -28,8 +28,10 @@ from restore_checks import (
     assert_same_data,
     assert_same_mail,
     data_facts,
+    learned_counts,
     mail_facts,
     send_mail_and_wait,
+    teach_spam_filter,
     wait_first_boot_or_failure,
     write_data,
 )
@@ -118,6 +120,7 @@ def test_blank_box_restores_itself_and_continues_the_history() -> None:
         # Data through the applications; a message through the mail server.
         write_data(a, in_rig(a, client))
         subject = send_mail_and_wait(a)
+        learned_a = teach_spam_filter(a)
         mail_a = mail_facts(a)
 
         started = time.monotonic()
@@ -141,6 +144,7 @@ def test_blank_box_restores_itself_and_continues_the_history() -> None:
                                                                              "restore_dumps")
         assert_same_data(b, in_rig(b, client), facts_a)
         assert_same_mail(b, mail_a, subject)
+        assert learned_counts(b) == learned_a  # what rspamd learned came back with the mail
         assert check(b, f"cat {STATUS_JSON}")
 
         code, out = installer(b, "backup")

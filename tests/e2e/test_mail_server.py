@@ -14,8 +14,12 @@ rig's addresses directly.
 
 from __future__ import annotations
 
+import contextlib
 import email
+import email.utils
 import http.client
+import imaplib
+import ipaddress
 import json
 import smtplib
 import socket
@@ -29,13 +33,14 @@ from typing import Any
 
 import dkim as dkimpy
 import pytest
-from restore_checks import imaps_message
+from restore_checks import imaps_message, spam_filter
 from rig_fixtures import (
     BOOT_TIMEOUT_S,
     CACHE_DIR,
     DEFAULT_CONFIG,
     FULLCHAIN,
     ROOT,
+    add_client,
     admin_key,
     appliance_image,
     check,
@@ -45,6 +50,7 @@ from rig_fixtures import (
     new_rig,
     status,
     step_states,
+    the_client_image,
 )
 
 from builder.rig.dns import NSD_CONF
@@ -61,7 +67,14 @@ ADMIN = "admin@arkbox.test"
 PASSWORD = (ROOT / "config/secrets/admin-mail-password").read_text().strip()
 FRIEND = "friend@sink.test"
 DNSBL = "dnsbl.test"
+# Senders from the outside world, for the spam filter (zones_from publishes their records).
+STRICT = "strict.test"
+SENDER_SELECTOR = "s1"
+SENDER_HOST = "gw.sink.test"
+SINK_KEY = make_private_key()
+STRICT_PUBLISHED_KEY = make_private_key()  # strict.test's signatures are made with another
 SINK_MAILDIR = "/var/mail/vhosts/sink/new"
+BAN_AFTER = 4  # failed logins (mail.login_ban.max_failures in this module's config)
 DELIVERY_TIMEOUT_S = 90
 SINK_MAIN_CF = """\
 compatibility_level = 3.9
@@ -172,9 +185,28 @@ def zones_from(records: list[dict[str, Any]], sink_ip: str, app_ip: str,
         else:
             assert record.name.endswith("arkbox.test."), record
             arkbox += line
-    sink = soa("sink.test") + f"@ IN MX 10 mx\nmx IN A {sink_ip}\n"
+    # The outside world's senders (the spam tests): sink.test signs (the test process holds
+    # its key), passes SPF from the rig and publishes DMARC; strict.test sends nothing
+    # itself, so mail claiming it fails SPF and DKIM against its p=reject.
+    rig_net = ".".join(app_ip.split(".")[:3]) + ".0/24"
+    # This process sends from the rig's gateway: named gw.sink.test both ways, as a real
+    # MTA's address is (rspamd scores a sender without a matching PTR).
+    gateway = ".".join(app_ip.split(".")[:3]) + ".1"
+    reverse += f"{gateway.split('.')[-1]} IN PTR {SENDER_HOST}.\n"
+    sink = (soa("sink.test") + f"@ IN MX 10 mx\nmx IN A {sink_ip}\ngw IN A {gateway}\n"
+            f'@ IN TXT "v=spf1 ip4:{rig_net} -all"\n'
+            f"{SENDER_SELECTOR}._domainkey IN TXT {zone_txt(txt_value(SINK_KEY))}\n"
+            '_dmarc IN TXT "v=DMARC1; p=reject"\n')
+    strict = (soa(STRICT) + "@ IN MX 10 mx\nmx IN A 192.0.2.25\n"
+              '@ IN TXT "v=spf1 -all"\n'
+              f"{SENDER_SELECTOR}._domainkey IN TXT {zone_txt(txt_value(STRICT_PUBLISHED_KEY))}\n"
+              '_dmarc IN TXT "v=DMARC1; p=reject"\n')
     return {"arkbox.test": arkbox, reverse_origin: reverse, "sink.test": sink,
-            DNSBL: soa(DNSBL)}
+            STRICT: strict, DNSBL: soa(DNSBL)}
+
+
+def zone_txt(value: str) -> str:
+    return zone_value(Record("", "TXT", value, ""))
 
 
 @pytest.fixture(scope="module")
@@ -194,6 +226,7 @@ def net(docker_engine: None, tmp_path_factory: pytest.TempPathFactory) -> Iterat
                              dns=[dns.ip(4)])
         rig.add(sink)
         config = config_with(admin_key())
+        config["mail"].update(guard_config(rig))
         app = MailAppliancePart(rig, "appliance", app_image, aliases=["arkbox-mail-box"],
                                 config=dump(config), seed_config=DEFAULT_CONFIG,
                                 boot_timeout=BOOT_TIMEOUT_S,
@@ -214,6 +247,21 @@ def net(docker_engine: None, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         ca_file = tmp_path_factory.mktemp("mail") / "fullchain.pem"
         ca_file.write_text(check(app, f"cat {FULLCHAIN}"))
         yield Net(rig, app, dns, dns_bad, sink, ca_file, records)
+
+
+def host_address(rig: Rig) -> str:
+    """The test process's address as the box sees it: the rig network's gateway."""
+    return str(next(ipaddress.ip_network(rig.ipv4_subnet).hosts()))
+
+
+def guard_config(rig: Rig) -> dict[str, Any]:
+    """Postscreen asks the rig's DNSBL (and Spamhaus, which the rig's DNS refuses: a list
+    that does not answer); the login ban is quick to reach, and never bans the test
+    process, whose password tests would otherwise cut it off from the other tests."""
+    return {"dnsbls": [{"zone": "zen.spamhaus.org", "replies": "127.0.0.[2..11]", "weight": 3},
+                       {"zone": DNSBL, "replies": "127.0.0.2", "weight": 3}],
+            "login_ban": {"max_failures": BAN_AFTER, "window": "10m", "ban_time": "20m",
+                          "exempt": [f"{host_address(rig)}/32"]}}
 
 
 # ---------------------------------------------------------------- helpers
@@ -246,10 +294,11 @@ def submit_465(net: Net, to: str, subject: str) -> None:
         smtp.sendmail(ADMIN, [to], message(ADMIN, to, subject))
 
 
-def fetch_imaps(net: Net, subject: str) -> bytes:
-    """The raw message with `subject` in the admin's INBOX (waits for delivery)."""
+def fetch_imaps(net: Net, subject: str, mailbox: str = "INBOX") -> bytes:
+    """The raw message with `subject` in the admin's `mailbox` (waits for delivery)."""
     return imaps_message(net.ip, tls_context(net), ADMIN, PASSWORD, subject,
-                         timeout=DELIVERY_TIMEOUT_S, interval=2, readonly=False)
+                         timeout=DELIVERY_TIMEOUT_S, interval=2, readonly=False,
+                         mailbox=mailbox)
 
 
 def sink_message(net: Net, subject: str) -> bytes:
@@ -353,6 +402,11 @@ def scanner_exempt(net: Net) -> Iterator[None]:
     check(net.app, f"cp {main} /root/main.cf.saved && echo 'smtpd_client_event_limit_exceptions"
                    f" = $mynetworks, {net.rig.ipv4_subnet}' >> {main} && docker exec arkbox-mail "
                    "/usr/local/sbin/mail-reload")
+    # Nor screened by postscreen on 25: a scanner speaks before its turn (and its
+    # connectivity check gives up before the greeting wait is over).
+    check(net.app, f"echo 'postscreen_access_list = permit_mynetworks, "
+                   f"cidr:{{{{{net.rig.ipv4_subnet} permit}}}}' >> {main} && "
+                   "docker exec arkbox-mail /usr/local/sbin/mail-reload")
     yield
     check(net.app, f"cp /root/main.cf.saved {main} && docker exec arkbox-mail "
                    "/usr/local/sbin/mail-reload")
@@ -449,7 +503,8 @@ def test_check_mail_is_green_against_the_published_zone(net: Net) -> None:
     assert code == 0, report
     checks = {f["check"] for f in report["findings"]}
     assert {"ptr", "mx arkbox.test", "spf arkbox.test", "dkim arkbox.test", "dmarc arkbox.test",
-            "tls-rpt arkbox.test", f"dnsbl {DNSBL}", "outbound port 25 (mx.sink.test)"} <= checks
+            "tls-rpt arkbox.test", f"dnsbl {DNSBL}", "outbound port 25 (mx.sink.test)",
+            "spam filter"} <= checks
 
 
 def test_check_mail_names_a_wrong_dkim_key_and_a_missing_dmarc_record(net: Net) -> None:
@@ -685,3 +740,349 @@ def test_roundcube_login_shows_the_inbox(net: Net) -> None:
         headers={"X-Roundcube-Request": request_token.group(1),
                  "X-Requested-With": "XMLHttpRequest"})
     assert code == 200 and subject in listing, listing[:3000]
+
+
+# ---------------------------------------------------------------- spam filtering (rspamd)
+
+GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+GTUBE_JUNK = "YJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+# Bayes learns only messages with enough words (rspamd's min_tokens).
+PROSE = ("The harbour committee met on Thursday to discuss the new lighthouse, the ferry "
+         "timetable for winter, repairs to the northern pier and a proposal from the "
+         "fishermen's cooperative about shared storage for nets and crates.\r\n")
+
+
+def world_message(sender: str, subject: str, body: str = PROSE,
+                  key: bytes | None = None) -> bytes:
+    """A message as a well-behaved outside sender writes it, DKIM-signed with `key`."""
+    domain = sender.split("@")[1]
+    raw = (f"From: {sender}\r\nTo: {ADMIN}\r\nSubject: {subject}\r\n"
+           f"Date: {email.utils.formatdate()}\r\n"
+           f"Message-ID: <{uuid.uuid4().hex}@{domain}>\r\nMIME-Version: 1.0\r\n"
+           "Content-Type: text/plain; charset=utf-8\r\n\r\n" + body).encode()
+    if key is None:
+        return raw
+    signature = dkimpy.sign(raw, SENDER_SELECTOR.encode(), domain.encode(), key,
+                            include_headers=[b"from", b"to", b"subject", b"date",
+                                             b"message-id"])
+    return signature + raw
+
+
+def send_from_the_world(net: Net, sender: str, raw: bytes) -> None:
+    """Deliver on port 25 as another domain's MTA would (from the rig's gateway address,
+    inside sink.test's SPF). Raises SMTPDataError when the box refuses the message."""
+    with smtplib.SMTP(net.ip, 25, timeout=60) as smtp:
+        smtp.ehlo(SENDER_HOST)
+        smtp.sendmail(sender, [ADMIN], raw)
+
+
+def spam_status(net: Net) -> dict[str, Any]:
+    spam = spam_filter(net.app)
+    assert spam["answering"], spam
+    return spam
+
+
+def rspamd_log(net: Net) -> str:
+    """rspamd's last verdicts, for a failing test's message."""
+    return check(net.app, "docker logs --tail 400 arkbox-mail 2>&1 | grep -E "
+                          "'rspamd_task_write_log|milter' | tail -5")
+
+
+def test_gtube_from_the_world_is_refused_and_its_junk_variant_filed_in_junk(net: Net) -> None:
+    subject = f"gtube {uuid.uuid4().hex[:8]}"
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        send_from_the_world(net, FRIEND, world_message(FRIEND, subject, PROSE + GTUBE,
+                                                       SINK_KEY))
+    assert refused.value.smtp_code == 554, refused.value
+    assert b"Gtube" in refused.value.smtp_error, refused.value
+    junk = f"junk {uuid.uuid4().hex[:8]}"
+    send_from_the_world(net, FRIEND, world_message(FRIEND, junk, PROSE + GTUBE_JUNK, SINK_KEY))
+    raw = fetch_imaps(net, junk, mailbox="Junk")
+    assert b"X-Spam: Yes" in raw, raw[:1500]
+
+
+def test_signed_mail_from_the_world_reaches_the_inbox_with_spf_dkim_dmarc_pass(net: Net
+                                                                             ) -> None:
+    subject = f"clean {uuid.uuid4().hex[:8]}"
+    send_from_the_world(net, FRIEND, world_message(FRIEND, subject, key=SINK_KEY))
+    parsed = email.message_from_bytes(fetch_imaps(net, subject))
+    results = " ".join(str(h) for h in parsed.get_all("Authentication-Results") or [])
+    for verdict in (MAIL_HOST, "dkim=pass", "spf=pass", "dmarc=pass"):
+        assert verdict in results, (results, rspamd_log(net))
+    assert str(parsed["X-Spam-Status"]).startswith("No"), parsed["X-Spam-Status"]
+
+
+def test_mail_failing_a_dmarc_reject_policy_is_refused(net: Net) -> None:
+    sender = f"boss@{STRICT}"
+    subject = f"forged {uuid.uuid4().hex[:8]}"
+    # Signed, but not with the key strict.test publishes; and sent from outside its SPF.
+    raw = world_message(sender, subject, key=make_private_key())
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        send_from_the_world(net, sender, raw)
+    assert refused.value.smtp_code == 554, refused.value
+
+
+def move(net: Net, subject: str, source: str, target: str) -> None:
+    with imaplib.IMAP4_SSL(net.ip, 993, ssl_context=tls_context(net)) as imap:
+        imap.login(ADMIN, PASSWORD)
+        imap.select(source)
+        _, numbers = imap.search(None, "SUBJECT", f'"{subject}"')
+        (number,) = numbers[0].split()
+        code, reply = imap.copy(number, target)
+        assert code == "OK", reply
+        imap.store(number, "+FLAGS", "\\Deleted")
+        imap.expunge()
+
+
+def test_moving_into_junk_learns_spam_and_out_of_it_learns_ham(net: Net) -> None:
+    subject = f"learn {uuid.uuid4().hex[:8]}"
+    send_from_the_world(net, FRIEND, world_message(FRIEND, subject, key=SINK_KEY))
+    fetch_imaps(net, subject)
+    before = spam_status(net)
+    move(net, subject, "INBOX", "Junk")
+
+    def learned(kind: str, than: int) -> str | None:
+        now = spam_status(net)[f"learned_{kind}"]
+        return None if now > than else f"rspamd has learned {now} {kind} (was {than})"
+
+    wait_until("rspamd to learn the message moved into Junk as spam",
+               lambda: learned("spam", before["learned_spam"]), 60, interval=2)
+    middle = spam_status(net)
+    move(net, subject, "Junk", "INBOX")
+    wait_until("rspamd to learn the message moved out of Junk as ham",
+               lambda: learned("ham", middle["learned_ham"]), 60, interval=2)
+
+
+def test_status_and_check_mail_report_the_spam_filter(net: Net) -> None:
+    code, text = installer(net.app, "status")
+    assert "spam filter: rspamd answers" in text, text
+    code, report = check_mail(net, net.dns)
+    (finding,) = [f for f in report["findings"] if f["check"] == "spam filter"]
+    assert finding["level"] == "ok" and "learned" in finding["message"], finding
+    # The mail container stopped: status says rspamd does not answer, check mail fails.
+    check(net.app, "docker stop -t 20 arkbox-mail")
+    try:
+        spam = spam_filter(net.app)
+        assert spam["answering"] is False and "does not answer" in spam["summary"], spam
+        code, report = check_mail(net, net.dns)
+        (finding,) = [f for f in report["findings"] if f["check"] == "spam filter"]
+        assert finding["level"] == "fail" and "docker logs arkbox-mail" in finding["fix"]
+        assert code == 1
+    finally:
+        check(net.app, "docker start arkbox-mail")
+        wait_until("arkbox-mail healthy again", lambda: None if check(
+            net.app, "docker inspect -f '{{.State.Health.Status}}' arkbox-mail").strip()
+            == "healthy" else "not healthy yet", 120, interval=3)
+
+
+# ---------------------------------------------------------------- postscreen and the login ban
+
+POSTSCREEN_CACHE = "/run/postfix-data/postscreen_cache.db"
+
+
+def listing_name(ip: str) -> str:
+    return f"{'.'.join(reversed(ip.split('.')))}.{DNSBL}"
+
+
+def listed(ip: str) -> str:
+    """The DNSBL record naming `ip`."""
+    return f"{listing_name(ip)}. 300 IN A 127.0.0.2\n"
+
+
+def serve_listing(net: Net, zones: dict[str, str], ips: tuple[str, ...],
+                  want_listed: bool) -> None:
+    """Serve `zones`, then wait until nsd answers for `ips` as asked: postscreen must not
+    hear the old zone. nsd reloads a zone file only when its time stamp changed, which two
+    writes within one second may not do: the zones are written again until it answers."""
+    served_at = 0.0
+
+    def answered() -> str | None:
+        nonlocal served_at
+        if time.monotonic() - served_at > 3:
+            net.dns.serve(zones)
+            served_at = time.monotonic()
+        wrong = [ip for ip in ips
+                 if bool(net.resolver.query(listing_name(ip), "A")) != want_listed]
+        state = "listed" if want_listed else "unlisted"
+        return f"{wrong} not {state} yet" if wrong else None
+
+    wait_until("the rig's DNSBL to answer as served", answered, 30, interval=0.5)
+
+
+def forget_postscreen_verdicts(net: Net) -> None:
+    """postscreen remembers a client's DNSBL verdict (up to the answer's TTL): start over."""
+    check(net.app, f"docker exec arkbox-mail sh -c 'rm -f {POSTSCREEN_CACHE} && postfix reload'")
+
+
+@contextlib.contextmanager
+def dnsbl_listing(net: Net, *ips: str) -> Iterator[None]:
+    """The rig's DNSBL lists `ips` while the body runs; afterwards it is empty again and
+    postscreen has forgotten, so mail from them gets in (other tests need the sink's)."""
+    zones = zones_from(net.records, net.sink.ip(4), net.ip)
+    try:
+        serve_listing(net, {**zones, DNSBL: zones[DNSBL] + "".join(listed(ip) for ip in ips)},
+                      ips, want_listed=True)
+        forget_postscreen_verdicts(net)
+        yield
+    finally:
+        serve_listing(net, zones, ips, want_listed=False)
+        forget_postscreen_verdicts(net)
+
+
+@pytest.fixture
+def sink_listed(net: Net) -> Iterator[Net]:
+    with dnsbl_listing(net, net.sink.ip(4)):
+        yield net
+
+
+def test_a_dnsbl_listing_the_foreign_mta_is_refused_at_postscreen(sink_listed: Net) -> None:
+    net = sink_listed
+    subject = f"listed {uuid.uuid4().hex[:8]}"
+    code, out = net.sink.exec("sh", "-c", f"printf 'From: {FRIEND}\\nTo: postmaster@arkbox.test"
+                              f"\\nSubject: {subject}\\n\\nhi\\n' | sendmail -f {FRIEND} "
+                              "postmaster@arkbox.test")
+    assert code == 0, out
+    try:
+        bounce = sink_message(net, subject)  # the sink's bounce to the sender quotes the subject
+    except Exception:
+        assert net.sink.container is not None
+        print(net.sink.exec("postqueue", "-p")[1],
+              net.sink.container.logs(tail=60).decode(errors="replace"),
+              check(net.app, "docker logs --since 5m arkbox-mail 2>&1 | tail -60"))
+        raise
+    assert b"blocked using dnsbl.test" in bounce, bounce[:3000]
+    reply = next(line for line in bounce.decode(errors="replace").splitlines()
+                 if "blocked using" in line)
+    print(f"\npostscreen's reply to the listed sink: {reply.strip()}")
+    logs = check(net.app, "docker logs --since 5m arkbox-mail 2>&1 | grep postscreen")
+    assert f"DNSBL rank 3 for [{net.sink.ip(4)}]" in logs, logs[-3000:]
+
+
+@pytest.fixture
+def dns_silent(net: Net) -> Iterator[Net]:
+    """The test process is listed, and the rig's DNS server is frozen (it receives and never
+    answers: every lookup of the box times out). Afterwards it answers again, lists nobody,
+    and postscreen has forgotten its verdicts."""
+    assert net.dns.container is not None
+    with dnsbl_listing(net, host_address(net.rig)):
+        net.dns.container.pause()
+        try:
+            forget_postscreen_verdicts(net)
+            yield net
+        finally:
+            net.dns.container.reload()
+            if net.dns.container.status == "paused":
+                net.dns.container.unpause()
+
+
+def deliver_on_25(net: Net, subject: str) -> tuple[int, bytes]:
+    """A bounce-style message (null sender: no sender domain to look up) to postmaster@
+    from the test process; the reply to RCPT, or DATA's when RCPT was taken."""
+    with smtplib.SMTP(net.ip, 25, timeout=120) as smtp:
+        smtp.ehlo("mx.outside.test")
+        smtp.mail("<>")
+        code, reply = smtp.rcpt("postmaster@arkbox.test")
+        if code >= 400:
+            return code, reply
+        return smtp.data(f"To: postmaster@arkbox.test\r\nSubject: {subject}\r\n\r\nhi\r\n")
+
+
+def test_a_dnsbl_that_does_not_answer_never_blocks_mail(dns_silent: Net) -> None:
+    net = dns_silent
+    started = time.monotonic()
+    code, reply = deliver_on_25(net, f"dns silent {uuid.uuid4().hex[:8]}")
+    took = time.monotonic() - started
+    print(f"\nlisted client, DNSBL not answering: {code} {reply.decode(errors='replace')} "
+          f"after {took:.0f} s")
+    assert code == 250, (code, reply)
+    # The same listing, answered: refused. (The list would have blocked it.)
+    assert net.dns.container is not None
+    net.dns.container.unpause()
+    forget_postscreen_verdicts(net)
+    code, reply = deliver_on_25(net, f"dns answers {uuid.uuid4().hex[:8]}")
+    print(f"listed client, DNSBL answering: {code} {reply.decode(errors='replace')}")
+    assert code == 550 and b"blocked using dnsbl.test" in reply, (code, reply)
+    net.dns.container.pause()  # the fixture unpauses
+
+
+IMAP_LOGIN = """
+import imaplib, ssl, sys
+context = ssl.create_default_context()
+context.check_hostname = False
+context.verify_mode = ssl.CERT_NONE
+try:
+    imap = imaplib.IMAP4_SSL(sys.argv[1], 993, ssl_context=context, timeout=60)
+except OSError as e:
+    print("connect:", e); sys.exit(3)
+try:
+    imap.login(sys.argv[2], sys.argv[3])
+except imaplib.IMAP4.error as e:
+    print("refused:", e); sys.exit(1)
+print("logged in"); imap.logout()
+"""
+
+
+def imap_login_from(part: Part, net: Net, password: str) -> tuple[int, str]:
+    """An IMAPS login to the box from inside `part`: 0 in, 1 refused, 3 no connection."""
+    return part.exec("timeout", "90", "python3", "-c", IMAP_LOGIN, net.ip, ADMIN, password)
+
+
+def mail_bans(net: Net) -> dict[str, dict[str, Any]]:
+    _, out = installer(net.app, "status --json")
+    data = json.loads(out[out.index("{"):])
+    return {ban["address"]: ban for ban in data["mail_bans"]["bans"]}
+
+
+@pytest.fixture(scope="module")
+def guesser(net: Net) -> Part:
+    """A client on the rig (not the test process: a ban of it would cut the tests off)."""
+    return add_client(net.rig, the_client_image())
+
+
+@pytest.fixture
+def guesser_unbanned(net: Net, guesser: Part) -> Iterator[Part]:
+    installer(net.app, f"mail unban {guesser.ip(4)}")
+    yield guesser
+    installer(net.app, f"mail unban {guesser.ip(4)}")
+
+
+def test_repeated_failed_imap_logins_ban_the_address(net: Net, guesser_unbanned: Part) -> None:
+    client = guesser_unbanned
+    address = client.ip(4)
+    assert imap_login_from(client, net, PASSWORD)[0] == 0  # it may log in before
+    started = time.monotonic()
+    for attempt in range(BAN_AFTER):
+        code, out = imap_login_from(client, net, "wrong password")
+        assert code == 1, (attempt, out)
+    last_failure = time.monotonic()
+
+    def banned() -> str | None:
+        return None if address in mail_bans(net) else "not banned yet"
+
+    wait_until(f"a ban of {address}", banned, 60, interval=1)
+    print(f"\n{BAN_AFTER} failed IMAP logins took {last_failure - started:.0f} s; banned "
+          f"{time.monotonic() - last_failure:.1f} s after the last")
+    ban = mail_bans(net)[address]
+    assert ban["failures"] >= BAN_AFTER and ban["service"] == "imap", ban
+    assert 19 * 60 <= ban["left_s"] <= 20 * 60, ban  # ban_time 20m in this module's config
+    code, text = installer(net.app, "status")
+    assert "mail bans" in text and address in text, text
+    # The banned address reaches no mail port; others are unaffected: the test process
+    # logs in, and the sink still reaches port 25.
+    assert imap_login_from(client, net, PASSWORD)[0] == 3
+    for port in (25, 587):
+        code, out = client.exec("timeout", "5", "bash", "-c", f"exec 3<>/dev/tcp/{net.ip}/{port}")
+        assert code != 0, (port, out)
+    with imaplib.IMAP4_SSL(net.ip, 993, ssl_context=tls_context(net), timeout=60) as imap:
+        assert imap.login(ADMIN, PASSWORD)[0] == "OK"
+    code, out = net.sink.exec("timeout", "5", "bash", "-c", f"exec 3<>/dev/tcp/{net.ip}/25")
+    assert code == 0, out
+    # The ban is lifted by the command, and the address logs in again.
+    code, out = installer(net.app, f"mail unban {address}")
+    assert code == 0 and "ban lifted" in out, out
+    assert address not in mail_bans(net)
+    assert imap_login_from(client, net, PASSWORD)[0] == 0
+    code, out = installer(net.app, f"mail unban {address}")
+    assert code == 1 and "was not banned" in out, out
+    code, out = installer(net.app, "mail unban not-an-address")
+    assert code == 2, out

@@ -494,6 +494,7 @@ def test_mail_greets_on_smtp_and_imap(lab: Lab) -> None:
     mail = lab.run("mail", ports=(25, 143), hostname="mail.example.test", volumes={
         lab.volume("queue"): {"bind": "/var/spool/postfix", "mode": "rw"},
         lab.volume("mailboxes"): {"bind": "/var/mail", "mode": "rw"},
+        lab.volume("spam"): {"bind": "/var/lib/rspamd", "mode": "rw"},
     })
 
     def ehlo() -> tuple[int, bytes, bytes]:
@@ -533,6 +534,7 @@ def test_mail_supervisor_stops_everything_on_sigterm(lab: Lab) -> None:
     mail = lab.run("mail", volumes={
         lab.volume("queue"): {"bind": "/var/spool/postfix", "mode": "rw"},
         lab.volume("mailboxes"): {"bind": "/var/mail", "mode": "rw"},
+        lab.volume("spam"): {"bind": "/var/lib/rspamd", "mode": "rw"},
     })
     started = time.monotonic()
     mail.container.stop(timeout=20)

@@ -107,7 +107,7 @@ def test_plan_of_the_default_appliance(config: Appliance) -> None:
         ("calendar", ("volumes/calendar/collections",)),
         ("wiki", ("volumes/wiki/acl", "volumes/wiki/data")),
         # The mail store, read with arkbox-mail paused, after the services.
-        ("mail", ("volumes/mail/mailboxes", "volumes/mail/queue"))]
+        ("mail", ("volumes/mail/mailboxes", "volumes/mail/queue", "volumes/mail/spam"))]
     (dump,) = plan.dumps
     assert dump.service == "db" and dump.command == ("pg_dumpall", "--clean", "--if-exists")
     assert dump.path == ".backup/dumps/db/postgres.sql"
@@ -115,7 +115,7 @@ def test_plan_of_the_default_appliance(config: Appliance) -> None:
     # secrets (with the DKIM key) are in it.
     assert plan.skip == {".backup", "volumes/calendar/collections", "volumes/wiki/acl",
                          "volumes/wiki/data", "volumes/db/data", "volumes/mail/mailboxes",
-                         "volumes/mail/queue"}
+                         "volumes/mail/queue", "volumes/mail/spam"}
     comment = plan.comment("h")
     assert comment == {"arkbox": "backup", "format": 2, "appliance": "h",
                        "paused": ["calendar", "wiki", "mail"],

@@ -50,7 +50,7 @@ def test_recipe_runtime_reads_user_caps_and_file_variables() -> None:
     assert (roundcube.uid, roundcube.gid) == (33, 33)  # www-data
     assert {"ROUNDCUBE_DB_PASSWORD", "ROUNDCUBE_DES_KEY"} <= roundcube.file_env
     mail = load_recipe_runtime(RECIPES, "mail")
-    assert "SETUID" in mail.capabilities and mail.tmpfs == ("/tmp", "/run")
+    assert "SETUID" in mail.capabilities and mail.tmpfs == ("/tmp", "/run", "/var/cache/rspamd")
 
 
 def test_recipe_runtime_defaults_are_the_hardened_ones() -> None:

@@ -141,6 +141,9 @@ def _default(info: FieldInfo) -> str:
     if isinstance(value, BaseModel):
         changed = value.model_dump(exclude_defaults=True)
         return f"`{flow_yaml(changed)}`" if changed else "defaults"
+    if isinstance(value, list) and any(isinstance(item, BaseModel) for item in value):
+        value = [item.model_dump(exclude_defaults=True) if isinstance(item, BaseModel) else item
+                 for item in value]
     return f"`{flow_yaml(value)}`"
 
 
