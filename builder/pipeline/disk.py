@@ -306,8 +306,11 @@ def grub_mkimage_argv(tree: Path, platform: str, output: str,
 
 
 def qemu_img_convert_argv(raw: Path, qcow2: Path) -> tuple[str, ...]:
-    # zlib (the default) rather than zstd: every qcow2 consumer reads it
-    return ("qemu-img", "convert", "-f", "raw", "-O", "qcow2", "-c", str(raw), str(qcow2))
+    # zstd, not zlib: 10 s instead of 49 s for the appliance's 4 GiB, and 3 % smaller
+    # (docs/build.md). Readers need qemu 5.1 (2020) or later; NAME.raw is there for the rest.
+    # No -W (out-of-order writes): it is faster still, but the file's bytes would vary.
+    return ("qemu-img", "convert", "-f", "raw", "-O", "qcow2", "-c",
+            "-o", "compression_type=zstd", str(raw), str(qcow2))
 
 
 def rootfs_tar_argv(tree: Path, out_tar: Path, source_date_epoch: int) -> tuple[str, ...]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -57,7 +59,13 @@ class BuildManifest(_Strict):
 
 
 def describe_outputs(paths: list[Path]) -> dict[str, OutputFile]:
-    return {p.name: OutputFile(sha256=digest_file(p), size=p.stat().st_size) for p in sorted(paths)}
+    """Digest every output, several at once: hashlib hashes without holding the GIL, and
+    the outputs are gigabytes (the manifest stage took 11 s one after another)."""
+    ordered = sorted(paths)
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        digests = list(pool.map(digest_file, ordered))
+    return {p.name: OutputFile(sha256=d, size=p.stat().st_size) for p, d in zip(ordered, digests,
+                                                                                strict=True)}
 
 
 def write_manifest(manifest: BuildManifest, path: Path) -> None:

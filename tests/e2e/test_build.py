@@ -333,7 +333,7 @@ def found_in(path: Path, needles: dict[str, bytes], chunk_size: int = 16 << 20) 
 
 def test_no_secret_value_in_any_output_or_the_cache(first: Built, tmp_path: Path) -> None:
     needles = secret_needles(ROOT / "config/default.yaml")
-    # The qcow2 is zlib-compressed: read it as the disk it is.
+    # The qcow2 is compressed (zstd): read it as the disk it is.
     unpacked = tmp_path / "qcow2-as.raw"
     subprocess.run(["qemu-img", "convert", "-O", "raw", str(first.qcow2), str(unpacked)],
                    check=True, timeout=900)

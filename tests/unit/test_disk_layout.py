@@ -140,3 +140,5 @@ def test_qcow2_is_compressed() -> None:
     cmd = disk.qemu_img_convert_argv(Path("/a.raw"), Path("/a.qcow2"))
     assert cmd[:2] == ("qemu-img", "convert") and "-c" in cmd
     assert cmd[cmd.index("-O") + 1] == "qcow2"
+    assert cmd[cmd.index("-o") + 1] == "compression_type=zstd"
+    assert "-W" not in cmd  # out-of-order writes would make the file's bytes vary
