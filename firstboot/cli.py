@@ -159,10 +159,11 @@ def _spam_status(paths: Paths) -> dict[str, Any] | None:
 def _backup_status(paths: Paths) -> dict[str, Any]:
     """Backups as status shows them: from backups.json, and the timer's next run from systemd."""
     from firstboot.backup import timer
-    from firstboot.backup.client import BackupPaths, backup_status, next_run_argv, parse_next_run
+    from firstboot.backup.client import BackupPaths, backup_status, next_run_argv
     from firstboot.backup.drill import drill_history, last_drill
     from firstboot.core.context import utc_now
     from firstboot.core.execute import CommandError, run
+    from firstboot.systemd_units import parse_systemd_time
 
     installed = paths.at(timer.UNIT_DIR).joinpath(timer.TIMER).exists()
     if not installed and not BackupPaths(paths).stats.exists():
@@ -174,7 +175,7 @@ def _backup_status(paths: Paths) -> dict[str, Any]:
         except (CommandError, OSError):
             shown = None
         if shown is not None and shown.returncode == 0:
-            next_run = parse_next_run(shown.stdout)
+            next_run = parse_systemd_time(shown.stdout)
     result = backup_status(paths, utc_now(), next_run)
     drill = last_drill(paths)
     history = drill_history(paths)

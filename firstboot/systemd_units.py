@@ -4,6 +4,7 @@ certificate renewal)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from firstboot.core.files import write_if_changed
@@ -63,3 +64,23 @@ def timer_enabled(ctx: FirstbootContext, timer: str) -> bool:
 def installed(ctx: FirstbootContext, units: TimerUnits) -> bool:
     unit_dir = ctx.paths.at(UNIT_DIR)
     return (unit_dir / units.service).is_file() and (unit_dir / units.timer).is_file()
+
+
+def parse_systemd_time(text: str) -> datetime | None:
+    """A timestamp property of `systemctl show` (NextElapseUSecRealtime,
+    ExecMainExitTimestamp, ...): "@1764213262" (--timestamp=unix), or
+    "Fri 2026-11-27 03:14:22 UTC"; None when empty or "n/a" (never)."""
+    text = text.strip()
+    if text.startswith("@"):
+        try:
+            return datetime.fromtimestamp(int(text[1:].split(".")[0]), UTC)
+        except ValueError:
+            return None
+    parts = text.split()
+    if len(parts) >= 3 and parts[-1] == "UTC":
+        try:
+            return datetime.strptime(" ".join(parts[-3:-1]), "%Y-%m-%d %H:%M:%S").replace(
+                tzinfo=UTC)
+        except ValueError:
+            return None
+    return None

@@ -16,7 +16,7 @@ from firstboot.alerts.facts import (
     ServiceHealth,
     parse_time,
 )
-from firstboot.backup.client import parse_next_run, read_failure, read_stats, read_verify
+from firstboot.backup.client import read_failure, read_stats, read_verify
 from firstboot.backup.drill import last_drill
 from firstboot.certs.renew_state import status_facts
 from firstboot.containers.engine import container_state, owned_containers
@@ -24,6 +24,7 @@ from firstboot.containers.naming import Naming
 from firstboot.core.context import FirstbootContext, Paths
 from firstboot.core.execute import run
 from firstboot.status import Status
+from firstboot.systemd_units import parse_systemd_time
 from firstboot.updates.record import fetch_record, update_status
 
 if TYPE_CHECKING:
@@ -75,7 +76,7 @@ def parse_package_check(text: str) -> PackageCheck | None:
     if props.get("LoadState") != "loaded":
         return None
     # systemctl's timestamps (--timestamp=unix), read as the backup timer's next run is.
-    when = parse_next_run(props.get("ExecMainExitTimestamp", ""))
+    when = parse_systemd_time(props.get("ExecMainExitTimestamp", ""))
     failed = props.get("ActiveState") == "failed" or props.get("Result", "success") != "success"
     return PackageCheck(failed=failed, finished=when)
 

@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -331,25 +331,6 @@ def next_run_argv(unit: str) -> tuple[str, ...]:
     """When systemd fires `unit` next, as "@<unix seconds>" (empty or "n/a" when never)."""
     return ("systemctl", "show", "--timestamp=unix", "--property=NextElapseUSecRealtime",
             "--value", unit)
-
-
-def parse_next_run(text: str) -> datetime | None:
-    """systemctl's NextElapseUSecRealtime: "@1764213262" (--timestamp=unix), or
-    "Fri 2026-11-27 03:14:22 UTC"; None when the timer is not scheduled."""
-    text = text.strip()
-    if text.startswith("@"):
-        try:
-            return datetime.fromtimestamp(int(text[1:].split(".")[0]), UTC)
-        except ValueError:
-            return None
-    parts = text.split()
-    if len(parts) >= 3 and parts[-1] == "UTC":
-        try:
-            return datetime.strptime(" ".join(parts[-3:-1]), "%Y-%m-%d %H:%M:%S").replace(
-                tzinfo=UTC)
-        except ValueError:
-            return None
-    return None
 
 
 def backup_status(paths: Paths, now: datetime, next_run: datetime | None = None,

@@ -18,7 +18,6 @@ from firstboot.backup.client import (
     BackupPaths,
     backup_status,
     clear_failure,
-    parse_next_run,
     record_failure,
     record_stats,
 )
@@ -44,6 +43,7 @@ from firstboot.status import Status, StepReport, StepState
 from firstboot.status_view import backup_lines, human_size, render_status, status_json
 from firstboot.steps import ORDER
 from firstboot.steps import backup as backup_step
+from firstboot.systemd_units import parse_systemd_time
 
 REPO = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -63,11 +63,11 @@ def text_of(*renderables: Any) -> str:
 
 
 def test_next_run_is_read_from_systemctl_in_either_format() -> None:
-    assert parse_next_run("@1764213262\n") == datetime.fromtimestamp(1764213262, UTC)
-    assert parse_next_run("Fri 2026-11-27 03:14:22 UTC") == datetime(2026, 11, 27, 3, 14, 22,
+    assert parse_systemd_time("@1764213262\n") == datetime.fromtimestamp(1764213262, UTC)
+    assert parse_systemd_time("Fri 2026-11-27 03:14:22 UTC") == datetime(2026, 11, 27, 3, 14, 22,
                                                                       tzinfo=UTC)
     for never in ("", "n/a", "@", "garbage"):
-        assert parse_next_run(never) is None
+        assert parse_systemd_time(never) is None
 
 
 def test_status_of_a_fresh_backup_with_its_next_run(tmp_path: Path) -> None:
