@@ -875,6 +875,20 @@ def test_status_and_check_mail_report_the_spam_filter(net: Net) -> None:
             == "healthy" else "not healthy yet", 120, interval=3)
 
 
+def test_rspamd_starts_from_the_matchers_compiled_into_the_image(net: Net) -> None:
+    # The image's copy (rspamd-precompile) is in the cache tmpfs, and rspamd used it: had
+    # it compiled afresh, it would have rewritten the files (a new mtime; `cp -a` keeps the
+    # image's). Same machine, same CPU as the image's build.
+    listing = "cd {} && find . -type f -name '*.hs*' -printf '%P %s %T@\\n' | sort"
+    seed = check(net.app, "docker exec arkbox-mail sh -c "
+                          f"{sh_quote(listing.format('/usr/local/share/arkbox-rspamd-hs'))}")
+    cache = check(net.app, "docker exec arkbox-mail sh -c "
+                           f"{sh_quote(listing.format('/var/cache/rspamd'))}")
+    assert seed.strip() and len(seed.splitlines()) >= 3, seed
+    assert set(seed.splitlines()) <= set(cache.splitlines()), (seed, cache)
+    spam_status(net)  # and it answers
+
+
 # ---------------------------------------------------------------- postscreen and the login ban
 
 POSTSCREEN_CACHE = "/run/postfix-data/postscreen_cache.db"
