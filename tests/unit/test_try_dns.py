@@ -59,6 +59,14 @@ def test_nsd_serves_every_zone_from_its_file() -> None:
     assert all(mode == 0o644 for _, mode in files.values())
 
 
+def test_nsd_never_rate_limits_the_rig() -> None:
+    """Response rate limiting off: over 200 answers a second to the appliance's /24, nsd
+    dropped answers and rspamd waited out DNS timeouts (bench/mail.py, docs/mail.md)."""
+    conf = nsd_conf({})
+    assert "    rrl-ratelimit: 0\n" in conf
+    assert "    rrl-whitelist-ratelimit: 0\n" in conf
+
+
 def test_the_doctor_command_runs_in_the_appliance_against_the_rig_dns() -> None:
     command = doctor_command("arkbox-try-appliance", "172.31.7.9", "172.31.7.3",
                              "/etc/arkbox/try-test-ca-root.pem")
