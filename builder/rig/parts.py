@@ -367,14 +367,19 @@ class AppliancePart(SystemdPart):
         self.environment.update(seeding.environment_for(self.files))
 
     def wait_first_boot(self, timeout: float = 600) -> dict[str, Any]:
-        """Wait until first boot finished (done marker) or failed for good; returns status.json."""
+        """Wait until first boot finished (done marker); returns status.json. A failed first
+        boot is retried by its unit, so a failure is waited out too: on time-out the message
+        names the last failing steps and their reasons."""
 
         def finished() -> str | None:
             code, _ = self.exec("test", "-e", str(BOX.done_marker))
             if code == 0:
                 return None
             status = self.read_json(str(BOX.status)) or {}
-            return f"first boot result: {status.get('result', 'not started')}"
+            failures = "; ".join(f"{f.get('step')}: {f.get('message')}"
+                                 for f in status.get("failures") or [])[-600:]
+            return (f"first boot result: {status.get('result', 'not started')}"
+                    + (f" ({failures})" if failures else ""))
 
         wait_until("first boot", finished, timeout, interval=3)
         status: dict[str, Any] = self.read_json(str(BOX.status))
