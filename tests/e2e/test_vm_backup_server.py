@@ -97,12 +97,14 @@ def wait_ready(box: VmBox, timeout_s: float) -> str:
         raise AssertionError(f"gave up waiting for the admin's SSH (sudo -n true) after "
                              f"{timeout_s:.0f} s: {out.strip()}\n{box.console()[-3000:]}")
     remaining = max(deadline - time.monotonic(), 60)
-    code, state = box.exec("systemctl", "is-system-running", "--wait", timeout=remaining)
-    if state.strip() != "running":
+    code, out = box.exec("systemctl", "is-system-running", "--wait", timeout=remaining)
+    # The answer is the first line: exec gives stdout, then stderr.
+    state = (out.strip().splitlines() or [""])[0]
+    if state != "running":
         _, failed = box.exec("systemctl", "--failed", "--no-legend")
         raise AssertionError(f"systemd's boot did not finish running ({code}): "
-                             f"{state.strip()}; failed units: {failed.strip()}")
-    return state.strip()
+                             f"{out.strip()}; failed units: {failed.strip()}")
+    return state
 
 
 @pytest.fixture(scope="module")
