@@ -252,3 +252,14 @@ def test_resolved_answers_no_llmnr_or_mdns_on_either_role() -> None:
                    if f.target == "etc/systemd/resolved.conf.d/90-arkbox.conf"]
         text = item.source.read_text()
         assert "LLMNR=no\n" in text and "MulticastDNS=no\n" in text
+
+
+def test_only_the_backup_server_keeps_the_legacy_iptables_module_out() -> None:
+    # systemd loaded ip_tables at boot in the VM, an empty legacy table beside the nftables
+    # ruleset (Lynis FIRE-4512); Docker on an appliance needs it.
+    target = "etc/modprobe.d/arkbox-no-legacy-iptables.conf"
+    (item,) = [f for f in tree_files(HARDENING_TREE, "backup-server") if f.target == target]
+    lines = [line for line in item.source.read_text().splitlines()
+             if line and not line.startswith("#")]
+    assert lines == ["blacklist ip_tables", "install ip_tables /bin/false"]
+    assert target not in {f.target for f in tree_files(HARDENING_TREE, "appliance")}
