@@ -92,6 +92,9 @@ def wait_ready(box: VmBox, timeout_s: float) -> str:
         code, out = box.exec("true", timeout=60)
         if code == 0:
             break
+        if "Kernel panic" in box.console():  # seen once under TCG, in the kernel's own init
+            raise AssertionError(f"the guest's kernel panicked while booting:\n"
+                                 f"{box.console()[-3000:]}")
         time.sleep(5)
     else:
         raise AssertionError(f"gave up waiting for the admin's SSH (sudo -n true) after "
