@@ -34,7 +34,7 @@ TEST_TIMEOUT_S = 1200  # one test alone; the slowest (an e2e rig test) takes ~5 
 USUAL_S = {"unit": 60, "integration": 300, "e2e": 600}
 # Too dear to run alone in every CI run: one VM test alone builds its image and boots one or
 # two VMs under TCG (~15 min). Their fixtures boot what each needs; run one alone by hand.
-LEFT_OUT = ("tests/e2e/test_vm_firstboot.py::",)
+LEFT_OUT = ("tests/e2e/test_vm_firstboot.py::", "tests/e2e/test_vm_backup_server.py::")
 # Beside the test builds (tests/built.py), outside the checkout.
 LOGS = Path(os.environ.get("ARKBOX_TEST_OUT", "/var/tmp/arkbox-test-out")) / "alone"  # noqa: S108
 

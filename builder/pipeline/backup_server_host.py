@@ -6,6 +6,8 @@ config and with the installer's own libraries:
 
 * the nftables ruleset (firstboot/firewall_rules.py, role "backup-server"): the SSH port
   and nothing else, checked with `nft -c`, loaded at boot by nftables.service;
+* the host name (`appliance.hostname`) in /etc/hostname and /etc/hosts (step `system`'s
+  firstboot/host_names.py);
 * the admin (`appliance.admin`): an account with its keys, sudo as on the appliance, no
   password. sshd lets it in only from `appliance.admin.allow_from` (the hardening
   stage's AllowUsers): the firewall cannot tell it from the borg clients on one port.
@@ -42,6 +44,7 @@ from firstboot.firewall_rules import (
     plan_for,
     render_ruleset,
 )
+from firstboot.host_names import hosts_content, short_hostname
 
 if TYPE_CHECKING:
     from firstboot.core.config import Appliance
@@ -183,7 +186,21 @@ def no_engine_at_boot(tree: Path) -> list[str]:
     return ["arkbox-images.service not enabled on this role (it would start docker)"]
 
 
+def install_hostname(tree: Path, config: Appliance) -> list[str]:
+    """/etc/hostname and /etc/hosts from `appliance.hostname`, as step `system` writes them
+    on an appliance: the image's own name ("arkbox") resolved nowhere, so sudo said
+    "unable to resolve host" on every call of the admin."""
+    fqdn = config.appliance.hostname
+    short = short_hostname(fqdn)
+    hosts = tree / "etc/hosts"
+    existing = hosts.read_text() if hosts.exists() else None
+    changed = write_if_changed(tree / "etc/hostname", short + "\n", 0o644)
+    changed |= write_if_changed(hosts, hosts_content(existing, fqdn, short), 0o644)
+    return [f"host name {short} ({fqdn}) in /etc/hostname and /etc/hosts"] if changed else []
+
+
 def install_host(tree: Path, config: Appliance) -> list[str]:
     """Everything of this module, for `install_backup_server`."""
-    return (install_firewall(tree, config) + install_admin(tree, config)
+    return (install_hostname(tree, config) + install_firewall(tree, config)
+            + install_admin(tree, config)
             + complete_gshadow(tree) + no_engine_at_boot(tree))

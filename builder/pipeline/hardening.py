@@ -59,6 +59,8 @@ FILE_MODES: Mapping[str, int] = {
 # Files laid only for some roles (path in the target -> roles).
 ROLE_FILES: Mapping[str, frozenset[str]] = {
     "etc/docker/daemon.json": frozenset({"appliance"}),
+    # Docker needs the legacy iptables module; a backup server filters with nftables alone.
+    "etc/modprobe.d/arkbox-no-legacy-iptables.conf": frozenset({"backup-server"}),
 }
 # Files that configure something another package or stage provides: laid only when that
 # path exists in the root fs, so a missing package leaves no stray configuration.

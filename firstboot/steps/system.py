@@ -27,13 +27,13 @@ from firstboot.core.config import Appliance
 from firstboot.core.context import FirstbootContext
 from firstboot.core.files import atomic_symlink, ensure_dir, read_text, write_if_changed
 from firstboot.core.step import Outcome, StepFailed
+from firstboot.host_names import hosts_content, short_hostname
 
 NAME = "system"
 
 # (type, bits) of the host keys the hardened sshd offers (see sshd_config.d/10-arkbox.conf).
 HOST_KEY_TYPES: tuple[tuple[str, int | None], ...] = (("ed25519", None), ("rsa", 4096))
 SSH_UNIT = "ssh.service"
-HOSTS_ALIAS_ADDRESS = "127.0.1.1"  # Debian's address for the machine's own name
 
 
 def applies(config: Appliance) -> bool:
@@ -41,24 +41,6 @@ def applies(config: Appliance) -> bool:
 
 
 # ---------------------------------------------------------------- pure parts
-
-
-def short_hostname(fqdn: str) -> str:
-    """The static host name: the first label (Debian keeps the FQDN in /etc/hosts)."""
-    return fqdn.split(".", 1)[0]
-
-
-def hosts_content(existing: str | None, fqdn: str, short: str) -> str:
-    """/etc/hosts with the machine's own names on 127.0.1.1 and every other line kept."""
-    lines = (existing or "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-             ).splitlines()
-    own = f"{HOSTS_ALIAS_ADDRESS}\t{fqdn} {short}" if fqdn != short else (
-        f"{HOSTS_ALIAS_ADDRESS}\t{fqdn}")
-    kept = [line for line in lines if line.split()[:1] != [HOSTS_ALIAS_ADDRESS]]
-    # Right after the IPv4 localhost line, where Debian's installer puts it.
-    at = next((i + 1 for i, line in enumerate(kept) if line.split()[:1] == ["127.0.0.1"]), 0)
-    kept.insert(at, own)
-    return "\n".join(kept) + "\n"
 
 
 def key_comment(key: str) -> str:

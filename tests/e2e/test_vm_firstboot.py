@@ -19,16 +19,13 @@ rig on every run (test_backup_restore, test_try_disaster).
 
 from __future__ import annotations
 
-import hashlib
 import json
-import lzma
 import os
 import re
 import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,15 +48,13 @@ from restore_checks import (
 )
 from rig_fixtures import DEFAULT_CONFIG, ROOT, ROUTES, admin_key_pair
 from vm import BACKUP_GUEST_ADDRESS, VmBox, running_vm
+from vm_lynis import LYNIS_BAR, VM_LYNIS, VM_LYNIS_REASON, LynisAudit, lynis_audit
 
 pytestmark = [pytest.mark.slow]
 
 ADMIN = "ops"
 NAME = "arkbox-test"
 VM_RESTORE = os.environ.get("ARKBOX_TEST_VM_RESTORE") == "1"
-# Lynis in the booted VM: a measurement of the hardening on a real kernel (issue 17), opt-in.
-VM_LYNIS = os.environ.get("ARKBOX_TEST_VM_LYNIS") == "1"
-LYNIS_BAR = 80
 FIRST_BOOT_TIMEOUT_S = 1500  # TCG on 2 cores: a fresh box took ~4 min, a restore more
 DISK_SIZE = "8G"
 
@@ -151,64 +146,6 @@ class Seen:
     data: DataFacts | None  # the data backed up (fresh) or found again (restored)
     event_code: str  # the CalDAV event written before the backup, fetched again
     lynis: LynisAudit | None = None  # with ARKBOX_TEST_VM_LYNIS=1
-
-
-@dataclass(frozen=True)
-class LynisAudit:
-    index: int
-    warnings: list[str]
-    suggestions: list[str]
-
-
-def trixie_package(name: str) -> bytes:
-    """A package of trixie (arch all or amd64), fetched by this machine from Debian's
-    archive and checked against the SHA256 its Packages index names: the guest's own
-    apt-get could not resolve deb.debian.org through slirp on this network."""
-    from builder.pipeline.rootfs import MIRROR
-
-    def fetch(url: str) -> bytes:
-        with urllib.request.urlopen(url, timeout=120) as answer:
-            data: bytes = answer.read()
-        return data
-
-    index = lzma.decompress(fetch(f"{MIRROR}/dists/trixie/main/binary-amd64/Packages.xz"))
-    for stanza in index.decode().split("\n\n"):
-        fields = dict(line.split(": ", 1) for line in stanza.splitlines()
-                      if ": " in line and not line.startswith(" "))
-        if fields.get("Package") == name:
-            deb = fetch(f"{MIRROR}/{fields['Filename']}")
-            assert hashlib.sha256(deb).hexdigest() == fields["SHA256"], name
-            return deb
-    raise AssertionError(f"{name} is not in trixie's main")
-
-
-def lynis_audit(box: VmBox) -> LynisAudit:
-    """trixie's Lynis, installed into the running guest for the audit only (as
-    bench/lynis.py does in the rig), run as root after first boot. Its report and log are
-    kept in .pytest_cache (vm-lynis-report.dat, vm-lynis.log)."""
-    started = time.monotonic()
-    code, out = box.exec("sh", "-c", "cat > /root/lynis.deb && dpkg -i /root/lynis.deb",
-                         stdin=trixie_package("lynis"), timeout=600)
-    assert code == 0, out[-3000:]
-    code, out = box.exec("sh", "-c", "lynis audit system --quick --no-colors "
-                         ">/root/lynis.txt 2>&1", timeout=1800)
-    assert code == 0, out[-3000:]
-    code, report = box.exec("cat", "/var/log/lynis-report.dat")
-    assert code == 0, report
-    code, log = box.exec("cat", "/var/log/lynis.log")
-    (ROOT / ".pytest_cache/vm-lynis-report.dat").write_text(report)
-    (ROOT / ".pytest_cache/vm-lynis.log").write_text(log)
-
-    def values(key: str) -> list[str]:
-        return [line.split("=", 1)[1] for line in report.splitlines()
-                if line.startswith(f"{key}=")]
-
-    audit = LynisAudit(int(values("hardening_index")[0]), values("warning[]"),
-                       values("suggestion[]"))
-    print(f"\n{box.role}: Lynis in the VM after {time.monotonic() - started:.0f} s: "
-          f"index {audit.index}, {len(audit.warnings)} warning(s), "
-          f"{len(audit.suggestions)} suggestion(s)")
-    return audit
 
 
 Look = tuple[float, dict[str, Any], str, dict[str, tuple[str, str]], str, str, dict[str, Any]]
@@ -351,8 +288,7 @@ def test_a_blank_vm_flashed_with_its_seed_partition_restores(restored: Seen,
 
 
 
-@pytest.mark.skipif(not VM_LYNIS, reason="Lynis in a VM is a measurement, opt-in: "
-                    "ARKBOX_TEST_VM_LYNIS=1 (docs/hardening.md has its figures)")
+@pytest.mark.skipif(not VM_LYNIS, reason=VM_LYNIS_REASON)
 def test_lynis_on_the_booted_vm_reaches_the_bar_with_no_warning(fresh: Seen) -> None:
     assert fresh.lynis is not None
     assert fresh.lynis.warnings == [], fresh.lynis.warnings

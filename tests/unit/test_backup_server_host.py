@@ -170,13 +170,30 @@ def test_every_group_has_its_gshadow_line(server: Appliance, tmp_path: Path) -> 
     assert {"borg", "ops"} <= groups and groups <= shadowed  # grpck finds nothing missing
 
 
+def test_the_host_name_is_the_configs_and_resolves_locally(server: Appliance,
+                                                           tmp_path: Path) -> None:
+    # No first boot writes it on this role: the image's "arkbox" resolved nowhere, and sudo
+    # said "unable to resolve host arkbox" on every call of the admin.
+    require_tool("nft")
+    root = mini_rootfs(tmp_path / "root")
+    (root / "etc/hostname").write_text("arkbox\n")
+    (root / "etc/hosts").write_text("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n")
+    changes = bs.install_backup_server(root, server, "backup-server")
+    assert (root / "etc/hostname").read_text() == "backup\n"
+    assert (root / "etc/hosts").read_text() == (
+        "127.0.0.1\tlocalhost\n127.0.1.1\tbackup.arkbox.test backup\n"
+        "::1\tlocalhost ip6-localhost\n")
+    assert "host name backup (backup.arkbox.test) in /etc/hostname and /etc/hosts" in changes
+
+
 def test_a_second_install_changes_nothing(server: Appliance, tmp_path: Path) -> None:
     require_tool("nft")
     root = mini_rootfs(tmp_path / "root")
     bs.install_backup_server(root, server, "backup-server")
     before = {p: p.read_bytes() for p in (root / "etc").rglob("*") if p.is_file()}
     changes = bs.install_backup_server(root, server, "backup-server")
-    assert not [c for c in changes if c.startswith(("firewall", "admin", "sudo"))], changes
+    assert not [c for c in changes if c.startswith(("firewall", "admin", "sudo", "host name"))
+                ], changes
     assert {p: p.read_bytes() for p in (root / "etc").rglob("*") if p.is_file()} == before
 
 
@@ -235,3 +252,14 @@ def test_resolved_answers_no_llmnr_or_mdns_on_either_role() -> None:
                    if f.target == "etc/systemd/resolved.conf.d/90-arkbox.conf"]
         text = item.source.read_text()
         assert "LLMNR=no\n" in text and "MulticastDNS=no\n" in text
+
+
+def test_only_the_backup_server_keeps_the_legacy_iptables_module_out() -> None:
+    # systemd loaded ip_tables at boot in the VM, an empty legacy table beside the nftables
+    # ruleset (Lynis FIRE-4512); Docker on an appliance needs it.
+    target = "etc/modprobe.d/arkbox-no-legacy-iptables.conf"
+    (item,) = [f for f in tree_files(HARDENING_TREE, "backup-server") if f.target == target]
+    lines = [line for line in item.source.read_text().splitlines()
+             if line and not line.startswith("#")]
+    assert lines == ["blacklist ip_tables", "install ip_tables /bin/false"]
+    assert target not in {f.target for f in tree_files(HARDENING_TREE, "appliance")}

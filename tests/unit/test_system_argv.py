@@ -13,6 +13,7 @@ from firstboot.core.config import DEFAULT_CONFIG_PATH, Appliance, load_config
 from firstboot.core.context import FirstbootContext, Paths
 from firstboot.core.execute import Completed
 from firstboot.core.step import StepFailed
+from firstboot.host_names import hosts_content, short_hostname
 from firstboot.steps import system
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIF6YilbxuYcReyoVRXRnJrBiinY8edFG7Xgx8AxGsXkQ ops@laptop"
@@ -54,13 +55,12 @@ def test_host_key_argv_really_makes_a_key(tmp_path: Path) -> None:
 
 
 def test_hostname_parts() -> None:
-    assert system.short_hostname("arkbox.test") == "arkbox"
-    hosts = system.hosts_content(
+    assert short_hostname("arkbox.test") == "arkbox"
+    hosts = hosts_content(
         "127.0.0.1\tlocalhost\n127.0.1.1\told.example old\n::1\tlocalhost\n", "arkbox.test",
         "arkbox")
     assert hosts == "127.0.0.1\tlocalhost\n127.0.1.1\tarkbox.test arkbox\n::1\tlocalhost\n"
-    assert "127.0.1.1\tbox.example.org box" in system.hosts_content(None, "box.example.org",
-                                                                     "box")
+    assert "127.0.1.1\tbox.example.org box" in hosts_content(None, "box.example.org", "box")
 
 
 def test_authorized_keys_and_comments() -> None:
