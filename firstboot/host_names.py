@@ -6,6 +6,10 @@ boot (builder/pipeline/backup_server_host.py). Without the line, the name resolv
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from firstboot.core.files import read_text, write_if_changed
+
 HOSTS_ALIAS_ADDRESS = "127.0.1.1"  # Debian's address for the machine's own name
 
 
@@ -25,3 +29,12 @@ def hosts_content(existing: str | None, fqdn: str, short: str) -> str:
     at = next((i + 1 for i, line in enumerate(kept) if line.split()[:1] == ["127.0.0.1"]), 0)
     kept.insert(at, own)
     return "\n".join(kept) + "\n"
+
+
+def write_host_names(etc: Path, fqdn: str) -> bool:
+    """`etc`/hostname and `etc`/hosts for `fqdn`; True when either file changed."""
+    short = short_hostname(fqdn)
+    hosts = etc / "hosts"
+    changed = write_if_changed(etc / "hostname", short + "\n")
+    changed |= write_if_changed(hosts, hosts_content(read_text(hosts), fqdn, short))
+    return changed

@@ -44,7 +44,7 @@ from firstboot.firewall_rules import (
     plan_for,
     render_ruleset,
 )
-from firstboot.host_names import hosts_content, short_hostname
+from firstboot.host_names import short_hostname, write_host_names
 
 if TYPE_CHECKING:
     from firstboot.core.config import Appliance
@@ -191,12 +191,9 @@ def install_hostname(tree: Path, config: Appliance) -> list[str]:
     on an appliance: the image's own name ("arkbox") resolved nowhere, so sudo said
     "unable to resolve host" on every call of the admin."""
     fqdn = config.appliance.hostname
-    short = short_hostname(fqdn)
-    hosts = tree / "etc/hosts"
-    existing = hosts.read_text() if hosts.exists() else None
-    changed = write_if_changed(tree / "etc/hostname", short + "\n", 0o644)
-    changed |= write_if_changed(hosts, hosts_content(existing, fqdn, short), 0o644)
-    return [f"host name {short} ({fqdn}) in /etc/hostname and /etc/hosts"] if changed else []
+    if not write_host_names(tree / "etc", fqdn):
+        return []
+    return [f"host name {short_hostname(fqdn)} ({fqdn}) in /etc/hostname and /etc/hosts"]
 
 
 def install_host(tree: Path, config: Appliance) -> list[str]:

@@ -27,7 +27,7 @@ from firstboot.core.config import Appliance
 from firstboot.core.context import FirstbootContext
 from firstboot.core.files import atomic_symlink, ensure_dir, read_text, write_if_changed
 from firstboot.core.step import Outcome, StepFailed
-from firstboot.host_names import hosts_content, short_hostname
+from firstboot.host_names import short_hostname, write_host_names
 
 NAME = "system"
 
@@ -170,9 +170,7 @@ def verify(ctx: FirstbootContext) -> str | None:
 
 def _set_hostname(ctx: FirstbootContext, wanted: Wanted) -> bool:
     paths = ctx.paths
-    changed = write_if_changed(paths.at("/etc/hostname"), wanted.short + "\n")
-    hosts = paths.at("/etc/hosts")
-    changed |= write_if_changed(hosts, hosts_content(read_text(hosts), wanted.fqdn, wanted.short))
+    changed = write_host_names(paths.at("/etc"), wanted.fqdn)
     if paths.is_live and socket.gethostname() != wanted.short:
         # The kernel's name now; systemd-hostnamed reads /etc/hostname from here on.
         socket.sethostname(wanted.short)

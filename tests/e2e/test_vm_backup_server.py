@@ -75,9 +75,9 @@ def server_build(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerBui
                               "--role", "backup-server")
         assert result.returncode == 0, result.stderr[-3000:]
         print(f"\nbackup-server VM image built in {time.monotonic() - started:.0f} s")
-        name = load_config(config).appliance.name
-        yield ServerBuild(out / f"{name}-backup-server.qcow2", key,
-                          load_config(config).appliance.admin.user)
+        appliance = load_config(config).appliance
+        yield ServerBuild(out / f"{appliance.name}-backup-server.qcow2", key,
+                          appliance.admin.user)
     finally:
         shutil.rmtree(out, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
