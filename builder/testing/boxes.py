@@ -27,7 +27,7 @@ from builder.rig.freshness import ensure_built
 from builder.rig.journal_follow import BootOutcome, follow_first_boot
 from builder.rig.parts import BOX, AppliancePart, BackupServerPart, PebblePart, Rig
 from builder.rig.removal import remove_container
-from builder.rig.screens import Say, say
+from builder.rig.screens import Say, describe_removed, say
 from builder.rig.try_rig import (
     CERTIFICATE_FILE,
     TryAppliance,
@@ -186,7 +186,7 @@ class ArkboxRig:
 
     def _remove_all(self) -> None:
         self.say(f"removing the rig {self.name} …")
-        self.say(f"  {self.down()}")
+        self.say(f"  {describe_removed(self.down())}")
 
     def down(self) -> dict[str, int]:
         """Remove every container, volume and network labelled as this rig's, and its
