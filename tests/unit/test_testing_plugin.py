@@ -156,3 +156,16 @@ def test_the_option_chooses_when_no_marker_does(tmp_path: Path) -> None:
         "    assert arkbox_config.name == 'box.yaml'\n")
     result = run_pytest(tmp_path, "-q", "--arkbox-config", "box.yaml", "test_box.py")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(("ci", "outcome"), [("true", "1 error"), ("", "1 skipped")])
+def test_without_an_engine_the_fixtures_skip_and_fail_in_ci(tmp_path: Path, ci: str,
+                                                           outcome: str,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+    monkeypatch.setenv("CI", ci)
+    (tmp_path / "test_box.py").write_text("def test_box(arkbox_builds):\n    pass\n")
+    result = run_pytest(tmp_path, "-q", "-rs", "test_box.py")
+    assert outcome in result.stdout, result.stdout + result.stderr
+    assert "the arkbox fixtures need a running Docker Engine" in result.stdout
