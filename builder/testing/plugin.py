@@ -14,6 +14,7 @@ with the `arkbox_config` marker and its tests share one booted box
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, NoReturn
 import pytest
 
 from builder.testing import choice
+from firstboot.core import wait
 from firstboot.core.config import DEFAULT_CONFIG_PATH
 from firstboot.core.errors import ArkboxError
 
@@ -105,6 +107,24 @@ def out_base(config: pytest.Config) -> Path:
     return Path(from_env) if from_env else config.rootpath / "out" / "pytest"
 
 
+BUILD_LOCK_TIMEOUT_S = 3600.0  # another session's build of the same out folder
+
+
+def _lock_build(fd: int, out: Path) -> None:
+    """Take the out folder's build lock, waiting while another pytest builds there."""
+
+    def locked() -> bool | wait.NotYet:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return wait.NotYet(f"another pytest session is building into {out}")
+        return True
+
+    wait.until(f"the build lock of {out}", locked, BUILD_LOCK_TIMEOUT_S, interval_s=2,
+               hint="is another pytest (or a killed one's child) still building? "
+                    "`fuser` on the .lock file next to that folder names it")
+
+
 class Builds:
     """One build per config per session (a failed one is not tried again)."""
 
@@ -121,12 +141,16 @@ class Builds:
         if config_path not in self.done:
             from builder.testing import boxes
 
+            out = choice.out_dir_for(config_path, out_base(self.config))
+            out.mkdir(parents=True, exist_ok=True)
             try:
-                self.done[config_path] = boxes.build(
-                    config_path, choice.out_dir_for(config_path, out_base(self.config)),
-                    self.backup_server_config(),
-                    rebuild=bool(self.config.getoption("--arkbox-rebuild")),
-                    no_build=bool(self.config.getoption("--arkbox-no-build")))
+                # One build at a time per out folder (pytest-xdist workers, two sessions).
+                with (out.parent / f".{out.name}.lock").open("w") as lock:
+                    _lock_build(lock.fileno(), out)
+                    self.done[config_path] = boxes.build(
+                        config_path, out, self.backup_server_config(),
+                        rebuild=bool(self.config.getoption("--arkbox-rebuild")),
+                        no_build=bool(self.config.getoption("--arkbox-no-build")))
             except ArkboxError as e:
                 self.done[config_path] = e
         built = self.done[config_path]
@@ -186,11 +210,17 @@ def arkbox_rig(request: pytest.FixtureRequest, arkbox_build: Built) -> Iterator[
 
     config = request.config
     keep = bool(config.getoption("--arkbox-keep"))
-    name = choice.rig_name_for(arkbox_build.config_path, arkbox_build.out)
+    # pytest-xdist: each worker runs its own rig (a module's tests may be spread over them).
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    name = choice.rig_name_for(arkbox_build.config_path, arkbox_build.out) + \
+        (f"-{worker}" if worker else "")
     try:
         rig = boxes.ArkboxRig(arkbox_build, name, float(config.getoption("--arkbox-timeout")))
         rig.up(keep_failed=keep)
     except ArkboxError as e:
+        if keep:
+            _tell(config, f"arkbox: the rig {name} is left up (--arkbox-keep); remove it: "
+                          f"arkbox try down --rig {name} --out {arkbox_build.out}")
         _fail(e)
     previous = {sig: signal.signal(sig, _terminate_as_interrupt)
                 for sig in (signal.SIGTERM, signal.SIGHUP)}
