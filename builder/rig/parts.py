@@ -1,10 +1,13 @@
 """The rig: the built appliance and its neighbours as containers on a private network.
 
-Used by `arkbox try` and by the integration tests alike (one implementation).
-Each part is a small class in the style of testcontainers' DockerContainer:
-configure, `start()`, wait for a real readiness signal (never a bare sleep),
-`exec()`, `remove()`. Everything the rig creates carries the label
-`arkbox.rig=<rig name>`, so `Rig.down()` (and Ctrl-C) removes exactly that.
+Used by `arkbox try` and by the integration tests alike (one implementation). Each
+container is a testcontainers `DockerContainer` subclass: configured in its constructor,
+`start()` creates it on the rig's `Network` (fixed address, aliases), lays its files in
+before it starts, then runs its `WaitStrategy` (a real readiness signal, never a bare
+sleep). The waits poll with `firstboot.core.wait`, so giving up says what was awaited,
+the last reason and the time limit. Everything the rig creates carries the label
+`arkbox.rig=<rig name>`, so `Rig.down()` (and Ctrl-C) removes exactly that; each
+container's `stop()` (and leaving its `with`) removes it and its volumes.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.client
+import imaplib
 import io
 import json
 import logging
@@ -19,23 +23,31 @@ import socket
 import ssl
 import tarfile
 import time
+from abc import abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self, TypeVar
 
 import docker
 from docker.errors import ImageNotFound, NotFound
 from docker.models.containers import Container
+from docker.types import EndpointConfig
+from testcontainers.core.config import testcontainers_config
+from testcontainers.core.container import DockerContainer
+from testcontainers.core.docker_client import DockerClient as EngineClient
+from testcontainers.core.network import Network
+from testcontainers.core.waiting_utils import WaitStrategy, WaitStrategyTarget
 
 from builder.pipeline.service_images import remove_older_imports
 from builder.rig import seeding
-from builder.rig.removal import RIG_LABEL, remove_abandoned_rigs, remove_rig
+from builder.rig.removal import RIG_LABEL, remove_abandoned_rigs, remove_container, remove_rig
 from firstboot.core import wait
 from firstboot.core.context import Paths
 from firstboot.core.errors import ArkboxError
 from firstboot.core.execute import run
+from firstboot.core.locations import INSTALLER_PROGRAM
 
 log = logging.getLogger("arkbox.rig")
 
@@ -50,16 +62,22 @@ SYSTEMD_ENV = {"container": "docker", "SYSTEMD_CGROUP_ENABLE_LEGACY_FORCE": "1"}
 BOX = Paths(root=Path("/"))
 APPLIANCE_CONFIG = "/etc/arkbox/appliance.yaml"  # the config first boot reads
 FIRSTBOOT_UNIT = "arkbox-firstboot"
+ROLE_LABEL = "arkbox.rig.role"
 
 
 class RigError(ArkboxError):
     pass
 
 
+class FirstBootFailed(RigError):
+    """First boot ended with a failed run: the message names the failing steps and why."""
+
+
 def wait_until(what: str, check: Callable[[], str | None], timeout: float,
                interval: float = 1.0) -> None:
     """Poll `check` (None = ready, else the reason it is not) with `wait.until`; a RigError
-    saying what was awaited and the last reason when the time runs out."""
+    saying what was awaited and the last reason when the time runs out. An exception from
+    `check` ends the wait at once."""
 
     def ready() -> wait.NotYet | None:
         reason = check()
@@ -106,77 +124,345 @@ def files_tar(files: dict[str, tuple[bytes, int]]) -> bytes:
     return buffer.getvalue()
 
 
-@dataclass
-class Part:
-    """One container of the rig."""
+# ---------------------------------------------------------------- the engine and the network
 
-    rig: Rig
-    role: str
-    image: str
-    aliases: Sequence[str] = ()
-    environment: dict[str, str] = field(default_factory=dict)
-    command: Sequence[str] | None = None
-    ports: dict[str, int | None] = field(default_factory=dict)  # "443/tcp" -> host port
-    # Files laid into the container before it starts: path -> (content, mode).
-    files: dict[str, tuple[bytes, int]] = field(default_factory=dict)
-    # A fixed address on the rig network (e.g. one a DNS record must name before boot).
-    ipv4_address: str | None = None
-    container: Container | None = None
+
+class _RigEngine(EngineClient):
+    """testcontainers' engine wrapper around the rig's own client: one connection (and one
+    timeout) for the rig and all its containers, instead of one per container."""
+
+    def __init__(self, client: docker.DockerClient) -> None:  # no super(): no second client
+        self.client = client
+
+
+def _quiet_client_kw(client: docker.DockerClient) -> dict[str, Any]:
+    """For testcontainers' constructors, which make a client of their own before ours
+    replaces it: with the API version given, that one never asks the engine."""
+    return {"version": str(client.api.api_version)}
+
+
+class RigNetwork(Network):
+    """The rig's bridge: its name, IPv4 and IPv6 subnets, and the rig's label (so that
+    `remove_rig` finds it). `create()` reuses the network when it is there already."""
+
+    def __init__(self, rig: Rig) -> None:
+        ipam = docker.types.IPAMConfig(pool_configs=[
+            docker.types.IPAMPool(subnet=rig.ipv4_subnet),
+            docker.types.IPAMPool(subnet=rig.ipv6_subnet),
+        ])
+        super().__init__(docker_client_kw=_quiet_client_kw(rig.client), docker_network_kw={
+            "driver": "bridge", "enable_ipv6": True, "ipam": ipam,
+            "labels": {RIG_LABEL: rig.name}})
+        self.name = f"{rig.name}-net"
+        self._docker = _RigEngine(rig.client)
+
+    def exists(self) -> bool:
+        try:
+            self._network = self._docker.client.networks.get(self.name)
+        except NotFound:
+            return False
+        return True
+
+    def create(self) -> Self:
+        if self.exists():
+            return self
+        return super().create()
+
+
+def keep_reaper_off_unless_present(client: docker.DockerClient) -> None:
+    """testcontainers' reaper (Ryuk) only where its image is already there: no registry is
+    reachable from these machines, and pulling it would fail every start. The rig's label
+    (`remove_rig`, each container's `remove()`) is the guarantee of clean-up either way."""
+    if testcontainers_config.ryuk_disabled:
+        return
+    try:
+        client.images.get(testcontainers_config.ryuk_image)
+    except ImageNotFound:
+        log.debug("no %s image here (none can be pulled): the reaper stays off",
+                  testcontainers_config.ryuk_image)
+        testcontainers_config.ryuk_disabled = True
+
+
+# ---------------------------------------------------------------- waits
+
+
+class RigWait(WaitStrategy):
+    """A readiness check of a rig container, polled with `firstboot.core.wait`: when the
+    time runs out, a RigError names what was awaited, the last reason and the limit; an
+    exception from the check (a state that waiting cannot mend) ends the wait at once."""
+
+    what = "the container"
+
+    def __init__(self, timeout: float, interval: float = 1.0) -> None:
+        super().__init__()
+        self._startup_timeout, self._poll_interval = timeout, interval
+
+    @abstractmethod
+    def check(self, container: RigContainer) -> str | None:
+        """None when ready, else why not yet."""
+
+    def wait_until_ready(self, container: WaitStrategyTarget) -> None:
+        if not isinstance(container, RigContainer):
+            raise TypeError(f"{type(self).__name__} waits for rig containers only")
+        wait_until(f"{self.what} ({container.name})", functools.partial(self.check, container),
+                   self._startup_timeout, self._poll_interval)
+
+
+class ContainerRunning(RigWait):
+    what = "the container to run"
+
+    def check(self, container: RigContainer) -> str | None:
+        return container.not_running()
+
+
+class SystemdState(RigWait):
+    """systemd (PID 1) in one of `states` (`systemctl is-system-running`)."""
+
+    def __init__(self, timeout: float, interval: float = 2.0,
+                 states: frozenset[str] = frozenset({"running", "degraded"})) -> None:
+        super().__init__(timeout, interval)
+        self.states = states
+        self.what = f"systemd {'/'.join(sorted(states))}"
+
+    def check(self, container: RigContainer) -> str | None:
+        if (reason := container.not_running()) is not None:
+            return reason
+        state = container.exec("systemctl", "is-system-running")[1].strip()
+        return None if state in self.states else f"systemd is {state or 'not answering'}"
+
+
+class UnitActive(RigWait):
+    """One systemd unit active (the backup server's sshd, its forced `borg serve`)."""
+
+    def __init__(self, unit: str, timeout: float, interval: float = 1.0) -> None:
+        super().__init__(timeout, interval)
+        self.unit = unit
+        self.what = f"{unit}.service active"
+
+    def check(self, container: RigContainer) -> str | None:
+        if (reason := container.not_running()) is not None:
+            return reason
+        state = container.exec("systemctl", "is-active", self.unit)[1].strip()
+        return None if state == "active" else f"{self.unit}.service is {state}"
+
+
+class PortsAccept(RigWait):
+    """Each of `ports` accepts a TCP connection at the container's rig address."""
+
+    def __init__(self, ports: Sequence[int], timeout: float, interval: float = 0.5) -> None:
+        super().__init__(timeout, interval)
+        self.ports = tuple(ports)
+        self.what = f"ports {', '.join(map(str, self.ports))} to accept connections"
+
+    def check(self, container: RigContainer) -> str | None:
+        if (reason := container.not_running()) is not None:
+            return reason
+        for port in self.ports:
+            try:
+                with socket.create_connection((container.ip(), port), timeout=2):
+                    pass
+            except OSError as err:
+                return f"port {port}: {err}"
+        return None
+
+
+class FirstBootDone(RigWait):
+    """First boot's done marker. A failed run raises FirstBootFailed at once, naming the
+    failing steps and their messages, unless `retry_failures`: then the unit's retries are
+    waited out, and a time-out names the last failing steps."""
+
+    what = "first boot"
+
+    def __init__(self, timeout: float, interval: float = 3.0,
+                 retry_failures: bool = False) -> None:
+        super().__init__(timeout, interval)
+        self.retry_failures = retry_failures
+
+    def wait_until_ready(self, container: WaitStrategyTarget) -> None:
+        if not isinstance(container, RigContainer):
+            raise TypeError("FirstBootDone waits for rig containers only")
+        wait_until(f"first boot ({container.name})", functools.partial(self.check, container),
+                   self._startup_timeout, self._poll_interval)
+
+    def check(self, container: RigContainer) -> str | None:
+        code, _ = container.exec("test", "-e", str(BOX.done_marker))
+        if code == 0:
+            return None
+        status = container.read_json(str(BOX.status)) or {}
+        result = status.get("result", "not started")
+        failures = failures_text(status)
+        if result == "failed" and not self.retry_failures:
+            raise FirstBootFailed(f"first boot of {container.name} failed: "
+                                  f"{failures or 'no failing step recorded'}",
+                                  hint=first_hint(status) or
+                                  f"docker exec {container.name} journalctl -u {FIRSTBOOT_UNIT}")
+        if (reason := container.not_running()) is not None:
+            raise RigError(f"{container.name} stopped during first boot ({reason})")
+        return f"first boot result: {result}" + (f" ({failures[-600:]})" if failures else "")
+
+
+def failures_text(status: dict[str, Any]) -> str:
+    """status.json's failures as `step: message; …`."""
+    return "; ".join(f"{f.get('step')}: {f.get('message')}"
+                     for f in status.get("failures") or [])
+
+
+def first_hint(status: dict[str, Any]) -> str | None:
+    hints = [str(f["hint"]) for f in status.get("failures") or [] if f.get("hint")]
+    return hints[0] if hints else None
+
+
+# ---------------------------------------------------------------- the containers
+
+
+class RigContainer(DockerContainer):
+    """One container of the rig: named RIG-ROLE, labelled with the rig and its role, on
+    the rig's network (aliases, a fixed address when given), `files` laid in before it
+    starts. Ready when its wait strategy says so (by default: running)."""
+
+    def __init__(self, rig: Rig, role: str, image: str, aliases: Sequence[str] = (),
+                 environment: dict[str, str] | None = None,
+                 command: Sequence[str] | None = None,
+                 ports: dict[str, int | None] | None = None,
+                 files: dict[str, tuple[bytes, int]] | None = None,
+                 ipv4_address: str | None = None, *,
+                 container: Container | None = None) -> None:
+        super().__init__(image, docker_client_kw=_quiet_client_kw(rig.client),
+                         env=dict(environment or {}), name=f"{rig.name}-{role}")
+        self._docker = _RigEngine(rig.client)
+        self.rig, self.role = rig, role
+        self.aliases = list(aliases)
+        self._command = list(command) if command else None
+        # Files laid into the container before it starts: path -> (content, mode).
+        self.files: dict[str, tuple[bytes, int]] = dict(files or {})
+        # A fixed address on the rig network (e.g. one a DNS record must name before boot).
+        self.ipv4_address = ipv4_address
+        for port, host_port in (ports or {}).items():
+            self.with_bind_ports(port, host_port)
+        # An existing container of the rig (`try disaster` finds the old box by its label).
+        self._container = container
+        self.waiting_for(ContainerRunning(60))
 
     @property
     def name(self) -> str:
         return f"{self.rig.name}-{self.role}"
 
-    def run_kwargs(self) -> dict[str, Any]:
-        return {}
+    @property
+    def container(self) -> Container | None:
+        """The engine's container (None before start)."""
+        return self._container
 
-    def start(self) -> Part:
-        kwargs: dict[str, Any] = {
-            "name": self.name, "hostname": self.aliases[0] if self.aliases else self.role,
-            "detach": True, "labels": {RIG_LABEL: self.rig.name, "arkbox.rig.role": self.role},
-            "environment": self.environment, "network": self.rig.network_name,
-            "ports": self.ports or None,
-        }
-        kwargs.update(self.run_kwargs())
-        command = kwargs.pop("command", list(self.command) if self.command else None)
-        container = self.rig.client.containers.create(self.image, command, **kwargs)
-        if self.files:
-            container.put_archive("/", files_tar(self.files))
-        network = self.rig.client.networks.get(self.rig.network_name)
-        if self.aliases or self.ipv4_address:
-            network.disconnect(container)
-            network.connect(container, aliases=list(self.aliases) or None,
-                            ipv4_address=self.ipv4_address)
-        container.start()
-        self.container = container
-        self.wait_ready()
-        return self
+    @property
+    def environment(self) -> dict[str, str]:
+        return self.env
 
-    def wait_ready(self) -> None:
-        wait_until(f"{self.role} container", self._running, 60)
+    @property
+    def labels(self) -> dict[str, str]:
+        return {RIG_LABEL: self.rig.name, ROLE_LABEL: self.role}
 
-    def _running(self) -> str | None:
-        assert self.container is not None
-        self.container.reload()
-        status = str(self.container.status)
+    def start(self) -> Self:
+        keep_reaper_off_unless_present(self.rig.client)
+        return super().start()
+
+    def _configure(self) -> None:
+        """Called by `start()` just before the container is created."""
+        if not self.rig.network.exists():
+            raise RigError(f"the rig's network {self.rig.network.name} does not exist",
+                           hint="start the rig first (Rig.up() or `with rig.running():`)")
+        self.with_network(self.rig.network)
+        for path, (content, mode) in sorted(self.files.items()):
+            self.with_copy_into_container(content, path, mode)
+        # testcontainers' endpoint config carries only aliases; ours adds the fixed address.
+        endpoint = EndpointConfig(str(self.rig.client.api.api_version),
+                                  aliases=self.aliases or None, ipv4_address=self.ipv4_address)
+        self._kwargs = {"hostname": self.aliases[0] if self.aliases else self.role,
+                        "labels": self.labels, "detach": True,
+                        "networking_config": {self.rig.network.name: endpoint},
+                        **self._kwargs}
+
+    def stop(self, force: bool = True, delete_volume: bool = True) -> None:
+        """Remove the container and every volume labelled as this container's, also when
+        it never started (the rig's client stays open for the rest of the rig)."""
+        self.remove()
+
+    def remove(self) -> dict[str, int]:
+        """Remove the container and its labelled volumes; the counts of each."""
+        client = self.rig.client
+        removed = {"containers": 0, "volumes": 0}
+        container = self._container
+        if container is None:
+            with suppress(NotFound):
+                container = client.containers.get(self.name)
+        if container is not None:
+            with suppress(NotFound):
+                container.reload()
+                for kind, n in remove_container(client, container).items():
+                    removed[kind] += n
+        self._container = None
+        label_filter: dict[str, str | list[str] | bool] = {
+            "label": [f"{key}={value}" for key, value in self.labels.items()]}
+        for volume in client.volumes.list(filters=label_filter):
+            with suppress(NotFound):
+                volume.remove(force=True)
+                removed["volumes"] += 1
+        return removed
+
+    def not_running(self) -> str | None:
+        """None while the container runs, else its state."""
+        if self._container is None:
+            return "not created"
+        self._container.reload()
+        status = str(self._container.status)
         return None if status == "running" else f"container is {status}"
 
-    def exec(self, *argv: str, user: str = "root") -> tuple[int, str]:
-        assert self.container is not None, f"{self.role} was not started"
-        result = self.container.exec_run(list(argv), user=user, demux=False)
+    # Ours returns (exit code, text): the shape every rig user reads; testcontainers'
+    # returns bytes. Its wait strategies are not used on rig containers.
+    def exec(self, *argv: str, user: str = "root",  # type: ignore[override]
+             environment: dict[str, str] | None = None) -> tuple[int, str]:
+        assert self._container is not None, f"{self.role} was not started"
+        result = self._container.exec_run(list(argv), user=user, demux=False,
+                                          environment=environment)
         output = result.output if isinstance(result.output, bytes) else b""
         return int(result.exit_code or 0), output.decode(errors="replace")
 
+    def exec_streaming(self, argv: Sequence[str], on_line: Callable[[str], None]) -> int:
+        """Run argv in the container, handing each line of its output (stdout and stderr)
+        to `on_line` as it comes; its exit code."""
+        assert self._container is not None, f"{self.role} was not started"
+        api = self.rig.client.api
+        exec_id = api.exec_create(self._container.id, list(argv), stdout=True,
+                                  stderr=True)["Id"]
+        pending = b""
+        for chunk in api.exec_start(exec_id, stream=True):
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                on_line(line.decode(errors="replace"))
+        if pending:
+            on_line(pending.decode(errors="replace"))
+        return int(api.exec_inspect(exec_id).get("ExitCode") or 0)
+
+    def put_files(self, files: dict[str, tuple[bytes, int]]) -> None:
+        """Lay files into the running container (path -> content, mode)."""
+        assert self._container is not None, f"{self.role} was not started"
+        self._container.put_archive("/", files_tar(files))
+
+    def read_json(self, path: str) -> Any:
+        code, out = self.exec("cat", path)
+        if code != 0:
+            return None
+        return json.loads(out)
+
     def ip(self, family: int = 4) -> str:
-        assert self.container is not None
-        self.container.reload()
-        net = self.container.attrs["NetworkSettings"]["Networks"][self.rig.network_name]
+        assert self._container is not None
+        self._container.reload()
+        net = self._container.attrs["NetworkSettings"]["Networks"][self.rig.network.name]
         return str(net["IPAddress"] if family == 4 else net["GlobalIPv6Address"])
 
     def host_port(self, port: str) -> int:
-        assert self.container is not None
-        self.container.reload()
-        bindings = self.container.attrs["NetworkSettings"]["Ports"].get(port) or []
+        """The host port the engine published `port` ("443/tcp") on."""
+        assert self._container is not None
+        self._container.reload()
+        bindings = self._container.attrs["NetworkSettings"]["Ports"].get(port) or []
         return int(bindings[0]["HostPort"])
 
 
@@ -201,93 +487,90 @@ RIG_SYSCTLS = {
 }
 
 
-@dataclass
-class SystemdPart(Part):
-    """A container that boots systemd as PID 1 (the appliance, the backup server)."""
+class SystemdContainer(RigContainer):
+    """A container that boots systemd as PID 1 (the appliance, the backup server), with the
+    rig's capability set and its own inner-engine volume. Ready at systemd running or
+    degraded (within `boot_timeout`)."""
 
-    volumes: dict[str, dict[str, str]] = field(default_factory=dict)
-    # How long systemd may take to reach running/degraded (first boot runs after it).
-    boot_timeout: float = 180
-
-    def __post_init__(self) -> None:
+    def __init__(self, rig: Rig, role: str, image: str, aliases: Sequence[str] = (),
+                 environment: dict[str, str] | None = None,
+                 command: Sequence[str] | None = None,
+                 ports: dict[str, int | None] | None = None,
+                 files: dict[str, tuple[bytes, int]] | None = None,
+                 ipv4_address: str | None = None, *,
+                 volumes: dict[str, dict[str, str]] | None = None,
+                 boot_timeout: float = 180,
+                 container: Container | None = None) -> None:
+        super().__init__(rig, role, image, aliases, {**SYSTEMD_ENV, **(environment or {})},
+                         command or ["/sbin/init"], ports, files, ipv4_address,
+                         container=container)
         path, content = RIG_DOCKERD_DROPIN
         self.files.setdefault(path, (content, 0o644))
+        # How long systemd may take to reach running/degraded (first boot runs after it).
+        self.boot_timeout = boot_timeout
+        for volume, mount in (volumes or {}).items():
+            self.with_volume_mapping(volume, mount["bind"], mount.get("mode", "rw"))
+        self.tmpfs.update(SYSTEMD_TMPFS)
+        self.with_kwargs(cap_add=["ALL"], cap_drop=SYSTEMD_CAPS_DROP,
+                         security_opt=SYSTEMD_SECURITY_OPT, stop_signal="SIGRTMIN+3",
+                         sysctls=RIG_SYSCTLS)
+        self.waiting_for(SystemdState(boot_timeout))
 
-    def run_kwargs(self) -> dict[str, Any]:
-        docker_volume = self.labelled_volume("docker")
-        return {
-            "cap_add": ["ALL"], "cap_drop": SYSTEMD_CAPS_DROP,
-            "security_opt": SYSTEMD_SECURITY_OPT, "tmpfs": SYSTEMD_TMPFS,
-            "volumes": {"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"},
-                        docker_volume: {"bind": "/var/lib/docker", "mode": "rw"},
-                        **self.volumes},
-            "environment": {**SYSTEMD_ENV, **self.environment},
-            "stop_signal": "SIGRTMIN+3",
-            "sysctls": RIG_SYSCTLS,
-            "command": list(self.command) if self.command else ["/sbin/init"],
-        }
+    def _configure(self) -> None:
+        self.with_volume_mapping("/sys/fs/cgroup", "/sys/fs/cgroup", "rw")
+        self.with_volume_mapping(self.labelled_volume("docker"), "/var/lib/docker", "rw")
+        super()._configure()
 
     def labelled_volume(self, purpose: str) -> str:
-        """The part's volume NAME-PURPOSE, made with the rig's label before the container
-        is: `remove_rig` finds it even when the container never came to be."""
+        """The container's volume NAME-PURPOSE, made with the rig's labels before the
+        container is: `remove_rig` and `remove()` find it even when the container never
+        came to be."""
         volume = f"{self.name}-{purpose}"
         try:
             self.rig.client.volumes.get(volume)
         except NotFound:
-            self.rig.client.volumes.create(volume, labels={RIG_LABEL: self.rig.name})
+            self.rig.client.volumes.create(volume, labels=self.labels)
         return volume
-
-    def wait_ready(self) -> None:
-        wait_until(f"{self.role} systemd", self._system_up, self.boot_timeout, interval=2)
-
-    def _system_up(self) -> str | None:
-        if (reason := self._running()) is not None:
-            return reason
-        _, state = self.exec("systemctl", "is-system-running")
-        state = state.strip()
-        return None if state in {"running", "degraded"} else f"systemd is {state or 'starting'}"
 
     def failed_units(self) -> list[str]:
         _, out = self.exec("systemctl", "list-units", "--failed", "--plain", "--no-legend")
         return [line.split()[0] for line in out.splitlines() if line.strip()]
 
-    def read_json(self, path: str) -> Any:
-        code, out = self.exec("cat", path)
-        if code != 0:
-            return None
-        return json.loads(out)
+    def journal(self, unit: str = FIRSTBOOT_UNIT) -> str:
+        return self.exec("journalctl", "-u", unit, "--no-pager", "-o", "cat")[1]
+
+
+ContainerT = TypeVar("ContainerT", bound=RigContainer)
 
 
 @dataclass
 class Rig:
-    """A private network and the parts on it; `down()` removes all of it."""
+    """A private network and the containers on it; `down()` removes all of it."""
 
     name: str = "arkbox-rig"
     client: docker.DockerClient = field(default_factory=lambda: docker.from_env(timeout=300))
-    parts: list[Part] = field(default_factory=list)
+    containers: list[RigContainer] = field(default_factory=list)
     ipv6_subnet: str = "fd42:a7b0:c5::/64"
     ipv4_subnet: str = "172.30.99.0/24"
 
+    @functools.cached_property
+    def network(self) -> RigNetwork:
+        return RigNetwork(self)
+
     @property
     def network_name(self) -> str:
-        return f"{self.name}-net"
+        return self.network.name
 
     def up(self) -> Rig:
-        try:
-            self.client.networks.get(self.network_name)
-        except NotFound:
+        if not self.network.exists():
             remove_abandoned_rigs(self.client, {self.ipv4_subnet, self.ipv6_subnet})
-            ipam = docker.types.IPAMConfig(pool_configs=[
-                docker.types.IPAMPool(subnet=self.ipv4_subnet),
-                docker.types.IPAMPool(subnet=self.ipv6_subnet),
-            ])
-            self.client.networks.create(self.network_name, driver="bridge", enable_ipv6=True,
-                                        ipam=ipam, labels={RIG_LABEL: self.name})
+            self.network.create()
         return self
 
-    def add(self, part: Part) -> Part:
-        self.parts.append(part)
-        return part.start()
+    def add(self, container: ContainerT) -> ContainerT:
+        """Start `container` on the rig (ready when this returns)."""
+        self.containers.append(container)
+        return container.start()
 
     def down(self) -> dict[str, int]:
         """Remove every container, volume and network labelled as this rig's."""
@@ -302,25 +585,6 @@ class Rig:
             self.down()
 
 
-# ---------------------------------------------------------------- running a command live
-
-
-def exec_streaming(part: Part, argv: Sequence[str], on_line: Callable[[str], None]) -> int:
-    """Run argv in the part, handing each line of its output (stdout and stderr) to
-    `on_line` as it comes; its exit code."""
-    assert part.container is not None, f"{part.role} was not started"
-    api = part.rig.client.api
-    exec_id = api.exec_create(part.container.id, list(argv), stdout=True, stderr=True)["Id"]
-    pending = b""
-    for chunk in api.exec_start(exec_id, stream=True):
-        *lines, pending = (pending + chunk).split(b"\n")
-        for line in lines:
-            on_line(line.decode(errors="replace"))
-    if pending:
-        on_line(pending.decode(errors="replace"))
-    return int(api.exec_inspect(exec_id).get("ExitCode") or 0)
-
-
 def rig_image(source_dir: Path, cache_dir: Path, recipe: str) -> str:
     """A rig-only image (client, rig-internet), built offline like every service image."""
     from builder.pipeline.service_images import build_service_images
@@ -330,63 +594,154 @@ def rig_image(source_dir: Path, cache_dir: Path, recipe: str) -> str:
     return image.tag
 
 
-@dataclass
-class BackupServerPart(SystemdPart):
-    """The backup-server role: ready when its sshd (the forced `borg serve`) is active."""
+class BackupServerContainer(SystemdContainer):
+    """The backup-server role: ready when systemd is up and its sshd (the forced
+    `borg serve`) is active."""
 
-    def wait_ready(self) -> None:
-        super().wait_ready()
-        wait_until("sshd on the backup server", self._sshd_active, 60)
+    def __init__(self, rig: Rig, role: str, image: str, aliases: Sequence[str] = (),
+                 environment: dict[str, str] | None = None,
+                 command: Sequence[str] | None = None,
+                 ports: dict[str, int | None] | None = None,
+                 files: dict[str, tuple[bytes, int]] | None = None,
+                 ipv4_address: str | None = None, *,
+                 volumes: dict[str, dict[str, str]] | None = None,
+                 boot_timeout: float = 180) -> None:
+        super().__init__(rig, role, image, aliases, environment, command, ports, files,
+                         ipv4_address, volumes=volumes, boot_timeout=boot_timeout)
+        self.waiting_for(CompositeWait(SystemdState(boot_timeout), UnitActive("ssh", 60)))
 
-    def _sshd_active(self) -> str | None:
-        state = self.exec("systemctl", "is-active", "ssh")[1].strip()
-        return None if state == "active" else f"ssh.service is {state}"
+
+class CompositeWait(RigWait):
+    """Each wait in turn, each with its own time limit (testcontainers' composite wait
+    would give them all one, and turn our messages into a bare TimeoutError)."""
+
+    def __init__(self, *waits: RigWait) -> None:
+        super().__init__(sum(w._startup_timeout for w in waits))
+        self.waits = waits
+
+    def check(self, container: RigContainer) -> str | None:  # pragma: no cover - unused
+        return None
+
+    def wait_until_ready(self, container: WaitStrategyTarget) -> None:
+        for one in self.waits:
+            one.wait_until_ready(container)
 
 
-@dataclass
-class AppliancePart(SystemdPart):
+class ApplianceContainer(SystemdContainer):
     """The built appliance (its root fs tar) booting with systemd; first boot runs by itself.
 
     `config` (YAML text) replaces the baked /etc/arkbox/appliance.yaml before boot,
     so one image serves many test configs. The image holds no secret: `seed_config`
     names the config file the box's config came from, and the box gets the seed made
     from `config` (or that file) with the secrets next to it. Without it, no seed.
+    Ready at systemd running/degraded; `wait_first_boot()` then waits for first boot.
     """
 
-    config: str | None = None
-    seed_config: Path | None = None
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.config is not None:
-            self.files[APPLIANCE_CONFIG] = (self.config.encode(), 0o600)
-        if self.seed_config is not None:
-            text = self.config if self.config is not None else self.seed_config.read_text()
-            self.files[seeding.SEED_FILE] = (seeding.seed_for(text, self.seed_config), 0o600)
+    def __init__(self, rig: Rig, role: str, image: str, aliases: Sequence[str] = (),
+                 environment: dict[str, str] | None = None,
+                 command: Sequence[str] | None = None,
+                 ports: dict[str, int | None] | None = None,
+                 files: dict[str, tuple[bytes, int]] | None = None,
+                 ipv4_address: str | None = None, *,
+                 config: str | None = None, seed_config: Path | None = None,
+                 volumes: dict[str, dict[str, str]] | None = None,
+                 boot_timeout: float = 180,
+                 container: Container | None = None) -> None:
+        super().__init__(rig, role, image, aliases, environment, command, ports, files,
+                         ipv4_address, volumes=volumes, boot_timeout=boot_timeout,
+                         container=container)
+        self.config, self.seed_config = config, seed_config
+        if config is not None:
+            self.files[APPLIANCE_CONFIG] = (config.encode(), 0o600)
+        if seed_config is not None:
+            text = config if config is not None else seed_config.read_text()
+            self.files[seeding.SEED_FILE] = (seeding.seed_for(text, seed_config), 0o600)
         # Also a seed passed in `files`, e.g. the one `try disaster` keeps for the blank box.
-        self.environment.update(seeding.environment_for(self.files))
+        self.env.update(seeding.environment_for(self.files))
 
-    def wait_first_boot(self, timeout: float = 600) -> dict[str, Any]:
-        """Wait until first boot finished (done marker); returns status.json. A failed first
-        boot is retried by its unit, so a failure is waited out too: on time-out the message
+    def wait_first_boot(self, timeout: float = 600, *,
+                        retry_failures: bool = False) -> dict[str, Any]:
+        """Wait until first boot finished (done marker); returns status.json.
+
+        A failed run raises FirstBootFailed at once with the failing steps and their
+        messages. Its unit retries a failed first boot: with `retry_failures` the retries
+        are waited out (a test that mends the box meanwhile), and on time-out the message
         names the last failing steps and their reasons."""
+        FirstBootDone(timeout, retry_failures=retry_failures).wait_until_ready(self)
+        return self.status_json()
 
-        def finished() -> str | None:
-            code, _ = self.exec("test", "-e", str(BOX.done_marker))
-            if code == 0:
-                return None
-            status = self.read_json(str(BOX.status)) or {}
-            failures = "; ".join(f"{f.get('step')}: {f.get('message')}"
-                                 for f in status.get("failures") or [])[-600:]
-            return (f"first boot result: {status.get('result', 'not started')}"
-                    + (f" ({failures})" if failures else ""))
+    # ------------------------------------------------------------ what an operator does
 
-        wait_until("first boot", finished, timeout, interval=3)
-        status: dict[str, Any] = self.read_json(str(BOX.status))
-        return status
+    def installer(self, *args: str, environment: dict[str, str] | None = None
+                  ) -> tuple[int, str]:
+        """`arkbox-installer ARGS` in the box: its exit code and output (stdout and
+        stderr, interleaved as they came)."""
+        return self.exec(INSTALLER_PROGRAM, *args, environment=environment)
 
-    def journal(self, unit: str = FIRSTBOOT_UNIT) -> str:
-        return self.exec("journalctl", "-u", unit, "--no-pager", "-o", "cat")[1]
+    def status_json(self) -> dict[str, Any]:
+        """The box's status.json (what `arkbox-installer status --json` reports from);
+        empty before first boot wrote one. (Not `status`: testcontainers' `status` is the
+        container's state, which its own waits read.)"""
+        data = self.read_json(str(BOX.status))
+        return dict(data) if isinstance(data, dict) else {}
+
+    def https(self, host: str, path: str = "/", *, ca_pem: bytes | None = None,
+              timeout: float = 30) -> tuple[int, str]:
+        """A GET of https://HOST/PATH at the box's rig address as a client on the rig
+        network makes it (SNI and Host: HOST); its status and body. The certificate is
+        verified against `ca_pem` when given (e.g. the box's fullchain, the test CA's
+        root), else not checked (the fallback certificate is the box's own)."""
+        if ca_pem is None:
+            context = ssl.create_default_context()
+            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        else:
+            context = ssl.create_default_context(cadata=ca_pem.decode())
+        connection = _NamedHTTPSConnection(self.ip(), 443, host, context=context,
+                                           timeout=timeout)
+        try:
+            connection.request("GET", path, headers={"Host": host})
+            response = connection.getresponse()
+            return response.status, response.read().decode(errors="replace")
+        finally:
+            connection.close()
+
+    def imap_login(self, mailbox: str, password: str, timeout: float = 30) -> bool:
+        """Whether `mailbox` logs in with `password` over IMAPS (993) at the box's rig
+        address (certificate not checked: the login is what is tried)."""
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        with imaplib.IMAP4_SSL(self.ip(), 993, ssl_context=context, timeout=timeout) as imap:
+            try:
+                imap.login(mailbox, password)
+            except imaplib.IMAP4.error:
+                return False
+            imap.logout()
+            return True
+
+    def backup_now(self, on_line: Callable[[str], None] | None = None) -> str:
+        """`arkbox-installer backup` in the box, as its timer runs it; its output. With
+        `on_line`, verbosely, each line handed over as it comes. A RigError when it fails."""
+        if on_line is None:
+            code, output = self.installer("backup")
+        else:
+            lines: list[str] = []
+
+            def keep(line: str) -> None:
+                lines.append(line)
+                on_line(line)
+
+            code = self.exec_streaming([INSTALLER_PROGRAM, "backup", "-v"], keep)
+            output = "\n".join(lines)
+        if code != 0:
+            raise RigError(f"arkbox-installer backup in {self.name} exited {code}: "
+                           f"{output.strip()[-600:]}",
+                           hint=f"docker exec {self.name} arkbox-installer backup --debug")
+        return output
+
+    def destroy_keep_backups(self) -> dict[str, int]:
+        """Remove the box: its container and its volumes, as a lost VPS is gone. The
+        backup server (its own container and volumes) keeps the repository."""
+        return self.remove()
 
 
 def pebble_image(source_dir: Path, cache_dir: Path) -> str:
@@ -446,8 +801,7 @@ CHALLTESTSRV_PORT = 8055
 PEBBLE_DNS_PORT = 8053
 
 
-@dataclass
-class PebblePart(Part):
+class TestCAContainer(RigContainer):
     """A test ACME CA: Pebble, with pebble-challtestsrv as the DNS its validator asks.
 
     Pebble serves its directory over HTTPS with `https` (a throw-away CA and a
@@ -457,13 +811,21 @@ class PebblePart(Part):
     management endpoint and the DNS API accept connections.
     """
 
-    https: HttpsIdentity | None = None  # None: made here for the aliases
-    nonce_reject_percent: int = 5  # Pebble's own default: badNonce for 5% of requests
-    validity_seconds: int | None = None  # None: Pebble's default (5 years)
+    __test__ = False  # not a pytest test class, whatever its name says
 
-    def __post_init__(self) -> None:
-        if self.https is None:
-            self.https = https_identity(list(self.aliases) or [self.role])
+    def __init__(self, rig: Rig, role: str, image: str, aliases: Sequence[str] = (),
+                 environment: dict[str, str] | None = None,
+                 ports: dict[str, int | None] | None = None,
+                 files: dict[str, tuple[bytes, int]] | None = None,
+                 ipv4_address: str | None = None, *,
+                 https: HttpsIdentity | None = None,  # None: made here for the aliases
+                 nonce_reject_percent: int = 5,  # Pebble's default: badNonce for 5%
+                 validity_seconds: int | None = None,  # None: Pebble's default (5 years)
+                 container: Container | None = None) -> None:
+        super().__init__(rig, role, image, aliases, None, None, ports, files, ipv4_address,
+                         container=container)
+        self.https = https or https_identity(list(self.aliases) or [self.role])
+        self.nonce_reject_percent, self.validity_seconds = nonce_reject_percent, validity_seconds
         config: dict[str, Any] = {
             "listenAddress": f"0.0.0.0:{PEBBLE_ACME_PORT}",
             "managementListenAddress": f"0.0.0.0:{PEBBLE_MANAGEMENT_PORT}",
@@ -478,11 +840,11 @@ class PebblePart(Part):
             "/etc/pebble/cert.pem": (self.https.cert_pem, 0o644),
             "/etc/pebble/key.pem": (self.https.key_pem, 0o600),
         })
-        self.environment = {"PEBBLE_VA_NOSLEEP": "1",
-                            "PEBBLE_WFE_NONCEREJECT": str(self.nonce_reject_percent),
-                            **self.environment}
+        self.env.update({"PEBBLE_VA_NOSLEEP": "1",
+                         "PEBBLE_WFE_NONCEREJECT": str(self.nonce_reject_percent),
+                         **(environment or {})})
         # No default answers: a name resolves only once a test adds it.
-        self.command = ["sh", "-c",
+        self._command = ["sh", "-c",
                         "pebble-challtestsrv -defaultIPv4 '' -defaultIPv6 '' -http01 '' "
                         "-https01 '' -tlsalpn01 '' -dns01 :8053 -management :8055 & "
                         f"exec pebble -config /etc/pebble/config.json "
@@ -493,20 +855,8 @@ class PebblePart(Part):
         """The ACME directory URL as the rig's other parts reach it."""
         return f"https://{self.aliases[0]}:{PEBBLE_ACME_PORT}/dir"
 
-    def wait_ready(self) -> None:
-        super().wait_ready()
-        for port in (PEBBLE_ACME_PORT, PEBBLE_MANAGEMENT_PORT, CHALLTESTSRV_PORT):
-            wait_until(f"pebble port {port}", functools.partial(self._accepts, port), 60,
-                       interval=0.5)
-
-    def _accepts(self, port: int) -> str | None:
-        if (reason := self._running()) is not None:
-            return reason
-        try:
-            with socket.create_connection((self.ip(), port), timeout=2):
-                return None
-        except OSError as err:
-            return f"port {port}: {err}"
+        self.waiting_for(PortsAccept((PEBBLE_ACME_PORT, PEBBLE_MANAGEMENT_PORT,
+                                      CHALLTESTSRV_PORT), 60))
 
     def add_a(self, host: str, address: str) -> None:
         """Make `host` resolve to `address` for Pebble's validator (challtestsrv's API)."""
@@ -523,7 +873,6 @@ class PebblePart(Part):
 
     def root_pem(self) -> bytes:
         """Pebble's current root (it signs the issued chains), from its management endpoint."""
-        assert self.https is not None
         context = ssl.create_default_context(cadata=self.https.ca_pem.decode())
         connection = _NamedHTTPSConnection(self.ip(), PEBBLE_MANAGEMENT_PORT,
                                            self.aliases[0], context=context, timeout=10)
