@@ -364,6 +364,16 @@ class RigContainer(DockerContainer):
         keep_reaper_off_unless_present(self.rig.client)
         return super().start()
 
+    def with_dns(self, servers: Sequence[str]) -> Self:
+        """The resolvers the container asks (e.g. the rig's own DNS server)."""
+        self._kwargs = {**self._kwargs, "dns": list(servers)}
+        return self
+
+    def with_capabilities(self, *caps: str) -> Self:
+        """Capabilities added to the engine's default set (e.g. NET_RAW for nmap)."""
+        self._kwargs = {**self._kwargs, "cap_add": list(caps)}
+        return self
+
     def _configure(self) -> None:
         """Called by `start()` just before the container is created."""
         if not self.rig.network.exists():

@@ -28,7 +28,7 @@ from rig_fixtures import (
     FULLCHAIN,
     ROUTES,
     STATUS_JSON,
-    ClientPart,
+    ClientContainer,
     Scan,
     add_appliance,
     add_client,
@@ -52,7 +52,7 @@ from rig_fixtures import (
 )
 
 from builder.rig import seeding
-from builder.rig.parts import AppliancePart, Rig, files_tar, wait_until
+from builder.rig.parts import ApplianceContainer, Rig, files_tar, wait_until
 from firstboot.seed_sources import SYSTEM_CREDENTIALS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -82,8 +82,8 @@ KILL_POINTS = (
 @dataclass
 class Box:
     rig: Rig
-    app: AppliancePart
-    client: ClientPart
+    app: ApplianceContainer
+    client: ClientContainer
     key: str
     first_boot_s: float
     # Taken right after first boot, before any test changed the box.
@@ -351,7 +351,7 @@ def _valid_config(bad: Box) -> str:
     return text
 
 
-def _pass_seed(app: AppliancePart, seed: bytes) -> None:
+def _pass_seed(app: ApplianceContainer, seed: bytes) -> None:
     """The seed as the machine would pass it: in systemd's credential store. Laid in a
     file first and moved there (the store is a tmpfs, and a value on an exec's command
     line would show in a failure message)."""
@@ -361,12 +361,12 @@ def _pass_seed(app: AppliancePart, seed: bytes) -> None:
                f"{SYSTEM_CREDENTIALS}/arkbox-seed")
 
 
-def _srv_untouched(app: AppliancePart) -> None:
+def _srv_untouched(app: ApplianceContainer) -> None:
     out = check(app, "find /srv/arkbox -mindepth 1 2>/dev/null | head; ls -A /etc/arkbox")
     assert out.split() == ["appliance.yaml"], f"something was written:\n{out}"
 
 
-def _unit_result(app: AppliancePart) -> dict[str, Any]:
+def _unit_result(app: ApplianceContainer) -> dict[str, Any]:
     """Wait for the first-boot run to end (status.json says so); stop the unit's retries."""
 
     def ended() -> str | None:
@@ -385,12 +385,12 @@ def _unit_result(app: AppliancePart) -> dict[str, Any]:
     return data
 
 
-def _exit_status(app: AppliancePart) -> int:
+def _exit_status(app: ApplianceContainer) -> int:
     out = check(app, "systemctl show arkbox-firstboot -p ExecMainStatus --value")
     return int(out.strip())
 
 
-def _run_unit_again(app: AppliancePart) -> dict[str, Any]:
+def _run_unit_again(app: ApplianceContainer) -> dict[str, Any]:
     check(app, f"rm -f {STATUS_JSON}; systemctl reset-failed arkbox-firstboot; "
                "systemctl start --no-block arkbox-firstboot")
     return _unit_result(app)

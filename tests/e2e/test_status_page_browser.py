@@ -38,9 +38,9 @@ from rig_fixtures import (
 from status_page_checks import PASSWORD, series_marks
 
 from builder.rig.parts import (
-    AppliancePart,
-    BackupServerPart,
-    PebblePart,
+    ApplianceContainer,
+    BackupServerContainer,
+    TestCAContainer,
     https_identity,
     image_from_rootfs_tar,
     pebble_image,
@@ -65,7 +65,7 @@ PEBBLE_HTTPS = https_identity(["pebble", "localhost"])
 
 @dataclass
 class Box:
-    app: AppliancePart
+    app: ApplianceContainer
     backups_made: int
     failed_runs: int
     ca_root: bytes
@@ -84,14 +84,14 @@ def box(docker_engine: None) -> Iterator[Box]:
         image = appliance_image(rig)
         server_image = image_from_rootfs_tar(rig.client, built_backup_server(),
                                              "arkbox/backup-server-role")
-        server = BackupServerPart(rig, "backup", server_image, aliases=("backup.arkbox.test",))
+        server = BackupServerContainer(rig, "backup", server_image, aliases=("backup.arkbox.test",))
         rig.add(server)
-        pebble = PebblePart(rig, "pebble", pebble_image(ROOT, CACHE_DIR), aliases=["pebble"],
+        pebble = TestCAContainer(rig, "pebble", pebble_image(ROOT, CACHE_DIR), aliases=["pebble"],
                             https=PEBBLE_HTTPS)
         rig.add(pebble)
         for name in NAMES:
             pebble.add_a(name, APPLIANCE_IP)
-        app = AppliancePart(rig, "appliance", image, aliases=[HOST],
+        app = ApplianceContainer(rig, "appliance", image, aliases=[HOST],
                             config=yaml.safe_dump(config, sort_keys=False),
                             seed_config=DEFAULT_CONFIG, ipv4_address=APPLIANCE_IP,
                             boot_timeout=420,

@@ -37,7 +37,7 @@ from rig_fixtures import (
     DEFAULT_CONFIG,
     INSTALLER,
     ROUTES,
-    ClientPart,
+    ClientContainer,
     admin_key,
     appliance_image,
     check,
@@ -50,9 +50,9 @@ from rig_fixtures import (
 )
 
 from builder.rig.parts import (
-    AppliancePart,
-    PebblePart,
+    ApplianceContainer,
     Rig,
+    TestCAContainer,
     files_tar,
     https_identity,
     pebble_image,
@@ -95,26 +95,27 @@ class FirstBoot:
 @dataclass
 class TlsBox:
     rig: Rig
-    app: AppliancePart
-    client: ClientPart
+    app: ApplianceContainer
+    client: ClientContainer
     first_boot: FirstBoot
-    pebble: PebblePart | None = None
+    pebble: TestCAContainer | None = None
     pebble_settings: tuple[int, int] | None = None  # the running Pebble's (percent, lifetime)
 
     def certificate(self) -> x509.Certificate:
         return x509.load_pem_x509_certificate(check(self.app, f"cat {LIVE}/fullchain.pem")
                                               .encode())
 
-    def start_pebble(self, settings: tuple[int, int]) -> PebblePart:
+    def start_pebble(self, settings: tuple[int, int]) -> TestCAContainer:
         """A new Pebble (a new root) in place of the running one, if any."""
         nonce_reject_percent, validity_seconds = settings
         if self.pebble is not None:
             assert self.pebble.container is not None
             self.pebble.container.remove(force=True)
             self.pebble, self.pebble_settings = None, None
-        pebble = PebblePart(self.rig, "pebble", pebble_image(ROOT, CACHE_DIR), aliases=["pebble"],
-                            https=PEBBLE_HTTPS, nonce_reject_percent=nonce_reject_percent,
-                            validity_seconds=validity_seconds)
+        pebble = TestCAContainer(self.rig, "pebble", pebble_image(ROOT, CACHE_DIR),
+                                 aliases=["pebble"], https=PEBBLE_HTTPS,
+                                 nonce_reject_percent=nonce_reject_percent,
+                                 validity_seconds=validity_seconds)
         self.rig.add(pebble)
         for name in NAMES:
             pebble.add_a(name, APPLIANCE_IP)
@@ -147,7 +148,7 @@ def tls_box(docker_engine: None) -> Iterator[TlsBox]:
         "ca_bundle": CA_BUNDLE,
     }})
     with rig.running():
-        app = AppliancePart(rig, "appliance", image, aliases=["arkbox.test"],
+        app = ApplianceContainer(rig, "appliance", image, aliases=["arkbox.test"],
                             config=dump(config), seed_config=DEFAULT_CONFIG,
                             ipv4_address=APPLIANCE_IP, boot_timeout=420,
                             files={f"/etc/arkbox/{CA_BUNDLE}": (PEBBLE_HTTPS.ca_pem, 0o600)})
@@ -162,7 +163,7 @@ def tls_box(docker_engine: None) -> Iterator[TlsBox]:
                           installer(app, "status")[1], app.failed_units())
         # The tests drive renewal themselves from here on: no timer run in between.
         check(app, "systemctl stop arkbox-tls-renew.timer")
-        client = ClientPart(rig, "client", client_image)
+        client = ClientContainer(rig, "client", client_image)
         rig.add(client)
         yield TlsBox(rig, app, client, first)
 
@@ -218,7 +219,7 @@ def short_lived_certificate(short_lived_ca: TlsBox) -> TlsBox:
     return short_lived_ca
 
 
-def renew_state(app: AppliancePart) -> dict[str, object]:
+def renew_state(app: ApplianceContainer) -> dict[str, object]:
     state: dict[str, object] = app.read_json("/var/lib/arkbox/tls-renew.json") or {}
     return state
 
@@ -229,7 +230,7 @@ def curl_https(box: TlsBox, host: str, path: str = "/") -> tuple[int, str]:
                            "--resolve", f"{host}:443:{APPLIANCE_IP}", f"https://{host}{path}")
 
 
-def proxy_identity(app: AppliancePart) -> str:
+def proxy_identity(app: ApplianceContainer) -> str:
     """The proxy container's ID, start time and nginx master PID: equal after a reload."""
     return check(app, "c=$(docker ps -q --filter label=arkbox.role=proxy); "
                       "docker inspect --format '{{.Id}} {{.State.StartedAt}} {{.State.Pid}}' $c")
