@@ -17,14 +17,8 @@ from typing import Any
 import yaml
 
 from builder.pipeline.cache import cache_dir_from_env
-from builder.rig.parts import (
-    BOX,
-    ApplianceContainer,
-    HttpsIdentity,
-    Rig,
-    TestCAContainer,
-    pebble_image,
-)
+from builder.rig.parts import BOX, ApplianceContainer, Rig
+from builder.rig.pebble import HttpsIdentity, TestCAContainer, pebble_image
 from firstboot.certs.certificate import LiveFiles
 from firstboot.core import wait
 

@@ -31,8 +31,8 @@ from builder.rig.parts import (
     ApplianceContainer,
     Rig,
     RigError,
-    TestCAContainer,
 )
+from builder.rig.pebble import TestCAContainer
 from builder.rig.removal import remove_container
 from builder.rig.screens import (
     after_disaster,

@@ -12,7 +12,6 @@ container's `stop()` (and leaving its `with`) removes it and its volumes.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import http.client
 import imaplib
@@ -23,12 +22,10 @@ import socket
 import ssl
 import tarfile
 import time
-from abc import abstractmethod
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from contextlib import suppress
 from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import Any, Self
 
 import docker
 from docker.errors import ImageNotFound, NotFound
@@ -36,16 +33,26 @@ from docker.models.containers import Container
 from docker.types import EndpointConfig
 from testcontainers.core.config import testcontainers_config
 from testcontainers.core.container import DockerContainer
-from testcontainers.core.docker_client import DockerClient as EngineClient
-from testcontainers.core.network import Network
-from testcontainers.core.waiting_utils import WaitStrategy, WaitStrategyTarget
 
 from builder.pipeline.service_images import remove_older_imports
 from builder.rig import seeding
-from builder.rig.removal import RIG_LABEL, remove_abandoned_rigs, remove_container, remove_rig
-from firstboot.core import wait
-from firstboot.core.context import Paths
-from firstboot.core.errors import ArkboxError
+from builder.rig.network import Rig as Rig
+from builder.rig.network import RigNetwork as RigNetwork
+from builder.rig.network import _quiet_client_kw, _RigEngine
+from builder.rig.removal import RIG_LABEL, remove_container
+from builder.rig.waits import BOX as BOX
+from builder.rig.waits import FIRSTBOOT_UNIT as FIRSTBOOT_UNIT
+from builder.rig.waits import (
+    CompositeWait,
+    ContainerRunning,
+    FirstBootDone,
+    SystemdState,
+    UnitActive,
+)
+from builder.rig.waits import FirstBootFailed as FirstBootFailed
+from builder.rig.waits import RigError as RigError
+from builder.rig.waits import RigWait as RigWait
+from builder.rig.waits import wait_until as wait_until
 from firstboot.core.execute import run
 from firstboot.core.locations import INSTALLER_PROGRAM
 
@@ -58,35 +65,8 @@ SYSTEMD_CAPS_DROP = ["SYS_RESOURCE"]
 SYSTEMD_SECURITY_OPT = ["seccomp=unconfined", "apparmor=unconfined"]
 SYSTEMD_TMPFS = {"/run": "rw,mode=755", "/run/lock": "rw,mode=1777"}
 SYSTEMD_ENV = {"container": "docker", "SYSTEMD_CGROUP_ENABLE_LEGACY_FORCE": "1"}
-# Where the installer keeps its files inside the appliance: absolute paths in the container.
-BOX = Paths(root=Path("/"))
 APPLIANCE_CONFIG = "/etc/arkbox/appliance.yaml"  # the config first boot reads
-FIRSTBOOT_UNIT = "arkbox-firstboot"
 ROLE_LABEL = "arkbox.rig.role"
-
-
-class RigError(ArkboxError):
-    pass
-
-
-class FirstBootFailed(RigError):
-    """First boot ended with a failed run: the message names the failing steps and why."""
-
-
-def wait_until(what: str, check: Callable[[], str | None], timeout: float,
-               interval: float = 1.0) -> None:
-    """Poll `check` (None = ready, else the reason it is not) with `wait.until`; a RigError
-    saying what was awaited and the last reason when the time runs out. An exception from
-    `check` ends the wait at once."""
-
-    def ready() -> wait.NotYet | None:
-        reason = check()
-        return None if reason is None else wait.NotYet(reason)
-
-    try:
-        wait.until(what, ready, timeout, interval_s=interval)
-    except wait.WaitTimedOut as timed_out:
-        raise RigError(timed_out.message, hint=timed_out.hint) from None
 
 
 def docker_import_argv(tar: Path, tag: str) -> tuple[str, ...]:
@@ -127,48 +107,6 @@ def files_tar(files: dict[str, tuple[bytes, int]]) -> bytes:
 # ---------------------------------------------------------------- the engine and the network
 
 
-class _RigEngine(EngineClient):
-    """testcontainers' engine wrapper around the rig's own client: one connection (and one
-    timeout) for the rig and all its containers, instead of one per container."""
-
-    def __init__(self, client: docker.DockerClient) -> None:  # no super(): no second client
-        self.client = client
-
-
-def _quiet_client_kw(client: docker.DockerClient) -> dict[str, Any]:
-    """For testcontainers' constructors, which make a client of their own before ours
-    replaces it: with the API version given, that one never asks the engine."""
-    return {"version": str(client.api.api_version)}
-
-
-class RigNetwork(Network):
-    """The rig's bridge: its name, IPv4 and IPv6 subnets, and the rig's label (so that
-    `remove_rig` finds it). `create()` reuses the network when it is there already."""
-
-    def __init__(self, rig: Rig) -> None:
-        ipam = docker.types.IPAMConfig(pool_configs=[
-            docker.types.IPAMPool(subnet=rig.ipv4_subnet),
-            docker.types.IPAMPool(subnet=rig.ipv6_subnet),
-        ])
-        super().__init__(docker_client_kw=_quiet_client_kw(rig.client), docker_network_kw={
-            "driver": "bridge", "enable_ipv6": True, "ipam": ipam,
-            "labels": {RIG_LABEL: rig.name}})
-        self.name = f"{rig.name}-net"
-        self._docker = _RigEngine(rig.client)
-
-    def exists(self) -> bool:
-        try:
-            self._network = self._docker.client.networks.get(self.name)
-        except NotFound:
-            return False
-        return True
-
-    def create(self) -> Self:
-        if self.exists():
-            return self
-        return super().create()
-
-
 def keep_reaper_off_unless_present(client: docker.DockerClient) -> None:
     """testcontainers' reaper (Ryuk) only where its image is already there: no registry is
     reachable from these machines, and pulling it would fail every start. The rig's label
@@ -184,132 +122,6 @@ def keep_reaper_off_unless_present(client: docker.DockerClient) -> None:
 
 
 # ---------------------------------------------------------------- waits
-
-
-class RigWait(WaitStrategy):
-    """A readiness check of a rig container, polled with `firstboot.core.wait`: when the
-    time runs out, a RigError names what was awaited, the last reason and the limit; an
-    exception from the check (a state that waiting cannot mend) ends the wait at once."""
-
-    what = "the container"
-
-    def __init__(self, timeout: float, interval: float = 1.0) -> None:
-        super().__init__()
-        self._startup_timeout, self._poll_interval = timeout, interval
-
-    @abstractmethod
-    def check(self, container: RigContainer) -> str | None:
-        """None when ready, else why not yet."""
-
-    def wait_until_ready(self, container: WaitStrategyTarget) -> None:
-        if not isinstance(container, RigContainer):
-            raise TypeError(f"{type(self).__name__} waits for rig containers only")
-        wait_until(f"{self.what} ({container.name})", functools.partial(self.check, container),
-                   self._startup_timeout, self._poll_interval)
-
-
-class ContainerRunning(RigWait):
-    what = "the container to run"
-
-    def check(self, container: RigContainer) -> str | None:
-        return container.not_running()
-
-
-class SystemdState(RigWait):
-    """systemd (PID 1) in one of `states` (`systemctl is-system-running`)."""
-
-    def __init__(self, timeout: float, interval: float = 2.0,
-                 states: frozenset[str] = frozenset({"running", "degraded"})) -> None:
-        super().__init__(timeout, interval)
-        self.states = states
-        self.what = f"systemd {'/'.join(sorted(states))}"
-
-    def check(self, container: RigContainer) -> str | None:
-        if (reason := container.not_running()) is not None:
-            return reason
-        state = container.exec("systemctl", "is-system-running")[1].strip()
-        return None if state in self.states else f"systemd is {state or 'not answering'}"
-
-
-class UnitActive(RigWait):
-    """One systemd unit active (the backup server's sshd, its forced `borg serve`)."""
-
-    def __init__(self, unit: str, timeout: float, interval: float = 1.0) -> None:
-        super().__init__(timeout, interval)
-        self.unit = unit
-        self.what = f"{unit}.service active"
-
-    def check(self, container: RigContainer) -> str | None:
-        if (reason := container.not_running()) is not None:
-            return reason
-        state = container.exec("systemctl", "is-active", self.unit)[1].strip()
-        return None if state == "active" else f"{self.unit}.service is {state}"
-
-
-class PortsAccept(RigWait):
-    """Each of `ports` accepts a TCP connection at the container's rig address."""
-
-    def __init__(self, ports: Sequence[int], timeout: float, interval: float = 0.5) -> None:
-        super().__init__(timeout, interval)
-        self.ports = tuple(ports)
-        self.what = f"ports {', '.join(map(str, self.ports))} to accept connections"
-
-    def check(self, container: RigContainer) -> str | None:
-        if (reason := container.not_running()) is not None:
-            return reason
-        for port in self.ports:
-            try:
-                with socket.create_connection((container.ip(), port), timeout=2):
-                    pass
-            except OSError as err:
-                return f"port {port}: {err}"
-        return None
-
-
-class FirstBootDone(RigWait):
-    """First boot's done marker. A failed run raises FirstBootFailed at once, naming the
-    failing steps and their messages, unless `retry_failures`: then the unit's retries are
-    waited out, and a time-out names the last failing steps."""
-
-    what = "first boot"
-
-    def __init__(self, timeout: float, interval: float = 3.0,
-                 retry_failures: bool = False) -> None:
-        super().__init__(timeout, interval)
-        self.retry_failures = retry_failures
-
-    def wait_until_ready(self, container: WaitStrategyTarget) -> None:
-        if not isinstance(container, RigContainer):
-            raise TypeError("FirstBootDone waits for rig containers only")
-        wait_until(f"first boot ({container.name})", functools.partial(self.check, container),
-                   self._startup_timeout, self._poll_interval)
-
-    def check(self, container: RigContainer) -> str | None:
-        code, _ = container.exec("test", "-e", str(BOX.done_marker))
-        if code == 0:
-            return None
-        status = container.read_json(str(BOX.status)) or {}
-        result = status.get("result", "not started")
-        failures = failures_text(status)
-        if result == "failed" and not self.retry_failures:
-            raise FirstBootFailed(f"first boot of {container.name} failed: "
-                                  f"{failures or 'no failing step recorded'}",
-                                  hint=first_hint(status) or
-                                  f"docker exec {container.name} journalctl -u {FIRSTBOOT_UNIT}")
-        if (reason := container.not_running()) is not None:
-            raise RigError(f"{container.name} stopped during first boot ({reason})")
-        return f"first boot result: {result}" + (f" ({failures[-600:]})" if failures else "")
-
-
-def failures_text(status: dict[str, Any]) -> str:
-    """status.json's failures as `step: message; …`."""
-    return "; ".join(f"{f.get('step')}: {f.get('message')}"
-                     for f in status.get("failures") or [])
-
-
-def first_hint(status: dict[str, Any]) -> str | None:
-    hints = [str(f["hint"]) for f in status.get("failures") or [] if f.get("hint")]
-    return hints[0] if hints else None
 
 
 # ---------------------------------------------------------------- the containers
@@ -396,8 +208,15 @@ class RigContainer(DockerContainer):
         self.remove()
 
     def remove(self) -> dict[str, int]:
-        """Remove the container and its labelled volumes; the counts of each."""
-        client = self.rig.client
+        """Remove the container and its labelled volumes; the counts of each. An interrupt
+        may have cut the rig's client mid-request: then once more on a fresh connection."""
+        try:
+            return self._remove(self.rig.client)
+        except Exception as e:  # any failure of the old connection
+            log.debug("removing %s again on a fresh connection: %s", self.name, e)
+            return self._remove(docker.from_env(timeout=300))
+
+    def _remove(self, client: docker.DockerClient) -> dict[str, int]:
         removed = {"containers": 0, "volumes": 0}
         container = self._container
         if container is None:
@@ -550,51 +369,6 @@ class SystemdContainer(RigContainer):
         return self.exec("journalctl", "-u", unit, "--no-pager", "-o", "cat")[1]
 
 
-ContainerT = TypeVar("ContainerT", bound=RigContainer)
-
-
-@dataclass
-class Rig:
-    """A private network and the containers on it; `down()` removes all of it."""
-
-    name: str = "arkbox-rig"
-    client: docker.DockerClient = field(default_factory=lambda: docker.from_env(timeout=300))
-    containers: list[RigContainer] = field(default_factory=list)
-    ipv6_subnet: str = "fd42:a7b0:c5::/64"
-    ipv4_subnet: str = "172.30.99.0/24"
-
-    @functools.cached_property
-    def network(self) -> RigNetwork:
-        return RigNetwork(self)
-
-    @property
-    def network_name(self) -> str:
-        return self.network.name
-
-    def up(self) -> Rig:
-        if not self.network.exists():
-            remove_abandoned_rigs(self.client, {self.ipv4_subnet, self.ipv6_subnet})
-            self.network.create()
-        return self
-
-    def add(self, container: ContainerT) -> ContainerT:
-        """Start `container` on the rig (ready when this returns)."""
-        self.containers.append(container)
-        return container.start()
-
-    def down(self) -> dict[str, int]:
-        """Remove every container, volume and network labelled as this rig's."""
-        return remove_rig(self.client, self.name)
-
-    @contextmanager
-    def running(self) -> Iterator[Rig]:
-        self.up()
-        try:
-            yield self
-        finally:
-            self.down()
-
-
 def rig_image(source_dir: Path, cache_dir: Path, recipe: str) -> str:
     """A rig-only image (client, rig-internet), built offline like every service image."""
     from builder.pipeline.service_images import build_service_images
@@ -619,22 +393,6 @@ class BackupServerContainer(SystemdContainer):
         super().__init__(rig, role, image, aliases, environment, command, ports, files,
                          ipv4_address, volumes=volumes, boot_timeout=boot_timeout)
         self.waiting_for(CompositeWait(SystemdState(boot_timeout), UnitActive("ssh", 60)))
-
-
-class CompositeWait(RigWait):
-    """Each wait in turn, each with its own time limit (testcontainers' composite wait
-    would give them all one, and turn our messages into a bare TimeoutError)."""
-
-    def __init__(self, *waits: RigWait) -> None:
-        super().__init__(sum(w._startup_timeout for w in waits))
-        self.waits = waits
-
-    def check(self, container: RigContainer) -> str | None:  # pragma: no cover - unused
-        return None
-
-    def wait_until_ready(self, container: WaitStrategyTarget) -> None:
-        for one in self.waits:
-            one.wait_until_ready(container)
 
 
 class ApplianceContainer(SystemdContainer):
@@ -706,7 +464,7 @@ class ApplianceContainer(SystemdContainer):
             context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
         else:
             context = ssl.create_default_context(cadata=ca_pem.decode())
-        connection = _NamedHTTPSConnection(self.ip(), 443, host, context=context,
+        connection = NamedHTTPSConnection(self.ip(), 443, host, context=context,
                                            timeout=timeout)
         try:
             connection.request("GET", path, headers={"Host": host})
@@ -754,150 +512,7 @@ class ApplianceContainer(SystemdContainer):
         return self.remove()
 
 
-def pebble_image(source_dir: Path, cache_dir: Path) -> str:
-    """The rig's test ACME CA (Debian's pebble), built offline like the client (cached)."""
-    return rig_image(source_dir, cache_dir, "pebble")
-
-
-@dataclass(frozen=True)
-class HttpsIdentity:
-    """A throw-away CA and a server certificate it signed (for Pebble's own HTTPS)."""
-
-    ca_pem: bytes
-    cert_pem: bytes
-    key_pem: bytes
-
-
-def https_identity(names: Sequence[str], days: int = 30) -> HttpsIdentity:
-    from datetime import UTC, datetime, timedelta
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.now(UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "arkbox rig test CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(days=days))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-          .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False,
-                                       False), critical=True)
-          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
-          .sign(ca_key, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
-            .issuer_name(ca_name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(days=days))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
-            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]),
-                           False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                ca_key.public_key()), False)
-            .sign(ca_key, hashes.SHA256()))
-    pem = serialization.Encoding.PEM
-    return HttpsIdentity(
-        ca.public_bytes(pem), cert.public_bytes(pem),
-        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-
-
-PEBBLE_ACME_PORT = 14000
-PEBBLE_MANAGEMENT_PORT = 15000
-CHALLTESTSRV_PORT = 8055
-PEBBLE_DNS_PORT = 8053
-
-
-class TestCAContainer(RigContainer):
-    """A test ACME CA: Pebble, with pebble-challtestsrv as the DNS its validator asks.
-
-    Pebble serves its directory over HTTPS with `https` (a throw-away CA and a
-    certificate for the aliases, e.g. "pebble"); the appliance trusts that CA
-    through tls.ca_bundle. Host names resolve only as `add_a` says, so a test
-    decides where the CA's HTTP-01 validation goes. Ready when the directory, the
-    management endpoint and the DNS API accept connections.
-    """
-
-    __test__ = False  # not a pytest test class, whatever its name says
-
-    def __init__(self, rig: Rig, role: str, image: str, aliases: Sequence[str] = (),
-                 environment: dict[str, str] | None = None,
-                 ports: dict[str, int | None] | None = None,
-                 files: dict[str, tuple[bytes, int]] | None = None,
-                 ipv4_address: str | None = None, *,
-                 https: HttpsIdentity | None = None,  # None: made here for the aliases
-                 nonce_reject_percent: int = 5,  # Pebble's default: badNonce for 5%
-                 validity_seconds: int | None = None,  # None: Pebble's default (5 years)
-                 container: Container | None = None) -> None:
-        super().__init__(rig, role, image, aliases, None, None, ports, files, ipv4_address,
-                         container=container)
-        self.https = https or https_identity(list(self.aliases) or [self.role])
-        self.nonce_reject_percent, self.validity_seconds = nonce_reject_percent, validity_seconds
-        config: dict[str, Any] = {
-            "listenAddress": f"0.0.0.0:{PEBBLE_ACME_PORT}",
-            "managementListenAddress": f"0.0.0.0:{PEBBLE_MANAGEMENT_PORT}",
-            "certificate": "/etc/pebble/cert.pem", "privateKey": "/etc/pebble/key.pem",
-            "httpPort": 80, "tlsPort": 443, "ocspResponderURL": "",
-            "externalAccountBindingRequired": False,
-        }
-        if self.validity_seconds is not None:
-            config["certificateValidityPeriod"] = self.validity_seconds
-        self.files.update({
-            "/etc/pebble/config.json": (json.dumps({"pebble": config}).encode(), 0o644),
-            "/etc/pebble/cert.pem": (self.https.cert_pem, 0o644),
-            "/etc/pebble/key.pem": (self.https.key_pem, 0o600),
-        })
-        self.env.update({"PEBBLE_VA_NOSLEEP": "1",
-                         "PEBBLE_WFE_NONCEREJECT": str(self.nonce_reject_percent),
-                         **(environment or {})})
-        # No default answers: a name resolves only once a test adds it.
-        self._command = ["sh", "-c",
-                        "pebble-challtestsrv -defaultIPv4 '' -defaultIPv6 '' -http01 '' "
-                        "-https01 '' -tlsalpn01 '' -dns01 :8053 -management :8055 & "
-                        f"exec pebble -config /etc/pebble/config.json "
-                        f"-dnsserver 127.0.0.1:{PEBBLE_DNS_PORT}"]
-
-    @property
-    def directory(self) -> str:
-        """The ACME directory URL as the rig's other parts reach it."""
-        return f"https://{self.aliases[0]}:{PEBBLE_ACME_PORT}/dir"
-
-        self.waiting_for(PortsAccept((PEBBLE_ACME_PORT, PEBBLE_MANAGEMENT_PORT,
-                                      CHALLTESTSRV_PORT), 60))
-
-    def add_a(self, host: str, address: str) -> None:
-        """Make `host` resolve to `address` for Pebble's validator (challtestsrv's API)."""
-        body = json.dumps({"host": host.rstrip(".") + ".", "addresses": [address]})
-        connection = http.client.HTTPConnection(self.ip(), CHALLTESTSRV_PORT, timeout=10)
-        try:
-            connection.request("POST", "/add-a", body, {"Content-Type": "application/json"})
-            response = connection.getresponse()
-            if response.status != 200:
-                raise RigError(f"pebble-challtestsrv refused {host} -> {address}: "
-                               f"HTTP {response.status} {response.read()[:200]!r}")
-        finally:
-            connection.close()
-
-    def root_pem(self) -> bytes:
-        """Pebble's current root (it signs the issued chains), from its management endpoint."""
-        context = ssl.create_default_context(cadata=self.https.ca_pem.decode())
-        connection = _NamedHTTPSConnection(self.ip(), PEBBLE_MANAGEMENT_PORT,
-                                           self.aliases[0], context=context, timeout=10)
-        try:
-            connection.request("GET", "/roots/0")
-            response = connection.getresponse()
-            body = response.read()
-        finally:
-            connection.close()
-        if response.status != 200 or b"BEGIN CERTIFICATE" not in body:
-            raise RigError(f"pebble's management endpoint gave no root: HTTP {response.status}")
-        return body
-
-
-class _NamedHTTPSConnection(http.client.HTTPSConnection):
+class NamedHTTPSConnection(http.client.HTTPSConnection):
     """HTTPS to an address, verified for the name the server's certificate carries."""
 
     def __init__(self, address: str, port: int, server_name: str, *,

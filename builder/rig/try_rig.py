@@ -17,16 +17,11 @@ from docker.errors import DockerException
 from docker.models.containers import Container
 
 from builder.rig import dns as try_dns
-from builder.rig.parts import (
-    BOX,
-    ApplianceContainer,
-    Rig,
-    RigError,
-    SystemdState,
-    TestCAContainer,
-)
+from builder.rig.parts import BOX, ApplianceContainer, Rig, RigError
+from builder.rig.pebble import TestCAContainer
 from builder.rig.removal import RIG_LABEL, remove_rig
 from builder.rig.screens import say
+from builder.rig.waits import SystemdState
 from firstboot.certs.certificate import LiveFiles
 from firstboot.core.config import Appliance, ConfigInvalid, load_config
 from firstboot.core.errors import ArkboxError

@@ -27,9 +27,9 @@ from builder.rig.parts import (
     BackupServerContainer,
     Rig,
     RigContainer,
-    TestCAContainer,
     image_from_rootfs_tar,
 )
+from builder.rig.pebble import TestCAContainer
 from builder.rig.screens import (
     describe_removed,
     look_command,

@@ -37,14 +37,8 @@ from rig_fixtures import (
 )
 from status_page_checks import PASSWORD, series_marks
 
-from builder.rig.parts import (
-    ApplianceContainer,
-    BackupServerContainer,
-    TestCAContainer,
-    https_identity,
-    image_from_rootfs_tar,
-    pebble_image,
-)
+from builder.rig.parts import ApplianceContainer, BackupServerContainer, image_from_rootfs_tar
+from builder.rig.pebble import TestCAContainer, https_identity, pebble_image
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -49,15 +49,8 @@ from rig_fixtures import (
     the_client_image,
 )
 
-from builder.rig.parts import (
-    ApplianceContainer,
-    Rig,
-    TestCAContainer,
-    files_tar,
-    https_identity,
-    pebble_image,
-    wait_until,
-)
+from builder.rig.parts import ApplianceContainer, Rig, files_tar, wait_until
+from builder.rig.pebble import TestCAContainer, https_identity, pebble_image
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -91,10 +91,11 @@ def arkbox_try(built: Built, rig: str, *extra: str) -> list[str]:
 
 
 def interrupt_when(argv: list[str], ready: Callable[[list[str]], bool], timeout: float,
-                   before_signal: Callable[[], None] = lambda: None) -> str:
+                   before_signal: Callable[[], None] = lambda: None,
+                   expect_code: int = 130) -> str:
     """Run argv as from a terminal, SIGINT it once `ready(lines so far)`; its whole output.
 
-    It must end with exit code 130 (interrupted)."""
+    It must end with `expect_code` (130: interrupted; pytest says 2)."""
     process = subprocess.Popen(argv, cwd=ROOT, text=True, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT,
                                env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -126,5 +127,5 @@ def interrupt_when(argv: list[str], ready: Callable[[list[str]], bool], timeout:
         seen.append(line)
     text = "\n".join(seen)
     print(text[-4000:])
-    assert code == 130, text
+    assert code == expect_code, text
     return text

@@ -8,14 +8,8 @@ from typing import Any
 
 import pytest
 
-from builder.rig.parts import (
-    ApplianceContainer,
-    FirstBootDone,
-    FirstBootFailed,
-    Rig,
-    RigError,
-    SystemdState,
-)
+from builder.rig.parts import ApplianceContainer, FirstBootFailed, Rig, RigError
+from builder.rig.waits import FirstBootDone, SystemdState
 
 FAILED = {"result": "failed", "failures": [
     {"step": "restore", "message": "the backup server cannot be reached",
