@@ -24,7 +24,7 @@ log = logging.getLogger("arkbox.rig")
 ContainerT = TypeVar("ContainerT", bound="RigContainer")
 
 
-class _RigEngine(EngineClient):
+class RigEngine(EngineClient):
     """testcontainers' engine wrapper around the rig's own client: one connection (and one
     timeout) for the rig and all its containers, instead of one per container."""
 
@@ -32,7 +32,7 @@ class _RigEngine(EngineClient):
         self.client = client
 
 
-def _quiet_client_kw(client: docker.DockerClient) -> dict[str, Any]:
+def quiet_client_kw(client: docker.DockerClient) -> dict[str, Any]:
     """For testcontainers' constructors, which make a client of their own before ours
     replaces it: with the API version given, that one never asks the engine."""
     return {"version": str(client.api.api_version)}
@@ -47,11 +47,11 @@ class RigNetwork(Network):
             docker.types.IPAMPool(subnet=rig.ipv4_subnet),
             docker.types.IPAMPool(subnet=rig.ipv6_subnet),
         ])
-        super().__init__(docker_client_kw=_quiet_client_kw(rig.client), docker_network_kw={
+        super().__init__(docker_client_kw=quiet_client_kw(rig.client), docker_network_kw={
             "driver": "bridge", "enable_ipv6": True, "ipam": ipam,
             "labels": {RIG_LABEL: rig.name}})
         self.name = f"{rig.name}-net"
-        self._docker = _RigEngine(rig.client)
+        self._docker = RigEngine(rig.client)
 
     def exists(self) -> bool:
         try:

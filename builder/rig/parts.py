@@ -37,8 +37,8 @@ from testcontainers.core.container import DockerContainer
 from builder.pipeline.service_images import remove_older_imports
 from builder.rig import seeding
 from builder.rig.network import Rig as Rig
+from builder.rig.network import RigEngine, quiet_client_kw
 from builder.rig.network import RigNetwork as RigNetwork
-from builder.rig.network import _quiet_client_kw, _RigEngine
 from builder.rig.removal import RIG_LABEL, remove_container
 from builder.rig.waits import BOX as BOX
 from builder.rig.waits import FIRSTBOOT_UNIT as FIRSTBOOT_UNIT
@@ -104,7 +104,7 @@ def files_tar(files: dict[str, tuple[bytes, int]]) -> bytes:
     return buffer.getvalue()
 
 
-# ---------------------------------------------------------------- the engine and the network
+# ---------------------------------------------------------------- the reaper
 
 
 def keep_reaper_off_unless_present(client: docker.DockerClient) -> None:
@@ -119,9 +119,6 @@ def keep_reaper_off_unless_present(client: docker.DockerClient) -> None:
         log.debug("no %s image here (none can be pulled): the reaper stays off",
                   testcontainers_config.ryuk_image)
         testcontainers_config.ryuk_disabled = True
-
-
-# ---------------------------------------------------------------- waits
 
 
 # ---------------------------------------------------------------- the containers
@@ -139,9 +136,9 @@ class RigContainer(DockerContainer):
                  files: dict[str, tuple[bytes, int]] | None = None,
                  ipv4_address: str | None = None, *,
                  container: Container | None = None) -> None:
-        super().__init__(image, docker_client_kw=_quiet_client_kw(rig.client),
+        super().__init__(image, docker_client_kw=quiet_client_kw(rig.client),
                          env=dict(environment or {}), name=f"{rig.name}-{role}")
-        self._docker = _RigEngine(rig.client)
+        self._docker = RigEngine(rig.client)
         self.rig, self.role = rig, role
         self.aliases = list(aliases)
         self._command = list(command) if command else None

@@ -15,6 +15,7 @@ the client is a container on the rig's network, i.e. the outside world. Three ap
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from typing import Any
 
 import pytest
 import yaml
+from restore_checks import MAIL_PASSWORD, MAILBOX
 from rig_fixtures import (
     DEFAULT_CONFIG,
     FULLCHAIN,
@@ -186,6 +188,19 @@ def test_http_redirects_to_https(box: Box) -> None:
                          "-w", "%{http_code} %{redirect_url}")
         assert code == 0, out
         assert out == f"301 https://{host}{path}", (host, out)
+
+
+def test_the_box_helpers_reach_its_routes_its_mailbox_and_its_installer(box: Box) -> None:
+    """ApplianceContainer's helpers, as an operator's own test would use them."""
+    chain = check(box.app, f"cat {FULLCHAIN}").encode()
+    for host, (path, marker) in ROUTES.items():
+        code, page = box.app.https(host, path, ca_pem=chain)
+        assert code == 200 and marker in page, (host, code, page[:300])
+    code, out = box.app.installer("status", "--json")
+    assert code == 0, out
+    assert json.loads(out[out.index("{"):])["result"] == box.app.status_json()["result"]
+    assert box.app.imap_login(MAILBOX, MAIL_PASSWORD)
+    assert not box.app.imap_login(MAILBOX, "not-the-password")
 
 
 def test_each_route_serves_its_application(box: Box) -> None:
