@@ -72,9 +72,17 @@ CHILD_TEST = '''
 import os
 import time
 
-from builder.rig.parts import ApplianceContainer, Rig, SystemdState
+from builder.rig.parts import ApplianceContainer, Rig
+from builder.rig.waits import SystemdState
 
 RUNNING = frozenset({"initializing", "starting", "running", "degraded"})
+
+
+def first_boot_running(box: ApplianceContainer) -> bool:
+    try:
+        return box.status_json().get("result") == "running"
+    except ValueError:  # status.json half written
+        return False
 
 
 def test_boot() -> None:
@@ -85,7 +93,7 @@ def test_boot() -> None:
                                  config=open(os.environ["CONFIG"]).read())
         box.waiting_for(SystemdState(300, interval=1, states=RUNNING))
         with box:
-            while box.status_json().get("result") != "running":
+            while not first_boot_running(box):
                 time.sleep(0.5)
             print("FIRST BOOT RUNNING", flush=True)
             box.wait_first_boot(timeout=900)
