@@ -33,6 +33,7 @@ from docker.models.containers import Container
 from docker.types import EndpointConfig
 from testcontainers.core.config import testcontainers_config
 from testcontainers.core.container import DockerContainer
+from testcontainers.core.transferable import Transferable
 
 from builder.pipeline.service_images import remove_older_imports
 from builder.rig import seeding
@@ -198,6 +199,17 @@ class RigContainer(DockerContainer):
                         "labels": self.labels, "detach": True,
                         "networking_config": {self.rig.network.name: endpoint},
                         **self._kwargs}
+
+    def _transfer_into_container(self, transferable: Transferable, destination_in_container: str,
+                                 mode: int) -> None:
+        """How `start()` lays each `with_copy_into_container` file in, between create and
+        start. testcontainers' own tar leaves the mtime at 0 (1970), and nsd then takes a
+        zone file for the one it already has (unchanged since 0) and serves SERVFAIL:
+        ours are stamped now."""
+        if not isinstance(transferable, bytes):
+            super()._transfer_into_container(transferable, destination_in_container, mode)
+            return
+        self.put_files({destination_in_container: (transferable, mode)})
 
     def stop(self, force: bool = True, delete_volume: bool = True) -> None:
         """Remove the container and every volume labelled as this container's, also when
