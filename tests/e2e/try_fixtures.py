@@ -78,7 +78,8 @@ def assert_nothing_left(client: docker.DockerClient, before: Objects, rig: str) 
     totals = {kind: (len(before[kind]), len(after[kind])) for kind in after}
     print(f"engine objects before → after: {totals}")
     if IN_CI:  # nothing else runs beside this test there
-        assert new == {"containers": [], "networks": [], "volumes": []}
+        assert new == {"containers": [], "networks": [], "volumes": []}, \
+            f"engine objects that appeared during the test: {new}"
 
 
 def arkbox_try(built: Built, rig: str, *extra: str) -> list[str]:
