@@ -28,6 +28,7 @@ from restore_checks import wait_first_boot_or_failure
 from rig_fixtures import (
     CACHE_DIR,
     DEFAULT_CONFIG,
+    SUBNET_SHIFT_ENV,
     admin_key,
     appliance_image,
     check,
@@ -44,7 +45,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 OCTET = 194
-APPLIANCE_IP = f"172.30.{OCTET}.10"
+# The fixed address in the rig's subnet, which new_rig shifts by SUBNET_SHIFT_ENV.
+APPLIANCE_IP = f"172.30.{OCTET + int(os.environ.get(SUBNET_SHIFT_ENV, '0'))}.10"
 HOST = "arkbox.test"
 ORIGIN = f"https://{HOST}"
 CHROMIUM = "/usr/bin/chromium"

@@ -24,6 +24,7 @@ on the tests drive renewal themselves.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from rig_fixtures import (
     DEFAULT_CONFIG,
     INSTALLER,
     ROUTES,
+    SUBNET_SHIFT_ENV,
     ClientContainer,
     admin_key,
     appliance_image,
@@ -56,7 +58,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 OCTET = 160
-APPLIANCE_IP = f"172.30.{OCTET}.10"
+# The fixed address in the rig's subnet, which new_rig shifts by SUBNET_SHIFT_ENV.
+APPLIANCE_IP = f"172.30.{OCTET + int(os.environ.get(SUBNET_SHIFT_ENV, '0'))}.10"
 CA_BUNDLE = "pebble-https-ca.pem"  # next to /etc/arkbox/appliance.yaml
 ROOT_IN_CLIENT = "/tmp/pebble-root.pem"
 LIVE = "/srv/arkbox/tls/live"
