@@ -122,14 +122,13 @@ class TestCAContainer(RigContainer):
                         "-https01 '' -tlsalpn01 '' -dns01 :8053 -management :8055 & "
                         f"exec pebble -config /etc/pebble/config.json "
                         f"-dnsserver 127.0.0.1:{PEBBLE_DNS_PORT}"]
+        self.waiting_for(PortsAccept((PEBBLE_ACME_PORT, PEBBLE_MANAGEMENT_PORT,
+                                      CHALLTESTSRV_PORT), 60))
 
     @property
     def directory(self) -> str:
         """The ACME directory URL as the rig's other parts reach it."""
         return f"https://{self.aliases[0]}:{PEBBLE_ACME_PORT}/dir"
-
-        self.waiting_for(PortsAccept((PEBBLE_ACME_PORT, PEBBLE_MANAGEMENT_PORT,
-                                      CHALLTESTSRV_PORT), 60))
 
     def add_a(self, host: str, address: str) -> None:
         """Make `host` resolve to `address` for Pebble's validator (challtestsrv's API)."""
