@@ -16,6 +16,7 @@ import docker
 import pytest
 from rig_fixtures import (
     BOOT_TIMEOUT_S,
+    DEFAULT_CONFIG,
     SUBNET_SHIFT_ENV,
     admin_key,
     appliance_image,
@@ -71,6 +72,7 @@ def test_a_failed_first_boot_raises_at_once_with_the_step_and_its_message(image:
 CHILD_TEST = '''
 import os
 import time
+from pathlib import Path
 
 from builder.rig.parts import ApplianceContainer, Rig
 from builder.rig.waits import SystemdState
@@ -78,23 +80,26 @@ from builder.rig.waits import SystemdState
 RUNNING = frozenset({"initializing", "starting", "running", "degraded"})
 
 
-def first_boot_running(box: ApplianceContainer) -> bool:
+def first_boot_result(box: ApplianceContainer) -> object:
     try:
-        return box.status_json().get("result") == "running"
+        return box.status_json().get("result")
     except ValueError:  # status.json half written
-        return False
+        return None
 
 
 def test_boot() -> None:
     rig = Rig(name=os.environ["RIG"], ipv4_subnet=os.environ["IPV4"],
               ipv6_subnet=os.environ["IPV6"])
     with rig.running():
+        # Seeded: a first boot without its secrets would fail within seconds.
         box = ApplianceContainer(rig, "appliance", os.environ["IMAGE"], aliases=["arkbox.test"],
-                                 config=open(os.environ["CONFIG"]).read())
+                                 config=open(os.environ["CONFIG"]).read(),
+                                 seed_config=Path(os.environ["SEED_CONFIG"]))
         box.waiting_for(SystemdState(300, interval=1, states=RUNNING))
         with box:
-            while not first_boot_running(box):
+            while (result := first_boot_result(box)) not in {"running", "ok", "failed"}:
                 time.sleep(0.5)
+            assert result == "running", box.status_json()
             print("FIRST BOOT RUNNING", flush=True)
             box.wait_first_boot(timeout=900)
 '''
@@ -112,7 +117,8 @@ def test_interrupting_a_session_mid_first_boot_leaves_nothing_behind(
     assert labelled(client, rig_name) == {"containers": 0, "networks": 0, "volumes": 0}
     at_signal: dict[str, int] = {}
     os.environ.update(RIG=rig_name, IPV4=f"172.30.{octet}.0/24",
-                      IPV6=f"fd42:a7b0:{octet:x}::/64", IMAGE=image, CONFIG=str(config))
+                      IPV6=f"fd42:a7b0:{octet:x}::/64", IMAGE=image, CONFIG=str(config),
+                      SEED_CONFIG=str(DEFAULT_CONFIG))
     try:
         text = interrupt_when(
             [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:randomly", "-p",
@@ -121,7 +127,7 @@ def test_interrupting_a_session_mid_first_boot_leaves_nothing_behind(
             before_signal=lambda: at_signal.update(labelled(client, rig_name)),
             expect_code=2)  # pytest's exit code for an interrupted session
     finally:
-        for name in ("RIG", "IPV4", "IPV6", "IMAGE", "CONFIG"):
+        for name in ("RIG", "IPV4", "IPV6", "IMAGE", "CONFIG", "SEED_CONFIG"):
             os.environ.pop(name, None)
     assert "KeyboardInterrupt" in text, text[-2000:]
     # It was interrupted with its whole rig up, in the middle of first boot…
