@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
 
 from rig_fixtures import default_config, dump
 
-from builder.rig.parts import AppliancePart, Rig, image_from_rootfs_tar, wait_until
+from builder.rig.parts import ApplianceContainer, Rig, image_from_rootfs_tar, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 INSTALLER = "/usr/local/sbin/arkbox-installer"
@@ -56,7 +56,7 @@ def rootfs_tar(given: str | None) -> Path:
     return tar
 
 
-def time_system_running(app: AppliancePart) -> float:
+def time_system_running(app: ApplianceContainer) -> float:
     """Start the (stopped) container and time `systemctl is-system-running --wait`."""
     assert app.container is not None
     started = time.monotonic()
@@ -71,7 +71,7 @@ def time_system_running(app: AppliancePart) -> float:
     return took
 
 
-def rerun(app: AppliancePart) -> tuple[float, int, str]:
+def rerun(app: ApplianceContainer) -> tuple[float, int, str]:
     started = time.monotonic()
     code, out = app.exec("sh", "-c", f"{INSTALLER} firstboot 2>&1")
     took = time.monotonic() - started
@@ -86,7 +86,7 @@ def bench(tar: Path, reruns: int) -> dict[str, Any]:
               ipv4_subnet="172.30.94.0/24", ipv6_subnet="fd42:a7b0:5e::/64")
     image = image_from_rootfs_tar(rig.client, tar, "arkbox/appliance")
     with rig.running():
-        app = AppliancePart(rig, "appliance", image, aliases=["arkbox.test"],
+        app = ApplianceContainer(rig, "appliance", image, aliases=["arkbox.test"],
                             config=dump(default_config()),
                             seed_config=ROOT / "config/default.yaml")
         started = time.monotonic()

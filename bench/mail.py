@@ -45,8 +45,8 @@ from test_mail_server import (
     FRIEND,
     SENDER_HOST,
     SINK_KEY,
-    DnsPart,
-    MailAppliancePart,
+    DnsServer,
+    MailApplianceContainer,
     world_message,
     zones_from,
 )
@@ -67,7 +67,7 @@ ROUNDS = 3
 SETTLE_S = 10
 
 
-def apply_spam(app: MailAppliancePart, enabled: bool) -> float:
+def apply_spam(app: MailApplianceContainer, enabled: bool) -> float:
     """Turn filtering on or off in the box's config, apply, wait for a healthy mail
     container. The seconds that took."""
     config = yaml.safe_load(check(app, f"cat {CONFIG_PATH}"))
@@ -142,10 +142,10 @@ def bench() -> dict[str, Any]:
               ipv4_subnet="172.30.197.0/24", ipv6_subnet="fd42:a7b0:c5::/64")
     with rig.running():
         image = image_from_rootfs_tar(rig.client, built.rootfs_tar, "arkbox/appliance")
-        dns = DnsPart(rig, "dns", rig_image(ROOT, Path("/var/cache/arkbox"), "rig-internet"),
+        dns = DnsServer(rig, "dns", rig_image(ROOT, Path("/var/cache/arkbox"), "rig-internet"),
                       command=["dns"], files={"/etc/nsd/nsd.conf": (NSD_CONF.encode(), 0o644)})
         rig.add(dns)
-        app = MailAppliancePart(rig, "appliance", image, aliases=["arkbox-mail-box"],
+        app = MailApplianceContainer(rig, "appliance", image, aliases=["arkbox-mail-box"],
                                 config=dump(config_with(admin_key())),
                                 seed_config=DEFAULT_CONFIG, boot_timeout=420,
                                 dns=[dns.ip(4)])

@@ -49,10 +49,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
 from update_bundles import bundle_with_wiki, docker
 
 from builder.rig.parts import (
-    AppliancePart,
-    BackupServerPart,
+    ApplianceContainer,
+    BackupServerContainer,
     Rig,
-    exec_streaming,
     image_from_rootfs_tar,
     wait_until,
 )
@@ -127,14 +126,14 @@ def routes(config: dict[str, Any]) -> dict[str, str]:
             if spec.get("route")}
 
 
-def check(app: AppliancePart, script: str) -> str:
+def check(app: ApplianceContainer, script: str) -> str:
     code, out = app.exec("sh", "-c", script)
     if code != 0:
         raise SystemExit(f"{script!r} exited {code}:\n{out}")
     return out
 
 
-def restart_until_healthy(app: AppliancePart, container: str) -> float:
+def restart_until_healthy(app: ApplianceContainer, container: str) -> float:
     started = time.monotonic()
     check(app, f"docker restart {container}")
     wait_until(f"{container} healthy after its restart", lambda: None if check(
@@ -143,7 +142,7 @@ def restart_until_healthy(app: AppliancePart, container: str) -> float:
     return time.monotonic() - started
 
 
-def run_update(app: AppliancePart, bundle_in_box: str) -> tuple[float, float | None, str]:
+def run_update(app: ApplianceContainer, bundle_in_box: str) -> tuple[float, float | None, str]:
     """The update's time, when its backup had finished (from the start), and its output."""
     started = time.monotonic()
     backup_done: list[float] = []
@@ -154,7 +153,7 @@ def run_update(app: AppliancePart, bundle_in_box: str) -> tuple[float, float | N
         if line.startswith("backup before the update") and not backup_done:
             backup_done.append(time.monotonic() - started)
 
-    code = exec_streaming(app, ["sh", "-c", f"{INSTALLER} update {bundle_in_box} 2>&1"],
+    code = app.exec_streaming(["sh", "-c", f"{INSTALLER} update {bundle_in_box} 2>&1"],
                           seen)
     took = time.monotonic() - started
     if code != 0:
@@ -174,8 +173,8 @@ def bench(work: Path) -> dict[str, Any]:
         image = image_from_rootfs_tar(rig.client, built.rootfs_tar, "arkbox/appliance")
         server = image_from_rootfs_tar(rig.client, built_backup_server(),
                                        "arkbox/backup-server-role")
-        rig.add(BackupServerPart(rig, "backup", server, aliases=("backup.arkbox.test",)))
-        app = AppliancePart(rig, "appliance", image, aliases=["arkbox.test"],
+        rig.add(BackupServerContainer(rig, "backup", server, aliases=("backup.arkbox.test",)))
+        app = ApplianceContainer(rig, "appliance", image, aliases=["arkbox.test"],
                             seed_config=CONFIG, boot_timeout=420)
         rig.add(app)
         status = app.wait_first_boot(timeout=900)

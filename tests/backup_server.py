@@ -10,13 +10,13 @@ from contextlib import contextmanager
 import docker
 from built import built_backup_server
 
-from builder.rig.parts import BackupServerPart, Rig, image_from_rootfs_tar
+from builder.rig.parts import BackupServerContainer, Rig, image_from_rootfs_tar
 
 
 @contextmanager
 def running_backup_server(rig_name: str, ipv4_subnet: str, ipv6_subnet: str,
                           ports: dict[str, int | None] | None = None
-                          ) -> Iterator[BackupServerPart]:
+                          ) -> Iterator[BackupServerContainer]:
     """The server, ready (its sshd active) as backup.arkbox.test; the rig is removed after.
 
     `rig_name` gets this process's id; the subnets must be the caller's own, so rigs of
@@ -26,7 +26,7 @@ def running_backup_server(rig_name: str, ipv4_subnet: str, ipv6_subnet: str,
     rig = Rig(name=f"{rig_name}{os.getpid()}", client=client,
               ipv4_subnet=ipv4_subnet, ipv6_subnet=ipv6_subnet)
     with rig.running():
-        part = BackupServerPart(rig, "backup", image, aliases=("backup.arkbox.test",),
+        part = BackupServerContainer(rig, "backup", image, aliases=("backup.arkbox.test",),
                                 ports=dict(ports or {}))
         rig.add(part)
         yield part

@@ -17,7 +17,8 @@ from typing import Any
 import yaml
 
 from builder.pipeline.cache import cache_dir_from_env
-from builder.rig.parts import BOX, AppliancePart, HttpsIdentity, PebblePart, Rig, pebble_image
+from builder.rig.parts import BOX, ApplianceContainer, Rig
+from builder.rig.pebble import HttpsIdentity, TestCAContainer, pebble_image
 from firstboot.certs.certificate import LiveFiles
 from firstboot.core import wait
 
@@ -32,23 +33,23 @@ ROOT_FILE = "test-ca-root.pem"  # in the rig's state dir: what the operator trus
 ISSUE_TIMEOUT_S = 120
 
 
-def start_test_ca(rig: Rig) -> PebblePart:
+def start_test_ca(rig: Rig) -> TestCAContainer:
     """Start Pebble (image built offline and cached, like the service images)."""
     image = pebble_image(SOURCE_DIR, cache_dir_from_env())
-    pebble = PebblePart(rig=rig, role=ROLE, image=image, aliases=[ROLE])
+    pebble = TestCAContainer(rig=rig, role=ROLE, image=image, aliases=[ROLE])
     rig.add(pebble)
     return pebble
 
 
-def existing_test_ca(rig: Rig, container: Any, https_ca_pem: bytes) -> PebblePart:
+def existing_test_ca(rig: Rig, container: Any, https_ca_pem: bytes) -> TestCAContainer:
     """The rig's running Pebble (`try disaster`), known by the CA of its HTTPS (the
     bundle the appliance trusts it by)."""
-    return PebblePart(rig=rig, role=ROLE, image=str(container.attrs["Config"]["Image"]),
-                      aliases=[ROLE], container=container,
-                      https=HttpsIdentity(ca_pem=https_ca_pem, cert_pem=b"", key_pem=b""))
+    return TestCAContainer(rig=rig, role=ROLE, image=str(container.attrs["Config"]["Image"]),
+                           aliases=[ROLE], container=container,
+                           https=HttpsIdentity(ca_pem=https_ca_pem, cert_pem=b"", key_pem=b""))
 
 
-def config_with_test_ca(config_text: str, pebble: PebblePart) -> str:
+def config_with_test_ca(config_text: str, pebble: TestCAContainer) -> str:
     """The operator's config (YAML text) with its ACME settings pointed at the rig's CA."""
     data: dict[str, Any] = yaml.safe_load(config_text)
     tls = dict(data.get("tls") or {})
@@ -58,12 +59,12 @@ def config_with_test_ca(config_text: str, pebble: PebblePart) -> str:
     return yaml.safe_dump(data, sort_keys=False)
 
 
-def ca_bundle_file(pebble: PebblePart) -> dict[str, tuple[bytes, int]]:
-    assert pebble.https is not None
+def ca_bundle_file(pebble: TestCAContainer) -> dict[str, tuple[bytes, int]]:
     return {CA_BUNDLE_PATH: (pebble.https.ca_pem, 0o600)}
 
 
-def point_names(pebble: PebblePart, names: list[str], appliance: AppliancePart) -> None:
+def point_names(pebble: TestCAContainer, names: list[str],
+                appliance: ApplianceContainer) -> None:
     """Resolve every served name to the appliance for Pebble's HTTP-01 validation."""
     address = appliance.ip(4)
     for name in names:
@@ -76,7 +77,7 @@ class Issued:
     detail: str  # the names, or why the appliance still serves its fallback
 
 
-def wait_for_certificate(appliance: AppliancePart, timeout: float = ISSUE_TIMEOUT_S,
+def wait_for_certificate(appliance: ApplianceContainer, timeout: float = ISSUE_TIMEOUT_S,
                          interval: float = 2) -> Issued:
     """Wait until the appliance serves a certificate from the CA (certificate.json says so);
     else why it still serves its fallback."""
@@ -95,7 +96,7 @@ def wait_for_certificate(appliance: AppliancePart, timeout: float = ISSUE_TIMEOU
         return Issued(False, timed_out.message)
 
 
-def save_root(pebble: PebblePart, state_dir: Path) -> Path:
+def save_root(pebble: TestCAContainer, state_dir: Path) -> Path:
     """Pebble's root (new at each Pebble start) where the operator can point curl at it."""
     state_dir.mkdir(parents=True, exist_ok=True)
     path = state_dir / ROOT_FILE

@@ -28,11 +28,11 @@ from builder.rig.parts import (
     APPLIANCE_CONFIG,
     BOX,
     FIRSTBOOT_UNIT,
-    AppliancePart,
-    PebblePart,
+    ApplianceContainer,
     Rig,
-    exec_streaming,
+    RigError,
 )
+from builder.rig.pebble import TestCAContainer
 from builder.rig.removal import remove_container
 from builder.rig.screens import (
     after_disaster,
@@ -198,7 +198,7 @@ class OldBox:
     config: Appliance | None  # the kept config through the model; None: it did not load
 
 
-def kept_files(appliance: AppliancePart) -> dict[str, tuple[bytes, int]]:
+def kept_files(appliance: ApplianceContainer) -> dict[str, tuple[bytes, int]]:
     """What `try` laid into the appliance beside the image: its config, its seed (the blank
     box gets the same, as a replacement VPS would) and the CA bundle."""
     files: dict[str, tuple[bytes, int]] = {}
@@ -209,7 +209,7 @@ def kept_files(appliance: AppliancePart) -> dict[str, tuple[bytes, int]]:
     return files
 
 
-def read_old_box(part: AppliancePart, container: Container) -> OldBox:
+def read_old_box(part: ApplianceContainer, container: Container) -> OldBox:
     kept = kept_files(part)
     info = part.read_json(try_ca.CERTIFICATE_INFO)
     names = [str(n) for n in info.get("names", [])] if isinstance(info, dict) else []
@@ -225,8 +225,8 @@ def find_rig(client: docker.DockerClient, rig_name: str,
     old, server = found.get("appliance"), found.get("backup")
     state = RigFound(old.status if old else None, server.status if server else None, None)
     if old is not None and state.appliance_status == "running":
-        part = AppliancePart(rig=make_rig(rig_name, client), role="appliance", image="",
-                             container=old)
+        part = ApplianceContainer(make_rig(rig_name, client), "appliance",
+                                  str(old.attrs["Config"]["Image"]), container=old)
         state = RigFound(state.appliance_status, state.backup_status, first_boot_state(part))
     if (refusal := disaster_refusal(rig_name, state)) is not None:
         raise refusal
@@ -234,23 +234,22 @@ def find_rig(client: docker.DockerClient, rig_name: str,
     return old, server
 
 
-def back_up(part: AppliancePart, rig_name: str) -> str | None:
+def back_up(part: ApplianceContainer, rig_name: str) -> str | None:
     """`arkbox-installer backup` in the appliance, shown live; the archive it made."""
     say("1/3 backing up now (arkbox-installer backup, in the appliance) …")
-    output: list[str] = []
 
     def show(line: str) -> None:
-        output.append(line)
         if (shown := backup_progress(line)) is not None:
             say(f"  │ {shown}")
 
-    code = exec_streaming(part, ["arkbox-installer", "backup", "-v"], show)
-    if code != 0:
-        raise ArkboxError(f"the backup failed (arkbox-installer backup exited {code}); "
-                          "nothing was destroyed",
+    try:
+        output = part.backup_now(on_line=show)
+    except RigError as e:
+        raise ArkboxError(f"the backup failed ({e.message}); nothing was destroyed",
                           hint=f"look: arkbox try ssh{rig_option(rig_name)}, then "
-                               "arkbox-installer backup --debug; arkbox-installer status")
-    made = archive_of_backup(output)
+                               "arkbox-installer backup --debug; arkbox-installer status"
+                          ) from e
+    made = archive_of_backup(output.splitlines())
     say(f"  ✓ backed up{f': {made}' if made else ''}")
     return made
 
@@ -282,7 +281,7 @@ def _add_appliance(rig: Rig, image: str, hostname: str, ports: dict[str, int],
 
 
 def boot_blank(rig: Rig, box: OldBox,
-               pebble_container: Container | None) -> tuple[TryAppliance, PebblePart | None]:
+               pebble_container: Container | None) -> tuple[TryAppliance, TestCAContainer | None]:
     """Step 3: the blank appliance, and the rig's test CA pointing its names at it."""
     say(f"3/3 booting a blank appliance from the same image ({box.image}: the same config "
         "and passphrase) …")
@@ -307,7 +306,7 @@ class Restored:
     doctor: str | None = None
 
 
-def restored_certificate(appliance: TryAppliance, pebble: PebblePart | None,
+def restored_certificate(appliance: TryAppliance, pebble: TestCAContainer | None,
                          state_dir: Path) -> tuple[Path | None, bool]:
     """The certificate to trust for the restored box (the test CA's root when it serves
     one from the CA, else its fallback's copy), and whether it is the CA's."""
@@ -317,7 +316,7 @@ def restored_certificate(appliance: TryAppliance, pebble: PebblePart | None,
 
 
 def serve_zone_again(rig: Rig, dns_container: Container, appliance: TryAppliance,
-                     config: Appliance, pebble: PebblePart | None) -> str | None:
+                     config: Appliance, pebble: TestCAContainer | None) -> str | None:
     """The rig's DNS serving the restored box's zone: the old one named the destroyed box's
     address and DKIM key. The doctor command, as start_zone gives it."""
     dns_image = str(dns_container.attrs["Config"]["Image"])
@@ -339,14 +338,14 @@ def cmd_disaster(args: argparse.Namespace) -> int:
     say(f"arkbox try disaster · rig {rig_name} · appliance {old.attrs['Config']['Image']} · "
         f"backups to {server.attrs['Config']['Hostname']} ({server.name}, it stays)")
     with on_interrupt(lambda: say_left_as_is(rig_name, out_dir, phase[-1])):
-        old_part = AppliancePart(rig=rig, role="appliance",
-                                 image=str(old.attrs["Config"]["Image"]), container=old)
+        old_part = ApplianceContainer(rig, "appliance", str(old.attrs["Config"]["Image"]),
+                                      container=old)
         made = back_up(old_part, rig_name)
         box = read_old_box(old_part, old)
         phase.append("destroying the appliance")
         say(f"2/3 destroying the appliance: container {old.name} and its volumes "
             "(the backup server stays) …")
-        say(f"  ✓ {describe_removed(remove_container(client, old))}")
+        say(f"  ✓ {describe_removed(old_part.destroy_keep_backups())}")
         # The copy belonged to the destroyed box; the restored one's replaces it.
         (state_dir / CERTIFICATE_FILE).unlink(missing_ok=True)
         phase.append("booting the blank appliance")

@@ -16,12 +16,19 @@ from __future__ import annotations
 import ipaddress
 import json
 import shlex
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from builder.pipeline.cache import cache_dir_from_env
-from builder.rig.parts import AppliancePart, Part, Rig, RigError, files_tar, rig_image, wait_until
+from builder.rig.parts import (
+    ApplianceContainer,
+    Rig,
+    RigContainer,
+    RigError,
+    RigWait,
+    rig_image,
+)
 from firstboot.mail.records import Record, zone_value
 
 SOURCE_DIR = Path(__file__).resolve().parents[2]
@@ -107,28 +114,41 @@ def zone_files(zones: dict[str, str]) -> dict[str, tuple[bytes, int]]:
     return files
 
 
-@dataclass
-class DnsPart(Part):
-    """nsd on the rig, serving the zones laid into /etc/nsd/zones before it starts."""
+class NsdAnswers(RigWait):
+    """nsd answers its control socket, and accepts every zone laid in (a zone it refuses
+    ends the wait at once: waiting cannot mend it)."""
 
-    def wait_ready(self) -> None:
-        super().wait_ready()
-        wait_until("nsd", self._answers, 60)
+    what = "nsd to answer"
+
+    def check(self, container: RigContainer) -> str | None:
+        if (reason := container.not_running()) is not None:
+            return reason
+        code, out = container.exec("nsd-control", "-c", NSD_CONF_PATH, "status")
+        if code != 0:
+            return f"nsd-control: {out.strip() or 'not answering'}"
         zones = sorted(p.removeprefix(f"{ZONES_DIR}/").removesuffix(".zone")
-                       for p in self.files if p.startswith(ZONES_DIR))
+                       for p in container.files if p.startswith(ZONES_DIR))
         for zone in zones:
-            code, out = self.exec("nsd-checkzone", zone, f"{ZONES_DIR}/{zone}.zone")
+            code, out = container.exec("nsd-checkzone", zone, f"{ZONES_DIR}/{zone}.zone")
             if code != 0:
                 raise RigError(f"nsd refused the zone {zone}: {out.strip()}")
-
-    def _answers(self) -> str | None:
-        if (reason := self._running()) is not None:
-            return reason
-        code, out = self.exec("nsd-control", "-c", NSD_CONF_PATH, "status")
-        return None if code == 0 else f"nsd-control: {out.strip() or 'not answering'}"
+        return None
 
 
-def records_of(appliance: AppliancePart, ipv4: str) -> list[dict[str, Any]]:
+class ZoneDNSContainer(RigContainer):
+    """nsd (the rig-internet image) serving the zones laid into /etc/nsd/zones before it
+    starts; ready when it answers and accepts each zone."""
+
+    def __init__(self, rig: Rig, role: str, image: str, aliases: Sequence[str] = (),
+                 command: Sequence[str] | None = ("dns",),
+                 files: dict[str, tuple[bytes, int]] | None = None,
+                 ipv4_address: str | None = None, *, timeout: float = 60) -> None:
+        super().__init__(rig, role, image, aliases, command=command, files=files,
+                         ipv4_address=ipv4_address)
+        self.waiting_for(NsdAnswers(timeout))
+
+
+def records_of(appliance: ApplianceContainer, ipv4: str) -> list[dict[str, Any]]:
     """`arkbox-installer dns --json` in the appliance, for its rig address."""
     code, out = appliance.exec("arkbox-installer", "dns", "--json", *address_options(ipv4))
     if code != 0 or "{" not in out:
@@ -137,21 +157,20 @@ def records_of(appliance: AppliancePart, ipv4: str) -> list[dict[str, Any]]:
     return [dict(r) for r in data["records"]]
 
 
-def start_dns(rig: Rig, image: str, appliance: AppliancePart,
-              domains: list[str]) -> DnsPart:
+def start_dns(rig: Rig, image: str, appliance: ApplianceContainer,
+              domains: list[str]) -> ZoneDNSContainer:
     """Serve the appliance's zone on the rig (its first boot must be done)."""
     ipv4 = appliance.ip(4)
     zones = zones_for(records_of(appliance, ipv4), ipv4, domains)
-    dns = DnsPart(rig=rig, role=ROLE, image=image, aliases=[ROLE], command=["dns"],
-                  files=zone_files(zones))
+    dns = ZoneDNSContainer(rig=rig, role=ROLE, image=image, aliases=[ROLE],
+                           files=zone_files(zones))
     rig.add(dns)
     return dns
 
 
-def give_ca_root(appliance: AppliancePart, root_pem: bytes) -> str:
+def give_ca_root(appliance: ApplianceContainer, root_pem: bytes) -> str:
     """Lay the test CA's root into the appliance (for the doctor's --ca-file)."""
-    assert appliance.container is not None
-    appliance.container.put_archive("/", files_tar({CA_ROOT_PATH: (root_pem, 0o644)}))
+    appliance.put_files({CA_ROOT_PATH: (root_pem, 0o644)})
     return CA_ROOT_PATH
 
 

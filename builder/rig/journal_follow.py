@@ -7,7 +7,7 @@ import json
 import time
 from dataclasses import dataclass, field
 
-from builder.rig.parts import BOX, FIRSTBOOT_UNIT, AppliancePart, Part
+from builder.rig.parts import BOX, FIRSTBOOT_UNIT, ApplianceContainer, RigContainer
 from builder.rig.screens import Say, say
 from firstboot.core import wait
 
@@ -19,7 +19,7 @@ JOURNAL_POLL_S = 1.0
 class JournalFollower:
     """New lines of a unit's journal in a part, by cursor (no process left behind in it)."""
 
-    part: Part
+    part: RigContainer
     unit: str = FIRSTBOOT_UNIT
     cursor: str | None = None
 
@@ -39,7 +39,7 @@ class JournalFollower:
         return lines
 
 
-def first_boot_state(part: Part) -> str:
+def first_boot_state(part: RigContainer) -> str:
     """done (the marker), failed (the last run, per status.json), or running."""
     code, text = part.exec("sh", "-c", f"test -e {BOX.done_marker} && echo done; "
                            f"cat {BOX.status} 2>/dev/null")
@@ -53,11 +53,8 @@ def first_boot_state(part: Part) -> str:
         else "running"
 
 
-def container_running(part: Part) -> bool:
-    if part.container is None:
-        return False
-    part.container.reload()
-    return str(part.container.status) == "running"
+def container_running(part: RigContainer) -> bool:
+    return part.not_running() is None
 
 
 @dataclass
@@ -72,7 +69,7 @@ class BootOutcome:
 class _BootWatch:
     """One look at first boot per poll: its new journal lines shown, then its state."""
 
-    appliance: AppliancePart
+    appliance: ApplianceContainer
     out: Say
     follower: JournalFollower
     started: float = field(default_factory=time.monotonic)
@@ -107,7 +104,7 @@ class _BootWatch:
         return wait.NotYet(f"first boot is {state}")
 
 
-def follow_first_boot(appliance: AppliancePart, timeout: float, out: Say = say) -> BootOutcome:
+def follow_first_boot(appliance: ApplianceContainer, timeout: float, out: Say = say) -> BootOutcome:
     """Print first boot's lines as they come; stop at the done marker or a failed run."""
     watch = _BootWatch(appliance, out, JournalFollower(appliance))
     try:

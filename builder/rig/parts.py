@@ -1,17 +1,20 @@
 """The rig: the built appliance and its neighbours as containers on a private network.
 
-Used by `arkbox try` and by the integration tests alike (one implementation).
-Each part is a small class in the style of testcontainers' DockerContainer:
-configure, `start()`, wait for a real readiness signal (never a bare sleep),
-`exec()`, `remove()`. Everything the rig creates carries the label
-`arkbox.rig=<rig name>`, so `Rig.down()` (and Ctrl-C) removes exactly that.
+Used by `arkbox try` and by the integration tests alike (one implementation). Each
+container is a testcontainers `DockerContainer` subclass: configured in its constructor,
+`start()` creates it on the rig's `Network` (fixed address, aliases), lays its files in
+before it starts, then runs its `WaitStrategy` (a real readiness signal, never a bare
+sleep). The waits poll with `firstboot.core.wait`, so giving up says what was awaited,
+the last reason and the time limit. Everything the rig creates carries the label
+`arkbox.rig=<rig name>`, so `Rig.down()` (and Ctrl-C) removes exactly that; each
+container's `stop()` (and leaving its `with`) removes it and its volumes.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import http.client
+import imaplib
 import io
 import json
 import logging
@@ -19,23 +22,40 @@ import socket
 import ssl
 import tarfile
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from contextlib import suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import docker
 from docker.errors import ImageNotFound, NotFound
 from docker.models.containers import Container
+from docker.types import EndpointConfig
+from testcontainers.core.config import testcontainers_config
+from testcontainers.core.container import DockerContainer
+from testcontainers.core.transferable import Transferable
 
 from builder.pipeline.service_images import remove_older_imports
 from builder.rig import seeding
-from builder.rig.removal import RIG_LABEL, remove_abandoned_rigs, remove_rig
-from firstboot.core import wait
-from firstboot.core.context import Paths
-from firstboot.core.errors import ArkboxError
+from builder.rig.network import Rig as Rig
+from builder.rig.network import RigEngine, quiet_client_kw
+from builder.rig.network import RigNetwork as RigNetwork
+from builder.rig.removal import RIG_LABEL, remove_container
+from builder.rig.waits import BOX as BOX
+from builder.rig.waits import FIRSTBOOT_UNIT as FIRSTBOOT_UNIT
+from builder.rig.waits import (
+    CompositeWait,
+    ContainerRunning,
+    FirstBootDone,
+    SystemdState,
+    UnitActive,
+)
+from builder.rig.waits import FirstBootFailed as FirstBootFailed
+from builder.rig.waits import RigError as RigError
+from builder.rig.waits import RigWait as RigWait
+from builder.rig.waits import wait_until as wait_until
 from firstboot.core.execute import run
+from firstboot.core.locations import INSTALLER_PROGRAM
 
 log = logging.getLogger("arkbox.rig")
 
@@ -46,29 +66,8 @@ SYSTEMD_CAPS_DROP = ["SYS_RESOURCE"]
 SYSTEMD_SECURITY_OPT = ["seccomp=unconfined", "apparmor=unconfined"]
 SYSTEMD_TMPFS = {"/run": "rw,mode=755", "/run/lock": "rw,mode=1777"}
 SYSTEMD_ENV = {"container": "docker", "SYSTEMD_CGROUP_ENABLE_LEGACY_FORCE": "1"}
-# Where the installer keeps its files inside the appliance: absolute paths in the container.
-BOX = Paths(root=Path("/"))
 APPLIANCE_CONFIG = "/etc/arkbox/appliance.yaml"  # the config first boot reads
-FIRSTBOOT_UNIT = "arkbox-firstboot"
-
-
-class RigError(ArkboxError):
-    pass
-
-
-def wait_until(what: str, check: Callable[[], str | None], timeout: float,
-               interval: float = 1.0) -> None:
-    """Poll `check` (None = ready, else the reason it is not) with `wait.until`; a RigError
-    saying what was awaited and the last reason when the time runs out."""
-
-    def ready() -> wait.NotYet | None:
-        reason = check()
-        return None if reason is None else wait.NotYet(reason)
-
-    try:
-        wait.until(what, ready, timeout, interval_s=interval)
-    except wait.WaitTimedOut as timed_out:
-        raise RigError(timed_out.message, hint=timed_out.hint) from None
+ROLE_LABEL = "arkbox.rig.role"
 
 
 def docker_import_argv(tar: Path, tag: str) -> tuple[str, ...]:
@@ -106,77 +105,202 @@ def files_tar(files: dict[str, tuple[bytes, int]]) -> bytes:
     return buffer.getvalue()
 
 
-@dataclass
-class Part:
-    """One container of the rig."""
+# ---------------------------------------------------------------- the reaper
 
-    rig: Rig
-    role: str
-    image: str
-    aliases: Sequence[str] = ()
-    environment: dict[str, str] = field(default_factory=dict)
-    command: Sequence[str] | None = None
-    ports: dict[str, int | None] = field(default_factory=dict)  # "443/tcp" -> host port
-    # Files laid into the container before it starts: path -> (content, mode).
-    files: dict[str, tuple[bytes, int]] = field(default_factory=dict)
-    # A fixed address on the rig network (e.g. one a DNS record must name before boot).
-    ipv4_address: str | None = None
-    container: Container | None = None
+
+def keep_reaper_off_unless_present(client: docker.DockerClient) -> None:
+    """testcontainers' reaper (Ryuk) only where its image is already there: no registry is
+    reachable from these machines, and pulling it would fail every start. The rig's label
+    (`remove_rig`, each container's `remove()`) is the guarantee of clean-up either way."""
+    if testcontainers_config.ryuk_disabled:
+        return
+    try:
+        client.images.get(testcontainers_config.ryuk_image)
+    except ImageNotFound:
+        log.debug("no %s image here (none can be pulled): the reaper stays off",
+                  testcontainers_config.ryuk_image)
+        testcontainers_config.ryuk_disabled = True
+
+
+# ---------------------------------------------------------------- the containers
+
+
+class RigContainer(DockerContainer):
+    """One container of the rig: named RIG-ROLE, labelled with the rig and its role, on
+    the rig's network (aliases, a fixed address when given), `files` laid in before it
+    starts. Ready when its wait strategy says so (by default: running)."""
+
+    def __init__(self, rig: Rig, role: str, image: str, aliases: Sequence[str] = (),
+                 environment: dict[str, str] | None = None,
+                 command: Sequence[str] | None = None,
+                 ports: dict[str, int | None] | None = None,
+                 files: dict[str, tuple[bytes, int]] | None = None,
+                 ipv4_address: str | None = None, *,
+                 container: Container | None = None) -> None:
+        super().__init__(image, docker_client_kw=quiet_client_kw(rig.client),
+                         env=dict(environment or {}), name=f"{rig.name}-{role}")
+        self._docker = RigEngine(rig.client)
+        self.rig, self.role = rig, role
+        self.aliases = list(aliases)
+        self._command = list(command) if command else None
+        # Files laid into the container before it starts: path -> (content, mode).
+        self.files: dict[str, tuple[bytes, int]] = dict(files or {})
+        # A fixed address on the rig network (e.g. one a DNS record must name before boot).
+        self.ipv4_address = ipv4_address
+        for port, host_port in (ports or {}).items():
+            self.with_bind_ports(port, host_port)
+        # An existing container of the rig (`try disaster` finds the old box by its label).
+        self._container = container
+        self.waiting_for(ContainerRunning(60))
 
     @property
     def name(self) -> str:
         return f"{self.rig.name}-{self.role}"
 
-    def run_kwargs(self) -> dict[str, Any]:
-        return {}
+    @property
+    def container(self) -> Container | None:
+        """The engine's container (None before start)."""
+        return self._container
 
-    def start(self) -> Part:
-        kwargs: dict[str, Any] = {
-            "name": self.name, "hostname": self.aliases[0] if self.aliases else self.role,
-            "detach": True, "labels": {RIG_LABEL: self.rig.name, "arkbox.rig.role": self.role},
-            "environment": self.environment, "network": self.rig.network_name,
-            "ports": self.ports or None,
-        }
-        kwargs.update(self.run_kwargs())
-        command = kwargs.pop("command", list(self.command) if self.command else None)
-        container = self.rig.client.containers.create(self.image, command, **kwargs)
-        if self.files:
-            container.put_archive("/", files_tar(self.files))
-        network = self.rig.client.networks.get(self.rig.network_name)
-        if self.aliases or self.ipv4_address:
-            network.disconnect(container)
-            network.connect(container, aliases=list(self.aliases) or None,
-                            ipv4_address=self.ipv4_address)
-        container.start()
-        self.container = container
-        self.wait_ready()
+    @property
+    def environment(self) -> dict[str, str]:
+        return self.env
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {RIG_LABEL: self.rig.name, ROLE_LABEL: self.role}
+
+    def start(self) -> Self:
+        keep_reaper_off_unless_present(self.rig.client)
+        return super().start()
+
+    def with_dns(self, servers: Sequence[str]) -> Self:
+        """The resolvers the container asks (e.g. the rig's own DNS server)."""
+        self._kwargs = {**self._kwargs, "dns": list(servers)}
         return self
 
-    def wait_ready(self) -> None:
-        wait_until(f"{self.role} container", self._running, 60)
+    def with_capabilities(self, *caps: str) -> Self:
+        """Capabilities added to the engine's default set (e.g. NET_RAW for nmap)."""
+        self._kwargs = {**self._kwargs, "cap_add": list(caps)}
+        return self
 
-    def _running(self) -> str | None:
-        assert self.container is not None
-        self.container.reload()
-        status = str(self.container.status)
+    def _configure(self) -> None:
+        """Called by `start()` just before the container is created."""
+        if not self.rig.network.exists():
+            raise RigError(f"the rig's network {self.rig.network.name} does not exist",
+                           hint="start the rig first (Rig.up() or `with rig.running():`)")
+        self.with_network(self.rig.network)
+        for path, (content, mode) in sorted(self.files.items()):
+            self.with_copy_into_container(content, path, mode)
+        # testcontainers' endpoint config carries only aliases; ours adds the fixed address.
+        endpoint = EndpointConfig(str(self.rig.client.api.api_version),
+                                  aliases=self.aliases or None, ipv4_address=self.ipv4_address)
+        self._kwargs = {"hostname": self.aliases[0] if self.aliases else self.role,
+                        "labels": self.labels, "detach": True,
+                        "networking_config": {self.rig.network.name: endpoint},
+                        **self._kwargs}
+
+    def _transfer_into_container(self, transferable: Transferable, destination_in_container: str,
+                                 mode: int) -> None:
+        """How `start()` lays each `with_copy_into_container` file in, between create and
+        start. testcontainers' own tar leaves the mtime at 0 (1970), and nsd then takes a
+        zone file for the one it already has (unchanged since 0) and serves SERVFAIL:
+        ours are stamped now."""
+        if not isinstance(transferable, bytes):
+            super()._transfer_into_container(transferable, destination_in_container, mode)
+            return
+        self.put_files({destination_in_container: (transferable, mode)})
+
+    def stop(self, force: bool = True, delete_volume: bool = True) -> None:
+        """Remove the container and every volume labelled as this container's, also when
+        it never started (the rig's client stays open for the rest of the rig)."""
+        self.remove()
+
+    def remove(self) -> dict[str, int]:
+        """Remove the container and its labelled volumes; the counts of each. An interrupt
+        may have cut the rig's client mid-request: then once more on a fresh connection."""
+        try:
+            return self._remove(self.rig.client)
+        except Exception as e:  # any failure of the old connection
+            log.debug("removing %s again on a fresh connection: %s", self.name, e)
+            return self._remove(docker.from_env(timeout=300))
+
+    def _remove(self, client: docker.DockerClient) -> dict[str, int]:
+        removed = {"containers": 0, "volumes": 0}
+        container = self._container
+        if container is None:
+            with suppress(NotFound):
+                container = client.containers.get(self.name)
+        if container is not None:
+            with suppress(NotFound):
+                container.reload()
+                for kind, n in remove_container(client, container).items():
+                    removed[kind] += n
+        self._container = None
+        label_filter: dict[str, str | list[str] | bool] = {
+            "label": [f"{key}={value}" for key, value in self.labels.items()]}
+        for volume in client.volumes.list(filters=label_filter):
+            with suppress(NotFound):
+                volume.remove(force=True)
+                removed["volumes"] += 1
+        return removed
+
+    def not_running(self) -> str | None:
+        """None while the container runs, else its state."""
+        if self._container is None:
+            return "not created"
+        self._container.reload()
+        status = str(self._container.status)
         return None if status == "running" else f"container is {status}"
 
-    def exec(self, *argv: str, user: str = "root") -> tuple[int, str]:
-        assert self.container is not None, f"{self.role} was not started"
-        result = self.container.exec_run(list(argv), user=user, demux=False)
+    # Ours returns (exit code, text): the shape every rig user reads; testcontainers'
+    # returns bytes. Its wait strategies are not used on rig containers.
+    def exec(self, *argv: str, user: str = "root",  # type: ignore[override]
+             environment: dict[str, str] | None = None) -> tuple[int, str]:
+        assert self._container is not None, f"{self.role} was not started"
+        result = self._container.exec_run(list(argv), user=user, demux=False,
+                                          environment=environment)
         output = result.output if isinstance(result.output, bytes) else b""
         return int(result.exit_code or 0), output.decode(errors="replace")
 
+    def exec_streaming(self, argv: Sequence[str], on_line: Callable[[str], None]) -> int:
+        """Run argv in the container, handing each line of its output (stdout and stderr)
+        to `on_line` as it comes; its exit code."""
+        assert self._container is not None, f"{self.role} was not started"
+        api = self.rig.client.api
+        exec_id = api.exec_create(self._container.id, list(argv), stdout=True,
+                                  stderr=True)["Id"]
+        pending = b""
+        for chunk in api.exec_start(exec_id, stream=True):
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                on_line(line.decode(errors="replace"))
+        if pending:
+            on_line(pending.decode(errors="replace"))
+        return int(api.exec_inspect(exec_id).get("ExitCode") or 0)
+
+    def put_files(self, files: dict[str, tuple[bytes, int]]) -> None:
+        """Lay files into the running container (path -> content, mode)."""
+        assert self._container is not None, f"{self.role} was not started"
+        self._container.put_archive("/", files_tar(files))
+
+    def read_json(self, path: str) -> Any:
+        code, out = self.exec("cat", path)
+        if code != 0:
+            return None
+        return json.loads(out)
+
     def ip(self, family: int = 4) -> str:
-        assert self.container is not None
-        self.container.reload()
-        net = self.container.attrs["NetworkSettings"]["Networks"][self.rig.network_name]
+        assert self._container is not None
+        self._container.reload()
+        net = self._container.attrs["NetworkSettings"]["Networks"][self.rig.network.name]
         return str(net["IPAddress"] if family == 4 else net["GlobalIPv6Address"])
 
     def host_port(self, port: str) -> int:
-        assert self.container is not None
-        self.container.reload()
-        bindings = self.container.attrs["NetworkSettings"]["Ports"].get(port) or []
+        """The host port the engine published `port` ("443/tcp") on."""
+        assert self._container is not None
+        self._container.reload()
+        bindings = self._container.attrs["NetworkSettings"]["Ports"].get(port) or []
         return int(bindings[0]["HostPort"])
 
 
@@ -201,124 +325,57 @@ RIG_SYSCTLS = {
 }
 
 
-@dataclass
-class SystemdPart(Part):
-    """A container that boots systemd as PID 1 (the appliance, the backup server)."""
+class SystemdContainer(RigContainer):
+    """A container that boots systemd as PID 1 (the appliance, the backup server), with the
+    rig's capability set and its own inner-engine volume. Ready at systemd running or
+    degraded (within `boot_timeout`)."""
 
-    volumes: dict[str, dict[str, str]] = field(default_factory=dict)
-    # How long systemd may take to reach running/degraded (first boot runs after it).
-    boot_timeout: float = 180
-
-    def __post_init__(self) -> None:
+    def __init__(self, rig: Rig, role: str, image: str, aliases: Sequence[str] = (),
+                 environment: dict[str, str] | None = None,
+                 command: Sequence[str] | None = None,
+                 ports: dict[str, int | None] | None = None,
+                 files: dict[str, tuple[bytes, int]] | None = None,
+                 ipv4_address: str | None = None, *,
+                 volumes: dict[str, dict[str, str]] | None = None,
+                 boot_timeout: float = 180,
+                 container: Container | None = None) -> None:
+        super().__init__(rig, role, image, aliases, {**SYSTEMD_ENV, **(environment or {})},
+                         command or ["/sbin/init"], ports, files, ipv4_address,
+                         container=container)
         path, content = RIG_DOCKERD_DROPIN
         self.files.setdefault(path, (content, 0o644))
+        # How long systemd may take to reach running/degraded (first boot runs after it).
+        self.boot_timeout = boot_timeout
+        for volume, mount in (volumes or {}).items():
+            self.with_volume_mapping(volume, mount["bind"], mount.get("mode", "rw"))
+        self.tmpfs.update(SYSTEMD_TMPFS)
+        self.with_kwargs(cap_add=["ALL"], cap_drop=SYSTEMD_CAPS_DROP,
+                         security_opt=SYSTEMD_SECURITY_OPT, stop_signal="SIGRTMIN+3",
+                         sysctls=RIG_SYSCTLS)
+        self.waiting_for(SystemdState(boot_timeout))
 
-    def run_kwargs(self) -> dict[str, Any]:
-        docker_volume = self.labelled_volume("docker")
-        return {
-            "cap_add": ["ALL"], "cap_drop": SYSTEMD_CAPS_DROP,
-            "security_opt": SYSTEMD_SECURITY_OPT, "tmpfs": SYSTEMD_TMPFS,
-            "volumes": {"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"},
-                        docker_volume: {"bind": "/var/lib/docker", "mode": "rw"},
-                        **self.volumes},
-            "environment": {**SYSTEMD_ENV, **self.environment},
-            "stop_signal": "SIGRTMIN+3",
-            "sysctls": RIG_SYSCTLS,
-            "command": list(self.command) if self.command else ["/sbin/init"],
-        }
+    def _configure(self) -> None:
+        self.with_volume_mapping("/sys/fs/cgroup", "/sys/fs/cgroup", "rw")
+        self.with_volume_mapping(self.labelled_volume("docker"), "/var/lib/docker", "rw")
+        super()._configure()
 
     def labelled_volume(self, purpose: str) -> str:
-        """The part's volume NAME-PURPOSE, made with the rig's label before the container
-        is: `remove_rig` finds it even when the container never came to be."""
+        """The container's volume NAME-PURPOSE, made with the rig's labels before the
+        container is: `remove_rig` and `remove()` find it even when the container never
+        came to be."""
         volume = f"{self.name}-{purpose}"
         try:
             self.rig.client.volumes.get(volume)
         except NotFound:
-            self.rig.client.volumes.create(volume, labels={RIG_LABEL: self.rig.name})
+            self.rig.client.volumes.create(volume, labels=self.labels)
         return volume
-
-    def wait_ready(self) -> None:
-        wait_until(f"{self.role} systemd", self._system_up, self.boot_timeout, interval=2)
-
-    def _system_up(self) -> str | None:
-        if (reason := self._running()) is not None:
-            return reason
-        _, state = self.exec("systemctl", "is-system-running")
-        state = state.strip()
-        return None if state in {"running", "degraded"} else f"systemd is {state or 'starting'}"
 
     def failed_units(self) -> list[str]:
         _, out = self.exec("systemctl", "list-units", "--failed", "--plain", "--no-legend")
         return [line.split()[0] for line in out.splitlines() if line.strip()]
 
-    def read_json(self, path: str) -> Any:
-        code, out = self.exec("cat", path)
-        if code != 0:
-            return None
-        return json.loads(out)
-
-
-@dataclass
-class Rig:
-    """A private network and the parts on it; `down()` removes all of it."""
-
-    name: str = "arkbox-rig"
-    client: docker.DockerClient = field(default_factory=lambda: docker.from_env(timeout=300))
-    parts: list[Part] = field(default_factory=list)
-    ipv6_subnet: str = "fd42:a7b0:c5::/64"
-    ipv4_subnet: str = "172.30.99.0/24"
-
-    @property
-    def network_name(self) -> str:
-        return f"{self.name}-net"
-
-    def up(self) -> Rig:
-        try:
-            self.client.networks.get(self.network_name)
-        except NotFound:
-            remove_abandoned_rigs(self.client, {self.ipv4_subnet, self.ipv6_subnet})
-            ipam = docker.types.IPAMConfig(pool_configs=[
-                docker.types.IPAMPool(subnet=self.ipv4_subnet),
-                docker.types.IPAMPool(subnet=self.ipv6_subnet),
-            ])
-            self.client.networks.create(self.network_name, driver="bridge", enable_ipv6=True,
-                                        ipam=ipam, labels={RIG_LABEL: self.name})
-        return self
-
-    def add(self, part: Part) -> Part:
-        self.parts.append(part)
-        return part.start()
-
-    def down(self) -> dict[str, int]:
-        """Remove every container, volume and network labelled as this rig's."""
-        return remove_rig(self.client, self.name)
-
-    @contextmanager
-    def running(self) -> Iterator[Rig]:
-        self.up()
-        try:
-            yield self
-        finally:
-            self.down()
-
-
-# ---------------------------------------------------------------- running a command live
-
-
-def exec_streaming(part: Part, argv: Sequence[str], on_line: Callable[[str], None]) -> int:
-    """Run argv in the part, handing each line of its output (stdout and stderr) to
-    `on_line` as it comes; its exit code."""
-    assert part.container is not None, f"{part.role} was not started"
-    api = part.rig.client.api
-    exec_id = api.exec_create(part.container.id, list(argv), stdout=True, stderr=True)["Id"]
-    pending = b""
-    for chunk in api.exec_start(exec_id, stream=True):
-        *lines, pending = (pending + chunk).split(b"\n")
-        for line in lines:
-            on_line(line.decode(errors="replace"))
-    if pending:
-        on_line(pending.decode(errors="replace"))
-    return int(api.exec_inspect(exec_id).get("ExitCode") or 0)
+    def journal(self, unit: str = FIRSTBOOT_UNIT) -> str:
+        return self.exec("journalctl", "-u", unit, "--no-pager", "-o", "cat")[1]
 
 
 def rig_image(source_dir: Path, cache_dir: Path, recipe: str) -> str:
@@ -330,215 +387,141 @@ def rig_image(source_dir: Path, cache_dir: Path, recipe: str) -> str:
     return image.tag
 
 
-@dataclass
-class BackupServerPart(SystemdPart):
-    """The backup-server role: ready when its sshd (the forced `borg serve`) is active."""
+class BackupServerContainer(SystemdContainer):
+    """The backup-server role: ready when systemd is up and its sshd (the forced
+    `borg serve`) is active."""
 
-    def wait_ready(self) -> None:
-        super().wait_ready()
-        wait_until("sshd on the backup server", self._sshd_active, 60)
+    def __init__(self, rig: Rig, role: str, image: str, aliases: Sequence[str] = (),
+                 environment: dict[str, str] | None = None,
+                 command: Sequence[str] | None = None,
+                 ports: dict[str, int | None] | None = None,
+                 files: dict[str, tuple[bytes, int]] | None = None,
+                 ipv4_address: str | None = None, *,
+                 volumes: dict[str, dict[str, str]] | None = None,
+                 boot_timeout: float = 180) -> None:
+        super().__init__(rig, role, image, aliases, environment, command, ports, files,
+                         ipv4_address, volumes=volumes, boot_timeout=boot_timeout)
+        self.waiting_for(CompositeWait(SystemdState(boot_timeout), UnitActive("ssh", 60)))
 
-    def _sshd_active(self) -> str | None:
-        state = self.exec("systemctl", "is-active", "ssh")[1].strip()
-        return None if state == "active" else f"ssh.service is {state}"
 
-
-@dataclass
-class AppliancePart(SystemdPart):
+class ApplianceContainer(SystemdContainer):
     """The built appliance (its root fs tar) booting with systemd; first boot runs by itself.
 
     `config` (YAML text) replaces the baked /etc/arkbox/appliance.yaml before boot,
     so one image serves many test configs. The image holds no secret: `seed_config`
     names the config file the box's config came from, and the box gets the seed made
     from `config` (or that file) with the secrets next to it. Without it, no seed.
+    Ready at systemd running/degraded; `wait_first_boot()` then waits for first boot.
     """
 
-    config: str | None = None
-    seed_config: Path | None = None
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.config is not None:
-            self.files[APPLIANCE_CONFIG] = (self.config.encode(), 0o600)
-        if self.seed_config is not None:
-            text = self.config if self.config is not None else self.seed_config.read_text()
-            self.files[seeding.SEED_FILE] = (seeding.seed_for(text, self.seed_config), 0o600)
+    def __init__(self, rig: Rig, role: str, image: str, aliases: Sequence[str] = (),
+                 environment: dict[str, str] | None = None,
+                 command: Sequence[str] | None = None,
+                 ports: dict[str, int | None] | None = None,
+                 files: dict[str, tuple[bytes, int]] | None = None,
+                 ipv4_address: str | None = None, *,
+                 config: str | None = None, seed_config: Path | None = None,
+                 volumes: dict[str, dict[str, str]] | None = None,
+                 boot_timeout: float = 180,
+                 container: Container | None = None) -> None:
+        super().__init__(rig, role, image, aliases, environment, command, ports, files,
+                         ipv4_address, volumes=volumes, boot_timeout=boot_timeout,
+                         container=container)
+        self.config, self.seed_config = config, seed_config
+        if config is not None:
+            self.files[APPLIANCE_CONFIG] = (config.encode(), 0o600)
+        if seed_config is not None:
+            text = config if config is not None else seed_config.read_text()
+            self.files[seeding.SEED_FILE] = (seeding.seed_for(text, seed_config), 0o600)
         # Also a seed passed in `files`, e.g. the one `try disaster` keeps for the blank box.
-        self.environment.update(seeding.environment_for(self.files))
+        self.env.update(seeding.environment_for(self.files))
 
-    def wait_first_boot(self, timeout: float = 600) -> dict[str, Any]:
-        """Wait until first boot finished (done marker); returns status.json. A failed first
-        boot is retried by its unit, so a failure is waited out too: on time-out the message
+    def wait_first_boot(self, timeout: float = 600, *,
+                        retry_failures: bool = False) -> dict[str, Any]:
+        """Wait until first boot finished (done marker); returns status.json.
+
+        A failed run raises FirstBootFailed at once with the failing steps and their
+        messages. Its unit retries a failed first boot: with `retry_failures` the retries
+        are waited out (a test that mends the box meanwhile), and on time-out the message
         names the last failing steps and their reasons."""
+        FirstBootDone(timeout, retry_failures=retry_failures).wait_until_ready(self)
+        return self.status_json()
 
-        def finished() -> str | None:
-            code, _ = self.exec("test", "-e", str(BOX.done_marker))
-            if code == 0:
-                return None
-            status = self.read_json(str(BOX.status)) or {}
-            failures = "; ".join(f"{f.get('step')}: {f.get('message')}"
-                                 for f in status.get("failures") or [])[-600:]
-            return (f"first boot result: {status.get('result', 'not started')}"
-                    + (f" ({failures})" if failures else ""))
+    # ------------------------------------------------------------ what an operator does
 
-        wait_until("first boot", finished, timeout, interval=3)
-        status: dict[str, Any] = self.read_json(str(BOX.status))
-        return status
+    def installer(self, *args: str, environment: dict[str, str] | None = None
+                  ) -> tuple[int, str]:
+        """`arkbox-installer ARGS` in the box: its exit code and output (stdout and
+        stderr, interleaved as they came)."""
+        return self.exec(INSTALLER_PROGRAM, *args, environment=environment)
 
-    def journal(self, unit: str = FIRSTBOOT_UNIT) -> str:
-        return self.exec("journalctl", "-u", unit, "--no-pager", "-o", "cat")[1]
+    def status_json(self) -> dict[str, Any]:
+        """The box's status.json (what `arkbox-installer status --json` reports from);
+        empty before first boot wrote one. (Not `status`: testcontainers' `status` is the
+        container's state, which its own waits read.)"""
+        data = self.read_json(str(BOX.status))
+        return dict(data) if isinstance(data, dict) else {}
 
-
-def pebble_image(source_dir: Path, cache_dir: Path) -> str:
-    """The rig's test ACME CA (Debian's pebble), built offline like the client (cached)."""
-    return rig_image(source_dir, cache_dir, "pebble")
-
-
-@dataclass(frozen=True)
-class HttpsIdentity:
-    """A throw-away CA and a server certificate it signed (for Pebble's own HTTPS)."""
-
-    ca_pem: bytes
-    cert_pem: bytes
-    key_pem: bytes
-
-
-def https_identity(names: Sequence[str], days: int = 30) -> HttpsIdentity:
-    from datetime import UTC, datetime, timedelta
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.now(UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "arkbox rig test CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(days=days))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-          .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False,
-                                       False), critical=True)
-          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
-          .sign(ca_key, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
-            .issuer_name(ca_name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(days=days))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
-            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]),
-                           False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                ca_key.public_key()), False)
-            .sign(ca_key, hashes.SHA256()))
-    pem = serialization.Encoding.PEM
-    return HttpsIdentity(
-        ca.public_bytes(pem), cert.public_bytes(pem),
-        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-
-
-PEBBLE_ACME_PORT = 14000
-PEBBLE_MANAGEMENT_PORT = 15000
-CHALLTESTSRV_PORT = 8055
-PEBBLE_DNS_PORT = 8053
-
-
-@dataclass
-class PebblePart(Part):
-    """A test ACME CA: Pebble, with pebble-challtestsrv as the DNS its validator asks.
-
-    Pebble serves its directory over HTTPS with `https` (a throw-away CA and a
-    certificate for the aliases, e.g. "pebble"); the appliance trusts that CA
-    through tls.ca_bundle. Host names resolve only as `add_a` says, so a test
-    decides where the CA's HTTP-01 validation goes. Ready when the directory, the
-    management endpoint and the DNS API accept connections.
-    """
-
-    https: HttpsIdentity | None = None  # None: made here for the aliases
-    nonce_reject_percent: int = 5  # Pebble's own default: badNonce for 5% of requests
-    validity_seconds: int | None = None  # None: Pebble's default (5 years)
-
-    def __post_init__(self) -> None:
-        if self.https is None:
-            self.https = https_identity(list(self.aliases) or [self.role])
-        config: dict[str, Any] = {
-            "listenAddress": f"0.0.0.0:{PEBBLE_ACME_PORT}",
-            "managementListenAddress": f"0.0.0.0:{PEBBLE_MANAGEMENT_PORT}",
-            "certificate": "/etc/pebble/cert.pem", "privateKey": "/etc/pebble/key.pem",
-            "httpPort": 80, "tlsPort": 443, "ocspResponderURL": "",
-            "externalAccountBindingRequired": False,
-        }
-        if self.validity_seconds is not None:
-            config["certificateValidityPeriod"] = self.validity_seconds
-        self.files.update({
-            "/etc/pebble/config.json": (json.dumps({"pebble": config}).encode(), 0o644),
-            "/etc/pebble/cert.pem": (self.https.cert_pem, 0o644),
-            "/etc/pebble/key.pem": (self.https.key_pem, 0o600),
-        })
-        self.environment = {"PEBBLE_VA_NOSLEEP": "1",
-                            "PEBBLE_WFE_NONCEREJECT": str(self.nonce_reject_percent),
-                            **self.environment}
-        # No default answers: a name resolves only once a test adds it.
-        self.command = ["sh", "-c",
-                        "pebble-challtestsrv -defaultIPv4 '' -defaultIPv6 '' -http01 '' "
-                        "-https01 '' -tlsalpn01 '' -dns01 :8053 -management :8055 & "
-                        f"exec pebble -config /etc/pebble/config.json "
-                        f"-dnsserver 127.0.0.1:{PEBBLE_DNS_PORT}"]
-
-    @property
-    def directory(self) -> str:
-        """The ACME directory URL as the rig's other parts reach it."""
-        return f"https://{self.aliases[0]}:{PEBBLE_ACME_PORT}/dir"
-
-    def wait_ready(self) -> None:
-        super().wait_ready()
-        for port in (PEBBLE_ACME_PORT, PEBBLE_MANAGEMENT_PORT, CHALLTESTSRV_PORT):
-            wait_until(f"pebble port {port}", functools.partial(self._accepts, port), 60,
-                       interval=0.5)
-
-    def _accepts(self, port: int) -> str | None:
-        if (reason := self._running()) is not None:
-            return reason
+    def https(self, host: str, path: str = "/", *, ca_pem: bytes | None = None,
+              timeout: float = 30) -> tuple[int, str]:
+        """A GET of https://HOST/PATH at the box's rig address as a client on the rig
+        network makes it (SNI and Host: HOST); its status and body. The certificate is
+        verified against `ca_pem` when given (e.g. the box's fullchain, the test CA's
+        root), else not checked (the fallback certificate is the box's own)."""
+        if ca_pem is None:
+            context = ssl.create_default_context()
+            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        else:
+            context = ssl.create_default_context(cadata=ca_pem.decode())
+        connection = NamedHTTPSConnection(self.ip(), 443, host, context=context,
+                                           timeout=timeout)
         try:
-            with socket.create_connection((self.ip(), port), timeout=2):
-                return None
-        except OSError as err:
-            return f"port {port}: {err}"
-
-    def add_a(self, host: str, address: str) -> None:
-        """Make `host` resolve to `address` for Pebble's validator (challtestsrv's API)."""
-        body = json.dumps({"host": host.rstrip(".") + ".", "addresses": [address]})
-        connection = http.client.HTTPConnection(self.ip(), CHALLTESTSRV_PORT, timeout=10)
-        try:
-            connection.request("POST", "/add-a", body, {"Content-Type": "application/json"})
+            connection.request("GET", path, headers={"Host": host})
             response = connection.getresponse()
-            if response.status != 200:
-                raise RigError(f"pebble-challtestsrv refused {host} -> {address}: "
-                               f"HTTP {response.status} {response.read()[:200]!r}")
+            return response.status, response.read().decode(errors="replace")
         finally:
             connection.close()
 
-    def root_pem(self) -> bytes:
-        """Pebble's current root (it signs the issued chains), from its management endpoint."""
-        assert self.https is not None
-        context = ssl.create_default_context(cadata=self.https.ca_pem.decode())
-        connection = _NamedHTTPSConnection(self.ip(), PEBBLE_MANAGEMENT_PORT,
-                                           self.aliases[0], context=context, timeout=10)
-        try:
-            connection.request("GET", "/roots/0")
-            response = connection.getresponse()
-            body = response.read()
-        finally:
-            connection.close()
-        if response.status != 200 or b"BEGIN CERTIFICATE" not in body:
-            raise RigError(f"pebble's management endpoint gave no root: HTTP {response.status}")
-        return body
+    def imap_login(self, mailbox: str, password: str, timeout: float = 30) -> bool:
+        """Whether `mailbox` logs in with `password` over IMAPS (993) at the box's rig
+        address (certificate not checked: the login is what is tried)."""
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        with imaplib.IMAP4_SSL(self.ip(), 993, ssl_context=context, timeout=timeout) as imap:
+            try:
+                imap.login(mailbox, password)
+            except imaplib.IMAP4.error:
+                return False
+            imap.logout()
+            return True
+
+    def backup_now(self, on_line: Callable[[str], None] | None = None) -> str:
+        """`arkbox-installer backup` in the box, as its timer runs it; its output. With
+        `on_line`, verbosely, each line handed over as it comes. A RigError when it fails."""
+        if on_line is None:
+            code, output = self.installer("backup")
+        else:
+            lines: list[str] = []
+
+            def keep(line: str) -> None:
+                lines.append(line)
+                on_line(line)
+
+            code = self.exec_streaming([INSTALLER_PROGRAM, "backup", "-v"], keep)
+            output = "\n".join(lines)
+        if code != 0:
+            raise RigError(f"arkbox-installer backup in {self.name} exited {code}: "
+                           f"{output.strip()[-600:]}",
+                           hint=f"docker exec {self.name} arkbox-installer backup --debug")
+        return output
+
+    def destroy_keep_backups(self) -> dict[str, int]:
+        """Remove the box: its container and its volumes, as a lost VPS is gone. The
+        backup server (its own container and volumes) keeps the repository."""
+        return self.remove()
 
 
-class _NamedHTTPSConnection(http.client.HTTPSConnection):
+class NamedHTTPSConnection(http.client.HTTPSConnection):
     """HTTPS to an address, verified for the name the server's certificate carries."""
 
     def __init__(self, address: str, port: int, server_name: str, *,

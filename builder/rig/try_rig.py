@@ -9,25 +9,19 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import cast
 
 import docker
 from docker.errors import DockerException
 from docker.models.containers import Container
 
 from builder.rig import dns as try_dns
-from builder.rig.parts import (
-    BOX,
-    AppliancePart,
-    PebblePart,
-    Rig,
-    RigError,
-    wait_until,
-)
+from builder.rig.parts import BOX, ApplianceContainer, Rig, RigError
+from builder.rig.pebble import TestCAContainer
 from builder.rig.removal import RIG_LABEL, remove_rig
 from builder.rig.screens import say
+from builder.rig.waits import SystemdState
 from firstboot.certs.certificate import LiveFiles
 from firstboot.core.config import Appliance, ConfigInvalid, load_config
 from firstboot.core.errors import ArkboxError
@@ -82,31 +76,29 @@ def config_from_text(text: bytes) -> Appliance | None:
             return None
 
 
-@dataclass
-class TryAppliance(AppliancePart):
+# Ready as soon as systemd (PID 1) answers: first boot's lines are what `try` follows,
+# from the start, rather than waiting for the rest of the boot.
+SYSTEMD_ANSWERS = frozenset({"initializing", "starting", "running", "degraded"})
+
+
+class TryAppliance(ApplianceContainer):
     """The appliance as `arkbox try` runs it: ports on localhost, followed from early boot."""
 
-    published: tuple[str, ...] = PUBLISHED_PORTS
-    # Host ports to ask for (disaster: the destroyed appliance's); else the engine picks.
-    host_ports: dict[str, int] = field(default_factory=dict)
-
-    def run_kwargs(self) -> dict[str, Any]:
-        kwargs = super().run_kwargs()
-        kwargs["ports"] = {port: ("127.0.0.1", self.host_ports.get(port))
-                           for port in self.published}
-        return kwargs
-
-    def wait_ready(self) -> None:
-        # Ready as soon as systemd (PID 1) answers: first boot's lines are what we
-        # follow, from the start, rather than waiting for the rest of the boot.
-        wait_until("appliance systemd", self._systemd_answers, 120, interval=1)
-
-    def _systemd_answers(self) -> str | None:
-        if (reason := self._running()) is not None:
-            return reason
-        state = self.exec("systemctl", "is-system-running")[1].strip()
-        return None if state in {"initializing", "starting", "running", "degraded"} \
-            else f"systemd is {state or 'not answering'}"
+    def __init__(self, rig: Rig, role: str, image: str, aliases: list[str], *,
+                 config: str | None = None, seed_config: Path | None = None,
+                 files: dict[str, tuple[bytes, int]] | None = None,
+                 published: tuple[str, ...] = PUBLISHED_PORTS,
+                 host_ports: dict[str, int] | None = None) -> None:
+        super().__init__(rig, role, image, aliases, files=files, config=config,
+                         seed_config=seed_config)
+        self.published = published
+        # Host ports to ask for (disaster: the destroyed appliance's); else the engine picks.
+        self.host_ports = dict(host_ports or {})
+        # docker-py takes (address, port); testcontainers' annotation knows the port only.
+        self.ports = cast("dict[str, int | None]",
+                          {port: ("127.0.0.1", self.host_ports.get(port))
+                           for port in published})
+        self.waiting_for(SystemdState(120, interval=1, states=SYSTEMD_ANSWERS))
 
 
 def docker_client() -> docker.DockerClient:
@@ -142,7 +134,7 @@ def take_down(client: docker.DockerClient, rig_name: str,
     return removed
 
 
-def installer_dns(appliance: AppliancePart, *options: str) -> str | None:
+def installer_dns(appliance: ApplianceContainer, *options: str) -> str | None:
     """`arkbox-installer dns` in the appliance, when this installer has that command."""
     code, help_text = appliance.exec("arkbox-installer", "--help")
     if code != 0 or "dns" not in help_text.split():
@@ -151,7 +143,7 @@ def installer_dns(appliance: AppliancePart, *options: str) -> str | None:
     return text.strip() if code == 0 and text.strip() else None
 
 
-def copy_certificate(appliance: AppliancePart, state_dir: Path) -> Path | None:
+def copy_certificate(appliance: ApplianceContainer, state_dir: Path) -> Path | None:
     code, text = appliance.exec("cat", FALLBACK_CHAIN)
     if code != 0 or "BEGIN CERTIFICATE" not in text:
         return None
@@ -161,8 +153,8 @@ def copy_certificate(appliance: AppliancePart, state_dir: Path) -> Path | None:
     return path
 
 
-def start_zone(rig: Rig, image: str, appliance: AppliancePart, domains: list[str],
-               pebble: PebblePart | None) -> str | None:
+def start_zone(rig: Rig, image: str, appliance: ApplianceContainer, domains: list[str],
+               pebble: TestCAContainer | None) -> str | None:
     """The rig's DNS serving the appliance's zone; the command that runs the doctor
     against it (None, said why, when it did not start: the rest of the box works)."""
     say("starting the DNS server with the zone arkbox-installer dns generates (nsd) …")

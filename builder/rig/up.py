@@ -24,12 +24,12 @@ from builder.rig.freshness import ensure_built
 from builder.rig.journal_follow import BootOutcome, follow_first_boot
 from builder.rig.parts import (
     FIRSTBOOT_UNIT,
-    BackupServerPart,
-    Part,
-    PebblePart,
+    BackupServerContainer,
     Rig,
+    RigContainer,
     image_from_rootfs_tar,
 )
+from builder.rig.pebble import TestCAContainer
 from builder.rig.screens import (
     describe_removed,
     look_command,
@@ -157,21 +157,21 @@ def build_and_import(plan: UpPlan, client: docker.DockerClient) -> Images:
 
 
 def neighbour_parts(rig: Rig, backup_image: str | None,
-                    backup: BackupServerPlan | None) -> list[Part]:
+                    backup: BackupServerPlan | None) -> list[RigContainer]:
     """The parts the appliance talks to, started before it.
 
     The test ACME CA is started by start_rig itself (it needs the appliance's address), and
     the DNS server with the generated zone once first boot is done (start_zone).
     """
-    parts: list[Part] = []
+    parts: list[RigContainer] = []
     if backup is not None and backup_image is not None:
-        parts.append(BackupServerPart(rig=rig, role="backup", image=backup_image,
-                                      aliases=[backup.host]))
+        parts.append(BackupServerContainer(rig=rig, role="backup", image=backup_image,
+                                           aliases=[backup.host]))
     return parts
 
 
 def start_rig(plan: UpPlan, client: docker.DockerClient,
-              images: Images) -> tuple[Rig, PebblePart, TryAppliance]:
+              images: Images) -> tuple[Rig, TestCAContainer, TryAppliance]:
     """The network, the neighbours, the test CA, then the appliance booting."""
     rig = make_rig(plan.rig_name, client).up()
     try:
@@ -197,7 +197,7 @@ def start_rig(plan: UpPlan, client: docker.DockerClient,
     return rig, pebble, appliance
 
 
-def after_first_boot(plan: UpPlan, rig: Rig, pebble: PebblePart, appliance: TryAppliance,
+def after_first_boot(plan: UpPlan, rig: Rig, pebble: TestCAContainer, appliance: TryAppliance,
                      dns_image: str | None) -> Ready:
     """The certificate from the test CA (or the fallback's), the records, the zone."""
     say("waiting for the certificate from the test CA (arkbox-tls-renew) …")

@@ -25,7 +25,9 @@ import docker
 from builder.rig.disaster import RESTORE_FILE, back_up, find_rig, read_old_box, restore
 from builder.rig.freshness import ensure_built
 from builder.rig.journal_follow import BootOutcome, follow_first_boot
-from builder.rig.parts import BOX, AppliancePart, BackupServerPart, PebblePart, Rig
+from builder.rig.network import Rig
+from builder.rig.parts import BOX, ApplianceContainer, BackupServerContainer
+from builder.rig.pebble import TestCAContainer
 from builder.rig.removal import remove_container
 from builder.rig.screens import Say, describe_removed, say
 from builder.rig.try_rig import (
@@ -150,7 +152,7 @@ class ArkboxRig:
         self.plan = UpPlan(built.config_path, built.config, built.out, name, rebuild=False,
                            no_build=True, timeout=timeout, backup=built.backup_server)
         self.rig: Rig | None = None
-        self.pebble: PebblePart | None = None
+        self.pebble: TestCAContainer | None = None
         self.images: Images | None = None
         self.ready: Ready | None = None
         self.first_boot: BootOutcome | None = None
@@ -194,17 +196,17 @@ class ArkboxRig:
         return take_down(docker.from_env(timeout=300), self.name, self.state_dir)
 
     @property
-    def appliance_part(self) -> AppliancePart:
+    def appliance_part(self) -> ApplianceContainer:
         """The rig's current appliance (after a disaster: the restored one)."""
         assert self.rig is not None, "the rig is not up"
-        return next(p for p in reversed(self.rig.parts)
-                    if isinstance(p, AppliancePart) and p.role == "appliance")
+        return next(p for p in reversed(self.rig.containers)
+                    if isinstance(p, ApplianceContainer) and p.role == "appliance")
 
     @property
-    def backup_server_part(self) -> BackupServerPart | None:
+    def backup_server_part(self) -> BackupServerContainer | None:
         if self.rig is None:
             return None
-        return next((p for p in self.rig.parts if isinstance(p, BackupServerPart)), None)
+        return next((p for p in self.rig.containers if isinstance(p, BackupServerContainer)), None)
 
     @property
     def ca_file(self) -> Path:
@@ -257,7 +259,7 @@ class ArkboxAppliance:
         self.rig = rig
 
     @property
-    def part(self) -> AppliancePart:
+    def part(self) -> ApplianceContainer:
         return self.rig.appliance_part
 
     @property
@@ -323,7 +325,7 @@ class ArkboxAppliance:
 class ArkboxBackupServer:
     """The rig's backup server (the backup-server role), under the repository's host name."""
 
-    def __init__(self, rig: ArkboxRig, part: BackupServerPart) -> None:
+    def __init__(self, rig: ArkboxRig, part: BackupServerContainer) -> None:
         self.rig, self.part = rig, part
 
     @property

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from rig_fixtures import FULLCHAIN, ROOT, STATUS_JSON, check, installer
+from rig_fixtures import FULLCHAIN, ROOT, check, installer
 
-from builder.rig.parts import AppliancePart, wait_until
+from builder.rig.parts import ApplianceContainer, FirstBootFailed, RigError, wait_until
 
 EVENT = """BEGIN:VCALENDAR
 VERSION:2.0
@@ -58,7 +58,8 @@ def sh_quote(text: str) -> str:
     return "'" + text.replace("'", "'\"'\"'") + "'"
 
 
-def caldav(app: AppliancePart, outside: Outside, method: str, path: str, body: str = "") -> str:
+def caldav(app: ApplianceContainer, outside: Outside, method: str, path: str,
+           body: str = "") -> str:
     """One CalDAV request from outside, through the appliance's proxy; the HTTP status."""
     password = check(app, "cat /etc/arkbox/secrets/admin-mail-password").strip()
     ip, port = outside.address.rsplit(":", 1)
@@ -70,11 +71,11 @@ def caldav(app: AppliancePart, outside: Outside, method: str, path: str, body: s
     return outside.run(script).strip()
 
 
-def psql(app: AppliancePart, sql: str) -> str:
+def psql(app: ApplianceContainer, sql: str) -> str:
     return check(app, f"docker exec arkbox-db psql -At -d roundcube -c {sh_quote(sql)}")
 
 
-def write_data(app: AppliancePart, outside: Outside) -> None:
+def write_data(app: ApplianceContainer, outside: Outside) -> None:
     """An event over CalDAV, rows in the database, a wiki page: data a restore must bring back."""
     assert caldav(app, outside, "MKCALENDAR", "/admin/e2e/") == "201"
     assert caldav(app, outside, "PUT", "/admin/e2e/restore-me.ics", EVENT) in {"201", "204"}
@@ -84,11 +85,11 @@ def write_data(app: AppliancePart, outside: Outside) -> None:
                "printf \"====== Restored ======\\n\" > /var/lib/dokuwiki/data/pages/e2e.txt'")
 
 
-def assert_event_stored(app: AppliancePart) -> None:
+def assert_event_stored(app: ApplianceContainer) -> None:
     assert "restored unattended" in check(app, f"cat {EVENT_FILES}")
 
 
-def file_facts(app: AppliancePart, trees: tuple[str, ...] = DATA_TREES) -> dict[str, str]:
+def file_facts(app: ApplianceContainer, trees: tuple[str, ...] = DATA_TREES) -> dict[str, str]:
     """path -> "mode uid gid mtime sha256" for every file and directory of the data trees."""
     out = check(app, "cd / && find " + " ".join(trees) +
                 r" -printf '%p %m %U %G %T@ %y\n' | sort")
@@ -110,12 +111,12 @@ class DataFacts:
     rows: str
 
 
-def data_facts(app: AppliancePart) -> DataFacts:
+def data_facts(app: ApplianceContainer) -> DataFacts:
     """What `assert_same_data` compares: the data trees' files, the database's rows."""
     return DataFacts(file_facts(app), psql(app, SQL_ROWS))
 
 
-def assert_same_data(restored: AppliancePart, outside: Outside, before: DataFacts) -> None:
+def assert_same_data(restored: ApplianceContainer, outside: Outside, before: DataFacts) -> None:
     """The restored box holds the same files and rows, and serves the event again."""
     assert file_facts(restored) == before.files
     assert psql(restored, SQL_ROWS) == before.rows
@@ -142,14 +143,14 @@ class MailFacts:
     dkim_records: dict[str, str]  # SELECTOR._domainkey.DOMAIN. -> TXT value
 
 
-def tls_trusting(app: AppliancePart) -> ssl.SSLContext:
+def tls_trusting(app: ApplianceContainer) -> ssl.SSLContext:
     """Trust the box's own (fallback) certificate; connections go by address."""
     context = ssl.create_default_context(cadata=check(app, f"cat {FULLCHAIN}"))
     context.check_hostname = False
     return context
 
 
-def submit_587(app: AppliancePart, context: ssl.SSLContext, subject: str) -> None:
+def submit_587(app: ApplianceContainer, context: ssl.SSLContext, subject: str) -> None:
     """A message to the local mailbox on 587: STARTTLS, then AUTH as the mailbox."""
     body = (f"From: {MAILBOX}\r\nTo: {MAILBOX}\r\nSubject: {subject}\r\n"
             f"Message-ID: <{uuid.uuid4().hex}@arkbox.test>\r\n\r\nrestore me\r\n")
@@ -161,7 +162,7 @@ def submit_587(app: AppliancePart, context: ssl.SSLContext, subject: str) -> Non
         smtp.sendmail(MAILBOX, [MAILBOX], body)
 
 
-def send_mail_and_wait(app: AppliancePart) -> str:
+def send_mail_and_wait(app: ApplianceContainer) -> str:
     """Submit a message and wait until it is in the Maildir (on disk: no IMAP session
     touches the mailbox before its facts are taken). Its subject."""
     subject = f"restore me {uuid.uuid4().hex[:8]}"
@@ -173,7 +174,7 @@ def send_mail_and_wait(app: AppliancePart) -> str:
     return subject
 
 
-def dkim_records(app: AppliancePart) -> dict[str, str]:
+def dkim_records(app: ApplianceContainer) -> dict[str, str]:
     code, out = installer(app, "dns --json --ipv6 none")
     assert code == 0, out
     records: list[dict[str, Any]] = json.loads(out[out.index("{"):])["records"]
@@ -182,7 +183,7 @@ def dkim_records(app: AppliancePart) -> dict[str, str]:
     return found
 
 
-def mail_facts(app: AppliancePart) -> MailFacts:
+def mail_facts(app: ApplianceContainer) -> MailFacts:
     digest = check(app, f"sha256sum {DKIM_KEY}").split()[0]
     return MailFacts(file_facts(app, (MAILBOXES,)), digest, dkim_records(app))
 
@@ -192,21 +193,21 @@ SPAM_SAMPLE = ("From: offers@promo.example\nTo: admin@arkbox.test\nSubject: chea
                "now to claim your exclusive prize before midnight tonight, act fast friend\n")
 
 
-def spam_filter(app: AppliancePart) -> dict[str, Any]:
+def spam_filter(app: ApplianceContainer) -> dict[str, Any]:
     """What `status --json` says of the spam filter (rspamd, asked live)."""
     code, out = installer(app, "status --json")
     assert code == 0, out
     return dict(json.loads(out[out.index("{"):])["spam"])
 
 
-def learned_counts(app: AppliancePart) -> tuple[int, int]:
+def learned_counts(app: ApplianceContainer) -> tuple[int, int]:
     """(spam, ham) rspamd's Bayes has learned, as status reports them."""
     spam = spam_filter(app)
     assert spam["answering"], spam
     return int(spam["learned_spam"]), int(spam["learned_ham"])
 
 
-def teach_spam_filter(app: AppliancePart) -> tuple[int, int]:
+def teach_spam_filter(app: ApplianceContainer) -> tuple[int, int]:
     """Teach rspamd one spam message (as a move into Junk would), wait until it counts,
     and give Redis the second it takes to write it down. The counts after that."""
     before = learned_counts(app)
@@ -218,7 +219,7 @@ def teach_spam_filter(app: AppliancePart) -> tuple[int, int]:
     return learned_counts(app)
 
 
-def fetch_imaps(app: AppliancePart, subject: str) -> bytes:
+def fetch_imaps(app: ApplianceContainer, subject: str) -> bytes:
     """The raw message with `subject` from the mailbox's INBOX over IMAPS (993)."""
     return imaps_message(app.ip(4), tls_trusting(app), MAILBOX, MAIL_PASSWORD, subject,
                          timeout=60, interval=3, readonly=True)
@@ -249,7 +250,7 @@ def imaps_message(host: str, context: ssl.SSLContext, user: str, password: str,
     return found[0]
 
 
-def assert_same_mail(restored: AppliancePart, before: MailFacts, subject: str) -> None:
+def assert_same_mail(restored: ApplianceContainer, before: MailFacts, subject: str) -> None:
     """Mailboxes, DKIM key and DKIM record identical; the message is served over IMAPS.
     (Compared before any IMAP session: Dovecot writes its index files on access.)"""
     started = time.monotonic()
@@ -262,7 +263,7 @@ def assert_same_mail(restored: AppliancePart, before: MailFacts, subject: str) -
           f"({time.monotonic() - started:.1f} s)")
 
 
-def unhealthy_logs(part: AppliancePart) -> str:
+def unhealthy_logs(part: ApplianceContainer) -> str:
     """What the engine says of each container that is not healthy: the first thing to read
     when a first boot fails at its health step."""
     script = ("docker ps -a --format '{{.Names}} {{.Status}}'; "
@@ -273,17 +274,14 @@ def unhealthy_logs(part: AppliancePart) -> str:
     return part.exec("sh", "-c", script)[1][-6000:]
 
 
-def wait_first_boot_or_failure(part: AppliancePart, timeout: float) -> dict[str, Any]:
+def wait_first_boot_or_failure(part: ApplianceContainer, timeout: float) -> dict[str, Any]:
     """The finished first boot's status; a failed run fails the test at once (the unit
-    would retry it for as long as it takes, which helps a real box, not a test)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if part.exec("test", "-e", "/var/lib/arkbox/firstboot.done")[0] == 0:
-            status: dict[str, Any] = part.read_json(STATUS_JSON)
-            return status
-        current = part.read_json(STATUS_JSON) or {}
-        if current.get("result") == "failed":
-            pytest.fail(f"{part.role}: first boot failed: {current.get('failures')}\n"
-                        f"{part.journal()[-4000:]}\n{unhealthy_logs(part)}")
-        time.sleep(3)
-    pytest.fail(f"{part.role}: first boot not done after {timeout:.0f} s")
+    would retry it for as long as it takes, which helps a real box, not a test), with the
+    journal and the unhealthy containers' logs to read."""
+    try:
+        return part.wait_first_boot(timeout)
+    except FirstBootFailed as failed:
+        pytest.fail(f"{part.role}: {failed}\n{part.journal()[-4000:]}\n"
+                    f"{unhealthy_logs(part)}")
+    except RigError as gave_up:
+        pytest.fail(f"{part.role}: {gave_up}")

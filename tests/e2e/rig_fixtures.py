@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import signal
 import uuid
 from collections.abc import Iterator
@@ -22,8 +23,14 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from builder.rig.parts import AppliancePart, Part, Rig, image_from_rootfs_tar, rig_image
-from firstboot.core.locations import INSTALLER_PROGRAM as INSTALLER
+from builder.rig.parts import (
+    ApplianceContainer,
+    Rig,
+    RigContainer,
+    image_from_rootfs_tar,
+    rig_image,
+)
+from firstboot.core.locations import INSTALLER_PROGRAM as INSTALLER  # noqa: F401  (tests import it from here)
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = ROOT / "config/default.yaml"
@@ -90,12 +97,13 @@ def appliance_image(rig: Rig) -> str:
     return image_from_rootfs_tar(rig.client, built_appliance().rootfs_tar, "arkbox/appliance")
 
 
-@dataclass
-class ClientPart(Part):
-    """A client on the rig's network: curl, nmap, openssl, swaks, ssh, borg."""
+class ClientContainer(RigContainer):
+    """A client on the rig's network: curl, nmap, openssl, swaks, ssh, borg (NET_RAW for
+    nmap's SYN scans). Ready when it runs."""
 
-    def run_kwargs(self) -> dict[str, Any]:
-        return {"cap_add": ["NET_RAW"]}
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.with_capabilities("NET_RAW")
 
 
 def the_client_image() -> str:
@@ -122,18 +130,18 @@ def rig_up(purpose: str, octet: int) -> Iterator[Rig]:
 
 def add_appliance(rig: Rig, image: str, config: str | None,
                   files: dict[str, tuple[bytes, int]] | None = None,
-                  seeded: bool = True) -> AppliancePart:
+                  seeded: bool = True) -> ApplianceContainer:
     """The appliance, booting; with its seed (made from `config`, the secrets of
     config/default.yaml) as a systemd credential unless `seeded` is False."""
-    part = AppliancePart(rig, "appliance", image, aliases=["arkbox.test"], config=config,
+    part = ApplianceContainer(rig, "appliance", image, aliases=["arkbox.test"], config=config,
                          seed_config=DEFAULT_CONFIG if seeded else None,
                          files=dict(files or {}), boot_timeout=BOOT_TIMEOUT_S)
     rig.add(part)
     return part
 
 
-def add_client(rig: Rig, image: str) -> ClientPart:
-    part = ClientPart(rig, "client", image)
+def add_client(rig: Rig, image: str) -> ClientContainer:
+    part = ClientContainer(rig, "client", image)
     rig.add(part)
     return part
 
@@ -145,7 +153,7 @@ class Scan:
     raw: str
 
 
-def nmap(client: ClientPart, target: str, family: int, ports: str = "-") -> Scan:
+def nmap(client: ClientContainer, target: str, family: int, ports: str = "-") -> Scan:
     """A SYN scan of `target` from the client; `ports` as nmap's -p (all 65535 by default)."""
     argv = ["nmap", "-Pn", "-sS", "-n", f"-p{ports}", "--min-rate", "8000",
             "--max-retries", "1", "-oG", "-", target]
@@ -160,39 +168,38 @@ def nmap(client: ClientPart, target: str, family: int, ports: str = "-") -> Scan
     return Scan(found["open"], found["closed"], out)
 
 
-def sh(part: AppliancePart | ClientPart, script: str) -> tuple[int, str]:
+def sh(part: ApplianceContainer | ClientContainer, script: str) -> tuple[int, str]:
     return part.exec("sh", "-c", script)
 
 
-def check(part: AppliancePart | ClientPart, script: str) -> str:
+def check(part: ApplianceContainer | ClientContainer, script: str) -> str:
     code, out = sh(part, script)
     assert code == 0, f"{script!r} exited {code}:\n{out}"
     return out
 
 
-def installer(app: AppliancePart, command: str, kill_at: str = "") -> tuple[int, str]:
-    """Run arkbox-installer COMMAND inside the appliance (optionally with the kill hook)."""
-    env = f"ARKBOX_TEST_KILL_AT={kill_at} " if kill_at else ""
-    return sh(app, f"{env}{INSTALLER} {command} 2>&1")
+def installer(app: ApplianceContainer, command: str, kill_at: str = "") -> tuple[int, str]:
+    """`app.installer` with COMMAND split as a shell would (optionally with the kill hook)."""
+    return app.installer(*shlex.split(command),
+                         environment={"ARKBOX_TEST_KILL_AT": kill_at} if kill_at else None)
 
 
-def status(app: AppliancePart) -> dict[str, Any]:
-    data: dict[str, Any] = app.read_json(STATUS_JSON)
-    return data
+def status(app: ApplianceContainer) -> dict[str, Any]:
+    return app.status_json()
 
 
 def step_states(data: dict[str, Any]) -> dict[str, str]:
     return {step["name"]: step["state"] for step in data["steps"]}
 
 
-def containers(app: AppliancePart) -> dict[str, str]:
+def containers(app: ApplianceContainer) -> dict[str, str]:
     """arkbox's containers inside the appliance: name -> full ID."""
     out = check(app, "docker ps -a --no-trunc --filter label=arkbox.owner=arkbox "
                      "--format '{{.Names}} {{.ID}}'")
     return dict(line.split() for line in out.splitlines() if line.strip())
 
 
-def container_specs(app: AppliancePart) -> dict[str, tuple[str, str, str]]:
+def container_specs(app: ApplianceContainer) -> dict[str, tuple[str, str, str]]:
     """name -> (config hash label, image ID, state): what must match between two boxes."""
     out = check(app, "for c in $(docker ps -aq --filter label=arkbox.owner=arkbox); do "
                      "docker inspect --format '{{.Name}} {{index .Config.Labels "
@@ -213,12 +220,13 @@ DETERMINISTIC_FILES = (
 )
 
 
-def checksums(app: AppliancePart, paths: tuple[str, ...] = DETERMINISTIC_FILES) -> dict[str, str]:
+def checksums(app: ApplianceContainer,
+              paths: tuple[str, ...] = DETERMINISTIC_FILES) -> dict[str, str]:
     out = check(app, "sha256sum " + " ".join(paths))
     return {path: digest for digest, path in (line.split() for line in out.splitlines())}
 
 
-def tree_checksums(app: AppliancePart, root: str) -> dict[str, str]:
+def tree_checksums(app: ApplianceContainer, root: str) -> dict[str, str]:
     """sha256 of every file below `root` (for one box compared with itself)."""
     out = check(app, f"find {root} -type f -print0 | sort -z | xargs -0r sha256sum")
     return {path: digest for digest, path in (line.split(maxsplit=1) for line in out.splitlines())}

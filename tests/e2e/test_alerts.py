@@ -22,7 +22,7 @@ from restore_checks import MAIL_PASSWORD, MAILBOX, tls_trusting, wait_first_boot
 from rig_fixtures import (
     DEFAULT_CONFIG,
     INSTALLER,
-    ClientPart,
+    ClientContainer,
     admin_key,
     appliance_image,
     check,
@@ -33,8 +33,8 @@ from rig_fixtures import (
 )
 
 from builder.rig.parts import (
-    AppliancePart,
-    BackupServerPart,
+    ApplianceContainer,
+    BackupServerContainer,
     RigError,
     image_from_rootfs_tar,
     wait_until,
@@ -64,9 +64,9 @@ SUBJECT = "[arkbox arkbox-test] {kind}: the backup failed"
 
 @dataclass
 class Rig:
-    app: AppliancePart
-    server: BackupServerPart
-    receiver: ClientPart
+    app: ApplianceContainer
+    server: BackupServerContainer
+    receiver: ClientContainer
 
 
 @pytest.fixture(scope="module")
@@ -77,15 +77,15 @@ def rig() -> Iterator[Rig]:
     config["appliance"]["admin"]["ssh_keys"] = [admin_key()]
     config["alerts"] = {"webhooks": [{"url": f"http://{RECEIVER}:8080/hook"}]}
     with rig_up("alerts", RIG_OCTET) as rig:
-        receiver = ClientPart(rig, "hooks", the_client_image(), aliases=[RECEIVER],
+        receiver = ClientContainer(rig, "hooks", the_client_image(), aliases=[RECEIVER],
                               files={"/receiver.py": (RECEIVER_SCRIPT, 0o644)})
         rig.add(receiver)
         check(receiver, "nohup python3 /receiver.py >/tmp/receiver.log 2>&1 &")
         server_image = image_from_rootfs_tar(rig.client, built_backup_server(),
                                              "arkbox/backup-server-role")
-        server = BackupServerPart(rig, "backup", server_image, aliases=("backup.arkbox.test",))
+        server = BackupServerContainer(rig, "backup", server_image, aliases=("backup.arkbox.test",))
         rig.add(server)
-        app = AppliancePart(rig, "appliance", appliance_image(rig), aliases=["arkbox.test"],
+        app = ApplianceContainer(rig, "appliance", appliance_image(rig), aliases=["arkbox.test"],
                             config=yaml.safe_dump(config, sort_keys=False),
                             seed_config=DEFAULT_CONFIG, boot_timeout=420)
         rig.add(app)
@@ -94,12 +94,12 @@ def rig() -> Iterator[Rig]:
         yield Rig(app, server, receiver)
 
 
-def posts(receiver: ClientPart) -> list[dict[str, Any]]:
+def posts(receiver: ClientContainer) -> list[dict[str, Any]]:
     _, out = sh(receiver, f"cat {POSTS} 2>/dev/null")
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
-def mails(app: AppliancePart, subject: str) -> int:
+def mails(app: ApplianceContainer, subject: str) -> int:
     """How many messages with `subject` are in the admin's INBOX (over IMAPS)."""
     with imaplib.IMAP4_SSL(app.ip(4), 993, ssl_context=tls_trusting(app)) as imap:
         imap.login(MAILBOX, MAIL_PASSWORD)
@@ -108,7 +108,7 @@ def mails(app: AppliancePart, subject: str) -> int:
         return len(numbers[0].split())
 
 
-def wait_for(what: str, count: Any, expected: int, app: AppliancePart | None = None) -> None:
+def wait_for(what: str, count: Any, expected: int, app: ApplianceContainer | None = None) -> None:
     """Until `count()` reaches `expected` (delivery is asynchronous: Postfix, the queue);
     when it does not, the box's alert state and journal say why."""
     def reached() -> str | None:
@@ -123,12 +123,12 @@ def wait_for(what: str, count: Any, expected: int, app: AppliancePart | None = N
         pytest.fail(f"{err.message}\n{shown[-6000:]}")
 
 
-def backup(app: AppliancePart, ok: bool) -> None:
+def backup(app: ApplianceContainer, ok: bool) -> None:
     code, out = installer(app, "backup")
     assert (code == 0) == ok, out
 
 
-def alert_events(receiver: ClientPart, event: str) -> list[dict[str, Any]]:
+def alert_events(receiver: ClientContainer, event: str) -> list[dict[str, Any]]:
     return [p for p in posts(receiver)
             if p.get("alert") == "backup_failed" and p.get("event") == event]
 

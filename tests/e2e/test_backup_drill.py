@@ -31,7 +31,7 @@ from rig_fixtures import (
 )
 from status_page_checks import StatusPage, series_marks
 
-from builder.rig.parts import AppliancePart, BackupServerPart, Rig, image_from_rootfs_tar
+from builder.rig.parts import ApplianceContainer, BackupServerContainer, Rig, image_from_rootfs_tar
 from firstboot.statuspage.charts import PASSED_DRILLS_SERIES
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -49,8 +49,8 @@ BORG_ENV = (
 @dataclass
 class Box:
     rig: Rig
-    server: BackupServerPart
-    app: AppliancePart
+    server: BackupServerContainer
+    app: ApplianceContainer
     config: dict[str, Any]
     # status --json's backup part right after first boot, before any test made a backup.
     first_backup_status: dict[str, Any]
@@ -68,9 +68,9 @@ def box() -> Iterator[Box]:
         image = appliance_image(rig)
         server_image = image_from_rootfs_tar(rig.client, built_backup_server(),
                                              "arkbox/backup-server-role")
-        server = BackupServerPart(rig, "backup", server_image, aliases=("backup.arkbox.test",))
+        server = BackupServerContainer(rig, "backup", server_image, aliases=("backup.arkbox.test",))
         rig.add(server)
-        app = AppliancePart(rig, "appliance", image, aliases=["arkbox.test"],
+        app = ApplianceContainer(rig, "appliance", image, aliases=["arkbox.test"],
                             config=yaml.safe_dump(config, sort_keys=False),
                             seed_config=DEFAULT_CONFIG, boot_timeout=420)
         started = time.monotonic()
@@ -92,13 +92,13 @@ def good_backup(box: Box) -> Box:
     return box
 
 
-def status_json(app: AppliancePart) -> dict[str, Any]:
+def status_json(app: ApplianceContainer) -> dict[str, Any]:
     _, out = sh(app, "/usr/local/sbin/arkbox-installer status --json")
     data: dict[str, Any] = json.loads(out)
     return data
 
 
-def engine_objects(app: AppliancePart) -> dict[str, str]:
+def engine_objects(app: ApplianceContainer) -> dict[str, str]:
     """Every container (with its start time: a restart shows) and network in the box."""
     containers = check(app, "docker ps -a --format '{{.Names}}' | sort | xargs -r "
                             "docker inspect --format '{{.Name}} {{.State.StartedAt}}'")
@@ -107,13 +107,13 @@ def engine_objects(app: AppliancePart) -> dict[str, str]:
             for line in (containers + networks).splitlines() if line.strip()}
 
 
-def assert_left_as_found(app: AppliancePart, before: dict[str, str]) -> None:
+def assert_left_as_found(app: ApplianceContainer, before: dict[str, str]) -> None:
     assert engine_objects(app) == before
     leftover = check(app, "ls -A /var/lib/arkbox/drill 2>/dev/null; true").strip()
     assert leftover == "", leftover
 
 
-def drill(app: AppliancePart, options: str = "") -> tuple[int, dict[str, Any], float]:
+def drill(app: ApplianceContainer, options: str = "") -> tuple[int, dict[str, Any], float]:
     started = time.monotonic()
     code, out = sh(app, f"/usr/local/sbin/arkbox-installer drill --json {options} "
                         "2>/tmp/drill.err")

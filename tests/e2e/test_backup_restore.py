@@ -15,11 +15,9 @@ read with arkbox-mail paused; its pause is reported like a service's.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from typing import Any
 
-import docker.errors
 import pytest
 import yaml
 from restore_checks import (
@@ -39,7 +37,7 @@ from rig_fixtures import (
     DEFAULT_CONFIG,
     STATE,
     STATUS_JSON,
-    ClientPart,
+    ClientContainer,
     add_client,
     admin_key,
     appliance_image,
@@ -50,8 +48,8 @@ from rig_fixtures import (
 )
 
 from builder.rig.parts import (
-    AppliancePart,
-    BackupServerPart,
+    ApplianceContainer,
+    BackupServerContainer,
     Rig,
     image_from_rootfs_tar,
 )
@@ -67,17 +65,17 @@ def full_config(key: str) -> str:
     return yaml.safe_dump(config, sort_keys=False)
 
 
-def add_backup_server(rig: Rig) -> BackupServerPart:
+def add_backup_server(rig: Rig) -> BackupServerContainer:
     from built import built_backup_server
 
     image = image_from_rootfs_tar(rig.client, built_backup_server(), "arkbox/backup-server-role")
-    part = BackupServerPart(rig, "backup", image, aliases=("backup.arkbox.test",))
+    part = BackupServerContainer(rig, "backup", image, aliases=("backup.arkbox.test",))
     rig.add(part)
     return part
 
 
-def boot(rig: Rig, role: str, image: str, config: str) -> tuple[AppliancePart, dict[str, Any]]:
-    part = AppliancePart(rig, role, image, aliases=["arkbox.test"], config=config,
+def boot(rig: Rig, role: str, image: str, config: str) -> tuple[ApplianceContainer, dict[str, Any]]:
+    part = ApplianceContainer(rig, role, image, aliases=["arkbox.test"], config=config,
                          seed_config=DEFAULT_CONFIG)
     started = time.monotonic()
     rig.add(part)
@@ -91,16 +89,20 @@ def step(status: dict[str, Any], name: str) -> dict[str, Any]:
     return found
 
 
-def in_rig(app: AppliancePart, client: ClientPart) -> Outside:
+def in_rig(app: ApplianceContainer, client: ClientContainer) -> Outside:
     """Requests from the rig's client to the appliance's own 443."""
     return Outside(lambda script: check(client, script), f"{app.ip()}:443")
 
 
-def destroy(rig: Rig, part: AppliancePart) -> None:
-    assert part.container is not None
-    part.container.remove(force=True, v=True)
-    with contextlib.suppress(docker.errors.NotFound):
-        rig.client.volumes.get(f"{part.name}-docker").remove(force=True)
+def destroy(rig: Rig, part: ApplianceContainer) -> None:
+    """A lost VPS: the box's container and volumes go, the backup server stays."""
+    removed = part.destroy_keep_backups()
+    assert removed["containers"] == 1 and removed["volumes"] >= 1, removed
+    label = {"label": f"arkbox.rig={rig.name}"}
+    assert [c.name for c in rig.client.containers.list(all=True, filters=label)
+            if c.name == part.name] == []
+    assert f"{part.name}-docker" not in {v.name for v in rig.client.volumes.list(filters=label)}
+    assert rig.client.containers.get(f"{rig.name}-backup").status == "running"
 
 
 def test_blank_box_restores_itself_and_continues_the_history() -> None:
@@ -124,9 +126,8 @@ def test_blank_box_restores_itself_and_continues_the_history() -> None:
         mail_a = mail_facts(a)
 
         started = time.monotonic()
-        code, out = installer(a, "backup")
+        out = a.backup_now()  # raises with its output when it fails
         backup_s = time.monotonic() - started
-        assert code == 0, out
         print(f"A: {out.strip().splitlines()[-1]} ({backup_s:.1f} s)")
         last = a.read_json(f"{STATE}/backups.json")["backups"][-1]
         assert "mail" in last["pauses"], last  # arkbox-mail paused while borg read it

@@ -19,9 +19,9 @@ import pytest
 from backup_server import running_backup_server
 from built import BACKUP_SERVER_CONFIG
 from conftest import IN_CI
-from rig_fixtures import ClientPart, add_client, nmap, the_client_image
+from rig_fixtures import ClientContainer, add_client, nmap, the_client_image
 
-from builder.rig.parts import BackupServerPart, files_tar
+from builder.rig.parts import BackupServerContainer, files_tar
 from firstboot.core.config import load_config
 from firstboot.firewall_rules import ruleset_id_of
 
@@ -39,8 +39,8 @@ SSH = ("ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
 
 @dataclass
 class Lockdown:
-    server: BackupServerPart
-    client: ClientPart
+    server: BackupServerContainer
+    client: ClientContainer
     admin: str
     client_image: str
 
@@ -129,7 +129,7 @@ def test_ssh_audit_hardened_policy_passes_from_outside(box: Lockdown) -> None:
     # From a source of its own: sshd penalises (PerSourcePenalties) an address that connects
     # again and again without logging in, as ssh-audit does, and the other tests' client
     # would then be refused for a while.
-    scanner = ClientPart(box.server.rig, "scanner", box.client_image)
+    scanner = ClientContainer(box.server.rig, "scanner", box.client_image)
     box.server.rig.add(scanner)
     assert scanner.container is not None
     scanner.container.put_archive("/", files_tar({"/root/policy.txt": (POLICY.read_bytes(),

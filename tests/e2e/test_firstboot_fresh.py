@@ -15,6 +15,7 @@ the client is a container on the rig's network, i.e. the outside world. Three ap
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -23,12 +24,13 @@ from typing import Any
 
 import pytest
 import yaml
+from restore_checks import MAIL_PASSWORD, MAILBOX
 from rig_fixtures import (
     DEFAULT_CONFIG,
     FULLCHAIN,
     ROUTES,
     STATUS_JSON,
-    ClientPart,
+    ClientContainer,
     Scan,
     add_appliance,
     add_client,
@@ -52,7 +54,7 @@ from rig_fixtures import (
 )
 
 from builder.rig import seeding
-from builder.rig.parts import AppliancePart, Rig, files_tar, wait_until
+from builder.rig.parts import ApplianceContainer, Rig, files_tar, wait_until
 from firstboot.seed_sources import SYSTEM_CREDENTIALS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -82,8 +84,8 @@ KILL_POINTS = (
 @dataclass
 class Box:
     rig: Rig
-    app: AppliancePart
-    client: ClientPart
+    app: ApplianceContainer
+    client: ClientContainer
     key: str
     first_boot_s: float
     # Taken right after first boot, before any test changed the box.
@@ -186,6 +188,19 @@ def test_http_redirects_to_https(box: Box) -> None:
                          "-w", "%{http_code} %{redirect_url}")
         assert code == 0, out
         assert out == f"301 https://{host}{path}", (host, out)
+
+
+def test_the_box_helpers_reach_its_routes_its_mailbox_and_its_installer(box: Box) -> None:
+    """ApplianceContainer's helpers, as an operator's own test would use them."""
+    chain = check(box.app, f"cat {FULLCHAIN}").encode()
+    for host, (path, marker) in ROUTES.items():
+        code, page = box.app.https(host, path, ca_pem=chain)
+        assert code == 200 and marker in page, (host, code, page[:300])
+    code, out = box.app.installer("status", "--json")
+    assert code == 0, out
+    assert json.loads(out[out.index("{"):])["result"] == box.app.status_json()["result"]
+    assert box.app.imap_login(MAILBOX, MAIL_PASSWORD)
+    assert not box.app.imap_login(MAILBOX, "not-the-password")
 
 
 def test_each_route_serves_its_application(box: Box) -> None:
@@ -351,7 +366,7 @@ def _valid_config(bad: Box) -> str:
     return text
 
 
-def _pass_seed(app: AppliancePart, seed: bytes) -> None:
+def _pass_seed(app: ApplianceContainer, seed: bytes) -> None:
     """The seed as the machine would pass it: in systemd's credential store. Laid in a
     file first and moved there (the store is a tmpfs, and a value on an exec's command
     line would show in a failure message)."""
@@ -361,12 +376,12 @@ def _pass_seed(app: AppliancePart, seed: bytes) -> None:
                f"{SYSTEM_CREDENTIALS}/arkbox-seed")
 
 
-def _srv_untouched(app: AppliancePart) -> None:
+def _srv_untouched(app: ApplianceContainer) -> None:
     out = check(app, "find /srv/arkbox -mindepth 1 2>/dev/null | head; ls -A /etc/arkbox")
     assert out.split() == ["appliance.yaml"], f"something was written:\n{out}"
 
 
-def _unit_result(app: AppliancePart) -> dict[str, Any]:
+def _unit_result(app: ApplianceContainer) -> dict[str, Any]:
     """Wait for the first-boot run to end (status.json says so); stop the unit's retries."""
 
     def ended() -> str | None:
@@ -385,12 +400,12 @@ def _unit_result(app: AppliancePart) -> dict[str, Any]:
     return data
 
 
-def _exit_status(app: AppliancePart) -> int:
+def _exit_status(app: ApplianceContainer) -> int:
     out = check(app, "systemctl show arkbox-firstboot -p ExecMainStatus --value")
     return int(out.strip())
 
 
-def _run_unit_again(app: AppliancePart) -> dict[str, Any]:
+def _run_unit_again(app: ApplianceContainer) -> dict[str, Any]:
     check(app, f"rm -f {STATUS_JSON}; systemctl reset-failed arkbox-firstboot; "
                "systemctl start --no-block arkbox-firstboot")
     return _unit_result(app)

@@ -46,7 +46,7 @@ from rig_fixtures import (
 )
 
 from builder.rig.dns import start_dns
-from builder.rig.parts import AppliancePart, rig_image
+from builder.rig.parts import ApplianceContainer, rig_image
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -72,7 +72,7 @@ OUTLOOK_REQUEST = (
 
 @dataclass
 class Box:
-    app: AppliancePart
+    app: ApplianceContainer
     ip: str
     dns_ip: str
     ca_file: Path  # the box's own (fallback) certificate: the only one this client trusts

@@ -55,8 +55,15 @@ from rig_fixtures import (
     the_client_image,
 )
 
-from builder.rig.dns import NSD_CONF
-from builder.rig.parts import AppliancePart, Part, Rig, files_tar, rig_image, wait_until
+from builder.rig.dns import NSD_CONF, ZoneDNSContainer
+from builder.rig.parts import (
+    ApplianceContainer,
+    Rig,
+    RigContainer,
+    files_tar,
+    rig_image,
+    wait_until,
+)
 from firstboot.mail.dkim import make_private_key, txt_value
 from firstboot.mail.doctor import Resolver, spf_result
 from firstboot.mail.records import Record, zone_value
@@ -102,14 +109,8 @@ maximum_backoff_time = 10s
 """
 
 
-@dataclass
-class DnsPart(Part):
-    """nsd on the rig, serving the zones laid into /etc/nsd/zones."""
-
-    def wait_ready(self) -> None:
-        super().wait_ready()
-        wait_until("nsd", lambda: None if self.exec("nsd-control", "-c", "/etc/nsd/nsd.conf",
-                                                    "status")[0] == 0 else "not answering", 60)
+class DnsServer(ZoneDNSContainer):
+    """nsd on the rig, serving the zones laid into /etc/nsd/zones (by `serve`, later)."""
 
     def serve(self, zones: dict[str, str]) -> None:
         files = {f"/etc/nsd/zones/{name}.zone": (text.encode(), 0o644)
@@ -117,8 +118,7 @@ class DnsPart(Part):
         conf = NSD_CONF + "".join(f"zone:\n    name: {name}\n    zonefile: {name}.zone\n"
                                   for name in sorted(zones))
         files["/etc/nsd/nsd.conf"] = (conf.encode(), 0o644)
-        assert self.container is not None
-        self.container.put_archive("/", files_tar(files))
+        self.put_files(files)
         code, out = self.exec("sh", "-c", "nsd-checkconf /etc/nsd/nsd.conf && for z in "
                               "/etc/nsd/zones/*.zone; do n=$(basename $z .zone); "
                               "nsd-checkzone $n $z || exit 1; done && "
@@ -127,31 +127,31 @@ class DnsPart(Part):
         assert code == 0, out
 
 
-@dataclass
-class ResolvingPart(Part):
-    """A part whose resolver forwards to the rig's DNS server."""
+class ResolvingContainer(RigContainer):
+    """A container whose resolver forwards to the rig's DNS server."""
 
-    dns: list[str] | None = None
+    def __init__(self, *args: Any, dns: list[str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if dns:
+            self.with_dns(dns)
 
-    def run_kwargs(self) -> dict[str, Any]:
-        return {**super().run_kwargs(), "dns": self.dns}
 
+class MailApplianceContainer(ApplianceContainer):
+    """The appliance, resolving through the rig's DNS server."""
 
-@dataclass
-class MailAppliancePart(AppliancePart):
-    dns: list[str] | None = None
-
-    def run_kwargs(self) -> dict[str, Any]:
-        return {**super().run_kwargs(), "dns": self.dns}
+    def __init__(self, *args: Any, dns: list[str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if dns:
+            self.with_dns(dns)
 
 
 @dataclass
 class Net:
     rig: Rig
-    app: AppliancePart
-    dns: DnsPart
-    dns_bad: DnsPart
-    sink: ResolvingPart
+    app: ApplianceContainer
+    dns: DnsServer
+    dns_bad: DnsServer
+    sink: ResolvingContainer
     ca_file: Path
     records: list[dict[str, Any]]
 
@@ -222,19 +222,19 @@ def net(docker_engine: None, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     app_image = appliance_image(rig)
     internet = rig_image(ROOT, CACHE_DIR, "rig-internet")
     with rig.running():
-        dns = DnsPart(rig, "dns", internet, command=["dns"],
-                      files={"/etc/nsd/nsd.conf": (NSD_CONF.encode(), 0o644)})
+        dns = DnsServer(rig, "dns", internet,
+                        files={"/etc/nsd/nsd.conf": (NSD_CONF.encode(), 0o644)})
         rig.add(dns)
-        dns_bad = DnsPart(rig, "dns-bad", internet, command=["dns"],
-                          files={"/etc/nsd/nsd.conf": (NSD_CONF.encode(), 0o644)})
+        dns_bad = DnsServer(rig, "dns-bad", internet,
+                            files={"/etc/nsd/nsd.conf": (NSD_CONF.encode(), 0o644)})
         rig.add(dns_bad)
-        sink = ResolvingPart(rig, "sink", internet, aliases=["mx-sink"], command=["sink"],
+        sink = ResolvingContainer(rig, "sink", internet, aliases=["mx-sink"], command=["sink"],
                              files={"/etc/postfix/main.cf": (SINK_MAIN_CF.encode(), 0o644)},
                              dns=[dns.ip(4)])
         rig.add(sink)
         config = config_with(admin_key())
         config["mail"].update(guard_config(rig))
-        app = MailAppliancePart(rig, "appliance", app_image, aliases=["arkbox-mail-box"],
+        app = MailApplianceContainer(rig, "appliance", app_image, aliases=["arkbox-mail-box"],
                                 config=dump(config), seed_config=DEFAULT_CONFIG,
                                 boot_timeout=BOOT_TIMEOUT_S,
                                 dns=[dns.ip(4)])
@@ -490,7 +490,7 @@ def test_dns_prints_every_record_to_publish(net: Net) -> None:
     assert net.resolver.txt("_dmarc.arkbox.test")[0].startswith("v=DMARC1")
 
 
-def check_mail(net: Net, dns: DnsPart) -> tuple[int, dict[str, Any]]:
+def check_mail(net: Net, dns: DnsServer) -> tuple[int, dict[str, Any]]:
     code, out = installer(net.app, f"check mail --resolver {dns.ip(4)} --dnsbl {DNSBL} "
                           "--port25-probe mx.sink.test --ipv6 none --json")
     return code, json.loads(out[out.index("{"):])
@@ -1108,7 +1108,7 @@ print("logged in"); imap.logout()
 """
 
 
-def imap_login_from(part: Part, net: Net, password: str) -> tuple[int, str]:
+def imap_login_from(part: RigContainer, net: Net, password: str) -> tuple[int, str]:
     """An IMAPS login to the box from inside `part`: 0 in, 1 refused, 3 no connection."""
     return part.exec("timeout", "90", "python3", "-c", IMAP_LOGIN, net.ip, ADMIN, password)
 
@@ -1120,19 +1120,20 @@ def mail_bans(net: Net) -> dict[str, dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def guesser(net: Net) -> Part:
+def guesser(net: Net) -> RigContainer:
     """A client on the rig (not the test process: a ban of it would cut the tests off)."""
     return add_client(net.rig, the_client_image())
 
 
 @pytest.fixture
-def guesser_unbanned(net: Net, guesser: Part) -> Iterator[Part]:
+def guesser_unbanned(net: Net, guesser: RigContainer) -> Iterator[RigContainer]:
     installer(net.app, f"mail unban {guesser.ip(4)}")
     yield guesser
     installer(net.app, f"mail unban {guesser.ip(4)}")
 
 
-def test_repeated_failed_imap_logins_ban_the_address(net: Net, guesser_unbanned: Part) -> None:
+def test_repeated_failed_imap_logins_ban_the_address(net: Net,
+                                                     guesser_unbanned: RigContainer) -> None:
     client = guesser_unbanned
     address = client.ip(4)
     assert imap_login_from(client, net, PASSWORD)[0] == 0  # it may log in before

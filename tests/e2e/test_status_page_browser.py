@@ -28,6 +28,7 @@ from restore_checks import wait_first_boot_or_failure
 from rig_fixtures import (
     CACHE_DIR,
     DEFAULT_CONFIG,
+    SUBNET_SHIFT_ENV,
     admin_key,
     appliance_image,
     check,
@@ -37,20 +38,15 @@ from rig_fixtures import (
 )
 from status_page_checks import PASSWORD, series_marks
 
-from builder.rig.parts import (
-    AppliancePart,
-    BackupServerPart,
-    PebblePart,
-    https_identity,
-    image_from_rootfs_tar,
-    pebble_image,
-)
+from builder.rig.parts import ApplianceContainer, BackupServerContainer, image_from_rootfs_tar
+from builder.rig.pebble import TestCAContainer, https_identity, pebble_image
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 OCTET = 194
-APPLIANCE_IP = f"172.30.{OCTET}.10"
+# The fixed address in the rig's subnet, which new_rig shifts by SUBNET_SHIFT_ENV.
+APPLIANCE_IP = f"172.30.{OCTET + int(os.environ.get(SUBNET_SHIFT_ENV, '0'))}.10"
 HOST = "arkbox.test"
 ORIGIN = f"https://{HOST}"
 CHROMIUM = "/usr/bin/chromium"
@@ -65,7 +61,7 @@ PEBBLE_HTTPS = https_identity(["pebble", "localhost"])
 
 @dataclass
 class Box:
-    app: AppliancePart
+    app: ApplianceContainer
     backups_made: int
     failed_runs: int
     ca_root: bytes
@@ -84,14 +80,14 @@ def box(docker_engine: None) -> Iterator[Box]:
         image = appliance_image(rig)
         server_image = image_from_rootfs_tar(rig.client, built_backup_server(),
                                              "arkbox/backup-server-role")
-        server = BackupServerPart(rig, "backup", server_image, aliases=("backup.arkbox.test",))
+        server = BackupServerContainer(rig, "backup", server_image, aliases=("backup.arkbox.test",))
         rig.add(server)
-        pebble = PebblePart(rig, "pebble", pebble_image(ROOT, CACHE_DIR), aliases=["pebble"],
+        pebble = TestCAContainer(rig, "pebble", pebble_image(ROOT, CACHE_DIR), aliases=["pebble"],
                             https=PEBBLE_HTTPS)
         rig.add(pebble)
         for name in NAMES:
             pebble.add_a(name, APPLIANCE_IP)
-        app = AppliancePart(rig, "appliance", image, aliases=[HOST],
+        app = ApplianceContainer(rig, "appliance", image, aliases=[HOST],
                             config=yaml.safe_dump(config, sort_keys=False),
                             seed_config=DEFAULT_CONFIG, ipv4_address=APPLIANCE_IP,
                             boot_timeout=420,

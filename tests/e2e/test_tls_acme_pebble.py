@@ -24,6 +24,7 @@ on the tests drive renewal themselves.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,7 +38,8 @@ from rig_fixtures import (
     DEFAULT_CONFIG,
     INSTALLER,
     ROUTES,
-    ClientPart,
+    SUBNET_SHIFT_ENV,
+    ClientContainer,
     admin_key,
     appliance_image,
     check,
@@ -49,21 +51,15 @@ from rig_fixtures import (
     the_client_image,
 )
 
-from builder.rig.parts import (
-    AppliancePart,
-    PebblePart,
-    Rig,
-    files_tar,
-    https_identity,
-    pebble_image,
-    wait_until,
-)
+from builder.rig.parts import ApplianceContainer, Rig, files_tar, wait_until
+from builder.rig.pebble import TestCAContainer, https_identity, pebble_image
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 OCTET = 160
-APPLIANCE_IP = f"172.30.{OCTET}.10"
+# The fixed address in the rig's subnet, which new_rig shifts by SUBNET_SHIFT_ENV.
+APPLIANCE_IP = f"172.30.{OCTET + int(os.environ.get(SUBNET_SHIFT_ENV, '0'))}.10"
 CA_BUNDLE = "pebble-https-ca.pem"  # next to /etc/arkbox/appliance.yaml
 ROOT_IN_CLIENT = "/tmp/pebble-root.pem"
 LIVE = "/srv/arkbox/tls/live"
@@ -95,26 +91,27 @@ class FirstBoot:
 @dataclass
 class TlsBox:
     rig: Rig
-    app: AppliancePart
-    client: ClientPart
+    app: ApplianceContainer
+    client: ClientContainer
     first_boot: FirstBoot
-    pebble: PebblePart | None = None
+    pebble: TestCAContainer | None = None
     pebble_settings: tuple[int, int] | None = None  # the running Pebble's (percent, lifetime)
 
     def certificate(self) -> x509.Certificate:
         return x509.load_pem_x509_certificate(check(self.app, f"cat {LIVE}/fullchain.pem")
                                               .encode())
 
-    def start_pebble(self, settings: tuple[int, int]) -> PebblePart:
+    def start_pebble(self, settings: tuple[int, int]) -> TestCAContainer:
         """A new Pebble (a new root) in place of the running one, if any."""
         nonce_reject_percent, validity_seconds = settings
         if self.pebble is not None:
             assert self.pebble.container is not None
             self.pebble.container.remove(force=True)
             self.pebble, self.pebble_settings = None, None
-        pebble = PebblePart(self.rig, "pebble", pebble_image(ROOT, CACHE_DIR), aliases=["pebble"],
-                            https=PEBBLE_HTTPS, nonce_reject_percent=nonce_reject_percent,
-                            validity_seconds=validity_seconds)
+        pebble = TestCAContainer(self.rig, "pebble", pebble_image(ROOT, CACHE_DIR),
+                                 aliases=["pebble"], https=PEBBLE_HTTPS,
+                                 nonce_reject_percent=nonce_reject_percent,
+                                 validity_seconds=validity_seconds)
         self.rig.add(pebble)
         for name in NAMES:
             pebble.add_a(name, APPLIANCE_IP)
@@ -147,7 +144,7 @@ def tls_box(docker_engine: None) -> Iterator[TlsBox]:
         "ca_bundle": CA_BUNDLE,
     }})
     with rig.running():
-        app = AppliancePart(rig, "appliance", image, aliases=["arkbox.test"],
+        app = ApplianceContainer(rig, "appliance", image, aliases=["arkbox.test"],
                             config=dump(config), seed_config=DEFAULT_CONFIG,
                             ipv4_address=APPLIANCE_IP, boot_timeout=420,
                             files={f"/etc/arkbox/{CA_BUNDLE}": (PEBBLE_HTTPS.ca_pem, 0o600)})
@@ -162,7 +159,7 @@ def tls_box(docker_engine: None) -> Iterator[TlsBox]:
                           installer(app, "status")[1], app.failed_units())
         # The tests drive renewal themselves from here on: no timer run in between.
         check(app, "systemctl stop arkbox-tls-renew.timer")
-        client = ClientPart(rig, "client", client_image)
+        client = ClientContainer(rig, "client", client_image)
         rig.add(client)
         yield TlsBox(rig, app, client, first)
 
@@ -218,7 +215,7 @@ def short_lived_certificate(short_lived_ca: TlsBox) -> TlsBox:
     return short_lived_ca
 
 
-def renew_state(app: AppliancePart) -> dict[str, object]:
+def renew_state(app: ApplianceContainer) -> dict[str, object]:
     state: dict[str, object] = app.read_json("/var/lib/arkbox/tls-renew.json") or {}
     return state
 
@@ -229,7 +226,7 @@ def curl_https(box: TlsBox, host: str, path: str = "/") -> tuple[int, str]:
                            "--resolve", f"{host}:443:{APPLIANCE_IP}", f"https://{host}{path}")
 
 
-def proxy_identity(app: AppliancePart) -> str:
+def proxy_identity(app: ApplianceContainer) -> str:
     """The proxy container's ID, start time and nginx master PID: equal after a reload."""
     return check(app, "c=$(docker ps -q --filter label=arkbox.role=proxy); "
                       "docker inspect --format '{{.Id}} {{.State.StartedAt}} {{.State.Pid}}' $c")

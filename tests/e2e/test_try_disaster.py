@@ -26,7 +26,7 @@ from conftest import require_tool
 from restore_checks import Outside, assert_event_stored, assert_same_data, data_facts, write_data
 from try_fixtures import arkbox_try, assert_nothing_left, engine_objects, interrupt_when, labelled
 
-from builder.rig.parts import AppliancePart, Rig
+from builder.rig.parts import ApplianceContainer, Rig
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -42,14 +42,14 @@ def run(argv: list[str], timeout: float = RUN_TIMEOUT_S) -> subprocess.Completed
     return result
 
 
-def the_appliance(client: docker.DockerClient) -> AppliancePart:
+def the_appliance(client: docker.DockerClient) -> ApplianceContainer:
     """The rig's running appliance, to exec in (the rig module's part, attached)."""
     container = client.containers.get(f"{RIG}-appliance")
-    return AppliancePart(Rig(name=RIG, client=client), "appliance", container.image.id or "",
-                         container=container)
+    return ApplianceContainer(Rig(name=RIG, client=client), "appliance",
+                              container.image.id or "", container=container)
 
 
-def from_here(app: AppliancePart) -> Outside:
+def from_here(app: ApplianceContainer) -> Outside:
     """Requests from this machine, as an operator makes them: 127.0.0.1, the published 443."""
     curl = require_tool("curl")
 

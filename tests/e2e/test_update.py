@@ -41,7 +41,7 @@ from rig_fixtures import (
 )
 from update_bundles import bundle_with_installer_file, bundle_with_wiki, docker
 
-from builder.rig.parts import AppliancePart, BackupServerPart, image_from_rootfs_tar
+from builder.rig.parts import ApplianceContainer, BackupServerContainer, image_from_rootfs_tar
 from builder.sign_update import sign_bundle
 from firstboot.updates.bundle import MANIFEST_PATH
 
@@ -54,7 +54,7 @@ BOX_BUNDLE = "/root/update.tar"
 
 @dataclass
 class Box:
-    app: AppliancePart
+    app: ApplianceContainer
     built_bundle: Path  # the build's own bundle: the box's build
     config: Path  # the box's config, as `arkbox update` reads it on the build machine
     identity: Path  # the admin's private key
@@ -76,8 +76,8 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
         image = appliance_image(rig)
         server_image = image_from_rootfs_tar(rig.client, built_backup_server(),
                                              "arkbox/backup-server-role")
-        rig.add(BackupServerPart(rig, "backup", server_image, aliases=("backup.arkbox.test",)))
-        app = AppliancePart(rig, "appliance", image, aliases=["arkbox.test"],
+        rig.add(BackupServerContainer(rig, "backup", server_image, aliases=("backup.arkbox.test",)))
+        app = ApplianceContainer(rig, "appliance", image, aliases=["arkbox.test"],
                             config=yaml.safe_dump(config, sort_keys=False),
                             seed_config=DEFAULT_CONFIG, boot_timeout=420)
         rig.add(app)
@@ -88,17 +88,17 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
                   identity)
 
 
-def copy_in(app: AppliancePart, bundle: Path) -> None:
+def copy_in(app: ApplianceContainer, bundle: Path) -> None:
     docker("cp", str(bundle), f"{app.name}:{BOX_BUNDLE}")
 
 
-def update_status(app: AppliancePart) -> dict[str, Any]:
+def update_status(app: ApplianceContainer) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(check(app, "/usr/local/sbin/arkbox-installer status "
                                                  "--json 2>/dev/null || true"))
     return dict(data.get("update") or {})
 
 
-def started_at(app: AppliancePart) -> dict[str, str]:
+def started_at(app: ApplianceContainer) -> dict[str, str]:
     out = check(app, "docker ps -q --filter label=arkbox.owner=arkbox | xargs docker "
                      "inspect --format '{{.Name}} {{.State.StartedAt}} {{.Image}}'")
     return {line.split()[0].lstrip("/"): " ".join(line.split()[1:])
@@ -109,7 +109,7 @@ def wiki_container(names: dict[str, str]) -> str:
     return next(name for name in names if name.endswith("wiki"))
 
 
-def archives(app: AppliancePart) -> list[str]:
+def archives(app: ApplianceContainer) -> list[str]:
     code, out = installer(app, "list --json")
     assert code == 0, out
     return [str(a["name"]) for a in json.loads(out[out.index("["):])]
@@ -279,7 +279,7 @@ def test_an_update_cut_off_by_a_power_loss_is_rolled_back_at_the_next_boot(
     assert code == 0, out
 
 
-def start_unit(app: AppliancePart, unit: str) -> None:
+def start_unit(app: ApplianceContainer, unit: str) -> None:
     """systemctl start UNIT (a oneshot: it returns when the unit has run); its journal
     in the failure when it failed."""
     code, out = sh(app, f"systemctl start {unit}")
@@ -288,7 +288,7 @@ def start_unit(app: AppliancePart, unit: str) -> None:
         raise AssertionError(f"systemctl start {unit} exited {code}: {out}\n{journal}")
 
 
-def rig_gateway(app: AppliancePart) -> str:
+def rig_gateway(app: ApplianceContainer) -> str:
     """This machine's address on the rig's network: the engine's gateway, which it does
     not always name (then the subnet's first address, the one it takes)."""
     named = docker("network", "inspect", app.rig.network_name, "--format",

@@ -78,7 +78,8 @@ def assert_nothing_left(client: docker.DockerClient, before: Objects, rig: str) 
     totals = {kind: (len(before[kind]), len(after[kind])) for kind in after}
     print(f"engine objects before → after: {totals}")
     if IN_CI:  # nothing else runs beside this test there
-        assert new == {"containers": [], "networks": [], "volumes": []}
+        assert new == {"containers": [], "networks": [], "volumes": []}, \
+            f"engine objects that appeared during the test: {new}"
 
 
 def arkbox_try(built: Built, rig: str, *extra: str) -> list[str]:
@@ -91,10 +92,11 @@ def arkbox_try(built: Built, rig: str, *extra: str) -> list[str]:
 
 
 def interrupt_when(argv: list[str], ready: Callable[[list[str]], bool], timeout: float,
-                   before_signal: Callable[[], None] = lambda: None) -> str:
+                   before_signal: Callable[[], None] = lambda: None,
+                   expect_code: int = 130) -> str:
     """Run argv as from a terminal, SIGINT it once `ready(lines so far)`; its whole output.
 
-    It must end with exit code 130 (interrupted)."""
+    It must end with `expect_code` (130: interrupted; pytest says 2)."""
     process = subprocess.Popen(argv, cwd=ROOT, text=True, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT,
                                env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -126,5 +128,5 @@ def interrupt_when(argv: list[str], ready: Callable[[list[str]], bool], timeout:
         seen.append(line)
     text = "\n".join(seen)
     print(text[-4000:])
-    assert code == 130, text
+    assert code == expect_code, text
     return text

@@ -2,7 +2,7 @@
 host forwards (this machine's 127.0.0.1), its seed as a systemd credential (qemu fw_cfg)
 or on its own partition, and the rig's backup server through a guest forward.
 
-`VmBox` answers `exec`, `read_json` and `journal` like the rig's AppliancePart, so
+`VmBox` answers `exec`, `read_json` and `journal` like the rig's ApplianceContainer, so
 the restore checks of tests/e2e/restore_checks.py run unchanged against a VM.
 """
 

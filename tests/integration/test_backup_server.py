@@ -28,7 +28,7 @@ import pytest
 from backup_server import running_backup_server
 from conftest import docker_answers, require, require_tool
 
-from builder.rig.parts import Rig, SystemdPart
+from builder.rig.parts import Rig, SystemdContainer
 from firstboot.backup import borg
 from firstboot.backup.backup import (
     archives_with_sizes,
@@ -58,7 +58,7 @@ LOAD = ["sh", "-c", "cat > /tmp/loaded.sql"]
 @dataclass
 class Server:
     rig: Rig
-    part: SystemdPart
+    part: SystemdContainer
     ip: str
 
 

@@ -19,7 +19,7 @@ import pytest
 from conftest import require, require_tool
 from conftest_rootfs import Artifacts, artifacts
 
-from builder.rig.parts import AppliancePart, Rig, image_from_rootfs_tar
+from builder.rig.parts import ApplianceContainer, Rig, image_from_rootfs_tar
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -57,7 +57,7 @@ def appliance(docker_engine: None, rootfs_artifacts: Artifacts) -> Iterator[str]
     # marker keeps arkbox-firstboot.service from running (its ConditionPathExists).
     skip_first_boot = {"/var/lib/arkbox/firstboot.done": (b"skipped by the test\n", 0o644)}
     with rig.running():
-        part = rig.add(AppliancePart(rig, "appliance", image, aliases=["arkbox"],
+        part = rig.add(ApplianceContainer(rig, "appliance", image, aliases=["arkbox"],
                                      files=skip_first_boot))
         yield part.name
 

@@ -269,6 +269,9 @@ class FakeAppliance:
     def reload(self) -> None:
         pass
 
+    def not_running(self) -> str | None:
+        return None
+
     def exec(self, *argv: str) -> tuple[int, str]:
         if argv[0] == "journalctl":
             lines = self.batches.pop(0) if self.batches else []
@@ -425,7 +428,7 @@ def test_after_disaster_lists_the_routes_on_the_published_port() -> None:
 def test_exec_streaming_hands_over_whole_lines_as_they_come() -> None:
     from types import SimpleNamespace
 
-    from builder.rig.parts import exec_streaming
+    from builder.rig.parts import RigContainer
 
     class Api:
         def exec_create(self, container: str, argv: list[str], **kw: object) -> dict[str, str]:
@@ -438,10 +441,10 @@ def test_exec_streaming_hands_over_whole_lines_as_they_come() -> None:
         def exec_inspect(self, exec_id: str) -> dict[str, int]:
             return {"ExitCode": 3}
 
-    part = SimpleNamespace(container=SimpleNamespace(id="c1"), role="appliance",
+    part = SimpleNamespace(_container=SimpleNamespace(id="c1"), role="appliance",
                            rig=SimpleNamespace(client=SimpleNamespace(api=Api())))
     lines: list[str] = []
-    code = exec_streaming(part, ["arkbox-installer", "backup"], lines.append)  # type: ignore[arg-type]
+    code = RigContainer.exec_streaming(part, ["arkbox-installer", "backup"], lines.append)  # type: ignore[arg-type]
     assert (code, lines) == (3, ["first line", "second", "third"])
 
 
