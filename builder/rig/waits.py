@@ -10,7 +10,7 @@ import socket
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from testcontainers.core.waiting_utils import WaitStrategy, WaitStrategyTarget
 
@@ -149,20 +149,38 @@ class FirstBootDone(RigWait):
                    self._startup_timeout, self._poll_interval)
 
     def check(self, container: RigContainer) -> str | None:
-        code, _ = container.exec("test", "-e", str(BOX.done_marker))
-        if code == 0:
-            return None
-        status = container.read_json(str(BOX.status)) or {}
-        result = status.get("result", "not started")
-        failures = failures_text(status)
-        if result == "failed" and not self.retry_failures:
-            raise FirstBootFailed(f"first boot of {container.name} failed: "
-                                  f"{failures or 'no failing step recorded'}",
-                                  hint=first_hint(status) or
-                                  f"docker exec {container.name} journalctl -u {FIRSTBOOT_UNIT}")
-        if (reason := container.not_running()) is not None:
-            raise RigError(f"{container.name} stopped during first boot ({reason})")
-        return f"first boot result: {result}" + (f" ({failures[-600:]})" if failures else "")
+        reason = first_boot_not_done(container, container.name, self.retry_failures,
+                                     f"docker exec {container.name} journalctl -u "
+                                     f"{FIRSTBOOT_UNIT}")
+        if reason is not None and (stopped := container.not_running()) is not None:
+            raise RigError(f"{container.name} stopped during first boot ({stopped})")
+        return reason
+
+
+class BootingBox(Protocol):
+    """What the first-boot check needs of a box: a container of the rig, or a VM."""
+
+    def exec(self, *argv: str) -> tuple[int, str]: ...
+
+    def read_json(self, path: str) -> Any: ...
+
+
+def first_boot_not_done(box: BootingBox, name: str, retry_failures: bool,
+                        look: str) -> str | None:
+    """None once first boot's done marker is there, else why not (its result and failing
+    steps). A failed run raises FirstBootFailed unless `retry_failures`; `look` is the
+    hint when the failures carry none."""
+    code, _ = box.exec("test", "-e", str(BOX.done_marker))
+    if code == 0:
+        return None
+    status = box.read_json(str(BOX.status)) or {}
+    result = status.get("result", "not started")
+    failures = failures_text(status)
+    if result == "failed" and not retry_failures:
+        raise FirstBootFailed(f"first boot of {name} failed: "
+                              f"{failures or 'no failing step recorded'}",
+                              hint=first_hint(status) or look)
+    return f"first boot result: {result}" + (f" ({failures[-600:]})" if failures else "")
 
 
 def failures_text(status: dict[str, Any]) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from rig_fixtures import FULLCHAIN, ROOT, check, installer
+from vm import VmBox
 
 from builder.rig.parts import ApplianceContainer, FirstBootFailed, RigError, wait_until
 
@@ -263,7 +264,7 @@ def assert_same_mail(restored: ApplianceContainer, before: MailFacts, subject: s
           f"({time.monotonic() - started:.1f} s)")
 
 
-def unhealthy_logs(part: ApplianceContainer) -> str:
+def unhealthy_logs(part: ApplianceContainer | VmBox) -> str:
     """What the engine says of each container that is not healthy: the first thing to read
     when a first boot fails at its health step."""
     script = ("docker ps -a --format '{{.Names}} {{.Status}}'; "
@@ -274,7 +275,8 @@ def unhealthy_logs(part: ApplianceContainer) -> str:
     return part.exec("sh", "-c", script)[1][-6000:]
 
 
-def wait_first_boot_or_failure(part: ApplianceContainer, timeout: float) -> dict[str, Any]:
+def wait_first_boot_or_failure(part: ApplianceContainer | VmBox, timeout: float
+                               ) -> dict[str, Any]:
     """The finished first boot's status; a failed run fails the test at once (the unit
     would retry it for as long as it takes, which helps a real box, not a test), with the
     journal and the unhealthy containers' logs to read."""

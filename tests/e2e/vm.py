@@ -2,8 +2,9 @@
 host forwards (this machine's 127.0.0.1), its seed as a systemd credential (qemu fw_cfg)
 or on its own partition, and the rig's backup server through a guest forward.
 
-`VmBox` answers `exec`, `read_json` and `journal` like the rig's ApplianceContainer, so
-the restore checks of tests/e2e/restore_checks.py run unchanged against a VM.
+`VmBox` answers `exec`, `read_json`, `journal` and `wait_first_boot` like the rig's
+ApplianceContainer, so the restore checks of tests/e2e/restore_checks.py run unchanged
+against a VM.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 from qemu import qemu_argv
 
+from builder.rig.waits import BOX, first_boot_not_done, wait_until
 from firstboot.core.seed import CREDENTIAL
 
 # The address the guest dials for its backup server (config's backup.repository);
@@ -77,6 +79,17 @@ class VmBox:
     def journal(self, unit: str = "arkbox-firstboot") -> str:
         code, out = self.exec("journalctl", "-u", unit, "--no-pager", "-o", "cat")
         return out if code == 0 else f"(no journal over SSH: {out.strip()})\n{self.console()}"
+
+    def wait_first_boot(self, timeout: float) -> dict[str, Any]:
+        """Until first boot's done marker is there (asked over SSH, as the rig asks its
+        containers); status.json. A failed run raises FirstBootFailed at once."""
+        name = f"the {self.role} VM"
+        wait_until(f"first boot ({name})",
+                   lambda: first_boot_not_done(self, name, False,
+                                               "journalctl -u arkbox-firstboot on the VM"),
+                   timeout, interval=10)
+        status: dict[str, Any] = self.read_json(str(BOX.status)) or {}
+        return status
 
     def console(self) -> str:
         try:
