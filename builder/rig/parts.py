@@ -352,7 +352,11 @@ class SystemdContainer(RigContainer):
         self.with_kwargs(cap_add=["ALL"], cap_drop=SYSTEMD_CAPS_DROP,
                          security_opt=SYSTEMD_SECURITY_OPT, stop_signal="SIGRTMIN+3",
                          sysctls=RIG_SYSCTLS)
-        self.waiting_for(SystemdState(boot_timeout))
+        self.waiting_for(self.readiness(boot_timeout))
+
+    def readiness(self, boot_timeout: float) -> RigWait:
+        """What `start()` waits for: systemd running or degraded."""
+        return SystemdState(boot_timeout)
 
     def _configure(self) -> None:
         self.with_volume_mapping("/sys/fs/cgroup", "/sys/fs/cgroup", "rw")
@@ -391,17 +395,8 @@ class BackupServerContainer(SystemdContainer):
     """The backup-server role: ready when systemd is up and its sshd (the forced
     `borg serve`) is active."""
 
-    def __init__(self, rig: Rig, role: str, image: str, aliases: Sequence[str] = (),
-                 environment: dict[str, str] | None = None,
-                 command: Sequence[str] | None = None,
-                 ports: dict[str, int | None] | None = None,
-                 files: dict[str, tuple[bytes, int]] | None = None,
-                 ipv4_address: str | None = None, *,
-                 volumes: dict[str, dict[str, str]] | None = None,
-                 boot_timeout: float = 180) -> None:
-        super().__init__(rig, role, image, aliases, environment, command, ports, files,
-                         ipv4_address, volumes=volumes, boot_timeout=boot_timeout)
-        self.waiting_for(CompositeWait(SystemdState(boot_timeout), UnitActive("ssh", 60)))
+    def readiness(self, boot_timeout: float) -> RigWait:
+        return CompositeWait(SystemdState(boot_timeout), UnitActive("ssh", 60))
 
 
 class ApplianceContainer(SystemdContainer):
