@@ -148,14 +148,15 @@ def stage_engine_data(ctx: BuildContext) -> None:
     assert ctx.base_tar is not None
     ids = [str(image["id"]) for image in ctx.images]
     inputs = {"images": ctx.images, "base": ctx.base_key}
-    with claim(ctx.cache_dir, "engine-data", inputs, ctx.progress.detail) as entry:
+    with claim(ctx.cache_dir, engine_data.STAGE, inputs, ctx.progress.detail) as entry:
         ctx.progress.note(f"{len(ids)} images: {entry.reason}")
         if not entry.hit:
             entry.reset()
             engine_data.fill_data_root(ctx.base_tar, ctx.base_key, ctx.images_tar, ids,
-                                       entry.path / "data-root", ctx.progress.detail)
+                                       entry.path / engine_data.DATA_ROOT_NAME,
+                                       ctx.progress.detail)
             entry.commit()
-    ctx.engine_data = entry.path / "data-root"
+    ctx.engine_data = entry.path / engine_data.DATA_ROOT_NAME
 
 
 def stage_installer(ctx: BuildContext) -> None:

@@ -136,6 +136,12 @@ def lookup(cache_dir: Path, stage: str, inputs: Mapping[str, object]) -> CacheEn
     return CacheEntry(stage, key, path, inputs, False, reason)
 
 
+def complete_entries(cache_dir: Path, stage: str) -> list[Path]:
+    """Every complete entry of `stage` in the cache, newest first."""
+    entries = [p for p in (cache_dir / stage).glob("*") if (p / _COMPLETE).is_file()]
+    return sorted(entries, key=lambda p: (p / _COMPLETE).stat().st_mtime, reverse=True)
+
+
 @contextmanager
 def exclusive(lock_file: Path, what: str, on_wait: Callable[[str], None] | None = None,
               timeout_s: float = LOCK_WAIT_S) -> Iterator[None]:

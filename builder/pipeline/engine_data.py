@@ -16,15 +16,18 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from builder.pipeline.assemble import IMAGES_DIR
+from builder.pipeline.cache import complete_entries
 from builder.pipeline.service_images import engine_client, remove_older_imports
 from firstboot.core.errors import ArkboxError
 from firstboot.core.execute import CommandError, run
 
+STAGE = "engine-data"  # its name in the build cache (builder/pipeline/build.py)
+DATA_ROOT_NAME = "data-root"  # the data root's directory in a cache entry
 DATA_ROOT = Path("var/lib/docker")
 KEEP = ("image", "overlay2")  # the image store; everything else the box's engine makes
 IMPORT_TIMEOUT_S = 600
@@ -124,25 +127,63 @@ def disk_tree(tree: Path, data_root: Path | None, aside: Path) -> Iterator[None]
         images.rename(held)
         images.mkdir(mode=0o755)
     engine.mkdir(mode=0o710, parents=True, exist_ok=True)
-    placed = [engine / part for part in KEEP]
     try:
-        # Hard links when the cache is on the tree's file system (instant), else a copy.
-        link = ("--link",) if data_root.stat().st_dev == tree.stat().st_dev else ()
-        for part, target in zip(KEEP, placed, strict=True):
-            try:
-                run(("cp", "--archive", *link, str(data_root / part), str(target)),
-                    timeout=COPY_TIMEOUT_S)
-            except CommandError as err:
-                raise ArkboxError(f"could not place the engine's data root in {engine}: "
-                                  f"{err}", hint="free some space in the work dir (--out) "
-                                  "and build again") from err
+        place_data_root(data_root, engine, hint="free some space in the work dir (--out) "
+                        "and build again")
         yield
     finally:
-        for target in placed:
-            _remove(target)
+        for part in KEEP:
+            _remove(engine / part)
         if held.is_dir():
             shutil.rmtree(images, ignore_errors=True)
             held.rename(images)
+
+
+def place_data_root(data_root: Path, engine: Path, *, hint: str,
+                    link_parts: Iterable[str] = KEEP) -> None:
+    """Put the image store of `data_root` into the engine directory `engine`: hard links
+    for `link_parts` when both are on one file system (instant, nothing copied), else
+    copies. Raises ArkboxError (with `hint`) when a copy fails."""
+    link = can_link(data_root, engine)
+    for part in KEEP:
+        shared = ("--link",) if link and part in link_parts else ()
+        try:
+            run(("cp", "--archive", *shared, str(data_root / part), str(engine / part)),
+                timeout=COPY_TIMEOUT_S)
+        except CommandError as err:
+            raise ArkboxError(f"could not place the engine's data root in {engine}: {err}",
+                              hint=hint) from err
+
+
+def can_link(source: Path, target_dir: Path) -> bool:
+    """Whether files below `source` can be hard-linked into `target_dir`: one file system
+    and one mount (a bind mount of the same disk refuses links with EXDEV, as
+    /var/lib/docker is on some hosts)."""
+    if source.stat().st_dev != target_dir.stat().st_dev:
+        return False
+    sample = next((p for p in source.rglob("*") if p.is_file() and not p.is_symlink()), None)
+    if sample is None:
+        return False
+    probe = target_dir / f".arkbox-link-probe-{os.getpid()}"
+    try:
+        os.link(sample, probe)
+    except OSError:
+        return False
+    probe.unlink()
+    return True
+
+
+def cached_data_root(cache_dir: Path, image_ids: Iterable[str]) -> Path | None:
+    """The newest complete engine data root in the cache holding every one of `image_ids`
+    (e.g. the one the build of a root fs tar made, found by the tar's service images)."""
+    wanted = list(image_ids)
+    if not wanted:
+        return None
+    for entry in complete_entries(cache_dir, STAGE):
+        root = entry / DATA_ROOT_NAME
+        if all(image_config(root, image_id).is_file() for image_id in wanted):
+            return root
+    return None
 
 
 def _remove(path: Path) -> None:

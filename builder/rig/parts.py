@@ -37,6 +37,7 @@ from testcontainers.core.transferable import Transferable
 
 from builder.pipeline.service_images import remove_older_imports
 from builder.rig import seeding
+from builder.rig.engine_preload import import_changes, preload_engine, service_image_ids
 from builder.rig.network import Rig as Rig
 from builder.rig.network import RigEngine, quiet_client_kw
 from builder.rig.network import RigNetwork as RigNetwork
@@ -70,13 +71,16 @@ APPLIANCE_CONFIG = "/etc/arkbox/appliance.yaml"  # the config first boot reads
 ROLE_LABEL = "arkbox.rig.role"
 
 
-def docker_import_argv(tar: Path, tag: str) -> tuple[str, ...]:
-    return ("docker", "import", "--change", 'CMD ["/sbin/init"]', str(tar), tag)
+def docker_import_argv(tar: Path, tag: str, changes: Sequence[str] = ()) -> tuple[str, ...]:
+    more = [arg for change in changes for arg in ("--change", change)]
+    return ("docker", "import", "--change", 'CMD ["/sbin/init"]', *more, str(tar), tag)
 
 
 def image_from_rootfs_tar(client: docker.DockerClient, tar: Path, repository: str) -> str:
-    """`docker import` a root fs tar once; the tag is its content digest, so reuse is exact."""
-    digest = hashlib.sha256()
+    """`docker import` a root fs tar once; the tag is its content digest, so reuse is exact.
+    The image is labelled with the build's service image IDs (builder/rig/engine_preload.py)."""
+    changes = import_changes(service_image_ids(tar))
+    digest = hashlib.sha256("\n".join(changes).encode())
     with tar.open("rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
             digest.update(block)
@@ -88,7 +92,7 @@ def image_from_rootfs_tar(client: docker.DockerClient, tar: Path, repository: st
         pass
     log.info("importing %s as %s", tar, tag)
     # The CLI streams a GiB-sized tar reliably; the SDK's chunked upload does not.
-    run(docker_import_argv(tar, tag), timeout=900)
+    run(docker_import_argv(tar, tag, changes), timeout=900)
     client.images.get(tag)
     remove_older_imports(client, repository, keep=tag)
     return tag
@@ -417,12 +421,15 @@ class ApplianceContainer(SystemdContainer):
                  ipv4_address: str | None = None, *,
                  config: str | None = None, seed_config: Path | None = None,
                  volumes: dict[str, dict[str, str]] | None = None,
-                 boot_timeout: float = 180,
+                 boot_timeout: float = 180, preload_images: bool = True,
                  container: Container | None = None) -> None:
         super().__init__(rig, role, image, aliases, environment, command, ports, files,
                          ipv4_address, volumes=volumes, boot_timeout=boot_timeout,
                          container=container)
         self.config, self.seed_config = config, seed_config
+        # The engine starts with the service images in place, as on a flashed disk;
+        # False leaves its volume empty, so first boot loads images.tar.
+        self.preload_images = preload_images
         if config is not None:
             self.files[APPLIANCE_CONFIG] = (config.encode(), 0o600)
         if seed_config is not None:
@@ -430,6 +437,12 @@ class ApplianceContainer(SystemdContainer):
             self.files[seeding.SEED_FILE] = (seeding.seed_for(text, seed_config), 0o600)
         # Also a seed passed in `files`, e.g. the one `try disaster` keeps for the blank box.
         self.env.update(seeding.environment_for(self.files))
+
+    def _configure(self) -> None:
+        if self.preload_images:
+            log.info("%s: %s", self.name,
+                     preload_engine(self.rig.client, self.labelled_volume("docker"), self.image))
+        super()._configure()
 
     def wait_first_boot(self, timeout: float = 600, *,
                         retry_failures: bool = False) -> dict[str, Any]:

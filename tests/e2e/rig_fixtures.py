@@ -130,12 +130,14 @@ def rig_up(purpose: str, octet: int) -> Iterator[Rig]:
 
 def add_appliance(rig: Rig, image: str, config: str | None,
                   files: dict[str, tuple[bytes, int]] | None = None,
-                  seeded: bool = True) -> ApplianceContainer:
+                  seeded: bool = True, preload_images: bool = True) -> ApplianceContainer:
     """The appliance, booting; with its seed (made from `config`, the secrets of
-    config/default.yaml) as a systemd credential unless `seeded` is False."""
+    config/default.yaml) as a systemd credential unless `seeded` is False; its engine holds
+    the service images unless `preload_images` is False (then first boot loads them)."""
     part = ApplianceContainer(rig, "appliance", image, aliases=["arkbox.test"], config=config,
-                         seed_config=DEFAULT_CONFIG if seeded else None,
-                         files=dict(files or {}), boot_timeout=BOOT_TIMEOUT_S)
+                              seed_config=DEFAULT_CONFIG if seeded else None,
+                              files=dict(files or {}), boot_timeout=BOOT_TIMEOUT_S,
+                              preload_images=preload_images)
     rig.add(part)
     return part
 

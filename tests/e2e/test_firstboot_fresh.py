@@ -351,8 +351,9 @@ def bad_box(images: tuple[str, str], key: str) -> Iterator[Box]:
     config["services"]["calendar"]["route"]["port"] = "not-a-port"
     config["services"]["wiki"]["no_such_key"] = True
     with rig.running():
-        # No seed: its config is refused before the seed step would read one.
-        app = add_appliance(rig, images[0], dump(config), seeded=False)
+        # No seed: its config is refused before the seed step would read one. An empty
+        # engine: test_bad_input_baked_image_missing takes the tarball it would load.
+        app = add_appliance(rig, images[0], dump(config), seeded=False, preload_images=False)
         client = add_client(rig, images[1])
         yield Box(rig, app, client, key, 0.0)
 

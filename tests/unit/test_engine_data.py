@@ -108,3 +108,40 @@ def test_an_image_is_found_by_its_id_in_the_store(tmp_path: Path) -> None:
     assert engine_data.image_config(root, "sha256:abc").is_file()
     assert not engine_data.image_config(root, "sha256:def").exists()
 
+
+
+def _cache_entry(cache: Path, key: str, image_ids: list[str], *, complete: bool = True) -> Path:
+    """An engine-data cache entry as the build leaves it, holding `image_ids`."""
+    root = cache / engine_data.STAGE / key / engine_data.DATA_ROOT_NAME
+    for image_id in image_ids:
+        config = engine_data.image_config(root, image_id)
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text("{}")
+    (root / "overlay2").mkdir(parents=True, exist_ok=True)
+    if complete:
+        (root.parent / "complete").write_text("")
+    return root
+
+
+def test_the_rig_finds_the_data_root_holding_every_image_of_its_build(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    older = _cache_entry(cache, "k1", ["sha256:aa", "sha256:bb"])
+    _cache_entry(cache, "k2", ["sha256:aa"])
+    _cache_entry(cache, "k3", ["sha256:aa", "sha256:bb", "sha256:cc"], complete=False)
+    assert engine_data.cached_data_root(cache, ["sha256:aa", "sha256:bb"]) == older
+    # One image the cache lacks (or only an incomplete entry holds): no data root.
+    assert engine_data.cached_data_root(cache, ["sha256:aa", "sha256:cc"]) is None
+    assert engine_data.cached_data_root(cache, []) is None
+    assert engine_data.cached_data_root(tmp_path / "no-cache", ["sha256:aa"]) is None
+
+
+def test_placing_the_data_root_links_the_layers_and_copies_the_rest(tmp_path: Path) -> None:
+    root = _data_root(tmp_path)
+    engine = tmp_path / "volume"
+    engine.mkdir()
+    engine_data.place_data_root(root, engine, hint="h", link_parts=("overlay2",))
+    layer, store = "overlay2/l1/diff/etc/hostname", "image/overlay2/imagedb/content/sha256/abc"
+    assert (engine / layer).stat().st_ino == (root / layer).stat().st_ino
+    assert (engine / store).read_text() == "{}"
+    assert (engine / store).stat().st_ino != (root / store).stat().st_ino
+    assert (engine / "overlay2/l/SHORT").readlink() == Path("../l1/diff")
