@@ -6,8 +6,10 @@ config/default.yaml less its `backup` section (as the fresh-boot tests do: this 
 backup server, and with backups on, an unreachable server fails the restore step) and
 measures:
 
-  fresh     container start -> first boot done and every service healthy (the done
-            marker; the installer's own figure from status.json alongside);
+  fresh     container creation (its engine volume filled from the build cache) -> first
+            boot done and every service healthy (the done marker; the installer's own
+            figure from status.json alongside), against the 25 s goal; and the same
+            for a box whose engine starts empty and loads images.tar, side by side;
   re-run    `arkbox-installer firstboot` again on the healthy box (target <= 3 s,
             0 changes), the median of --reruns runs;
   baseline  `systemctl is-system-running --wait` from the start of the same container,
@@ -45,6 +47,7 @@ from builder.rig.parts import ApplianceContainer, Rig, image_from_rootfs_tar, wa
 ROOT = Path(__file__).resolve().parents[1]
 INSTALLER = "/usr/local/sbin/arkbox-installer"
 TARGET_RERUN_S = 3.0
+TARGET_FRESH_S = 25.0  # issue 19: fresh first boot to all healthy in the container rig
 
 
 def rootfs_tar(given: str | None) -> Path:
@@ -81,20 +84,32 @@ def rerun(app: ApplianceContainer) -> tuple[float, int, str]:
     return took, int(status["changes"]), out.strip().splitlines()[-2]
 
 
+def fresh_first_boot(rig: Rig, image: str, *, preload: bool) -> tuple[ApplianceContainer,
+                                                                       float, dict[str, Any]]:
+    """Boot a fresh box; the seconds from container creation (the engine volume's preload
+    included) to first boot done and all healthy, and its status."""
+    app = ApplianceContainer(rig, "appliance", image, aliases=["arkbox.test"],
+                             config=dump(default_config()),
+                             seed_config=ROOT / "config/default.yaml", preload_images=preload)
+    started = time.monotonic()
+    rig.add(app)  # returns once systemd is up, which includes the first-boot unit
+    status = app.wait_first_boot(timeout=900)
+    fresh_s = time.monotonic() - started
+    if status["result"] != "ok":
+        raise SystemExit(f"first boot failed: {status['failures']}")
+    return app, fresh_s, status
+
+
 def bench(tar: Path, reruns: int) -> dict[str, Any]:
     rig = Rig(name=f"arkbox-bench-firstboot-{uuid.uuid4().hex[:6]}",
               ipv4_subnet="172.30.94.0/24", ipv6_subnet="fd42:a7b0:5e::/64")
     image = image_from_rootfs_tar(rig.client, tar, "arkbox/appliance")
     with rig.running():
-        app = ApplianceContainer(rig, "appliance", image, aliases=["arkbox.test"],
-                            config=dump(default_config()),
-                            seed_config=ROOT / "config/default.yaml")
-        started = time.monotonic()
-        rig.add(app)  # returns once systemd is up, which includes the first-boot unit
-        status = app.wait_first_boot(timeout=900)
-        fresh_s = time.monotonic() - started
-        if status["result"] != "ok":
-            raise SystemExit(f"first boot failed: {status['failures']}")
+        # The engine loading images.tar at first boot, as the rig did before its volume
+        # was filled from the build (builder/rig/engine_preload.py): the side-by-side figure.
+        loading, load_s, load_status = fresh_first_boot(rig, image, preload=False)
+        loading.stop()
+        app, fresh_s, status = fresh_first_boot(rig, image, preload=True)
         runs = [rerun(app) for _ in range(reruns)]
         assert app.container is not None
         app.container.stop(timeout=60)
@@ -106,6 +121,8 @@ def bench(tar: Path, reruns: int) -> dict[str, Any]:
         "fresh_s": round(fresh_s, 2),
         "fresh_installer_s": status["seconds"],
         "fresh_steps_s": {s["name"]: s["seconds"] for s in status["steps"]},
+        "loading_fresh_s": round(load_s, 2),
+        "loading_steps_s": {s["name"]: s["seconds"] for s in load_status["steps"]},
         "rerun_s": [round(took, 2) for took, _, _ in runs],
         "rerun_median_s": round(rerun_s, 2),
         "rerun_changes": [changes for _, changes, _ in runs],
@@ -121,10 +138,14 @@ def report(r: dict[str, Any]) -> str:
                      if secs is not None)
     changes = max(r["rerun_changes"])
     target = "meets" if r["rerun_median_s"] <= TARGET_RERUN_S else "MISSES"
+    goal = "meets" if r["fresh_s"] <= TARGET_FRESH_S else "MISSES"
     rows = [
         ("baseline: is-system-running --wait (reboot, same container)", base, ""),
         ("fresh first boot: container start -> all healthy", r["fresh_s"],
-         f"installer {r['fresh_installer_s']:.1f} s: {steps}"),
+         f"{goal} the {TARGET_FRESH_S:.0f} s goal; installer {r['fresh_installer_s']:.1f} s: "
+         f"{steps}"),
+        ("  the same with an empty engine (first boot loads images.tar)", r["loading_fresh_s"],
+         f"engine step {r['loading_steps_s'].get('engine') or 0:.1f} s"),
         (f"idempotent re-run (median of {len(r['rerun_s'])})", r["rerun_median_s"],
          f"{changes} changes; {target} the {TARGET_RERUN_S:.0f} s target; "
          f"runs {r['rerun_s']}"),

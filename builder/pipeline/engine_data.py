@@ -140,10 +140,10 @@ def disk_tree(tree: Path, data_root: Path | None, aside: Path) -> Iterator[None]
 
 
 def place_data_root(data_root: Path, engine: Path, *, hint: str,
-                    link_parts: Iterable[str] = KEEP) -> None:
+                    link_parts: Iterable[str] = KEEP) -> bool:
     """Put the image store of `data_root` into the engine directory `engine`: hard links
     for `link_parts` when both are on one file system (instant, nothing copied), else
-    copies. Raises ArkboxError (with `hint`) when a copy fails."""
+    copies; whether it linked. Raises ArkboxError (with `hint`) when a copy fails."""
     link = can_link(data_root, engine)
     for part in KEEP:
         shared = ("--link",) if link and part in link_parts else ()
@@ -153,6 +153,7 @@ def place_data_root(data_root: Path, engine: Path, *, hint: str,
         except CommandError as err:
             raise ArkboxError(f"could not place the engine's data root in {engine}: {err}",
                               hint=hint) from err
+    return link
 
 
 def can_link(source: Path, target_dir: Path) -> bool:

@@ -7,7 +7,10 @@ layer), and used to `docker load` images.tar at first boot: ~13 s of a ~29 s fir
 Now the rig fills that volume before the box starts, from the build's own data root in
 the builder cache: the root fs tar's image carries its service images' IDs as a label
 (from the build manifest next to the tar), and the cache entry holding all of them is
-placed in the volume with hard links (`image/` copied: the engine rewrites its files).
+placed in a directory beside the cache (`image/` copied; the layers hard-linked: instant,
+where a copy of the ~1 GiB took 8 s), which the box's volume is bound to. Removing the
+volume (builder/rig/removal.py) removes the directory; one left by a killed run goes when
+the next box is made.
 
 Nothing here is needed for correctness: without the cache entry (another machine, a
 cleared cache) the volume stays empty and first boot loads images.tar as before.
@@ -16,7 +19,10 @@ cleared cache) the volume stays empty and first boot loads images.tar as before.
 from __future__ import annotations
 
 import logging
+import shutil
+import time
 from pathlib import Path
+from typing import Any
 
 import docker
 from docker.errors import ImageNotFound
@@ -28,6 +34,7 @@ from builder.pipeline.manifest import MANIFEST_NAME, read_manifest
 log = logging.getLogger("arkbox.rig")
 
 SERVICE_IMAGES_LABEL = "org.arkbox.service-images"
+ENGINES_SUFFIX = "-rig-engines"  # /var/cache/arkbox -> /var/cache/arkbox-rig-engines
 
 
 def service_image_ids(rootfs_tar: Path) -> list[str]:
@@ -44,26 +51,64 @@ def import_changes(image_ids: list[str]) -> tuple[str, ...]:
     return (f"LABEL {SERVICE_IMAGES_LABEL}={','.join(image_ids)}",) if image_ids else ()
 
 
-def preload_engine(client: docker.DockerClient, volume: str, image: str,
+def engines_dir(cache_dir: Path) -> Path:
+    """Where rig boxes' engine directories live: beside the build cache (same mount, so
+    the layers can be hard links into it), not in it: a box's engine holds its live state,
+    which has no place in a cache."""
+    return cache_dir.with_name(cache_dir.name + ENGINES_SUFFIX)
+
+
+def preload_engine(client: docker.DockerClient, volume: str, image: str, labels: dict[str, str],
                    cache_dir: Path | None = None) -> str:
-    """Fill the empty engine volume `volume` of a box of `image` with the build's data root
-    from the cache; says what it did (or why not, in which case first boot loads)."""
+    """Make `volume` (for a box of `image`, not made yet) a directory holding the build's
+    engine data root from the cache, bound as a local volume with `labels`; says what it
+    did, or why not (then the caller makes an empty volume and first boot loads)."""
     try:
-        labels = client.images.get(image).labels or {}
+        image_labels = client.images.get(image).labels or {}
     except ImageNotFound:
         return f"image {image} not found: first boot loads images.tar"
-    ids = [i for i in labels.get(SERVICE_IMAGES_LABEL, "").split(",") if i]
+    ids = [i for i in image_labels.get(SERVICE_IMAGES_LABEL, "").split(",") if i]
     if not ids:
         return f"{image} names no service images: first boot loads images.tar"
-    root = cached_data_root(cache_dir or cache_dir_from_env(), ids)
+    cache = cache_dir or cache_dir_from_env()
+    root = cached_data_root(cache, ids)
     if root is None:
         return (f"no data root with {len(ids)} images in the build cache: first boot loads "
                 "images.tar")
-    mountpoint = Path(str(client.volumes.get(volume).attrs.get("Mountpoint", "")))
-    if not mountpoint.is_dir():  # an engine on another machine: its volumes are not here
-        return f"volume {volume} is not on this machine: first boot loads images.tar"
-    if any(mountpoint.iterdir()):
-        return f"volume {volume} is not empty: left as it is"
-    place_data_root(root, mountpoint, link_parts=("overlay2",),
-                    hint="free some space where the engine keeps its volumes")
-    return f"{len(ids)} service images placed in {volume} from {root}"
+    if volume in {v.name for v in client.volumes.list()}:
+        return f"volume {volume} exists: left as it is"
+    engines = engines_dir(cache)
+    engines.mkdir(mode=0o700, exist_ok=True)
+    remove_orphans(client, engines)
+    engine = engines / volume
+    engine.mkdir(mode=0o710)
+    # The volume first: from then on no other run takes the directory for an orphan.
+    made = client.volumes.create(volume, driver="local", labels=labels, driver_opts={
+        "type": "none", "o": "bind", "device": str(engine)})
+    try:
+        # image/ copied: the engine rewrites its files there, the layers it only reads.
+        linked = place_data_root(root, engine, link_parts=("overlay2",),
+                                 hint=f"free some space in {engines}")
+    except BaseException:
+        made.remove(force=True)
+        shutil.rmtree(engine, ignore_errors=True)
+        raise
+    how = "hard links" if linked else "a copy"
+    return f"{len(ids)} service images placed in {engine} ({how}) from {root}"
+
+
+def remove_orphans(client: docker.DockerClient, engines: Path) -> None:
+    """Engine directories whose volume is gone (a run killed before its clean-up)."""
+    volumes = {v.name for v in client.volumes.list()}
+    for engine in engines.iterdir():
+        # A young one may be another run's, between its mkdir and its volume.
+        if engine.name not in volumes and time.time() - engine.stat().st_mtime > 600:
+            log.info("removing %s: its volume is gone", engine)
+            shutil.rmtree(engine, ignore_errors=True)
+
+
+def remove_bound_directory(attrs: dict[str, Any]) -> None:
+    """After a volume's removal: the engine directory it was bound to, if it was one."""
+    device = Path(str((attrs.get("Options") or {}).get("device") or "/"))
+    if device.parent.name.endswith(ENGINES_SUFFIX):
+        shutil.rmtree(device, ignore_errors=True)

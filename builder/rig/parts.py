@@ -41,7 +41,7 @@ from builder.rig.engine_preload import import_changes, preload_engine, service_i
 from builder.rig.network import Rig as Rig
 from builder.rig.network import RigEngine, quiet_client_kw
 from builder.rig.network import RigNetwork as RigNetwork
-from builder.rig.removal import RIG_LABEL, remove_container
+from builder.rig.removal import RIG_LABEL, remove_container, remove_volume
 from builder.rig.waits import BOX as BOX
 from builder.rig.waits import FIRSTBOOT_UNIT as FIRSTBOOT_UNIT
 from builder.rig.waits import (
@@ -245,7 +245,7 @@ class RigContainer(DockerContainer):
             "label": [f"{key}={value}" for key, value in self.labels.items()]}
         for volume in client.volumes.list(filters=label_filter):
             with suppress(NotFound):
-                volume.remove(force=True)
+                remove_volume(volume)
                 removed["volumes"] += 1
         return removed
 
@@ -367,11 +367,14 @@ class SystemdContainer(RigContainer):
         self.with_volume_mapping(self.labelled_volume("docker"), "/var/lib/docker", "rw")
         super()._configure()
 
+    def volume_name(self, purpose: str) -> str:
+        return f"{self.name}-{purpose}"
+
     def labelled_volume(self, purpose: str) -> str:
         """The container's volume NAME-PURPOSE, made with the rig's labels before the
         container is: `remove_rig` and `remove()` find it even when the container never
         came to be."""
-        volume = f"{self.name}-{purpose}"
+        volume = self.volume_name(purpose)
         try:
             self.rig.client.volumes.get(volume)
         except NotFound:
@@ -439,9 +442,9 @@ class ApplianceContainer(SystemdContainer):
         self.env.update(seeding.environment_for(self.files))
 
     def _configure(self) -> None:
-        if self.preload_images:
-            log.info("%s: %s", self.name,
-                     preload_engine(self.rig.client, self.labelled_volume("docker"), self.image))
+        if self.preload_images:  # else labelled_volume makes it empty
+            log.info("%s: %s", self.name, preload_engine(
+                self.rig.client, self.volume_name("docker"), self.image, self.labels))
         super()._configure()
 
     def wait_first_boot(self, timeout: float = 600, *,

@@ -6,6 +6,9 @@ from __future__ import annotations
 import docker
 from docker.errors import NotFound
 from docker.models.containers import Container
+from docker.models.volumes import Volume
+
+from builder.rig.engine_preload import remove_bound_directory
 
 RIG_LABEL = "arkbox.rig"
 
@@ -38,7 +41,7 @@ def remove_rig(client: docker.DockerClient, name: str) -> dict[str, int]:
         for kind, n in remove_container(client, container).items():
             removed[kind] += n
     for volume in client.volumes.list(filters=label):
-        volume.remove(force=True)
+        remove_volume(volume)
         removed["volumes"] += 1
     for network in client.networks.list(filters=label):
         network.remove()
@@ -54,8 +57,17 @@ def remove_container(client: docker.DockerClient, container: Container) -> dict[
     removed = {"containers": 1, "volumes": 0}
     for volume in volumes:
         try:
-            client.volumes.get(volume).remove(force=True)
+            remove_volume(client.volumes.get(volume))
             removed["volumes"] += 1
         except NotFound:
             pass
     return removed
+
+
+def remove_volume(volume: Volume) -> None:
+    """Remove a volume, and the directory it is bound to when that is a rig box's engine
+    directory (builder/rig/engine_preload.py): the engine removes only its own volumes'
+    data."""
+    attrs = dict(volume.attrs)
+    volume.remove(force=True)
+    remove_bound_directory(attrs)

@@ -5,15 +5,16 @@ Nothing is extracted into live data: the archive goes into /srv/arkbox.restoring
 config of the same appliance, secrets, the dumps its comment names), and only then
 moved into place. A failure anywhere removes the staging directory and leaves
 /srv/arkbox as it was. Each paused service's volumes are extracted by their own borg
-process beside the rest, two at a time (borg is single-threaded; readers share the
-repository). A database dump is kept outside the data under
-/var/lib/arkbox/restore-dumps until the `dumps` step feeds it to the restarted
-database's restore_command.
+process beside the rest, as many at once as backup.restore_parallelism says (by default
+one per core: borg is single-threaded; readers share the repository). A database dump is
+kept outside the data under /var/lib/arkbox/restore-dumps until the `dumps` step feeds it
+to the restarted database's restore_command.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections.abc import Iterable
@@ -28,7 +29,6 @@ from firstboot.backup.client import BackupError, Borg
 from firstboot.core.context import FirstbootContext, Paths
 from firstboot.core.files import ensure_dir
 
-PARALLEL_EXTRACTS = 2
 # What may already be in /srv/arkbox on a box a restore still counts as blank.
 BLANK_ENTRIES = frozenset({"secrets"})
 _ANOTHER = "restore an older one: arkbox-installer restore --archive NAME"
@@ -124,7 +124,7 @@ def restore(ctx: FirstbootContext, backup: Backup, *, force: bool = False) -> Re
     report = RestoreReport(backup.name)
     try:
         jobs = extract_jobs(backup.name, contents)
-        with ThreadPoolExecutor(PARALLEL_EXTRACTS) as pool:
+        with ThreadPoolExecutor(extracts_at_once(ctx)) as pool:
             for label in pool.map(lambda job: _extract(ctx, job, staging, report), jobs):
                 ctx.log.info("extracted %s", label)
         _recreate_specials(staging)
@@ -137,6 +137,12 @@ def restore(ctx: FirstbootContext, backup: Backup, *, force: bool = False) -> Re
         shutil.rmtree(dumps_dir(paths), ignore_errors=True)
         raise
     return report
+
+
+def extracts_at_once(ctx: FirstbootContext) -> int:
+    """backup.restore_parallelism, else one borg extract per core (each is one process,
+    CPU-bound by decryption and decompression)."""
+    return ctx.config.backup.restore_parallelism or os.cpu_count() or 1
 
 
 def read_contents(info: Any, name: str) -> Contents:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 
 from firstboot.core.config import Appliance, load_config
+from firstboot.core.config.problems import ConfigInvalid
 from firstboot.core.context import FirstbootContext, Mode, Paths
 from firstboot.core.execute import CommandError, Completed
 from firstboot.core.step import StepFailed
@@ -154,3 +156,25 @@ def test_staging_is_verified_before_it_replaces_anything(tmp_path: Path) -> None
         verify_staging(ctx, staging)
     (staging / "manifest.json").write_text('{"appliance": "arkbox-test"}')
     assert verify_staging(ctx, staging) is True
+
+
+def test_a_restore_runs_as_many_extracts_at_once_as_configured(tmp_path: Path) -> None:
+    from firstboot.backup.restore import extracts_at_once
+
+    ctx = ctx_for(tmp_path, "auto", FakeBorg())
+    assert ctx.config.backup.restore_parallelism is None
+    assert extracts_at_once(ctx) == (os.cpu_count() or 1)  # absent: one per core
+    configured = ctx.config.model_copy(update={
+        "backup": ctx.config.backup.model_copy(update={"restore_parallelism": 3})})
+    assert extracts_at_once(FirstbootContext(config=configured, paths=ctx.paths,
+                                             run=FakeBorg())) == 3
+
+
+def test_restore_parallelism_out_of_range_is_refused_with_its_path(tmp_path: Path) -> None:
+    config_with(tmp_path, "auto")
+    path = tmp_path / "config/appliance.yaml"
+    path.write_text(path.read_text().replace("  restore: auto\n",
+                                             "  restore: auto\n  restore_parallelism: 0\n"))
+    with pytest.raises(ConfigInvalid, match=r"line 107  backup\.restore_parallelism: must be "
+                       r"between 1 and 64, got 0"):
+        load_config(path)

@@ -10,6 +10,7 @@ from firstboot.core.config.scalars import (
     ApplianceName,
     Compression,
     KeepCount,
+    Parallelism,
     Port,
     Quota,
     RepositoryPath,
@@ -58,6 +59,10 @@ class Backup(Section):
         "never always starts fresh; required waits for the repository and restores, never "
         "starting fresh: use it on a box that replaces another (docs/backup.md).",
         default="auto", example="auto")
+    restore_parallelism: Parallelism | None = key(
+        "How many borg extracts a restore runs at once (the rest of the box, and each "
+        "paused service's volumes on its own). Absent: the box's core count.",
+        default=None, example=2)
     compression: Compression = key(
         "borg compression; lz4 costs almost nothing.",
         default="lz4", example="lz4")

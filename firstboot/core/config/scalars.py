@@ -24,6 +24,7 @@ from firstboot.core.config.base import (
 Port = Annotated[int, Bounded("port", 1, 65535)]
 Retries = Annotated[int, Bounded("integer", 1, 100)]
 KeepCount = Annotated[int, Bounded("integer", 0, 10000)]
+Parallelism = Annotated[int, Bounded("integer", 1, 64)]
 PidsLimit = Annotated[int, Bounded("integer", 16, 4194304)]
 AccountId = Annotated[int, Bounded("uid or gid", 0, 65535)]
 GraceSeconds = Annotated[int, Bounded("seconds", 1, 300)]
