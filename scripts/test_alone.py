@@ -15,10 +15,22 @@ nothing when scripts/test passes ARKBOX_TEST_BUILT_SINCE, but boots its own box)
                                    started are named
 
 Repeat a run with the seed it printed. Exit status 1 when any test failed alone.
+
+A sweep runs every test of a kind alone instead of a sample, and can resume:
+
+    scripts/test_alone.py --all e2e --ledger docs/alone-ledger.json
+
+records each result (node id -> passed or failed, seconds, commit, date) in the ledger as
+it goes, and skips the node ids the ledger already has as passed at this commit's tests
+(the same test file content), so a sweep cut short goes on where it stopped.
 """
 
 from __future__ import annotations
 
+import argparse
+import datetime
+import hashlib
+import json
 import os
 import random
 import subprocess
@@ -53,14 +65,47 @@ def count(kind: str, default: int) -> int:
     return int(os.environ.get(f"ARKBOX_TEST_ALONE_{kind.upper()}", default))
 
 
+def file_digest(node: str) -> str:
+    """The test file's content digest: a ledger entry holds for that content only."""
+    return hashlib.sha256((ROOT / node.split("::")[0]).read_bytes()).hexdigest()[:16]
+
+
+def read_ledger(path: Path | None) -> dict[str, dict[str, object]]:
+    return json.loads(path.read_text()) if path and path.is_file() else {}
+
+
+def record(path: Path | None, ledger: dict[str, dict[str, object]], node: str, passed: bool,
+           took: float) -> None:
+    if path is None:
+        return
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=30).stdout.strip()
+    ledger[node] = {"result": "passed" if passed else "failed", "seconds": round(took, 1),
+                    "file": file_digest(node), "commit": commit,
+                    "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M")}
+    path.write_text(json.dumps(ledger, indent=1, sort_keys=True) + "\n")
+
+
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--all", choices=[kind for kind, _ in KINDS],
+                        help="every test of this kind, in order, instead of a sample")
+    parser.add_argument("--ledger", type=Path, help="record results here; skip passed ones")
+    args = parser.parse_args()
+    ledger = read_ledger(args.ledger)
     seed = int(os.environ.get("ARKBOX_TEST_ALONE_SEED") or random.SystemRandom().randrange(10**6))
     # Not for security: a reproducible sample.
     pick = random.Random(seed)  # noqa: S311
     chosen: list[tuple[str, str]] = []  # (kind, node id), the dearer kinds last
-    for kind, default in KINDS:
-        ids = node_ids(kind)
-        chosen += [(kind, node) for node in pick.sample(ids, min(count(kind, default), len(ids)))]
+    if args.all:
+        chosen = [(args.all, node) for node in node_ids(args.all)
+                  if not (ledger.get(node, {}).get("result") == "passed"
+                          and ledger[node].get("file") == file_digest(node))]
+    else:
+        for kind, default in KINDS:
+            ids = node_ids(kind)
+            chosen += [(kind, node)
+                       for node in pick.sample(ids, min(count(kind, default), len(ids)))]
     print(f"\ntest-alone: seed {seed} (ARKBOX_TEST_ALONE_SEED={seed} repeats it); "
           f"{len(chosen)} tests, each alone", flush=True)
     LOGS.mkdir(parents=True, exist_ok=True)
@@ -87,6 +132,7 @@ def main() -> int:
         took = time.monotonic() - began
         verdict = "ok" if returncode == 0 else f"FAILED (exit {returncode})"
         print(f"  {verdict:>6} {took:6.1f} s  {node}", flush=True)
+        record(args.ledger, ledger, node, returncode == 0, took)
         if returncode != 0:
             failed.append(node)
             print("    " + "\n    ".join(log.read_text().splitlines()[-40:]), flush=True)
