@@ -7,11 +7,11 @@ writes a generated data set into the paused services' volumes of box A (`bench` 
 the applications do not read: the wiki's media, beside Radicale's collection root), backs
 A up with `arkbox-installer backup`, destroys it, and times:
 
-  arkbox  blank box B: container start -> first boot done, restored and every service
-          healthy (the installer's done marker with result ok)
+  arkbox  blank box B: container creation -> first boot done, restored and every service
+          healthy (the time the installer wrote its done marker, result ok)
   raw     on B afterwards: `borg extract` of the same archive into an empty directory
 
-Target (issue 5): arkbox <= 1.0x raw + 30 s.
+Targets: arkbox <= raw + 30 s (issue 5), <= raw + 10 s (issue 19).
 
 Run as root on a machine prepared by scripts/setup:
     .venv/bin/python bench/disaster.py [--mib 2048] [--files 20000]
@@ -34,7 +34,10 @@ from rig_fixtures import admin_key, appliance_image, check, installer, rig_up  #
 from test_backup_drill import BORG_ENV  # noqa: E402
 from test_backup_restore import add_backup_server, boot, destroy, full_config, step  # noqa: E402
 
+from builder.rig.parts import BOX  # noqa: E402
+
 RIG_OCTET = 171
+GOAL_OVERHEAD_S = 10.0  # issue 19: restore overhead above one raw borg extract
 # Where the data set goes: folders of the paused services' volumes no application reads.
 TARGETS = ("/srv/arkbox/volumes/calendar/collections/bench",
            "/srv/arkbox/volumes/wiki/data/media/bench")
@@ -81,9 +84,14 @@ def main() -> None:
         archive = summary.split(":")[0]
         destroy(rig, a)
 
-        started = time.monotonic()
+        started = time.time()
         b, status_b = boot(rig, "b", image, config)
-        arkbox_s = time.monotonic() - started
+        seen_s = time.time() - started
+        # When the done marker was written (one clock: the container shares the host's
+        # kernel), not when the bench's poll of it came round.
+        done_at = check(b, f"python3 -c 'import os; print(os.stat(\"{BOX.done_marker}\")"
+                           ".st_mtime)'")
+        arkbox_s = float(done_at.strip()) - started
         if status_b["result"] != "ok":
             raise SystemExit(f"B did not come up: {status_b['failures']}")
         restore = step(status_b, "restore")
@@ -97,10 +105,13 @@ def main() -> None:
     for name, status in (("A (fresh)", status_a), ("B (restore)", status_b)):
         print(f"{name} steps: " + ", ".join(f"{s['name']} {s.get('seconds') or 0:.1f}"
                                              for s in status["steps"]))
-    budget = raw_s + 30
+    overhead = arkbox_s - raw_s
     print(f"blank boot to healthy  arkbox {arkbox_s:6.1f} s   raw borg extract {raw_s:6.1f} s "
-          f"({size} MiB)   ratio {arkbox_s / raw_s:.2f}x   (target ≤ 1.0x raw + 30 s = "
-          f"{budget:.0f} s: {'met' if arkbox_s <= budget else 'NOT met'})")
+          f"({size} MiB)   ratio {arkbox_s / raw_s:.2f}x   (the bench's poll saw it after "
+          f"{seen_s:.1f} s)")
+    print(f"restore overhead (arkbox - raw) {overhead:.1f} s: issue 19's goal ≤ "
+          f"{GOAL_OVERHEAD_S:.0f} s {'met' if overhead <= GOAL_OVERHEAD_S else 'NOT met'}; "
+          f"issue 5's ≤ 30 s {'met' if overhead <= 30 else 'NOT met'}")
 
 
 if __name__ == "__main__":

@@ -137,7 +137,7 @@ class FirstBootDone(RigWait):
 
     what = "first boot"
 
-    def __init__(self, timeout: float, interval: float = 3.0,
+    def __init__(self, timeout: float, interval: float = 1.0,
                  retry_failures: bool = False) -> None:
         super().__init__(timeout, interval)
         self.retry_failures = retry_failures

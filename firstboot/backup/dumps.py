@@ -27,7 +27,7 @@ from firstboot.core.step import StepFailed
 from firstboot.core.wait import NotYet
 
 READY_TIMEOUT_S = 180.0
-POLL_S = 0.5
+POLL_S, POLL_MAX_S = 0.1, 1.0  # a restored database is ready within seconds: see it soon
 LOAD_TIMEOUT_S = 3600
 
 
@@ -106,7 +106,8 @@ def _wait_healthy(ctx: FirstbootContext, container: str) -> None:
         return True if problem is None else NotYet(problem)
 
     try:
-        wait.until(f"{container} to be ready", ready, READY_TIMEOUT_S, interval_s=POLL_S)
+        wait.until(f"{container} to be ready", ready, READY_TIMEOUT_S, interval_s=POLL_S,
+                   max_interval_s=POLL_MAX_S)
     except wait.WaitTimedOut as err:
         raise StepFailed(f"{err.message}; cannot load its dump",
                          hint=f"docker logs {container} shows why; the dump stays and is "

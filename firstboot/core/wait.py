@@ -31,10 +31,13 @@ class WaitTimedOut(ArkboxError):
 
 
 def until(what: str, check: Callable[[], T | NotYet], timeout_s: float, *,
-          interval_s: float = 1.0, hint: str | None = None,
+          interval_s: float = 1.0, max_interval_s: float | None = None,
+          hint: str | None = None,
           clock: Callable[[], float] = time.monotonic,
           sleep: Callable[[float], None] = time.sleep) -> T:
-    """Call `check` every `interval_s` until it returns something other than NotYet."""
+    """Call `check` every `interval_s` until it returns something other than NotYet. With
+    `max_interval_s` the interval grows by half after each poll up to that: a state that
+    comes soon is seen soon, and a long wait does not poll at the first pace throughout."""
     deadline = clock() + timeout_s
     while True:
         result = check()
@@ -45,3 +48,5 @@ def until(what: str, check: Callable[[], T | NotYet], timeout_s: float, *,
             raise WaitTimedOut(f"gave up waiting for {what} after {timeout_s:g} s: "
                                f"{result.reason}", hint=hint)
         sleep(min(interval_s, remaining))
+        if max_interval_s is not None:
+            interval_s = min(interval_s * 1.5, max_interval_s)

@@ -50,3 +50,12 @@ def test_an_error_in_the_check_ends_the_wait_at_once() -> None:
     with pytest.raises(ValueError, match="no such container"):
         wait.until("the container", broken, 60, clock=clock, sleep=clock.sleep)
     assert clock.sleeps == []
+
+
+def test_the_interval_grows_to_its_maximum() -> None:
+    clock = FakeClock()
+    with pytest.raises(wait.WaitTimedOut):
+        wait.until("the health checks", lambda: NotYet("starting"), 6, interval_s=0.2,
+                   max_interval_s=1.0, clock=clock, sleep=clock.sleep)
+    assert [round(s, 3) for s in clock.sleeps[:6]] == [0.2, 0.3, 0.45, 0.675, 1.0, 1.0]
+    assert sum(clock.sleeps) == pytest.approx(6)
