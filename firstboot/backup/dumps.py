@@ -27,7 +27,7 @@ from firstboot.core.step import StepFailed
 from firstboot.core.wait import NotYet
 
 READY_TIMEOUT_S = 180.0
-POLL_S, POLL_MAX_S = 0.1, 1.0  # a restored database is ready within seconds: see it soon
+POLL_S, POLL_MAX_S = 0.25, 1.0  # each poll may exec the health check: not faster
 LOAD_TIMEOUT_S = 3600
 
 

@@ -29,9 +29,9 @@ from firstboot.core.wait import NotYet
 
 NAME = "health"
 TIMEOUT_S = 300.0
-# Polled from 0.2 s, slowing to 2 s: the last container often turns healthy within a
+# Polled from 0.25 s, slowing to 2 s: the last container often turns healthy within a
 # second of the step's start, and a fixed 1 s poll added up to a second to every first boot.
-POLL_S, POLL_MAX_S = 0.2, 2.0
+POLL_S, POLL_MAX_S = 0.25, 2.0
 
 log = logging.getLogger("arkbox.firstboot.health")
 
