@@ -262,6 +262,10 @@ def mkfs_ext4_argv(image: Path, layout: DiskLayout, tree: Path) -> tuple[str, ..
         f"hash_seed={layout.ids.root_fs_uuid}",
         # never discard: on an image file that would punch holes outside the partition
         "nodiscard",
+        # The image file is new and sparse, so zero already: no 64 MiB of journal zeros
+        # written, and the inode tables marked zeroed (the box's kernel skips zeroing them
+        # at first mount). Needs e2fsprogs 1.47.0.
+        "assume_storage_prezeroed=1",
     ))
     return ("mkfs.ext4", "-F", "-q", "-L", ROOT_LABEL, "-U", layout.ids.root_fs_uuid,
             "-b", str(EXT4_BLOCK), "-E", extended, "-d", str(tree), str(image),
@@ -305,12 +309,17 @@ def grub_mkimage_argv(tree: Path, platform: str, output: str,
     return (*argv, *modules)
 
 
+QCOW2_CLUSTER = "2M"
+
+
 def qemu_img_convert_argv(raw: Path, qcow2: Path) -> tuple[str, ...]:
     # zstd, not zlib: 10 s instead of 49 s for the appliance's 4 GiB, and 3 % smaller
     # (docs/build.md). Readers need qemu 5.1 (2020) or later; NAME.raw is there for the rest.
-    # No -W (out-of-order writes): it is faster still, but the file's bytes would vary.
+    # 2 MiB clusters, not 64 KiB: each compressed cluster costs a write and a table entry,
+    # so fewer, larger ones convert ~1.5x faster and 8 % smaller (docs/build.md).
+    # No -W (out-of-order writes): the file's bytes would vary from build to build.
     return ("qemu-img", "convert", "-f", "raw", "-O", "qcow2", "-c",
-            "-o", "compression_type=zstd", str(raw), str(qcow2))
+            "-o", f"compression_type=zstd,cluster_size={QCOW2_CLUSTER}", str(raw), str(qcow2))
 
 
 def rootfs_tar_argv(tree: Path, out_tar: Path, source_date_epoch: int) -> tuple[str, ...]:
