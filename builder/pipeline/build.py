@@ -52,6 +52,7 @@ from firstboot.core.seed import needed_refs
 from firstboot.updates.bundle import BundleIndex
 
 MIN_FREE_BYTES = 6 << 30
+QCOW2_CLUSTERS = "qcow2-clusters"  # the last qcow2 of each appliance name, in the cache
 # docker-cli: trixie's docker.io ships only the daemon; the admin needs `docker`.
 # sudo: the admin account runs `arkbox-installer status/apply` through it.
 IMAGE_PACKAGES = ("docker-cli", "sudo")
@@ -211,7 +212,8 @@ def stage_disk_view(ctx: BuildContext) -> None:
     ctx.disk_tree = engine_data.disk_view(ctx.rootfs_dir, ctx.engine_data,
                                           ctx.work_dir / "disk-tree")
     ctx.progress.note("GRUB for BIOS and UEFI" + (
-        " · hard links, images preloaded in /var/lib/docker" if ctx.engine_data else ""))
+        " · the disk's tree: hard links, the engine's data root in" if ctx.engine_data
+        else ""))
 
 
 def stage_disk_image(ctx: BuildContext) -> None:
@@ -219,12 +221,16 @@ def stage_disk_image(ctx: BuildContext) -> None:
     images = disk.build_disk_images(
         ctx.disk_tree, ctx.work_dir / "out", ctx.name,
         source_date_epoch=ctx.source_date_epoch,
+        clusters=ctx.cache_dir / QCOW2_CLUSTERS / ctx.name, scratch=ctx.work_dir / "qcow2",
         size_mib=root_partition_mib(ctx.config.build.disk_size),
         on_line=ctx.progress.detail,
     )
     ctx.digests.update(images.sha256)
     raw, qcow2 = images.raw.stat().st_size, images.qcow2.stat().st_size
-    ctx.progress.note(f"raw {raw / (1 << 30):.1f} GiB → qcow2 {qcow2 >> 20} MiB")
+    preloaded = " · images preloaded in /var/lib/docker" if ctx.engine_data else ""
+    ctx.progress.note(f"raw {raw / (1 << 30):.1f} GiB → qcow2 {qcow2 >> 20} MiB "
+                      f"({images.compressed} of {images.clusters} clusters compressed, the "
+                      f"rest as the last build stored them){preloaded}")
 
 
 def stage_rootfs_tar(ctx: BuildContext) -> None:

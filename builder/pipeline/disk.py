@@ -32,6 +32,7 @@ from pathlib import Path
 
 from builder.pipeline.cache import digest_file
 from builder.pipeline.hashed_output import command_output_to_file
+from builder.pipeline.qcow2 import write_qcow2
 from firstboot.core.errors import ArkboxError
 from firstboot.core.execute import run
 
@@ -82,7 +83,6 @@ DEFAULT_HEADROOM_MIB = 512
 # Timeouts: far above what each takes on a loaded 2-core build machine (seconds).
 QUICK_TIMEOUT_S = 120
 MKFS_TIMEOUT_S = 900
-CONVERT_TIMEOUT_S = 900
 TAR_TIMEOUT_S = 900
 TOOLS = ("sfdisk", "mkfs.ext4", "mkfs.vfat", "mmd", "mcopy", "qemu-img", "chroot", "tar")
 _UUID_NAMESPACE = uuid.UUID("8d3f1c2e-5b7a-4e0f-9a61-2c4d8e7b0a15")
@@ -142,6 +142,8 @@ class DiskImages:
     layout: DiskLayout
     seconds: float
     sha256: dict[str, str]  # file name -> digest, taken while the images were written
+    compressed: int  # clusters of the qcow2 compressed by this build
+    clusters: int  # clusters of the qcow2 holding data
 
 
 # --- pure functions: identifiers, layout, file contents, argv ---------------------------
@@ -318,19 +320,6 @@ def grub_mkimage_argv(tree: Path, platform: str, output: str,
     return (*argv, *modules)
 
 
-QCOW2_CLUSTER = "2M"
-
-
-def qemu_img_convert_argv(raw: Path, qcow2: Path) -> tuple[str, ...]:
-    # zstd, not zlib: 10 s instead of 49 s for the appliance's 4 GiB, and 3 % smaller
-    # (docs/build.md). Readers need qemu 5.1 (2020) or later; NAME.raw is there for the rest.
-    # 2 MiB clusters, not 64 KiB: each compressed cluster costs a write and a table entry,
-    # so fewer, larger ones convert ~1.5x faster and 8 % smaller (docs/build.md).
-    # No -W (out-of-order writes): the file's bytes would vary from build to build.
-    return ("qemu-img", "convert", "-f", "raw", "-O", "qcow2", "-c",
-            "-o", f"compression_type=zstd,cluster_size={QCOW2_CLUSTER}", str(raw), str(qcow2))
-
-
 def rootfs_tar_argv(tree: Path, out_tar: Path, source_date_epoch: int) -> tuple[str, ...]:
     """GNU tar, reproducible: sorted, numeric owners, mtimes clamped, no atime/ctime."""
     return (
@@ -475,45 +464,46 @@ def build_disk_images(
     name: str,
     *,
     source_date_epoch: int,
+    clusters: Path,
+    scratch: Path,
     size_mib: int | None = None,
     headroom_mib: int = DEFAULT_HEADROOM_MIB,
     on_line: Callable[[str], None] | None = None,
 ) -> DiskImages:
     """Write `out_dir/NAME.raw` and `out_dir/NAME.qcow2` from the root fs `tree`, which
-    `prepare_boot` has made ready; only reads it. `size_mib` is the root partition's size;
-    by default the tree's size plus `headroom_mib`. Needs root (the tree's GRUB ran in a
-    chroot); no loop device, no mount.
+    `prepare_boot` has made ready; only reads it. `clusters` is the cache of the last qcow2
+    (qcow2.py), `scratch` a folder for the clusters to compress. `size_mib` is the root
+    partition's size; by default the tree's size plus `headroom_mib`. Needs root (the
+    tree's GRUB ran in a chroot); no loop device, no mount.
     """
     _require(tree)
     started = time.monotonic()
     ids = disk_ids(name, source_date_epoch)
-    used = tree_used_bytes(tree)
-    layout = disk_layout(ids, size_mib or root_size_mib(used, headroom_mib))
     out_dir.mkdir(parents=True, exist_ok=True)
-    _require_free_space(out_dir, used * 2)
+    scratch.mkdir(parents=True, exist_ok=True)
+    if size_mib is None:  # a walk of the whole tree (~1 s); the build checked space up front
+        used = tree_used_bytes(tree)
+        _require_free_space(out_dir, used * 2)
+        size_mib = root_size_mib(used, headroom_mib)
+    layout = disk_layout(ids, size_mib)
     raw, qcow2 = out_dir / f"{name}.raw", out_dir / f"{name}.qcow2"
     raw_tmp, qcow2_tmp = _partial(raw), _partial(qcow2)
     try:
         write_raw_image(tree, raw_tmp, layout, source_date_epoch, on_line)
-        raw_sha256 = _convert_and_hash(raw_tmp, qcow2_tmp, on_line)
-        qcow2_sha256 = digest_file(qcow2_tmp)
+        # The raw's sha256 in a thread meanwhile (hashlib runs without the GIL)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hash-raw") as pool:
+            raw_sha256 = pool.submit(digest_file, raw_tmp)
+            written = write_qcow2(raw_tmp, qcow2_tmp, cache=clusters, work=scratch,
+                                  on_line=on_line)
+            digests = {raw.name: raw_sha256.result(), qcow2.name: written.sha256}
     except BaseException:
         raw_tmp.unlink(missing_ok=True)
         qcow2_tmp.unlink(missing_ok=True)
         raise
     raw_tmp.replace(raw)
     qcow2_tmp.replace(qcow2)
-    return DiskImages(raw, qcow2, layout, time.monotonic() - started,
-                      {raw.name: raw_sha256, qcow2.name: qcow2_sha256})
-
-
-def _convert_and_hash(raw: Path, qcow2: Path, on_line: Callable[[str], None] | None) -> str:
-    """Convert the raw to qcow2 while a thread hashes the raw (both read it from the page
-    cache; hashlib runs without the GIL); returns the raw's sha256."""
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hash-raw") as pool:
-        raw_sha256 = pool.submit(digest_file, raw)
-        run(qemu_img_convert_argv(raw, qcow2), on_line=on_line, timeout=CONVERT_TIMEOUT_S)
-        return raw_sha256.result()
+    return DiskImages(raw, qcow2, layout, time.monotonic() - started, digests,
+                      written.compressed, written.clusters)
 
 
 def rootfs_tar(tree: Path, out_tar: Path, *, source_date_epoch: int) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.pipeline import disk
+from builder.pipeline import disk, qcow2
 
 IDS = disk.disk_ids("demo", 1735689600)
 LAYOUT = disk.disk_layout(IDS, root_mib=1000)
@@ -139,7 +139,7 @@ def test_rootfs_tar_is_reproducible_and_docker_importable() -> None:
 
 
 def test_qcow2_is_compressed() -> None:
-    cmd = disk.qemu_img_convert_argv(Path("/a.raw"), Path("/a.qcow2"))
+    cmd = qcow2.convert_argv(Path("/a.raw"), Path("/a.qcow2"))
     assert cmd[:2] == ("qemu-img", "convert") and "-c" in cmd
     assert cmd[cmd.index("-O") + 1] == "qcow2"
     # zstd in 2 MiB clusters: the fastest conversion measured, and the smallest file
