@@ -278,6 +278,7 @@ def write_qcow2(raw: Path, dest: Path, *, cache: Path, work: Path,
     then holds this file."""
     qemu_img = run(("qemu-img", "--version"), timeout=60).stdout.splitlines()[0]
     cache.mkdir(parents=True, exist_ok=True)
+    cache.chmod(0o700)  # the pack is the box's disk, which out/ keeps private too
     with exclusive(cache / "lock", "the qcow2 cluster cache", on_line):
         kept = load_kept(cache, qemu_img)
         digests = {n: hashlib.sha256(data).hexdigest() for n, data in data_clusters(raw)}

@@ -74,6 +74,7 @@ def test_a_rebuild_compresses_only_what_changed_and_gives_the_same_file(tmp_path
     work.mkdir()
     cold = qcow2.write_qcow2(first, tmp_path / "1.qcow2", cache=cache, work=work)
     assert (cold.compressed, cold.clusters) == (3, 3)
+    assert cache.stat().st_mode & 0o777 == 0o700  # it holds the box's disk, as out/ does
     second = _raw(tmp_path / "2.raw", {0: text, 3: b"changed" + text[7:], 5: bytes(range(256))
                                        * 8192, 7: b"new"})
     warm = qcow2.write_qcow2(second, tmp_path / "2.qcow2", cache=cache, work=work)
