@@ -6,6 +6,7 @@ in its seed at first boot (`arkbox seed`, docs/seed.md), so the image is generic
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -95,6 +96,15 @@ def install_recipes(rootfs: Path, recipes_dir: Path, names: list[str]) -> None:
 
 
 def install_images(rootfs: Path, images_tar: Path) -> Path:
+    """The images tarball, hard-linked from the cache where it can be (a gigabyte not
+    copied; nothing writes to it in the tree, which is only read and then removed)."""
     dest = rootfs / IMAGES_DIR / images_tar.name
-    _copy(images_tar, dest, 0o644)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(images_tar, dest)
+    except OSError:  # another file system, or links refused
+        shutil.copyfile(images_tar, dest)
+    # On a link this is the cache's file too: `docker save` made it 0600, yet it holds no
+    # secret (the cache holds none), and the image needs it readable as before.
+    dest.chmod(0o644)
     return dest

@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +52,7 @@ from firstboot.core.seed import needed_refs
 from firstboot.updates.bundle import BundleIndex
 
 MIN_FREE_BYTES = 6 << 30
+QCOW2_CLUSTERS = "qcow2-clusters"  # the last qcow2 of each appliance name, in the cache
 # docker-cli: trixie's docker.io ships only the daemon; the admin needs `docker`.
 # sudo: the admin account runs `arkbox-installer status/apply` through it.
 IMAGE_PACKAGES = ("docker-cli", "sudo")
@@ -170,8 +173,9 @@ def stage_installer(ctx: BuildContext) -> None:
             entry.commit()
     ctx.installer = entry.path / "dist" / installer.NAME
     # One output file for the folder: `tar -xf` it anywhere and run arkbox-installer/…
-    disk.rootfs_tar(ctx.installer.parent, ctx.staged(f"{installer.NAME}.tar"),
-                    source_date_epoch=ctx.source_date_epoch)
+    tar = ctx.staged(f"{installer.NAME}.tar")
+    ctx.digests[tar.name] = disk.rootfs_tar(ctx.installer.parent, tar,
+                                            source_date_epoch=ctx.source_date_epoch)
 
 
 def stage_assemble(ctx: BuildContext) -> None:
@@ -198,66 +202,139 @@ def stage_assemble(ctx: BuildContext) -> None:
                       f"(none in the image) · {len(ctx.packages)} packages")
 
 
-def stage_disk_image(ctx: BuildContext) -> None:
+def stage_disk_view(ctx: BuildContext) -> None:
+    """The boot files into the tree, then the disk's view of it: the tree is read-only from
+    here on, so the disk, the tarball and the bundle can read it at the same time."""
     assert ctx.rootfs_dir is not None
+    disk.prepare_boot(ctx.rootfs_dir, ctx.name, source_date_epoch=ctx.source_date_epoch,
+                      on_line=ctx.progress.detail)
     # The disk holds the engine's data root in place of images.tar (docs/build.md).
-    with engine_data.disk_tree(ctx.rootfs_dir, ctx.engine_data, ctx.work_dir / "aside"):
-        images = disk.build_disk_images(
-            ctx.rootfs_dir, ctx.work_dir / "out", ctx.name,
-            source_date_epoch=ctx.source_date_epoch,
-            size_mib=root_partition_mib(ctx.config.build.disk_size),
-            on_line=ctx.progress.detail,
-        )
+    ctx.disk_tree = engine_data.disk_view(ctx.rootfs_dir, ctx.engine_data,
+                                          ctx.work_dir / "disk-tree")
+    ctx.progress.note("GRUB for BIOS and UEFI" + (
+        " · the disk's tree: hard links, the engine's data root in" if ctx.engine_data
+        else ""))
+
+
+def stage_disk_image(ctx: BuildContext) -> None:
+    assert ctx.disk_tree is not None
+    images = disk.build_disk_images(
+        ctx.disk_tree, ctx.work_dir / "out", ctx.name,
+        source_date_epoch=ctx.source_date_epoch,
+        clusters=ctx.cache_dir / QCOW2_CLUSTERS / ctx.name, scratch=ctx.work_dir / "qcow2",
+        size_mib=root_partition_mib(ctx.config.build.disk_size),
+        on_line=ctx.progress.detail,
+    )
+    ctx.digests.update(images.sha256)
     raw, qcow2 = images.raw.stat().st_size, images.qcow2.stat().st_size
     preloaded = " · images preloaded in /var/lib/docker" if ctx.engine_data else ""
-    ctx.progress.note(f"raw {raw / (1 << 30):.1f} GiB → qcow2 {qcow2 >> 20} MiB{preloaded}")
+    ctx.progress.note(f"raw {raw / (1 << 30):.1f} GiB → qcow2 {qcow2 >> 20} MiB "
+                      f"({images.compressed} of {images.clusters} clusters compressed, the "
+                      f"rest as the last build stored them){preloaded}")
 
 
 def stage_rootfs_tar(ctx: BuildContext) -> None:
     assert ctx.rootfs_dir is not None
-    tar = disk.rootfs_tar(ctx.rootfs_dir, ctx.staged(f"{ctx.name}-rootfs.tar"),
-                          source_date_epoch=ctx.source_date_epoch)
+    tar = ctx.staged(f"{ctx.name}-rootfs.tar")
+    ctx.digests[tar.name] = disk.rootfs_tar(ctx.rootfs_dir, tar,
+                                            source_date_epoch=ctx.source_date_epoch)
     ctx.progress.note(f"{tar.stat().st_size >> 20} MiB")
 
 
 def stage_update_bundle(ctx: BuildContext) -> None:
     """NAME-update.tar: what a running box needs to become this build (docs/updates.md)."""
     assert ctx.rootfs_dir is not None
-    index = update_bundle.write_bundle(
-        ctx.rootfs_dir, ctx.staged(update_bundle.bundle_name(ctx.name)),
+    bundle = ctx.staged(update_bundle.bundle_name(ctx.name))
+    written = update_bundle.write_bundle(
+        ctx.rootfs_dir, bundle,
         BundleIndex(appliance=ctx.name, role=ctx.role, arkbox_version=__version__,
                     config_sha256=config_digest(ctx.config_path), archive_state=ctx.archive),
         source_date_epoch=ctx.source_date_epoch)
-    size = sum(entry.size for entry in index.files.values())
-    ctx.progress.note(f"{len(index.files)} files, {size >> 20} MiB, each with its sha256")
+    ctx.digests[bundle.name] = written.sha256
+    files = written.index.files
+    size = sum(entry.size for entry in files.values())
+    ctx.progress.note(f"{len(files)} files, {size >> 20} MiB, each with its sha256")
 
 
 def stage_manifest(ctx: BuildContext) -> None:
     outputs = sorted(p for p in (ctx.work_dir / "out").iterdir())
     write_manifest(make_manifest(ctx, outputs), ctx.staged(MANIFEST_NAME))
-    ctx.progress.note(f"{len(outputs)} outputs with sha256")
+    hashed = len([p for p in outputs if p.name not in ctx.digests])
+    ctx.progress.note(f"{len(outputs)} outputs with sha256 ({hashed} hashed here, the rest "
+                      "while written)")
 
 
-# The stages in order: (what the progress line says, the stage).
-STAGES: tuple[tuple[str, Callable[[BuildContext], None]], ...] = (
+Stage = tuple[str, Callable[[BuildContext], None]]
+
+
+@dataclass(frozen=True)
+class AtOnce:
+    """Stages that run at the same time: one thread per lane, a lane's stages in order.
+    They only read the tree and write their own outputs (and ctx.digests); each keeps its
+    own line and time. The group ends when every lane has; a failure is raised then."""
+
+    lanes: tuple[tuple[Stage, ...], ...]
+
+
+# The stages in order: (what the progress line says, the stage). On a config-only change
+# the disk image is the longest: the tarball and the bundle run beside it on the other core.
+STAGES: tuple[Stage | AtOnce, ...] = (
     ("archive state", stage_archive_state),
     ("base root fs ({suite})", stage_base_rootfs),
     ("service images", stage_service_images),
     ("engine data root", stage_engine_data),
     ("installer (PyInstaller)", stage_installer),
     ("assemble + hardening", stage_assemble),
-    ("disk image", stage_disk_image),
-    ("root fs tarball", stage_rootfs_tar),
-    ("update bundle", stage_update_bundle),
+    ("boot files + disk's view", stage_disk_view),
+    AtOnce(lanes=(
+        (("disk image", stage_disk_image),),
+        (("root fs tarball", stage_rootfs_tar), ("update bundle", stage_update_bundle)),
+    )),
     ("manifest", stage_manifest),
 )
 
 
 def run_stages(ctx: BuildContext) -> None:
     """The whole build, in order."""
-    for title, stage in STAGES:
-        with ctx.progress.stage(title.format(suite=ctx.config.build.suite)):
-            stage(ctx)
+    for step in STAGES:
+        if isinstance(step, AtOnce):
+            run_at_once(ctx, step)
+        else:
+            title, stage = step
+            with ctx.progress.stage(title.format(suite=ctx.config.build.suite)):
+                stage(ctx)
+
+
+def run_at_once(ctx: BuildContext, group: AtOnce) -> None:
+    """Each lane in a thread of its own, one spinner for all; the stages' results in the
+    order they are listed. The first failure is raised once every lane has stopped."""
+    def lane(stages: tuple[Stage, ...]) -> None:
+        for title, stage in stages:
+            with ctx.progress.stage(title, spinner=False):
+                stage(ctx)
+
+    titles = [title for stages in group.lanes for title, _ in stages]
+    first = len(ctx.progress.results)
+    try:
+        with ctx.progress.spinning(" · ".join(titles)), \
+                ThreadPoolExecutor(len(group.lanes), thread_name_prefix="lane") as pool:
+            futures = [pool.submit(lane, stages) for stages in group.lanes]
+            for future in futures:  # waits for every lane, even after a failure
+                future.exception()
+            for future in futures:
+                future.result()
+    finally:
+        ctx.progress.results[first:] = sorted(ctx.progress.results[first:],
+                                              key=lambda r: titles.index(r.name))
+
+
+def stage_names() -> list[str]:
+    """Every stage function's name, in the order the build runs (or starts) them."""
+    names: list[str] = []
+    for step in STAGES:
+        stages = [s for lane in step.lanes for s in lane] if isinstance(step, AtOnce) else [step]
+        names += [stage.__name__ for _, stage in stages]
+    return names
 
 
 def public_files(ctx: BuildContext) -> dict[str, Path]:
@@ -293,7 +370,7 @@ def make_manifest(ctx: BuildContext, outputs: list[Path]) -> BuildManifest:
                 for r in ctx.progress.results],
         packages=ctx.packages,
         service_images=[ServiceImage(**image) for image in ctx.images],
-        outputs=describe_outputs(outputs),
+        outputs=describe_outputs(outputs, ctx.digests),
     )
 
 
@@ -346,6 +423,7 @@ def build(config_path: Path, out_dir: Path, role: Role = "appliance", *,
     """
     console = console or Console(highlight=False, soft_wrap=True)
     progress = Progress(console)
+    started = time.monotonic()
     digest = config_digest(config_path)[:12] if config_path.is_file() else "?"
     console.print(f"arkbox {__version__} · building {config_path} (sha256 {digest}…)")
     with progress.stage("validate config"):
@@ -369,7 +447,7 @@ def build(config_path: Path, out_dir: Path, role: Role = "appliance", *,
             cache_dir=cache_dir, work_dir=work_dir, progress=progress, refresh=refresh,
         )
         published = _build_in_work_dir(ctx, console)
-    total = sum(r.seconds for r in progress.results)
+    total = time.monotonic() - started  # not the stages' sum: some run at the same time
     console.print(f"done in {total:.0f} s → {out_dir}/")
     for path in published:
         console.print(f"  {path}")

@@ -34,7 +34,10 @@ class BuildContext:
     engine_data: Path | None = None  # the engine's data root holding the images
     installer: Path | None = None
     rootfs_dir: Path | None = None
+    disk_tree: Path | None = None  # the tree as the disk holds it (engine_data.disk_view)
     packages: dict[str, str] = field(default_factory=dict)
+    # Output file name -> sha256, taken while the stage wrote it (the manifest hashes the rest)
+    digests: dict[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:

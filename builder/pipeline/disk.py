@@ -26,9 +26,13 @@ import struct
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from builder.pipeline.cache import digest_file
+from builder.pipeline.hashed_output import command_output_to_file
+from builder.pipeline.qcow2 import write_qcow2
 from firstboot.core.errors import ArkboxError
 from firstboot.core.execute import run
 
@@ -76,6 +80,10 @@ REPART_ROOT = "etc/repart.d/50-arkbox-root.conf"
 REMOUNT_FS_DROPIN = "etc/systemd/system/systemd-remount-fs.service.d/arkbox-not-in-container.conf"
 
 DEFAULT_HEADROOM_MIB = 512
+# Timeouts: far above what each takes on a loaded 2-core build machine (seconds).
+QUICK_TIMEOUT_S = 120
+MKFS_TIMEOUT_S = 900
+TAR_TIMEOUT_S = 900
 TOOLS = ("sfdisk", "mkfs.ext4", "mkfs.vfat", "mmd", "mcopy", "qemu-img", "chroot", "tar")
 _UUID_NAMESPACE = uuid.UUID("8d3f1c2e-5b7a-4e0f-9a61-2c4d8e7b0a15")
 
@@ -133,6 +141,9 @@ class DiskImages:
     qcow2: Path
     layout: DiskLayout
     seconds: float
+    sha256: dict[str, str]  # file name -> digest, taken while the images were written
+    compressed: int  # clusters of the qcow2 compressed by this build
+    clusters: int  # clusters of the qcow2 holding data
 
 
 # --- pure functions: identifiers, layout, file contents, argv ---------------------------
@@ -262,6 +273,10 @@ def mkfs_ext4_argv(image: Path, layout: DiskLayout, tree: Path) -> tuple[str, ..
         f"hash_seed={layout.ids.root_fs_uuid}",
         # never discard: on an image file that would punch holes outside the partition
         "nodiscard",
+        # The image file is new and sparse, so zero already: no 64 MiB of journal zeros
+        # written, and the inode tables marked zeroed (the box's kernel skips zeroing them
+        # at first mount). Needs e2fsprogs 1.47.0.
+        "assume_storage_prezeroed=1",
     ))
     return ("mkfs.ext4", "-F", "-q", "-L", ROOT_LABEL, "-U", layout.ids.root_fs_uuid,
             "-b", str(EXT4_BLOCK), "-E", extended, "-d", str(tree), str(image),
@@ -303,14 +318,6 @@ def grub_mkimage_argv(tree: Path, platform: str, output: str,
     if platform.endswith("-efi"):
         argv.append("--disable-shim-lock")
     return (*argv, *modules)
-
-
-def qemu_img_convert_argv(raw: Path, qcow2: Path) -> tuple[str, ...]:
-    # zstd, not zlib: 10 s instead of 49 s for the appliance's 4 GiB, and 3 % smaller
-    # (docs/build.md). Readers need qemu 5.1 (2020) or later; NAME.raw is there for the rest.
-    # No -W (out-of-order writes): it is faster still, but the file's bytes would vary.
-    return ("qemu-img", "convert", "-f", "raw", "-O", "qcow2", "-c",
-            "-o", "compression_type=zstd", str(raw), str(qcow2))
 
 
 def rootfs_tar_argv(tree: Path, out_tar: Path, source_date_epoch: int) -> tuple[str, ...]:
@@ -394,7 +401,8 @@ def make_grub_images(tree: Path, on_line: Callable[[str], None] | None = None) -
         package = "grub-pc-bin" if platform == "i386-pc" else "grub-efi-amd64-bin"
         (tree / rel).parent.mkdir(parents=True, exist_ok=True, mode=0o755)
         run(grub_mkimage_argv(tree, platform, rel, GRUB_MODULES_COMMON + extra),
-            on_line=on_line, hint=f"the root fs needs {package} (builder/rootfs.py BASE_PACKAGES)")
+            on_line=on_line, timeout=QUICK_TIMEOUT_S,
+            hint=f"the root fs needs {package} (builder/rootfs.py BASE_PACKAGES)")
 
 
 # --- writing the image ---------------------------------------------------------------
@@ -403,15 +411,16 @@ def make_grub_images(tree: Path, on_line: Callable[[str], None] | None = None) -
 def write_raw_image(tree: Path, image: Path, layout: DiskLayout, source_date_epoch: int,
                     on_line: Callable[[str], None] | None = None) -> None:
     """Create `image` (sparse) with partition table, ESP, root fs and BIOS boot code."""
-    with image.open("wb") as f:
+    with image.open("wb") as f:  # new and sparse: mkfs_ext4_argv counts on its zeros
         f.truncate(layout.size_bytes)
-    run(sfdisk_argv(image), input_data=sfdisk_script(layout))
-    run(mkfs_vfat_argv(image, layout))
+    run(sfdisk_argv(image), input_data=sfdisk_script(layout), timeout=QUICK_TIMEOUT_S)
+    run(mkfs_vfat_argv(image, layout), timeout=QUICK_TIMEOUT_S)
     # mtools stamps new directories with SOURCE_DATE_EPOCH when it is set
     mtools_env = {"MTOOLS_SKIP_CHECK": "1", "SOURCE_DATE_EPOCH": str(source_date_epoch)}
-    run(esp_mkdir_argv(image, layout), env=mtools_env)
-    run(esp_copy_argv(image, layout, tree / CORE_EFI), env=mtools_env)
+    run(esp_mkdir_argv(image, layout), env=mtools_env, timeout=QUICK_TIMEOUT_S)
+    run(esp_copy_argv(image, layout, tree / CORE_EFI), env=mtools_env, timeout=QUICK_TIMEOUT_S)
     run(mkfs_ext4_argv(image, layout, tree), env=mkfs_env(source_date_epoch), on_line=on_line,
+        timeout=MKFS_TIMEOUT_S,
         hint="if it ran out of space, give a larger size_mib (or more headroom)")
     _write_bios_boot(tree, image, layout)
 
@@ -437,59 +446,81 @@ def mkfs_env(source_date_epoch: int) -> dict[str, str]:
     return {"E2FSPROGS_FAKE_TIME": epoch, "SOURCE_DATE_EPOCH": epoch}
 
 
+def prepare_boot(tree: Path, name: str, *, source_date_epoch: int,
+                 on_line: Callable[[str], None] | None = None) -> None:
+    """Write the disk's boot files and both GRUB images into the tree (idempotent).
+
+    Before the root fs tarball and the disk are made from the tree: both then hold the
+    same files, and nothing writes to the tree while they read it at the same time.
+    """
+    install_boot_files(tree, disk_ids(name, source_date_epoch))
+    make_grub_images(tree, on_line)
+    _clamp_mtime(tree / CORE_EFI, source_date_epoch)
+
+
 def build_disk_images(
     tree: Path,
     out_dir: Path,
     name: str,
     *,
     source_date_epoch: int,
+    clusters: Path,
+    scratch: Path,
     size_mib: int | None = None,
     headroom_mib: int = DEFAULT_HEADROOM_MIB,
     on_line: Callable[[str], None] | None = None,
 ) -> DiskImages:
-    """Write `out_dir/NAME.raw` and `out_dir/NAME.qcow2` from the root fs `tree`.
-
-    Installs the boot files into the tree first (idempotent). `size_mib` is the root
+    """Write `out_dir/NAME.raw` and `out_dir/NAME.qcow2` from the root fs `tree`, which
+    `prepare_boot` has made ready; only reads it. `clusters` is the cache of the last qcow2
+    (qcow2.py), `scratch` a folder for the clusters to compress. `size_mib` is the root
     partition's size; by default the tree's size plus `headroom_mib`. Needs root (the
-    tree's GRUB runs in a chroot); no loop device, no mount.
+    tree's GRUB ran in a chroot); no loop device, no mount.
     """
     _require(tree)
     started = time.monotonic()
     ids = disk_ids(name, source_date_epoch)
-    install_boot_files(tree, ids)
-    make_grub_images(tree, on_line)
-    used = tree_used_bytes(tree)
-    layout = disk_layout(ids, size_mib or root_size_mib(used, headroom_mib))
     out_dir.mkdir(parents=True, exist_ok=True)
-    _require_free_space(out_dir, used * 2)
+    scratch.mkdir(parents=True, exist_ok=True)
+    if size_mib is None:  # a walk of the whole tree (~1 s); the build checked space up front
+        used = tree_used_bytes(tree)
+        _require_free_space(out_dir, used * 2)
+        size_mib = root_size_mib(used, headroom_mib)
+    layout = disk_layout(ids, size_mib)
     raw, qcow2 = out_dir / f"{name}.raw", out_dir / f"{name}.qcow2"
     raw_tmp, qcow2_tmp = _partial(raw), _partial(qcow2)
     try:
-        _clamp_mtime(tree / CORE_EFI, source_date_epoch)
         write_raw_image(tree, raw_tmp, layout, source_date_epoch, on_line)
-        run(qemu_img_convert_argv(raw_tmp, qcow2_tmp), on_line=on_line)
+        # The raw's sha256 in a thread meanwhile (hashlib runs without the GIL)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hash-raw") as pool:
+            raw_sha256 = pool.submit(digest_file, raw_tmp)
+            written = write_qcow2(raw_tmp, qcow2_tmp, cache=clusters, work=scratch,
+                                  on_line=on_line)
+            digests = {raw.name: raw_sha256.result(), qcow2.name: written.sha256}
     except BaseException:
         raw_tmp.unlink(missing_ok=True)
         qcow2_tmp.unlink(missing_ok=True)
         raise
     raw_tmp.replace(raw)
     qcow2_tmp.replace(qcow2)
-    return DiskImages(raw, qcow2, layout, time.monotonic() - started)
+    return DiskImages(raw, qcow2, layout, time.monotonic() - started, digests,
+                      written.compressed, written.clusters)
 
 
-def rootfs_tar(tree: Path, out_tar: Path, *, source_date_epoch: int) -> Path:
-    """Pack `tree` as a reproducible, `docker import`-able tarball at `out_tar`."""
+def rootfs_tar(tree: Path, out_tar: Path, *, source_date_epoch: int) -> str:
+    """Pack `tree` as a reproducible, `docker import`-able tarball at `out_tar`, hashed
+    while written; returns its sha256."""
     if not tree.is_dir():
         raise ArkboxError(f"root fs tree {tree} does not exist")
     out_tar.parent.mkdir(parents=True, exist_ok=True)
     partial = _partial(out_tar)
     try:
-        run(rootfs_tar_argv(tree, partial, source_date_epoch))
+        sha256 = command_output_to_file(rootfs_tar_argv(tree, Path("-"), source_date_epoch),
+                                        partial, timeout=TAR_TIMEOUT_S)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
     partial.replace(out_tar)
-    return out_tar
+    return sha256
 
 
 def _partial(path: Path) -> Path:
@@ -504,6 +535,8 @@ def _clamp_mtime(path: Path, epoch: int) -> None:
 def _require(tree: Path) -> None:
     if not (tree / "usr").is_dir():
         raise ArkboxError(f"{tree} is not a root fs tree (no usr/)")
+    if not (tree / CORE_IMG).is_file() or not (tree / CORE_EFI).is_file():
+        raise ArkboxError(f"{tree} has no GRUB images: call prepare_boot first")
     missing = [tool for tool in TOOLS if shutil.which(tool) is None]
     if missing:
         raise ArkboxError(f"disk image stage: missing tools: {', '.join(missing)}",

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from builder.pipeline.assemble import IMAGES_DIR
@@ -112,31 +111,28 @@ def image_config(data_root: Path, image_id: str) -> Path:
     return data_root / "image/overlay2/imagedb/content/sha256" / image_id.removeprefix("sha256:")
 
 
-@contextmanager
-def disk_tree(tree: Path, data_root: Path | None, aside: Path) -> Iterator[None]:
-    """The tree as the disk image holds it, for the body: the data root in var/lib/docker
-    (hard links into the cache, nothing copied), the image tarballs set aside. Put back
-    as it was afterwards, even when the body fails."""
+def disk_view(tree: Path, data_root: Path | None, view: Path) -> Path:
+    """The tree as the disk image holds it, at `view`: a copy of hard links (nothing copied,
+    and `tree` itself unchanged, so the root fs tarball can read it meanwhile), the image
+    tarballs left out and the data root in var/lib/docker (hard links into the cache).
+    Without a data root the disk holds the tree as it is: `tree` is returned."""
     if data_root is None:
-        yield
-        return
-    images, engine = tree / IMAGES_DIR, tree / DATA_ROOT
-    held = aside / "images"
-    aside.mkdir(parents=True, exist_ok=True)
-    if images.is_dir():
-        images.rename(held)
-        images.mkdir(mode=0o755)
-    engine.mkdir(mode=0o710, parents=True, exist_ok=True)
+        return tree
+    # The data root's directory, empty, in the tree too (the tarball has always had it).
+    (tree / DATA_ROOT).mkdir(mode=0o710, parents=True, exist_ok=True)
     try:
-        place_data_root(data_root, engine, hint="free some space in the work dir (--out) "
-                        "and build again")
-        yield
-    finally:
-        for part in KEEP:
-            _remove(engine / part)
-        if held.is_dir():
-            shutil.rmtree(images, ignore_errors=True)
-            held.rename(images)
+        run(("cp", "--archive", "--link", str(tree), str(view)), timeout=COPY_TIMEOUT_S)
+    except CommandError as err:
+        raise ArkboxError(f"could not make the disk's view of the tree at {view}: {err}",
+                          hint="free some space (and inodes) in --out and build again") from err
+    images = view / IMAGES_DIR
+    if images.is_dir():  # unlinks the view's names only: the tree keeps its tarballs
+        shutil.rmtree(images)
+        images.mkdir(mode=0o755)
+    engine = view / DATA_ROOT
+    place_data_root(data_root, engine, hint="free some space in the work dir (--out) "
+                    "and build again")
+    return view
 
 
 def place_data_root(data_root: Path, engine: Path, *, hint: str,

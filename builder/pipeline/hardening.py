@@ -417,21 +417,24 @@ def units_to_mask(rootdir: Path) -> list[str]:
     return [u for u in units if not is_masked(rootdir, u)]
 
 
+SYSTEMCTL_TIMEOUT_S = 120  # systemctl --root only edits links: seconds at most
+
+
 def apply_units(rootdir: Path, role: str) -> list[str]:
     changes = []
     disable = units_to_disable(rootdir, role)
     if disable:
-        result = run(systemctl_argv(rootdir, "disable", disable))
+        result = run(systemctl_argv(rootdir, "disable", disable), timeout=SYSTEMCTL_TIMEOUT_S)
         # systemctl says "Removed ..." for each symlink it deleted, nothing when already off.
         if "Removed" in result.stderr + result.stdout:
             changes.append("disabled " + " ".join(disable))
     enable = units_to_enable(rootdir)
     if enable:
-        run(systemctl_argv(rootdir, "enable", enable))
+        run(systemctl_argv(rootdir, "enable", enable), timeout=SYSTEMCTL_TIMEOUT_S)
         changes.append("enabled " + " ".join(enable))
     mask = units_to_mask(rootdir)
     if mask:
-        run(systemctl_argv(rootdir, "mask", mask))
+        run(systemctl_argv(rootdir, "mask", mask), timeout=SYSTEMCTL_TIMEOUT_S)
         changes.append("masked " + " ".join(mask))
     return changes
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -58,14 +59,17 @@ class BuildManifest(_Strict):
     outputs: dict[str, OutputFile] = Field(description="file name in out/ -> digest")
 
 
-def describe_outputs(paths: list[Path]) -> dict[str, OutputFile]:
-    """Digest every output, several at once: hashlib hashes without holding the GIL, and
-    the outputs are gigabytes (the manifest stage took 11 s one after another)."""
+def describe_outputs(paths: list[Path],
+                     known: Mapping[str, str] | None = None) -> dict[str, OutputFile]:
+    """Digest every output: from `known` (file name -> sha256, taken while the stage wrote
+    it) or else read here, several at once (hashlib hashes without holding the GIL)."""
+    known = known or {}
     ordered = sorted(paths)
+    unknown = [p for p in ordered if p.name not in known]
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        digests = list(pool.map(digest_file, ordered))
-    return {p.name: OutputFile(sha256=d, size=p.stat().st_size) for p, d in zip(ordered, digests,
-                                                                                strict=True)}
+        digests = {**known, **dict(zip((p.name for p in unknown),
+                                       pool.map(digest_file, unknown), strict=True))}
+    return {p.name: OutputFile(sha256=digests[p.name], size=p.stat().st_size) for p in ordered}
 
 
 def write_manifest(manifest: BuildManifest, path: Path) -> None:

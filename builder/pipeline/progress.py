@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 from rich.console import Console
@@ -24,15 +25,18 @@ class StageResult:
 
 @dataclass
 class Progress:
-    """Prints stage lines like `✓ base root fs (trixie)   cached (inputs unchanged)`."""
+    """Prints stage lines like `✓ base root fs (trixie)   cached (inputs unchanged)`.
+
+    Stages may run in several threads at once (build.py's `AtOnce`): each thread's stage
+    keeps its own note, and only one spinner runs, the caller's."""
 
     console: Console
     results: list[StageResult] = field(default_factory=list)
-    _note: str = ""
+    _local: threading.local = field(default_factory=threading.local)
 
     def note(self, text: str) -> None:
         """What the running stage wants said on its line (cache verdict, sizes)."""
-        self._note = text
+        self._local.note = text
         log.debug("  %s", text)
 
     def detail(self, line: str) -> None:
@@ -40,21 +44,25 @@ class Progress:
         log.debug("    %s", line)
 
     @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        self._note = ""
+    def stage(self, name: str, *, spinner: bool = True) -> Iterator[None]:
+        self._local.note = ""
         start = time.monotonic()
         try:
-            with self.console.status(f"{name} …", spinner="dots"):
+            with self.spinning(name) if spinner else nullcontext():
                 yield
         except BaseException:
             elapsed = time.monotonic() - start
-            self.results.append(StageResult(name, elapsed, self._note, ok=False))
+            self.results.append(StageResult(name, elapsed, self._local.note, ok=False))
             failed = Text(f"  ✗ {name}", style="red") + Text(f"   failed after {elapsed:.1f} s")
             self.console.print(failed)
             raise
         elapsed = time.monotonic() - start
-        self.results.append(StageResult(name, elapsed, self._note))
+        self.results.append(StageResult(name, elapsed, self._local.note))
         line = Text("  ✓ ", style="green") + Text(f"{name:<28}") + Text(f"{elapsed:6.1f} s")
-        if self._note:
-            line += Text(f"   {self._note}")
+        if self._local.note:
+            line += Text(f"   {self._local.note}")
         self.console.print(line)
+
+    def spinning(self, what: str) -> AbstractContextManager[object]:
+        """The one spinner: `what …` while the body runs."""
+        return self.console.status(f"{what} …", spinner="dots")

@@ -342,12 +342,16 @@ def unpack_argv(tarball: Path, dest: Path) -> tuple[str, ...]:
             "--xattrs", "--xattrs-include=*")
 
 
+UNPACK_TIMEOUT_S = 900  # ~2 s for the appliance's 600 MB on a loaded 2-core machine
+
+
 def unpack_rootfs_tar(tarball: Path, dest: Path) -> Path:
     """Unpack a root fs tarball into the empty (or new) directory `dest`. Needs root."""
     dest.mkdir(parents=True, exist_ok=True)
     if any(dest.iterdir()):
         raise ArkboxError(f"{dest} is not empty: will not unpack a root fs over other files")
-    run(unpack_argv(tarball, dest), hint="unpacking a root fs needs root and free disk")
+    run(unpack_argv(tarball, dest), timeout=UNPACK_TIMEOUT_S,
+        hint="unpacking a root fs needs root and free disk")
     return dest
 
 

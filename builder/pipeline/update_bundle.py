@@ -10,8 +10,10 @@ from __future__ import annotations
 import io
 import os
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path
 
+from builder.pipeline.hashed_output import HashingWriter
 from firstboot.updates.bundle import INDEX_NAME, OWNED, BundleIndex, FileEntry, HashingReader
 
 
@@ -19,23 +21,32 @@ def bundle_name(name: str) -> str:
     return f"{name}-update.tar"
 
 
+@dataclass(frozen=True)
+class WrittenBundle:
+    index: BundleIndex  # the full index, as written last into the bundle
+    sha256: str  # of the bundle file, taken while it was written
+
+
 def write_bundle(tree: Path, out_tar: Path, index: BundleIndex, *,
-                 source_date_epoch: int) -> BundleIndex:
-    """Pack tree's OWNED parts into out_tar (via a .partial file); returns the full index."""
+                 source_date_epoch: int) -> WrittenBundle:
+    """Pack tree's OWNED parts into out_tar (via a .partial file), hashed as written."""
     partial = out_tar.with_name(out_tar.name + ".partial")
     try:
-        with tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as archive:
-            for path in _owned_paths(tree):
-                _add(archive, tree, path, index, source_date_epoch)
-            text = index.to_json().encode()
-            info = _info(INDEX_NAME, source_date_epoch, 0o644)
-            info.size = len(text)
-            archive.addfile(info, io.BytesIO(text))
+        with partial.open("wb") as raw:
+            sink = HashingWriter(raw)
+            with tarfile.open(fileobj=sink, mode="w",  # type: ignore[call-overload]
+                              format=tarfile.PAX_FORMAT) as archive:
+                for path in _owned_paths(tree):
+                    _add(archive, tree, path, index, source_date_epoch)
+                text = index.to_json().encode()
+                info = _info(INDEX_NAME, source_date_epoch, 0o644)
+                info.size = len(text)
+                archive.addfile(info, io.BytesIO(text))
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
     partial.replace(out_tar)
-    return index
+    return WrittenBundle(index, sink.sha256.hexdigest())
 
 
 def _owned_paths(tree: Path) -> list[Path]:

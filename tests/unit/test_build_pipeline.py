@@ -14,8 +14,8 @@ from firstboot.core.errors import ArkboxError, BadInputError
 STAGES = [
     "stage_archive_state", "stage_base_rootfs", "stage_service_images", "stage_engine_data",
     "stage_installer",
-    "stage_assemble", "stage_disk_image", "stage_rootfs_tar", "stage_update_bundle",
-    "stage_manifest",
+    "stage_assemble", "stage_disk_view", "stage_disk_image", "stage_rootfs_tar",
+    "stage_update_bundle", "stage_manifest",
 ]
 
 
@@ -29,7 +29,7 @@ def context(tmp_path: Path, role: str = "appliance") -> BuildContext:
 
 
 def test_stages_run_in_the_documented_order() -> None:
-    assert [stage.__name__ for _, stage in build.STAGES] == STAGES
+    assert build.stage_names() == STAGES
 
 
 def test_appliance_builds_proxy_mail_and_each_services_recipe(tmp_path: Path) -> None:

@@ -1,12 +1,10 @@
-"""The engine's data root for the disk image: how the loader runs, and the tree the disk
-stage sees (data root in, image tarballs aside) put back as it was, even on failure."""
+"""The engine's data root for the disk image: how the loader runs, and the disk's view of
+the tree (data root in, image tarballs out) beside the tree, which stays as it was."""
 
 from __future__ import annotations
 
 import subprocess
 from pathlib import Path
-
-import pytest
 
 from builder.pipeline import engine_data
 from builder.pipeline.assemble import IMAGES_DIR
@@ -42,45 +40,35 @@ def _snapshot(tree: Path) -> dict[str, tuple[int, int]]:
 def test_the_disk_sees_the_data_root_and_no_tarball(tmp_path: Path) -> None:
     tree, root = _tree(tmp_path), _data_root(tmp_path)
     (root / "overlay2/l1/diff/etc/hostname").chmod(0o640)
-    with engine_data.disk_tree(tree, root, tmp_path / "aside"):
-        engine = tree / "var/lib/docker"
-        assert (engine / "image/overlay2/imagedb/content/sha256/abc").read_text() == "{}"
-        assert (engine / "overlay2/l/SHORT").is_symlink()
-        assert (engine / "overlay2/l1/diff/etc/hostname").read_text() == "x"
-        assert list((tree / IMAGES_DIR).iterdir()) == []
-        assert (tree / "usr/share/arkbox/build-manifest.json").exists()
-        # Same file system: hard links into the cache, nothing copied.
-        placed = engine / "overlay2/l1/diff/etc/hostname"
-        assert placed.stat().st_ino == (root / "overlay2/l1/diff/etc/hostname").stat().st_ino
-        assert placed.stat().st_mode & 0o777 == 0o640
+    view = engine_data.disk_view(tree, root, tmp_path / "view")
+    engine = view / "var/lib/docker"
+    assert (engine / "image/overlay2/imagedb/content/sha256/abc").read_text() == "{}"
+    assert (engine / "overlay2/l/SHORT").is_symlink()
+    assert (engine / "overlay2/l1/diff/etc/hostname").read_text() == "x"
+    assert list((view / IMAGES_DIR).iterdir()) == []
+    assert (view / "usr/share/arkbox/build-manifest.json").exists()
+    # Same file system: hard links into the cache and the tree, nothing copied.
+    placed = engine / "overlay2/l1/diff/etc/hostname"
+    assert placed.stat().st_ino == (root / "overlay2/l1/diff/etc/hostname").stat().st_ino
+    assert placed.stat().st_mode & 0o777 == 0o640
+    manifest = "usr/share/arkbox/build-manifest.json"
+    assert (view / manifest).stat().st_ino == (tree / manifest).stat().st_ino
 
 
-def test_the_tree_is_put_back_after_the_disk_stage(tmp_path: Path) -> None:
+def test_the_tree_is_left_as_it_was_for_the_tarball(tmp_path: Path) -> None:
     tree, root = _tree(tmp_path), _data_root(tmp_path)
     before = _snapshot(tree)
-    with engine_data.disk_tree(tree, root, tmp_path / "aside"):
-        pass
-    assert _snapshot(tree) == before
-    # The cache's data root is untouched by the clean-up of its links.
-    assert (root / "overlay2/l1/diff/etc/hostname").read_text() == "x"
-
-
-def test_the_tree_is_put_back_when_the_disk_stage_fails(tmp_path: Path) -> None:
-    tree, root = _tree(tmp_path), _data_root(tmp_path)
-    before = _snapshot(tree)
-    with pytest.raises(RuntimeError, match="mkfs"), \
-            engine_data.disk_tree(tree, root, tmp_path / "aside"):
-        raise RuntimeError("mkfs failed")
+    engine_data.disk_view(tree, root, tmp_path / "view")
     assert _snapshot(tree) == before
     assert (tree / IMAGES_DIR / "images.tar").stat().st_size == 1000
 
 
-def test_without_a_data_root_the_tree_is_left_alone(tmp_path: Path) -> None:
+def test_without_a_data_root_the_disk_reads_the_tree_itself(tmp_path: Path) -> None:
     tree = _tree(tmp_path)
     before = _snapshot(tree)
-    with engine_data.disk_tree(tree, None, tmp_path / "aside"):
-        assert _snapshot(tree) == before
+    assert engine_data.disk_view(tree, None, tmp_path / "view") == tree
     assert _snapshot(tree) == before
+    assert not (tmp_path / "view").exists()
 
 
 def test_the_loader_runs_without_privileged_or_network_and_mounts_read_only(
