@@ -22,7 +22,7 @@ from typing import IO, Any
 
 import docker.errors
 
-from firstboot.backup import borg, feed
+from firstboot.backup import borg, feed, preread
 from firstboot.backup.client import (
     BackupError,
     BackupPaths,
@@ -46,6 +46,7 @@ class BackupReport:
     stats: dict[str, Any] = field(default_factory=dict)  # borg create --json
     skipped: list[str] = field(default_factory=list)  # names borg cannot be given
     pruned: bool = False
+    preread: preread.Preread | None = None  # the live read before the paused pass, if any
 
     def totals(self) -> dict[str, int]:
         stats = self.stats.get("archive", {}).get("stats", {})
@@ -56,7 +57,10 @@ class BackupReport:
         return {"archive": self.archive, "finished_at": finished_at,
                 "seconds": round(self.seconds, 2),
                 "pauses": {k: round(v, 3) for k, v in self.pauses.items()},
-                "skipped": self.skipped, "pruned": self.pruned, **self.totals()}
+                "skipped": self.skipped, "pruned": self.pruned, **self.totals(),
+                **({"preread": {"changed": self.preread.changed,
+                                "seconds": round(self.preread.seconds, 2),
+                                "failed": self.preread.failed}} if self.preread else {})}
 
     def summary(self) -> str:
         t = self.totals()
@@ -64,9 +68,13 @@ class BackupReport:
         pauses = ", ".join(f"{k} paused {v:.2f} s" for k, v in self.pauses.items()) or "no pause"
         skipped = (f"; NOT backed up (a carriage return in the name): {', '.join(self.skipped)}"
                    if self.skipped else "")
+        read = self.preread
+        before = ("" if read is None else
+                  f" (read live first: {', '.join(sorted(read.changed))}, {read.seconds:.1f} s"
+                  f"{'; that pre-read failed' if read.failed else ''})")
         return (f"{self.archive}: {t['nfiles']} files, {t['original_size'] >> 20} MiB, "
                 f"{t['deduplicated_size'] >> 10} KiB new (dedup {ratio:.1f}x), "
-                f"{self.seconds:.1f} s; {pauses}{skipped}")
+                f"{self.seconds:.1f} s; {pauses}{before}{skipped}")
 
 
 def snapshot_config(ctx: FirstbootContext) -> None:
@@ -81,30 +89,45 @@ def snapshot_config(ctx: FirstbootContext) -> None:
         atomic_write(target, content, mode=0o600)
 
 
-def run_backup(ctx: FirstbootContext, *, prune: bool = True) -> BackupReport:
-    """One backup now; each part's stats and each service's pause time in the report."""
+def run_backup(ctx: FirstbootContext, *, prune: bool = True,
+               preread_min_bytes: int = preread.MIN_CHANGED_BYTES) -> BackupReport:
+    """One backup now; each part's stats and each service's pause time in the report.
+
+    A paused service with at least `preread_min_bytes` changed since the last backup is
+    read live first (firstboot.backup.preread), so that its pause lasts as long as borg
+    reads what changed after that, not all of it."""
     started = time.monotonic()
     data = ctx.paths.data
     if not (data / "manifest.json").exists() and not any(data.glob("*")):
         raise BackupError(f"nothing to back up: {data} is empty",
                           hint="run arkbox-installer firstboot first")
     snapshot_config(ctx)
-    with Borg.shared(ctx) as runner:  # one SSH connection for the archive and the prune
-        report = _make_archive(ctx, runner)
+    where = BackupPaths(ctx.paths)
+    plan = feed.plan_backup(ctx.config, lambda s, v: (data / "volumes" / s / v).is_dir())
+    report = BackupReport(borg.archive_stamp(ctx.config.appliance.name, ctx.now()))
+    leftover = preread.leftover_possible(where)
+    changed = preread.choose(data, plan, preread.read_since(where), preread_min_bytes)
+    with Borg.shared(ctx) as runner:  # one SSH connection for every borg run of it
+        if changed:
+            report.preread = preread.run_preread(ctx, runner, plan, report.archive, changed)
+        reading_from = time.time_ns()
+        _make_archive(ctx, runner, plan, report)
+        if changed or leftover:  # after the archive: it holds the pre-read's chunks
+            preread.delete_leftovers(ctx, runner)
         if prune:
             prune_archives(ctx, runner)
             report.pruned = True
     report.seconds = time.monotonic() - started
+    preread.record_since(where, reading_from, report.archive)
     record_stats(ctx.paths, report.as_json(ctx.now().isoformat(timespec="seconds")))
     record_repository(ctx.paths, runner.remote.repository, ctx.now(), "backup")
     return report
 
 
-def _make_archive(ctx: FirstbootContext, runner: Borg) -> BackupReport:
+def _make_archive(ctx: FirstbootContext, runner: Borg, plan: feed.Plan,
+                  report: BackupReport) -> None:
     data = ctx.paths.data
     config = ctx.config
-    plan = feed.plan_backup(config, lambda s, v: (data / "volumes" / s / v).is_dir())
-    report = BackupReport(borg.archive_stamp(config.appliance.name, ctx.now()))
     run_dir = data / feed.RUN_DIR
     shutil.rmtree(run_dir, ignore_errors=True)  # a killed run's FIFOs
     ensure_dir(run_dir, 0o700)
@@ -116,7 +139,6 @@ def _make_archive(ctx: FirstbootContext, runner: Borg) -> BackupReport:
         report.stats = runner.json(argv, cwd=data, what="backup", feed=feeder)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
-    return report
 
 
 @dataclass
