@@ -1,5 +1,5 @@
 """Benchmark the nightly backup with no change against a raw `borg create` with no change,
-and each paused service's pause, side by side in one process.
+each paused service's pause at night, and its pause when ~1 GiB is new, in one process.
 
 Boots the built backup-server role in a rig (tests/built.py builds it once, or reuses it with
 ARKBOX_TEST_REUSE_BUILD=1), generates a data set over the volumes of an appliance with two
@@ -12,17 +12,26 @@ times, `--runs` times each (median):
   raw        one `borg create` of the whole tree with nothing changed (the floor)
   dump       the dump command alone (`docker exec`), which arkbox adds by design
   prune      the nightly prune after it (shown apart: the raw floor has none)
+  nightly    run_backup(prune=False) after a small change (--nightly-mib new in each paused
+             service's volume): below the pre-read's threshold, so read paused
+  large      run_backup(prune=False) after --large-mib new in each paused service's volume
+             (as in a first backup: borg has never read it), with the pre-read (the live
+             read first, then the delete of its throwaway) and, with --compare, without it
 
-Targets (issue 5): arkbox ≤ 1.2x raw + dump time; each pause ≤ 2 s.
+Targets (issue 19): arkbox with no change ≤ 1.2x raw + dump time; each nightly pause
+≤ 0.2 s; each pause with ~1 GiB new ≤ 2 s.
 
 Run as root on a machine prepared by scripts/setup:
-    .venv/bin/python bench/backup.py [--mib 256] [--files 4000] [--runs 3]
+    .venv/bin/python bench/backup.py [--mib 256] [--files 4000] [--runs 3] [--large-mib 1024]
+                                     [--compare]
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import functools
+import os
 import statistics
 import sys
 from collections.abc import Iterator
@@ -35,9 +44,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import docker  # noqa: E402
-from backup_rig import box_with_data, timed  # noqa: E402
+from backup_rig import BENCH_SERVICES, box_with_data, timed  # noqa: E402
 
-from firstboot.backup import borg  # noqa: E402
+from firstboot.backup import borg, preread  # noqa: E402
 from firstboot.backup.backup import BackupReport, prune_archives, run_backup  # noqa: E402
 from firstboot.backup.client import Borg  # noqa: E402
 from firstboot.containers.naming import Naming  # noqa: E402
@@ -111,6 +120,53 @@ def measure(source: FirstbootContext, runs: int, tag: str) -> Measure:
                    max(max(r.pauses.values()) for r in reports))
 
 
+def add_new_data(data: Path, mib: int, tag: str) -> None:
+    """`mib` MiB of data no backup has seen in each paused service's volume, in files of
+    256 KiB (half random bytes, half their base64: new to borg's chunks and files cache)."""
+    per_file = 256 << 10
+    for service, volume in BENCH_SERVICES:
+        folder = data / "volumes" / service / volume / f"new-{tag}"
+        folder.mkdir(parents=True)
+        for index in range(max(1, (mib << 20) // per_file)):
+            raw = os.urandom(per_file if index % 2 else per_file * 3 // 4)
+            content = raw if index % 2 else base64.b64encode(raw)
+            (folder / f"n{index}.bin").write_bytes(content)
+
+
+@dataclass
+class Large:
+    seconds: float
+    pauses: dict[str, float]
+    preread: float
+    cleanup: float
+
+
+def measure_large(source: FirstbootContext, mib: int, tag: str, min_bytes: int) -> Large:
+    add_new_data(source.paths.data, mib, tag)
+    report, seconds = timed(lambda: run_backup(source, prune=False,
+                                               preread_min_bytes=min_bytes))
+    return Large(seconds, dict(report.pauses),
+                 report.preread.seconds if report.preread else 0.0, report.cleanup_seconds)
+
+
+def measure_nightly(source: FirstbootContext, runs: int, mib: float) -> tuple[list[float], bool]:
+    """Each run's worst pause after `mib` MiB new per paused service; whether any pre-read."""
+    worst, preread_ran = [], False
+    for index in range(runs):
+        for service, volume in BENCH_SERVICES:
+            folder = source.paths.data / "volumes" / service / volume / "nightly"
+            folder.mkdir(exist_ok=True)
+            (folder / f"n{index}.bin").write_bytes(os.urandom(int(mib * (1 << 20))))
+        report = run_backup(source, prune=False)
+        worst.append(max(report.pauses[s] for s in PAUSED))
+        preread_ran = preread_ran or report.preread is not None
+    return worst, preread_ran
+
+
+def load() -> str:
+    return "load " + " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
 def show(label: str, m: Measure) -> None:
     arkbox, raw, dump, pauses = m.arkbox, m.raw, m.dump, m.pauses
     ratio = arkbox / raw
@@ -125,19 +181,53 @@ def show(label: str, m: Measure) -> None:
     print(f"  prune after it     {m.prune:6.2f} s")
 
 
+def verdict(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def show_large(label: str, large: Large, target: float | None) -> None:
+    pauses = "   ".join(f"{s} {p:.2f} s" for s, p in large.pauses.items())
+    worst = max(large.pauses.values())
+    goal = "" if target is None else f"   (target ≤ {target:.0f} s: {verdict(worst <= target)})"
+    print(f"  {label:28} pauses {pauses}{goal}")
+    print(f"  {'':28} whole backup {large.seconds:.1f} s; pre-read (live, nothing paused) "
+          f"{large.preread:.1f} s, deleting its throwaway {large.cleanup:.2f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mib", type=int, default=256)
     parser.add_argument("--files", type=int, default=4000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--nightly-mib", type=float, default=2.0)
+    parser.add_argument("--large-mib", type=int, default=1024)
+    parser.add_argument("--compare", action="store_true",
+                        help="also the large change without the pre-read (as before it)")
     args = parser.parse_args()
+    loads = [load()]
     with box_with_data("arkbox-benchbk", "172.30.182.0/24", "fd42:a7b0:182::/64",
                        bench_config, args.mib, args.files) as (source, _), standins(source):
         _, first = timed(lambda: run_backup(source, prune=False))
         shipped = measure(source, args.runs, "shipped")
+        loads.append(load())
+        nightly, nightly_preread = measure_nightly(source, args.runs, args.nightly_mib)
+        loads.append(load())
+        before = (measure_large(source, args.large_mib, "before", 1 << 62)
+                  if args.compare else None)
+        large = measure_large(source, args.large_mib, "after", preread.MIN_CHANGED_BYTES)
+        loads.append(load())
     print(f"data set: {args.files} files, {args.mib} MiB; first backup {first:.1f} s; "
-          f"median of {args.runs} runs")
+          f"median of {args.runs} runs; {' → '.join(loads)}")
     show("one archive per backup (borg --paths-from-stdin, pauses at gates)", shipped)
+    print(f"  nightly pauses     {args.nightly_mib:g} MiB new per service, worst per run "
+          + ", ".join(f"{w:.2f}" for w in nightly)
+          + f" s   (target ≤ 0.2 s: {verdict(max(nightly) <= 0.2)}; pre-read: "
+          + ("RAN" if nightly_preread else "none, as meant") + ")")
+    print(f"{args.large_mib} MiB new per paused service (a first backup of it; pre-read from "
+          f"{preread.MIN_CHANGED_BYTES >> 20} MiB changed)")
+    if before is not None:
+        show_large("without the pre-read", before, None)
+    show_large("with the pre-read", large, 2.0)
 
 
 if __name__ == "__main__":

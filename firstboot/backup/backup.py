@@ -47,6 +47,7 @@ class BackupReport:
     skipped: list[str] = field(default_factory=list)  # names borg cannot be given
     pruned: bool = False
     preread: preread.Preread | None = None  # the live read before the paused pass, if any
+    cleanup_seconds: float = 0.0  # deleting the pre-read (or a killed run's) after the archive
 
     def totals(self) -> dict[str, int]:
         stats = self.stats.get("archive", {}).get("stats", {})
@@ -106,14 +107,20 @@ def run_backup(ctx: FirstbootContext, *, prune: bool = True,
     plan = feed.plan_backup(ctx.config, lambda s, v: (data / "volumes" / s / v).is_dir())
     report = BackupReport(borg.archive_stamp(ctx.config.appliance.name, ctx.now()))
     leftover = preread.leftover_possible(where)
-    changed = preread.choose(data, plan, preread.read_since(where), preread_min_bytes)
+    decide = preread.decision(data, plan, preread.read_since(where), preread_min_bytes)
     with Borg.shared(ctx) as runner:  # one SSH connection for every borg run of it
-        if changed:
-            report.preread = preread.run_preread(ctx, runner, plan, report.archive, changed)
         reading_from = time.time_ns()
-        _make_archive(ctx, runner, plan, report)
-        if changed or leftover:  # after the archive: it holds the pre-read's chunks
+        try:
+            _make_archive(ctx, runner, plan, report, decide)
+        except preread.ReadLiveFirst as first:  # borg was stopped while it started
+            report.preread = preread.run_preread(ctx, runner, plan, report.archive,
+                                                 first.changed)
+            reading_from = time.time_ns()
+            _make_archive(ctx, runner, plan, report)
+        if report.preread or leftover:  # after the archive: it holds the pre-read's chunks
+            cleanup_started = time.monotonic()
             preread.delete_leftovers(ctx, runner)
+            report.cleanup_seconds = time.monotonic() - cleanup_started
         if prune:
             prune_archives(ctx, runner)
             report.pruned = True
@@ -125,13 +132,13 @@ def run_backup(ctx: FirstbootContext, *, prune: bool = True,
 
 
 def _make_archive(ctx: FirstbootContext, runner: Borg, plan: feed.Plan,
-                  report: BackupReport) -> None:
+                  report: BackupReport, decide: Callable[[], None] | None = None) -> None:
     data = ctx.paths.data
     config = ctx.config
     run_dir = data / feed.RUN_DIR
     shutil.rmtree(run_dir, ignore_errors=True)  # a killed run's FIFOs
     ensure_dir(run_dir, 0o700)
-    feeder = _Feeder(ctx, plan, report)
+    feeder = _Feeder(ctx, plan, report, decide)
     comment = json.dumps(plan.comment(config.appliance.name))
     argv = borg.in_private_view(data, borg.with_lock_wait(borg.create_from_stdin_argv(
         report.archive, compression=config.backup.compression, comment=comment)))
@@ -149,6 +156,9 @@ class _Feeder:
     ctx: FirstbootContext
     plan: feed.Plan
     report: BackupReport
+    # Called while borg starts, before anything is paused: may stop this archive for a
+    # pre-read (firstboot.backup.preread.decision).
+    decide: Callable[[], None] | None = None
 
     def __call__(self, out: IO[bytes], alive: Callable[[], bool]) -> None:
         data = self.ctx.paths.data
@@ -156,7 +166,10 @@ class _Feeder:
         found = feed.Walked()
         naming = Naming.for_root(self.ctx.paths.root)
         if self.plan.paused:  # no pause while borg starts and opens the repository
-            self._to_gate(writer, alive, "start")
+            gate = self._write_gate(writer, "start")
+            if self.decide is not None:
+                self.decide()
+            os.close(feed.open_when_read(gate, alive))
         for part in self.plan.paused:
             self._read_paused(writer, alive, naming.container(part.service), part, found)
         writer.path(feed.RUN_DIR)
@@ -186,12 +199,16 @@ class _Feeder:
 
     def _to_gate(self, writer: feed.PathWriter, alive: Callable[[], bool], name: str) -> None:
         """Returns once borg has read every path written before (see feed)."""
+        os.close(feed.open_when_read(self._write_gate(writer, name), alive))
+
+    def _write_gate(self, writer: feed.PathWriter, name: str) -> Path:
+        """The gate, listed after every path written before: borg opens it after them."""
         rel = f"{feed.RUN_DIR}/gate-{name}"
         gate = self.ctx.paths.data / rel
         feed.make_fifo(gate)
         writer.path(rel)
         writer.flush_to_borg()
-        os.close(feed.open_when_read(gate, alive))
+        return gate
 
     def _dump(self, writer: feed.PathWriter, alive: Callable[[], bool], container: str,
               dump: feed.Dump) -> None:

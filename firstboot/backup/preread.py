@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -75,16 +76,20 @@ def changed_bytes(data: Path, tops: Iterable[str], since_ns: int | None, enough:
     while stack and total < enough:
         try:
             with os.scandir(stack.pop()) as entries:
-                for entry in entries:
-                    info = entry.stat(follow_symlinks=False)
-                    if entry.is_dir(follow_symlinks=False):
-                        if info.st_dev == root_dev:
-                            stack.append(entry.path)
-                    elif (entry.is_file(follow_symlinks=False)
-                          and (since_ns is None or info.st_ctime_ns >= since_ns)):
-                        total += info.st_size
+                found = list(entries)
         except OSError:
             continue  # removed since, or unreadable: borg reports it when it gets there
+        for entry in found:
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISDIR(info.st_mode):
+                if info.st_dev == root_dev:
+                    stack.append(entry.path)
+            elif stat.S_ISREG(info.st_mode) and (since_ns is None
+                                                 or info.st_ctime_ns >= since_ns):
+                total += info.st_size
     return total
 
 
@@ -97,6 +102,27 @@ def choose(data: Path, plan: feed.Plan, since_ns: int | None,
         if changed >= min_bytes:
             chosen[part.service] = changed
     return chosen
+
+
+class ReadLiveFirst(Exception):
+    """Raised in the real archive's feed while borg starts, before anything is paused or
+    read: these services changed enough to be read live first. Borg is stopped unread."""
+
+    def __init__(self, changed: dict[str, int]) -> None:
+        super().__init__(", ".join(sorted(changed)))
+        self.changed = changed
+
+
+def decision(data: Path, plan: feed.Plan, since_ns: int | None,
+             min_bytes: int = MIN_CHANGED_BYTES) -> Callable[[], None]:
+    """What the feed calls once borg is starting: a nightly backup's walk of the paused
+    volumes then costs nothing (borg's start-up takes longer); a large change raises."""
+
+    def decide() -> None:
+        changed = choose(data, plan, since_ns, min_bytes)
+        if changed:
+            raise ReadLiveFirst(changed)
+    return decide
 
 
 # ------------------------------------------------------------------ the record on disk
@@ -206,6 +232,6 @@ def delete_leftovers(ctx: FirstbootContext, runner: Borg) -> bool:
     return True
 
 
-__all__ = ["MIN_CHANGED_BYTES", "Preread", "archive_name", "changed_bytes", "choose",
-           "delete_leftovers", "is_preread", "leftover_glob", "leftover_possible",
-           "read_since", "record_since", "run_preread"]
+__all__ = ["MIN_CHANGED_BYTES", "Preread", "ReadLiveFirst", "archive_name", "changed_bytes",
+           "choose", "decision", "delete_leftovers", "is_preread", "leftover_glob",
+           "leftover_possible", "read_since", "record_since", "run_preread"]
