@@ -43,10 +43,11 @@ from firstboot.core.context import FirstbootContext
 from firstboot.core.files import atomic_write, ensure_dir
 
 SUFFIX = ".preread"
-# Changed bytes below which a paused service is read paused only: read while paused they
-# add about 0.1 s to its pause (~6-9 ms per MiB measured, docs/backup.md "Benchmarks"),
-# less than the pre-read's own borg start and delete would cost the whole run.
-MIN_CHANGED_BYTES = 16 << 20
+# Changed bytes from which a paused service is read live first. Below, read while paused,
+# they add at most ~0.1 s to its pause (borg reads new data at 6-19 ms per MiB here,
+# docs/backup.md "Benchmarks"): the nightly pause stays near 0.2 s. Above, the pre-read's
+# own cost (two borg starts and a delete, ~2-3 s; no pause) buys back more pause than that.
+MIN_CHANGED_BYTES = 8 << 20
 STAMP = f"{feed.RUN_DIR}/preread-stamp"
 # The pre-read reads what changed: hours for a very large first backup, as the real one.
 CREATE_TIMEOUT_S = 12 * 3600

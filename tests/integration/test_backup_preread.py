@@ -122,12 +122,15 @@ def test_a_preread_left_by_a_killed_run_is_no_backup_and_the_next_backup_deletes
             [installer, "backup", "--no-prune", "--root", str(box.ctx.paths.root),
              "--config", str(box.ctx.config.source_path)],
             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        # The real archive's first gate appears once the pre-read is committed: kill there.
+        # Kill it once the pre-read is committed: the archive's first gate is made again
+        # (its first borg, stopped for the pre-read, removed it) while the marker is there.
         gate = data / ".backup/gate-start"
+        marker = BackupPaths(box.ctx.paths).preread_pending
         deadline = time.monotonic() + 300
-        while not gate.exists() and proc.poll() is None and time.monotonic() < deadline:
+        while (not (marker.exists() and gate.exists()) and proc.poll() is None
+               and time.monotonic() < deadline):
             time.sleep(0.01)
-        assert gate.exists(), "the backup never got past its pre-read"
+        assert marker.exists() and gate.exists(), "the backup never got past its pre-read"
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 
