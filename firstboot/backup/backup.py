@@ -114,7 +114,7 @@ def run_backup(ctx: FirstbootContext, *, prune: bool = True,
             _make_archive(ctx, runner, plan, report, decide)
         except preread.ReadLiveFirst as first:  # borg was stopped while it started
             report.preread = preread.run_preread(ctx, runner, plan, report.archive,
-                                                 first.changed)
+                                                 first.changed, first.since_ns)
             reading_from = time.time_ns()
             _make_archive(ctx, runner, plan, report)
         if report.preread or leftover:  # after the archive: it holds the pre-read's chunks

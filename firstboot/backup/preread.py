@@ -44,9 +44,11 @@ from firstboot.core.files import atomic_write, ensure_dir
 
 SUFFIX = ".preread"
 # Changed bytes from which a paused service is read live first. Below, read while paused,
-# they add at most ~0.1 s to its pause (borg reads new data at 6-19 ms per MiB here,
-# docs/backup.md "Benchmarks"): the nightly pause stays near 0.2 s. Above, the pre-read's
-# own cost (two borg starts and a delete, ~2-3 s; no pause) buys back more pause than that.
+# they add up to ~0.1 s to its pause (borg reads new data at 10-14 ms per MiB on the loaded
+# bench machine); any change adds ~0.05 s anyway (borg's item metadata), and a pre-read of
+# 4 MiB left pauses no shorter than a paused read of it (docs/backup.md "Benchmarks").
+# Above, the pre-read's own cost (a borg start-up stopped, the pre-read, a delete: ~3 s,
+# nothing paused) buys back more pause than it costs.
 MIN_CHANGED_BYTES = 8 << 20
 STAMP = f"{feed.RUN_DIR}/preread-stamp"
 # The pre-read reads what changed: hours for a very large first backup, as the real one.
@@ -109,9 +111,10 @@ class ReadLiveFirst(Exception):
     """Raised in the real archive's feed while borg starts, before anything is paused or
     read: these services changed enough to be read live first. Borg is stopped unread."""
 
-    def __init__(self, changed: dict[str, int]) -> None:
+    def __init__(self, changed: dict[str, int], since_ns: int | None) -> None:
         super().__init__(", ".join(sorted(changed)))
         self.changed = changed
+        self.since_ns = since_ns
 
 
 def decision(data: Path, plan: feed.Plan, since_ns: int | None,
@@ -122,7 +125,7 @@ def decision(data: Path, plan: feed.Plan, since_ns: int | None,
     def decide() -> None:
         changed = choose(data, plan, since_ns, min_bytes)
         if changed:
-            raise ReadLiveFirst(changed)
+            raise ReadLiveFirst(changed, since_ns)
     return decide
 
 
@@ -165,9 +168,10 @@ class Preread:
 
 
 def run_preread(ctx: FirstbootContext, runner: Borg, plan: feed.Plan, archive: str,
-                changed: dict[str, int]) -> Preread:
-    """Read the volumes of the `changed` services live into `archive`.preread. A failure
-    is logged, not raised: the paused pass then reads everything, as without a pre-read."""
+                changed: dict[str, int], since_ns: int | None) -> Preread:
+    """Read what changed since `since_ns` in the volumes of the `changed` services live
+    into `archive`.preread. A failure is logged, not raised: the paused pass then reads
+    everything, as without a pre-read."""
     result = Preread(archive_name(archive), changed)
     parts = [p for p in plan.paused if p.service in changed]
     where = BackupPaths(ctx.paths)
@@ -181,8 +185,8 @@ def run_preread(ctx: FirstbootContext, runner: Borg, plan: feed.Plan, archive: s
                                     comment=comment)))
     started = time.monotonic()
     try:
-        runner.run(argv, cwd=ctx.paths.data, what="the pre-read", feed=_paths_of(ctx, parts),
-                   timeout=CREATE_TIMEOUT_S)
+        runner.run(argv, cwd=ctx.paths.data, what="the pre-read",
+                   feed=_paths_of(ctx, parts, since_ns), timeout=CREATE_TIMEOUT_S)
     except BackupError as err:
         result.failed = err.message
         ctx.log.warning("the pre-read of %s failed; the paused pass reads all of it: %s",
@@ -196,10 +200,12 @@ def run_preread(ctx: FirstbootContext, runner: Borg, plan: feed.Plan, archive: s
     return result
 
 
-def _paths_of(ctx: FirstbootContext, parts: Sequence[feed.Paused]
+def _paths_of(ctx: FirstbootContext, parts: Sequence[feed.Paused], since_ns: int | None
               ) -> Callable[[IO[bytes], Callable[[], bool]], None]:
-    """The volumes' paths exactly as the paused pass gives them (the files cache's key),
-    then the stamp (see the module's docstring)."""
+    """The volumes' regular files changed since `since_ns` (all without a record), named
+    exactly as the paused pass names them (the files cache's key), then the stamp (see the
+    module's docstring). The files cache knows the others already: not listing them keeps
+    the throwaway small."""
     data = ctx.paths.data
 
     def write(out: IO[bytes], alive: Callable[[], bool]) -> None:
@@ -207,12 +213,21 @@ def _paths_of(ctx: FirstbootContext, parts: Sequence[feed.Paused]
         for part in parts:
             for top in part.paths:
                 for rel in feed.walk(data, top, frozenset({feed.RUN_DIR}), feed.Walked()):
-                    writer.path(rel)
+                    if _changed_file(data / rel, since_ns):
+                        writer.path(rel)
         stamp = data / STAMP
         ensure_dir(stamp.parent, 0o700)
         stamp.write_bytes(b"")  # written now: newer than every file listed above
         writer.path(STAMP)
     return write
+
+
+def _changed_file(path: Path, since_ns: int | None) -> bool:
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    return stat.S_ISREG(info.st_mode) and (since_ns is None or info.st_ctime_ns >= since_ns)
 
 
 def delete_leftovers(ctx: FirstbootContext, runner: Borg) -> bool:

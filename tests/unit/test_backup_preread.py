@@ -78,19 +78,29 @@ def test_only_services_with_enough_changed_are_chosen(tmp_path: Path) -> None:
     assert preread.choose(tmp_path, plan, time.time_ns() + 10**9, min_bytes=4096) == {}
 
 
-def test_the_preread_gives_borg_the_paused_passes_paths_then_the_newest_stamp(
+def test_the_preread_gives_borg_the_changed_files_as_the_paused_pass_names_them(
         tmp_path: Path) -> None:
     ctx = _context(tmp_path, lambda argv, **kw: Completed(tuple(argv), 0, ""))
     data = ctx.paths.data
-    (data / "volumes/calendar/collections/u").mkdir(parents=True)
-    (data / "volumes/calendar/collections/u/e.ics").write_text("x")
+    user = data / "volumes/calendar/collections/u"
+    user.mkdir(parents=True)
+    (user / "old.ics").write_text("x")
+    since = time.time_ns()
+    time.sleep(0.02)
+    (user / "new.ics").write_text("y")
+    (user / "link").symlink_to("new.ics")
     part = feed.Paused("calendar", ("volumes/calendar/collections",))
-    out = io.BytesIO()
-    preread._paths_of(ctx, [part])(out, lambda: True)
-    listed = out.getvalue().decode().split("\0")[:-1]
+
+    def listed(since_ns: int | None) -> list[str]:
+        out = io.BytesIO()
+        preread._paths_of(ctx, [part], since_ns)(out, lambda: True)
+        return out.getvalue().decode().split("\0")[:-1]
+
     # The files cache's key is the path borg is given: the paused pass's walk, as is.
     paused = list(feed.walk(data, part.paths[0], frozenset({feed.RUN_DIR}), feed.Walked()))
-    assert listed == [*paused, preread.STAMP]
+    files = [p for p in paused if p.endswith(".ics")]
+    assert listed(None) == [*files, preread.STAMP]  # no record: every file
+    assert listed(since) == ["volumes/calendar/collections/u/new.ics", preread.STAMP]
     newest = max((data / p).lstat().st_ctime_ns for p in paused)
     assert (data / preread.STAMP).lstat().st_ctime_ns >= newest
 
