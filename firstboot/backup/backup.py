@@ -22,7 +22,7 @@ from typing import IO, Any
 
 import docker.errors
 
-from firstboot.backup import borg, feed
+from firstboot.backup import borg, feed, preread
 from firstboot.backup.client import (
     BackupError,
     BackupPaths,
@@ -46,6 +46,8 @@ class BackupReport:
     stats: dict[str, Any] = field(default_factory=dict)  # borg create --json
     skipped: list[str] = field(default_factory=list)  # names borg cannot be given
     pruned: bool = False
+    preread: preread.Preread | None = None  # the live read before the paused pass, if any
+    cleanup_seconds: float = 0.0  # deleting the pre-read (or a killed run's) after the archive
 
     def totals(self) -> dict[str, int]:
         stats = self.stats.get("archive", {}).get("stats", {})
@@ -56,7 +58,10 @@ class BackupReport:
         return {"archive": self.archive, "finished_at": finished_at,
                 "seconds": round(self.seconds, 2),
                 "pauses": {k: round(v, 3) for k, v in self.pauses.items()},
-                "skipped": self.skipped, "pruned": self.pruned, **self.totals()}
+                "skipped": self.skipped, "pruned": self.pruned, **self.totals(),
+                **({"preread": {"changed": self.preread.changed,
+                                "seconds": round(self.preread.seconds, 2),
+                                "failed": self.preread.failed}} if self.preread else {})}
 
     def summary(self) -> str:
         t = self.totals()
@@ -64,9 +69,13 @@ class BackupReport:
         pauses = ", ".join(f"{k} paused {v:.2f} s" for k, v in self.pauses.items()) or "no pause"
         skipped = (f"; NOT backed up (a carriage return in the name): {', '.join(self.skipped)}"
                    if self.skipped else "")
+        read = self.preread
+        before = ("" if read is None else
+                  f" (read live first: {', '.join(sorted(read.changed))}, {read.seconds:.1f} s"
+                  f"{'; that pre-read failed' if read.failed else ''})")
         return (f"{self.archive}: {t['nfiles']} files, {t['original_size'] >> 20} MiB, "
                 f"{t['deduplicated_size'] >> 10} KiB new (dedup {ratio:.1f}x), "
-                f"{self.seconds:.1f} s; {pauses}{skipped}")
+                f"{self.seconds:.1f} s; {pauses}{before}{skipped}")
 
 
 def snapshot_config(ctx: FirstbootContext) -> None:
@@ -81,34 +90,55 @@ def snapshot_config(ctx: FirstbootContext) -> None:
         atomic_write(target, content, mode=0o600)
 
 
-def run_backup(ctx: FirstbootContext, *, prune: bool = True) -> BackupReport:
-    """One backup now; each part's stats and each service's pause time in the report."""
+def run_backup(ctx: FirstbootContext, *, prune: bool = True,
+               preread_min_bytes: int = preread.MIN_CHANGED_BYTES) -> BackupReport:
+    """One backup now; each part's stats and each service's pause time in the report.
+
+    A paused service with at least `preread_min_bytes` changed since the last backup is
+    read live first (firstboot.backup.preread), so that its pause lasts as long as borg
+    reads what changed after that, not all of it."""
     started = time.monotonic()
     data = ctx.paths.data
     if not (data / "manifest.json").exists() and not any(data.glob("*")):
         raise BackupError(f"nothing to back up: {data} is empty",
                           hint="run arkbox-installer firstboot first")
     snapshot_config(ctx)
-    with Borg.shared(ctx) as runner:  # one SSH connection for the archive and the prune
-        report = _make_archive(ctx, runner)
+    where = BackupPaths(ctx.paths)
+    plan = feed.plan_backup(ctx.config, lambda s, v: (data / "volumes" / s / v).is_dir())
+    report = BackupReport(borg.archive_stamp(ctx.config.appliance.name, ctx.now()))
+    leftover = preread.leftover_possible(where)
+    decide = preread.decision(data, plan, preread.read_since(where), preread_min_bytes)
+    with Borg.shared(ctx) as runner:  # one SSH connection for every borg run of it
+        reading_from = time.time_ns()
+        try:
+            _make_archive(ctx, runner, plan, report, decide)
+        except preread.ReadLiveFirst as first:  # borg was stopped while it started
+            report.preread = preread.run_preread(ctx, runner, plan, report.archive,
+                                                 first.changed, first.since_ns)
+            reading_from = time.time_ns()
+            _make_archive(ctx, runner, plan, report)
+        if report.preread or leftover:  # after the archive: it holds the pre-read's chunks
+            cleanup_started = time.monotonic()
+            preread.delete_leftovers(ctx, runner)
+            report.cleanup_seconds = time.monotonic() - cleanup_started
         if prune:
             prune_archives(ctx, runner)
             report.pruned = True
     report.seconds = time.monotonic() - started
+    preread.record_since(where, reading_from, report.archive)
     record_stats(ctx.paths, report.as_json(ctx.now().isoformat(timespec="seconds")))
     record_repository(ctx.paths, runner.remote.repository, ctx.now(), "backup")
     return report
 
 
-def _make_archive(ctx: FirstbootContext, runner: Borg) -> BackupReport:
+def _make_archive(ctx: FirstbootContext, runner: Borg, plan: feed.Plan,
+                  report: BackupReport, decide: Callable[[], None] | None = None) -> None:
     data = ctx.paths.data
     config = ctx.config
-    plan = feed.plan_backup(config, lambda s, v: (data / "volumes" / s / v).is_dir())
-    report = BackupReport(borg.archive_stamp(config.appliance.name, ctx.now()))
     run_dir = data / feed.RUN_DIR
     shutil.rmtree(run_dir, ignore_errors=True)  # a killed run's FIFOs
     ensure_dir(run_dir, 0o700)
-    feeder = _Feeder(ctx, plan, report)
+    feeder = _Feeder(ctx, plan, report, decide)
     comment = json.dumps(plan.comment(config.appliance.name))
     argv = borg.in_private_view(data, borg.with_lock_wait(borg.create_from_stdin_argv(
         report.archive, compression=config.backup.compression, comment=comment)))
@@ -116,7 +146,6 @@ def _make_archive(ctx: FirstbootContext, runner: Borg) -> BackupReport:
         report.stats = runner.json(argv, cwd=data, what="backup", feed=feeder)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
-    return report
 
 
 @dataclass
@@ -127,6 +156,9 @@ class _Feeder:
     ctx: FirstbootContext
     plan: feed.Plan
     report: BackupReport
+    # Called while borg starts, before anything is paused: may stop this archive for a
+    # pre-read (firstboot.backup.preread.decision).
+    decide: Callable[[], None] | None = None
 
     def __call__(self, out: IO[bytes], alive: Callable[[], bool]) -> None:
         data = self.ctx.paths.data
@@ -134,7 +166,10 @@ class _Feeder:
         found = feed.Walked()
         naming = Naming.for_root(self.ctx.paths.root)
         if self.plan.paused:  # no pause while borg starts and opens the repository
-            self._to_gate(writer, alive, "start")
+            gate = self._write_gate(writer, "start")
+            if self.decide is not None:
+                self.decide()
+            os.close(feed.open_when_read(gate, alive))
         for part in self.plan.paused:
             self._read_paused(writer, alive, naming.container(part.service), part, found)
         writer.path(feed.RUN_DIR)
@@ -164,12 +199,16 @@ class _Feeder:
 
     def _to_gate(self, writer: feed.PathWriter, alive: Callable[[], bool], name: str) -> None:
         """Returns once borg has read every path written before (see feed)."""
+        os.close(feed.open_when_read(self._write_gate(writer, name), alive))
+
+    def _write_gate(self, writer: feed.PathWriter, name: str) -> Path:
+        """The gate, listed after every path written before: borg opens it after them."""
         rel = f"{feed.RUN_DIR}/gate-{name}"
         gate = self.ctx.paths.data / rel
         feed.make_fifo(gate)
         writer.path(rel)
         writer.flush_to_borg()
-        os.close(feed.open_when_read(gate, alive))
+        return gate
 
     def _dump(self, writer: feed.PathWriter, alive: Callable[[], bool], container: str,
               dump: feed.Dump) -> None:

@@ -220,6 +220,14 @@ def prune_argv(glob: str, retention: Retention) -> tuple[str, ...]:
     return argv
 
 
+def delete_glob_argv(glob: str) -> tuple[str, ...]:
+    """Delete the archives `glob` names (checkpoints too); none matching is not an error.
+    Never without a glob: a bare `borg delete` means the whole repository."""
+    if not glob:
+        raise ValueError("deleting archives needs a glob")
+    return (BORG, "delete", "--glob-archives", glob)
+
+
 # How long a backup, prune or check waits for the repository lock: the monthly
 # `check --verify-data` and a nightly backup may meet, and the server's end of a killed
 # run may hold the lock for a moment. borg's own default is 1 s.

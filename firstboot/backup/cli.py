@@ -72,6 +72,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 def archive_table(archives: list[dict[str, Any]]) -> list[str]:
     """`list` for people: name, start (UTC), size, what it added, files, duration."""
+    from firstboot.backup.preread import SUFFIX, is_preread
     from firstboot.status_view import human_size
 
     lines = [f"{'ARCHIVE':44} {'STARTED (UTC)':19} {'SIZE':>10} {'ADDED':>10} "
@@ -86,6 +87,9 @@ def archive_table(archives: list[dict[str, Any]]) -> list[str]:
                      f"{float(archive.get('duration', 0)):>6.0f}s")
     if len(lines) == 1:
         lines.append("(no archives yet: arkbox-installer backup makes one)")
+    if any(is_preread(str(a.get("name", ""))) for a in archives):
+        lines.append(f"*{SUFFIX}: a live pre-read left by an interrupted backup, not a backup "
+                     "(never restored or pruned); the next backup deletes it")
     return lines
 
 

@@ -64,6 +64,10 @@ class BackupPaths:
         self.exported = paths.secrets / "backup"
         # The repository this box backed up to or restored from: it never starts it anew.
         self.known_repository = self.state / "repository.json"
+        # When the last backup started reading: what changed since decides a pre-read.
+        self.read_since = self.state / "read-since.json"
+        # Present while a pre-read archive may be in the repository (firstboot.backup.preread).
+        self.preread_pending = self.state / "preread-pending"
 
 
 def enabled(config: Appliance) -> bool:

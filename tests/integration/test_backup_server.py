@@ -29,7 +29,7 @@ from backup_server import running_backup_server
 from conftest import docker_answers, require, require_tool
 
 from builder.rig.parts import Rig, SystemdContainer
-from firstboot.backup import borg
+from firstboot.backup import borg, preread
 from firstboot.backup.backup import (
     archives_with_sizes,
     check_repository,
@@ -398,6 +398,9 @@ def test_a_backup_stopped_while_a_service_is_paused_unpauses_it(server: Server,
     bulk.mkdir()
     for index in range(60):  # a read long enough to be caught paused
         (bulk / f"blob{index}").write_bytes(os.urandom(1 << 20))
+    # As if a backup had read it already: no pre-read (firstboot.backup.preread), so borg
+    # reads all of it while calendar is paused.
+    preread.record_since(BackupPaths(box.ctx.paths), time.time_ns(), "none")
     start_standins(box)
     installer = str(Path(sys.executable).parent / "arkbox-installer")
     argv = [installer, "backup", "--no-prune", "--root", str(box.ctx.paths.root),
