@@ -1,6 +1,6 @@
 """The pre-read before the paused pass (firstboot.backup.preread): when it runs, what it
 reads, the order of the borg runs, and that nothing takes its throwaway for a backup.
-The same against a real repository: tests/integration/test_backup_preread.py."""
+The same against a real repository: tests/integration/test_backup_preread_borg.py."""
 
 from __future__ import annotations
 

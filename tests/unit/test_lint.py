@@ -19,3 +19,14 @@ def test_mypy_strict_clean() -> None:
     result = subprocess.run([str(BIN / "mypy"), "--strict", "builder", "firstboot"],
                             cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_test_modules_have_unique_names() -> None:
+    """pytest imports test modules by their base name (no packages under tests/): two
+    files of one name in different folders fail the whole run's collection."""
+    modules = sorted([*ROOT.glob("tests/**/test_*.py"), *ROOT.glob("config/examples/**/test_*.py")])
+    by_name: dict[str, list[str]] = {}
+    for path in modules:
+        by_name.setdefault(path.name, []).append(str(path.relative_to(ROOT)))
+    assert len(modules) > 100
+    assert {name: paths for name, paths in by_name.items() if len(paths) > 1} == {}
