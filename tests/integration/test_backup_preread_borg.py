@@ -16,14 +16,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from backup_server import running_backup_server
-from conftest import docker_answers, require, require_tool
 from integration.test_backup_server import (
     Box,
     Server,
     fill_data,
     make_box,
     remove_standins,
+    server_in_rig,
     start_standins,
 )
 
@@ -46,10 +45,7 @@ MIN_BYTES = 4 << 20  # the threshold these tests run with: small data, same beha
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[Server]:
-    require(docker_answers(), "a running Docker Engine")
-    require_tool("borg")
-    with running_backup_server("arkbox-pre", "172.30.156.0/24", "fd42:a7b0:c556::/64") as part:
-        yield Server(part.rig, part, part.ip())
+    yield from server_in_rig("arkbox-pre", "172.30.156.0/24", "fd42:a7b0:c556::/64")
 
 
 def names(box: Box) -> set[str]:

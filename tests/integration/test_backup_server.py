@@ -70,12 +70,17 @@ def _base_image(client: docker.DockerClient) -> str:
     raise AssertionError
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
+def server_in_rig(rig_name: str, ipv4_subnet: str, ipv6_subnet: str) -> Iterator[Server]:
+    """A module's backup server in a rig of its own (the subnets the module's own)."""
     require(docker_answers(), "a running Docker Engine")
     require_tool("borg")
-    with running_backup_server("arkbox-bk", "172.30.151.0/24", "fd42:a7b0:c551::/64") as part:
+    with running_backup_server(rig_name, ipv4_subnet, ipv6_subnet) as part:
         yield Server(part.rig, part, part.ip())
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    yield from server_in_rig("arkbox-bk", "172.30.151.0/24", "fd42:a7b0:c551::/64")
 
 
 def write_config(directory: Path, server_ip: str, *, passphrase: str | None = None,
