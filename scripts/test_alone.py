@@ -74,12 +74,15 @@ def read_ledger(path: Path | None) -> dict[str, dict[str, object]]:
     return json.loads(path.read_text()) if path and path.is_file() else {}
 
 
+def head_commit() -> str:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=30).stdout.strip()
+
+
 def record(path: Path | None, ledger: dict[str, dict[str, object]], node: str, passed: bool,
-           took: float) -> None:
+           took: float, commit: str) -> None:
     if path is None:
         return
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=30).stdout.strip()
     ledger[node] = {"result": "passed" if passed else "failed", "seconds": round(took, 1),
                     "file": file_digest(node), "commit": commit,
                     "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M")}
@@ -93,6 +96,7 @@ def main() -> int:
     parser.add_argument("--ledger", type=Path, help="record results here; skip passed ones")
     args = parser.parse_args()
     ledger = read_ledger(args.ledger)
+    commit = head_commit()  # the checkout does not change during a run
     seed = int(os.environ.get("ARKBOX_TEST_ALONE_SEED") or random.SystemRandom().randrange(10**6))
     # Not for security: a reproducible sample.
     pick = random.Random(seed)  # noqa: S311
@@ -132,7 +136,7 @@ def main() -> int:
         took = time.monotonic() - began
         verdict = "ok" if returncode == 0 else f"FAILED (exit {returncode})"
         print(f"  {verdict:>6} {took:6.1f} s  {node}", flush=True)
-        record(args.ledger, ledger, node, returncode == 0, took)
+        record(args.ledger, ledger, node, returncode == 0, took, commit)
         if returncode != 0:
             failed.append(node)
             print("    " + "\n    ".join(log.read_text().splitlines()[-40:]), flush=True)

@@ -75,11 +75,12 @@ def preload_engine(client: docker.DockerClient, volume: str, image: str, labels:
     if root is None:
         return (f"no data root with {len(ids)} images in the build cache: first boot loads "
                 "images.tar")
-    if volume in {v.name for v in client.volumes.list()}:
+    volumes = {v.name for v in client.volumes.list()}
+    if volume in volumes:
         return f"volume {volume} exists: left as it is"
     engines = engines_dir(cache)
     engines.mkdir(mode=0o700, exist_ok=True)
-    remove_orphans(client, engines)
+    remove_orphans(engines, volumes)
     engine = engines / volume
     engine.mkdir(mode=0o710)
     # The volume first: from then on no other run takes the directory for an orphan.
@@ -97,9 +98,9 @@ def preload_engine(client: docker.DockerClient, volume: str, image: str, labels:
     return f"{len(ids)} service images placed in {engine} ({how}) from {root}"
 
 
-def remove_orphans(client: docker.DockerClient, engines: Path) -> None:
-    """Engine directories whose volume is gone (a run killed before its clean-up)."""
-    volumes = {v.name for v in client.volumes.list()}
+def remove_orphans(engines: Path, volumes: set[str]) -> None:
+    """Engine directories whose volume is not among the engine's `volumes` (a run killed
+    before its clean-up)."""
     for engine in engines.iterdir():
         # A young one may be another run's, between its mkdir and its volume.
         if engine.name not in volumes and time.time() - engine.stat().st_mtime > 600:
