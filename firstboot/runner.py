@@ -1,6 +1,7 @@
 """The step runner: run the steps in order, record each as done only once it is verified.
 
-For each step, in firstboot.steps.ORDER:
+For each step, in firstboot.steps.ORDER (a group of steps runs at the same time, one
+thread each; the next entry starts once every step of the group ended):
 
 * the config does not turn it on       -> skipped (and forgotten, so turning it on runs it)
 * recorded as done, for this config and
@@ -11,7 +12,10 @@ For each step, in firstboot.steps.ORDER:
                                            forever; this runner never does)
 
 The first failing step stops the run: later steps depend on earlier ones
-(services need the firewall closed and the engine up). status.json is written
+(services need the firewall closed and the engine up). A failure in a group lets the
+group's other steps end, then stops. An interrupt (Ctrl-C, SIGTERM) during a group
+leaves its threads to die with the process, like a power cut: their steps are not
+recorded, so the next run does them again. status.json is written
 at the start and after every step; at the end of a run that succeeded, the
 done marker stops arkbox-firstboot.service from starting again.
 
@@ -26,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -63,18 +68,24 @@ def runner_active(state_dir: Path) -> bool:
     return lock_held(state_dir / "runner.lock")
 
 
+Entry = Step | tuple[Step, ...]  # a tuple: steps that run at the same time
+
+
 class Runner:
     def __init__(
         self,
         ctx: FirstbootContext,
-        steps: Sequence[Step],
+        steps: Sequence[Entry],
         *,
         command: str = "firstboot",
         out: Print = print_line,
         kill: KillSwitch | None = None,
     ) -> None:
         self.ctx = ctx
-        self.steps = list(steps)
+        self.entries = [entry if isinstance(entry, tuple) else (entry,) for entry in steps]
+        self.steps = [step for group in self.entries for step in group]
+        # The journal, status.json and the output are shared by a group's threads.
+        self._lock = threading.RLock()
         self.command = command
         self.out = out
         self.kill = kill or KillSwitch.from_env(os.environ, ctx.paths.state)
@@ -97,7 +108,8 @@ class Runner:
         return self.ctx.now().isoformat(timespec="seconds")
 
     def _save(self) -> None:
-        self.status.save(self.ctx.paths.status)
+        with self._lock:
+            self.status.save(self.ctx.paths.status)
 
     def run(self) -> Status:
         """Run every step; the returned status says what happened (also in status.json)."""
@@ -106,12 +118,16 @@ class Runner:
         with run_lock(self.ctx.paths.state):
             self._save()
             failed = False
-            for index, step in enumerate(self.steps, start=1):
-                report = self.status.step(step.NAME)
+            index = 1
+            for group in self.entries:
                 if failed:
-                    report.state = StepState.NOT_RUN
-                    continue
-                failed = not self._run_one(index, step, report)
+                    for step in group:
+                        self.status.step(step.NAME).state = StepState.NOT_RUN
+                elif len(group) == 1:
+                    failed = not self._run_one(index, group[0])
+                else:
+                    failed = not self._run_at_once(index, group)
+                index += len(group)
                 # The restore step decides RESTORE or FRESH; status shows its verdict.
                 self.status.mode, self.status.mode_reason = str(self.ctx.mode), self.ctx.mode_reason
                 self._save()
@@ -127,9 +143,36 @@ class Runner:
 
     # ------------------------------------------------------------------ one step
 
-    def _run_one(self, index: int, step: Step, report: StepReport) -> bool:
+    def _run_at_once(self, first_index: int, group: tuple[Step, ...]) -> bool:
+        """Run a group's steps in threads at once; False when any failed."""
+        ok: dict[str, bool] = {}
+
+        def lane(index: int, step: Step) -> None:
+            ok[step.NAME] = self._run_one(index, step)
+
+        # Daemon threads: an interrupt ends the process without waiting for them.
+        threads = [threading.Thread(target=lane, args=(first_index + offset, step),
+                                    name=f"step-{step.NAME}", daemon=True)
+                   for offset, step in enumerate(group)]
+        try:
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        except KeyboardInterrupt:
+            with self._lock:
+                for step in group:
+                    if step.NAME not in ok:
+                        self._fail(self.status.step(step.NAME), ArkboxError("interrupted"))
+                self._save()
+            raise
+        # A lane that died of something _run_one does not catch (it catches Exception).
+        return all(ok.get(step.NAME, False) for step in group)
+
+    def _run_one(self, index: int, step: Step) -> bool:
         """Bring one step to its end state; False when it failed."""
         name = step.NAME
+        report = self.status.step(name)
         self.ctx.current_step = name
         report.state = StepState.RUNNING
         self._save()
@@ -149,13 +192,15 @@ class Runner:
                 hint="run again with --debug for the traceback, and report it"))
         report.seconds = round(time.monotonic() - started, 2)
         report.finished_at = self._now()
-        self._progress(index, report)
+        with self._lock:
+            self._progress(index, report)
         return report.state is not StepState.FAILED
 
     def _converge(self, step: Step, report: StepReport) -> None:
         name = step.NAME
         if not step.applies(self.ctx.config):
-            self.journal.forget(name)
+            with self._lock:
+                self.journal.forget(name)
             report.state = StepState.SKIPPED
             report.summary = "not turned on by the config"
             return
@@ -187,7 +232,7 @@ class Runner:
         report.details = dict(outcome.details)
 
     def _record(self, name: str, outcome: Outcome) -> None:
-        self.journal.record(StepRecord(
+        record = StepRecord(
             name=name,
             done_at=self._now(),
             config_sha256=self.config_sha256,
@@ -195,15 +240,18 @@ class Runner:
             changed=outcome.changed,
             summary=outcome.summary,
             details=dict(outcome.details),
-        ))
+        )
+        with self._lock:
+            self.journal.record(record)
 
     def _fail(self, report: StepReport, err: ArkboxError) -> None:
-        report.state = StepState.FAILED
-        report.summary = err.message
-        report.hint = err.hint
-        self.status.failures.append(Failure(report.name, err.message, err.hint))
-        if self.exit_code == EXIT_OK:
-            self.exit_code = err.exit_code if err.exit_code != EXIT_OK else EXIT_FAILURE
+        with self._lock:
+            report.state = StepState.FAILED
+            report.summary = err.message
+            report.hint = err.hint
+            self.status.failures.append(Failure(report.name, err.message, err.hint))
+            if self.exit_code == EXIT_OK:
+                self.exit_code = err.exit_code if err.exit_code != EXIT_OK else EXIT_FAILURE
         self.ctx.log.error("%s", err.message)
         if err.hint:
             self.ctx.log.error("hint: %s", err.hint)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -112,19 +113,32 @@ class FirstbootContext:
     run: CommandRunner = execute.run
     # The clock, so tests can age certificates without waiting.
     now: Callable[[], datetime] = utc_now
-    # Set by the runner: the step running now, and what ctx.checkpoint() calls.
-    current_step: str = ""
+    # Set by the runner: what ctx.checkpoint() calls.
     on_checkpoint: Callable[[str, str], None] | None = None
     _docker: docker.DockerClient | None = None
+    # Steps of one group run in threads at once (steps/__init__.py): each thread has its
+    # own current step, and one engine client is made for all of them.
+    _thread: threading.local = field(default_factory=threading.local, repr=False)
+    _docker_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def current_step(self) -> str:
+        """The step this thread runs now (set by the runner)."""
+        return getattr(self._thread, "step", "")
+
+    @current_step.setter
+    def current_step(self, name: str) -> None:
+        self._thread.step = name
 
     @property
     def docker(self) -> docker.DockerClient:
         """The engine client, made on first use so steps that need no engine start fast."""
-        if self._docker is None:
-            import docker as docker_sdk
+        with self._docker_lock:
+            if self._docker is None:
+                import docker as docker_sdk
 
-            self._docker = docker_sdk.from_env(timeout=120)
-        return self._docker
+                self._docker = docker_sdk.from_env(timeout=120)
+            return self._docker
 
     @property
     def log(self) -> logging.LoggerAdapter[logging.Logger]:

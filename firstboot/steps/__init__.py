@@ -1,7 +1,9 @@
 """The first-boot steps, in the order the runner runs them.
 
-Each name is a module of this package (see base.py for the contract). Steps for
-backups and restore are inserted here by their issues.
+Each name is a module of this package (core/step.py has the contract). An entry of
+ORDER that is a tuple names steps that run at the same time, one thread each: the
+next entry starts once all of them are done. Steps share a group only when none
+reads what another writes and they touch different files, units and containers.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from typing import cast
 from firstboot.core.errors import ArkboxError
 from firstboot.core.step import Step
 
-ORDER: tuple[str, ...] = (
+Entry = str | tuple[str, ...]
+
+ORDER: tuple[Entry, ...] = (
     # First: the secrets come with the box's seed; nothing else may run half-configured.
     "seed",
     "system",
@@ -30,27 +34,35 @@ ORDER: tuple[str, ...] = (
     "restore_dumps",
     "services",
     "proxy",
-    "status_page",  # after the proxy that routes to it
-    "health",
-    "backup",
-    "updates",  # after backup: an update backs up first
-    "acme",  # last: it starts the request in the background, after the proxy is up
+    # At once, after the proxy: each mostly waits on something of its own (the page's
+    # server, the containers' health checks, the backup server), so a restored box is
+    # done one wait sooner, not three. The status page is routed by the proxy.
+    ("status_page", "health", "backup"),
+    # updates after backup (an update backs up first); acme last, after health: the
+    # certificate it requests in the background must not swap under the health probes.
+    ("updates", "acme"),
 )
+# Every step, in the order status lists them.
+NAMES: tuple[str, ...] = tuple(
+    name for entry in ORDER for name in ((entry,) if isinstance(entry, str) else entry))
 
 
-def load_steps(names: tuple[str, ...] = ORDER) -> list[Step]:
-    """Import the step modules by name; a missing one is an installer defect."""
-    steps = []
-    for name in names:
-        try:
-            module = importlib.import_module(f"firstboot.steps.{name}")
-        except ModuleNotFoundError as err:
-            if err.name != f"firstboot.steps.{name}":
-                raise
-            raise ArkboxError(f"step {name!r} is not part of this installer",
-                              hint="the installer was built from an incomplete source tree: "
-                              "rebuild it (arkbox build)") from err
-        if getattr(module, "NAME", None) != name:
-            raise ArkboxError(f"module firstboot.steps.{name} does not declare NAME = {name!r}")
-        steps.append(cast(Step, module))
-    return steps
+def load_steps(order: tuple[Entry, ...] = ORDER) -> list[Step | tuple[Step, ...]]:
+    """The step modules of each entry, a group as a tuple."""
+    return [_load(entry) if isinstance(entry, str) else tuple(_load(name) for name in entry)
+            for entry in order]
+
+
+def _load(name: str) -> Step:
+    """Import one step module by name; a missing one is an installer defect."""
+    try:
+        module = importlib.import_module(f"firstboot.steps.{name}")
+    except ModuleNotFoundError as err:
+        if err.name != f"firstboot.steps.{name}":
+            raise
+        raise ArkboxError(f"step {name!r} is not part of this installer",
+                          hint="the installer was built from an incomplete source tree: "
+                          "rebuild it (arkbox build)") from err
+    if getattr(module, "NAME", None) != name:
+        raise ArkboxError(f"module firstboot.steps.{name} does not declare NAME = {name!r}")
+    return cast(Step, module)

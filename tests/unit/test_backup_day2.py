@@ -41,7 +41,7 @@ from firstboot.core.context import FirstbootContext, Paths
 from firstboot.core.execute import Completed
 from firstboot.status import Status, StepReport, StepState
 from firstboot.status_view import backup_lines, human_size, render_status, status_json
-from firstboot.steps import ORDER
+from firstboot.steps import NAMES
 from firstboot.steps import backup as backup_step
 from firstboot.systemd_units import parse_systemd_time
 
@@ -264,7 +264,7 @@ def test_drill_off_removes_its_timer_and_verify_no_longer_wants_it(tmp_path: Pat
 
 
 def test_dumps_are_loaded_before_the_services_start() -> None:
-    assert ORDER.index("restore") < ORDER.index("restore_dumps") < ORDER.index("services")
+    assert NAMES.index("restore") < NAMES.index("restore_dumps") < NAMES.index("services")
 
 
 def test_first_wave_is_the_dumped_services_and_what_they_connect_to() -> None:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +23,7 @@ from firstboot.core.step import Outcome, StepFailed
 from firstboot.journal import Journal, StepRecord
 from firstboot.runner import Runner, run_lock
 from firstboot.status import RunResult, Status, StepState
-from firstboot.steps import ORDER
+from firstboot.steps import NAMES, ORDER, load_steps
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,10 +76,16 @@ def test_order_lists_every_fresh_step() -> None:
     # acme last: it starts the certificate request in the background (issue 6);
     # seed first: nothing runs before the box has its secrets (#14)
     # alerts early: its timer reports a later step's failure (#16)
+    # the status page, health wait and backup repository at once after the proxy (#19);
+    # acme after health, so its certificate does not swap under the health probes
     assert ORDER == ("seed", "system", "firewall", "alerts", "restore", "engine", "secrets",
-                     "tls", "mail", "restore_dumps", "services", "proxy", "status_page", "health",
-                     "backup", "updates",
-                     "acme")
+                     "tls", "mail", "restore_dumps", "services", "proxy",
+                     ("status_page", "health", "backup"), ("updates", "acme"))
+    assert NAMES == ("seed", "system", "firewall", "alerts", "restore", "engine", "secrets",
+                     "tls", "mail", "restore_dumps", "services", "proxy", "status_page",
+                     "health", "backup", "updates", "acme")
+    loaded = load_steps()
+    assert loaded[-1] == (load_steps(("updates",))[0], load_steps(("acme",))[0])
 
 
 def test_steps_run_in_order_and_are_reported(config: Appliance, tmp_path: Path) -> None:
@@ -104,6 +113,62 @@ def test_steps_run_in_order_and_are_reported(config: Appliance, tmp_path: Path) 
     journal = Journal.load(tmp_path / "var/lib/arkbox/journal.json")
     assert set(journal.steps) == {"alpha", "beta", "gamma"}
     assert journal.steps["alpha"].config_sha256 == config.config_sha256
+
+
+class MeetingStep(FakeStep):
+    """A step of a group that waits for its group's other steps to be running too: run
+    one after another, the barrier times out and the step fails."""
+
+    def __init__(self, name: str, barrier: threading.Barrier, **kwargs: Any) -> None:
+        super().__init__(name, **kwargs)
+        self.barrier = barrier
+        self.logged_as = ""
+
+    def run(self, ctx: FirstbootContext) -> Outcome:
+        try:
+            self.barrier.wait(timeout=10)
+        except threading.BrokenBarrierError as err:
+            raise StepFailed(f"{self.NAME} ran without the rest of its group") from err
+        self.logged_as = ctx.current_step
+        return super().run(ctx)
+
+
+def test_a_group_runs_at_once_and_is_reported_in_order(config: Appliance,
+                                                       tmp_path: Path) -> None:
+    barrier = threading.Barrier(3)
+    group = (MeetingStep("b", barrier), MeetingStep("c", barrier), MeetingStep("d", barrier))
+    lines: list[str] = []
+    status = runner_for(config, tmp_path, [FakeStep("a"), group, FakeStep("e")], lines).run()
+    assert status.result is RunResult.OK, status.failures
+    assert [step.logged_as for step in group] == ["b", "c", "d"]  # each thread its own step
+    assert sorted(line.split()[:2] for line in lines[:-1]) == [
+        ["[1/5]", "a"], ["[2/5]", "b"], ["[3/5]", "c"], ["[4/5]", "d"], ["[5/5]", "e"]]
+    assert lines[-1].startswith("done in")
+    saved = json.loads((tmp_path / "var/lib/arkbox/status.json").read_text())
+    assert [s["name"] for s in saved["steps"]] == ["a", "b", "c", "d", "e"]
+    assert {s["state"] for s in saved["steps"]} == {"changed"}
+    journal = Journal.load(tmp_path / "var/lib/arkbox/journal.json")
+    assert set(journal.steps) == {"a", "b", "c", "d", "e"}
+
+
+def test_a_failure_in_a_group_lets_the_others_end_and_stops_the_run(
+        config: Appliance, tmp_path: Path) -> None:
+    failing = FakeStep("b", fail=StepFailed("b broke", hint="fix b"))
+    other = FakeStep("c")
+    last = FakeStep("d")
+    lines: list[str] = []
+    runner = runner_for(config, tmp_path, [FakeStep("a"), (failing, other), last], lines)
+    status = runner.run()
+    assert status.result is RunResult.FAILED
+    assert [(s.name, str(s.state)) for s in status.steps] == [
+        ("a", "changed"), ("b", "failed"), ("c", "changed"), ("d", "not run")]
+    assert last.runs == 0
+    assert [f.step for f in status.failures] == ["b"]
+    assert runner.exit_code == 1
+    journal = Journal.load(tmp_path / "var/lib/arkbox/journal.json")
+    assert set(journal.steps) == {"a", "c"}  # c ended and was verified: it stays done
+    assert not (tmp_path / "var/lib/arkbox/firstboot.done").exists()
+    assert "  not run: d" in lines
 
 
 def test_rerun_skips_done_steps_after_verifying_them(config: Appliance, tmp_path: Path) -> None:
@@ -275,6 +340,65 @@ KILL_SCRIPT = textwrap.dedent("""
     status = Runner(ctx, [Step("a"), Step("b"), Step("c")]).run()
     sys.exit(0 if status.result.value == "ok" else 1)
 """)
+
+
+GROUP_SCRIPT = textwrap.dedent("""
+    import signal, sys, time
+    from pathlib import Path
+    from firstboot.core.config import DEFAULT_CONFIG_PATH, load_config
+    from firstboot.core.context import FirstbootContext, Paths
+    from firstboot.runner import Runner
+    from firstboot.core.step import Outcome
+
+    root = Path(sys.argv[1])
+
+    class Step:
+        def __init__(self, name, hang):
+            self.NAME, self.hang = name, hang
+        def applies(self, config):
+            return True
+        def run(self, ctx):
+            (root / (self.NAME + ".started")).write_text("")
+            time.sleep(600 if self.hang else 0)
+            return Outcome.changed_(self.NAME)
+        def verify(self, ctx):
+            return None
+
+    # Ctrl-C raises KeyboardInterrupt even when the test runs in a background job, whose
+    # children inherit SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    ctx = FirstbootContext(config=load_config(DEFAULT_CONFIG_PATH), paths=Paths(root))
+    Runner(ctx, [Step("a", False), (Step("b", True), Step("c", True))]).run()
+""")
+
+
+def test_an_interrupt_during_a_group_ends_the_run_at_once_and_records_neither(
+        tmp_path: Path) -> None:
+    script = tmp_path / "group_run.py"
+    script.write_text(GROUP_SCRIPT)
+    root = tmp_path / "root"
+    root.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with subprocess.Popen([sys.executable, str(script), str(root)], env=env,
+                          stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            wait_for = [root / "b.started", root / "c.started"]
+            for _ in range(600):
+                if all(p.exists() for p in wait_for) or proc.poll() is not None:
+                    break
+                time.sleep(0.05)
+            assert all(p.exists() for p in wait_for), "b and c never both started"
+            proc.send_signal(signal.SIGINT)
+            # The hanging steps' threads must not hold the process: it ends now, not in
+            # 600 s (the bound only keeps a regression from hanging the suite).
+            _, stderr = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+    assert "KeyboardInterrupt" in stderr
+    status = json.loads((root / "var/lib/arkbox/status.json").read_text())
+    assert [(s["name"], s["state"], s["summary"]) for s in status["steps"][1:]] == [
+        ("b", "failed", "interrupted"), ("c", "failed", "interrupted")]
+    assert set(Journal.load(root / "var/lib/arkbox/journal.json").steps) == {"a"}
 
 
 @pytest.mark.parametrize("point", ["b:before", "b:middle", "b:after"])
