@@ -29,17 +29,18 @@ ORDER: tuple[Entry, ...] = (
     "engine",
     "secrets",
     "tls",
-    "mail",
+    # At once: the mail container and the backup repository (on the backup server) share
+    # nothing, and the backup step needs no container.
+    ("mail", "backup"),
     # Before `services`: a restored database gets its dump before its users start.
     "restore_dumps",
     "services",
     "proxy",
-    # At once, after the proxy: each mostly waits on something of its own (the page's
-    # server, the containers' health checks, the backup server), so a restored box is
-    # done one wait sooner, not three. The status page is routed by the proxy.
-    ("status_page", "health", "backup"),
-    # updates after backup (an update backs up first); acme last, after health: the
-    # certificate it requests in the background must not swap under the health probes.
+    # At once, after the proxy that routes to the page: the page's server and the
+    # containers' health checks are two waits of their own.
+    ("status_page", "health"),
+    # updates after backup (an update backs up first); acme after health: the certificate
+    # it requests in the background must not swap under the health probes.
     ("updates", "acme"),
 )
 # Every step, in the order status lists them.

@@ -76,14 +76,15 @@ def test_order_lists_every_fresh_step() -> None:
     # acme last: it starts the certificate request in the background (issue 6);
     # seed first: nothing runs before the box has its secrets (#14)
     # alerts early: its timer reports a later step's failure (#16)
-    # the status page, health wait and backup repository at once after the proxy (#19);
-    # acme after health, so its certificate does not swap under the health probes
+    # steps that wait on different things at once (#19): mail beside the backup
+    # repository, the status page beside the health wait; acme after health, so its
+    # certificate does not swap under the health probes
     assert ORDER == ("seed", "system", "firewall", "alerts", "restore", "engine", "secrets",
-                     "tls", "mail", "restore_dumps", "services", "proxy",
-                     ("status_page", "health", "backup"), ("updates", "acme"))
+                     "tls", ("mail", "backup"), "restore_dumps", "services", "proxy",
+                     ("status_page", "health"), ("updates", "acme"))
     assert NAMES == ("seed", "system", "firewall", "alerts", "restore", "engine", "secrets",
-                     "tls", "mail", "restore_dumps", "services", "proxy", "status_page",
-                     "health", "backup", "updates", "acme")
+                     "tls", "mail", "backup", "restore_dumps", "services", "proxy",
+                     "status_page", "health", "updates", "acme")
     loaded = load_steps()
     assert loaded[-1] == (load_steps(("updates",))[0], load_steps(("acme",))[0])
 
