@@ -11,7 +11,9 @@ from firstboot.cli_support import EXIT_CODES_HELP, add_common_options, run_tool,
 from firstboot.core import locations
 
 if TYPE_CHECKING:
+    from firstboot.core.config import Appliance
     from firstboot.core.context import Paths
+    from firstboot.status import Status
 
 INSTALLED_CONFIG = Path(locations.INSTALLED_CONFIG)
 
@@ -72,17 +74,20 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from firstboot.core.context import Paths
-    from firstboot.status import RunResult
-    from firstboot.status_view import print_status, status_json
+    from firstboot.status import NOT_RUN_TEXT, RunResult, status_json
 
     paths = Paths(Path(args.root))
     status, certificate, backup, seed, extra = _status_parts(paths)
     if args.json:
         print(status_json(status, certificate, backup=backup, seed=seed, extra=extra))
+    elif status is None:
+        print(NOT_RUN_TEXT)  # two plain lines: rich is loaded only to draw a run's screen
     else:
+        from rich.console import Console
+
+        from firstboot.status_view import print_status
+
         print_status(status, Console(highlight=False), certificate, backup=backup, seed=seed,
                      alerts=extra.get("alerts"), update=extra.get("update"),
                      update_fetch=extra.get("update_fetch"), spam=extra.get("spam"),
@@ -95,63 +100,69 @@ def _status_parts(paths: Paths) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
     (containers, host, the last mail check); also what the status page serves."""
     from firstboot.certs.renew_state import status_facts
     from firstboot.core.context import utc_now
+    from firstboot.seed_record import load_record
+    from firstboot.status import Status
+
+    status = Status.load(paths.status)
+    certificate = status_facts(paths, utc_now())
+    if status is None:
+        # A box that has not run has no containers, bans or alerts to show: the modules
+        # that read them (the Docker SDK, the config model) are not loaded (issue 19).
+        return status, certificate, None, load_record(paths.seed_record), {}
+    backup, extra = _ran_box_parts(paths, status)
+    return status, certificate, backup, load_record(paths.seed_record), extra
+
+
+def _ran_box_parts(paths: Paths, status: Status) -> tuple[dict[str, Any], dict[str, Any]]:
+    """status's parts once a run has started: the backup, then the live box in `extra`
+    (alerts with the config's destinations, when it loads)."""
+    from firstboot.alerts.status import alert_status
     from firstboot.mail.cli import last_mail_check
     from firstboot.mail.guard_service import status_facts as mail_bans
     from firstboot.runner import runner_active
-    from firstboot.seed_record import load_record
-    from firstboot.status import RunResult, Status
+    from firstboot.status import RunResult
     from firstboot.statuspage.facts import host_facts, services_facts
     from firstboot.updates.record import fetch_record, update_status
 
-    status = Status.load(paths.status)
-    if status is not None and status.result is RunResult.RUNNING and not runner_active(
-            paths.state):
+    if status.result is RunResult.RUNNING and not runner_active(paths.state):
         status.result = RunResult.INTERRUPTED
-    certificate = status_facts(paths, utc_now())
-    backup = _backup_status(paths) if status is not None else None
-    extra: dict[str, Any] = {}
-    if status is not None:
-        extra = {"alerts": _alert_status(paths), "services": services_facts(paths),
-                 "host": host_facts(paths), "mail_check": last_mail_check(paths.root),
-                 "mail_bans": mail_bans(paths),
-                 "update": update_status(paths), "update_fetch": fetch_record(paths),
-                 "spam": _spam_status(paths)}
-    return status, certificate, backup, load_record(paths.seed_record), extra
+    backup = _backup_status(paths)
+    config = _installed_config(paths)
+    extra: dict[str, Any] = {
+        "alerts": alert_status(paths, config), "services": services_facts(paths),
+        "host": host_facts(paths), "mail_check": last_mail_check(paths.root),
+        "mail_bans": mail_bans(paths), "update": update_status(paths),
+        "update_fetch": fetch_record(paths), "spam": _spam_status(paths, config)}
+    return backup, extra
 
 
 def _status_document(root: Path) -> str:
     """status --json's text (the status page's data)."""
     from firstboot.core.context import Paths
-    from firstboot.status_view import status_json
+    from firstboot.status import status_json
 
     status, certificate, backup, seed, extra = _status_parts(Paths(root))
     return status_json(status, certificate, backup=backup, seed=seed, extra=extra)
 
 
-def _alert_status(paths: Paths) -> dict[str, Any]:
-    """What fires and the last delivery; with the config (when it loads), the destinations."""
-    from firstboot.alerts.status import alert_status
+def _installed_config(paths: Paths) -> Appliance | None:
+    """The box's config, loaded once for status's parts that need it; None when it does
+    not load (status still shows the rest; `validate` says what is wrong)."""
     from firstboot.core.config import load_config
     from firstboot.core.errors import ArkboxError
 
     try:
-        config = load_config(paths.at(str(INSTALLED_CONFIG)))
+        return load_config(paths.at(str(INSTALLED_CONFIG)))
     except ArkboxError:
-        config = None  # status still shows the state; `validate` says what is wrong
-    return alert_status(paths, config)
+        return None
 
 
-def _spam_status(paths: Paths) -> dict[str, Any] | None:
-    """rspamd's health and what it learned; None on a box without a mail server."""
+def _spam_status(paths: Paths, config: Appliance | None) -> dict[str, Any] | None:
+    """rspamd's health and what it learned; None on a box without a mail server (or whose
+    config does not load: the alerts part shows that)."""
     from firstboot.containers.naming import Naming
-    from firstboot.core.config import load_config
-    from firstboot.core.errors import ArkboxError
     from firstboot.mail.spam import spam_health
 
-    try:
-        config = load_config(paths.at(str(INSTALLED_CONFIG)))
-    except ArkboxError:
-        return None  # `validate` says what is wrong; the alerts part shows it too
     health = spam_health(config, Naming.for_root(paths.root))
     return None if health is None else health.to_json()
 
@@ -160,7 +171,7 @@ def _backup_status(paths: Paths) -> dict[str, Any]:
     """Backups as status shows them: from backups.json, and the timer's next run from systemd."""
     from firstboot.backup import timer
     from firstboot.backup.client import BackupPaths, backup_status, next_run_argv
-    from firstboot.backup.drill import drill_history, last_drill
+    from firstboot.backup.drill_record import drill_history, last_drill
     from firstboot.core.context import utc_now
     from firstboot.core.execute import CommandError, run
     from firstboot.systemd_units import parse_systemd_time

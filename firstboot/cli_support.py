@@ -1,4 +1,9 @@
-"""What both command-line tools share: logging set-up and turning errors into exit codes."""
+"""What both command-line tools share: logging set-up and turning errors into exit codes.
+
+rich is imported only when something is drawn with it (a terminal's log lines, an error):
+the installer starts often (status, timers, the status page), and --version or a plain
+status should not pay for it (issue 19).
+"""
 
 from __future__ import annotations
 
@@ -6,18 +11,24 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable
-from typing import NoReturn
-
-from rich.console import Console
-from rich.logging import RichHandler
-from rich.text import Text
+from functools import cache
+from typing import TYPE_CHECKING, NoReturn
 
 from firstboot import __version__
 from firstboot.core.errors import EXIT_FAILURE, ArkboxError
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
 EXIT_CODES_HELP = "exit codes: 0 ok, 1 failure, 2 bad input or invalid config"
 
-stderr_console = Console(stderr=True, highlight=False)
+
+@cache
+def stderr_console() -> Console:
+    """The one console on standard error (log lines and errors share its width)."""
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
 
 
 def add_common_options(parser: argparse.ArgumentParser) -> None:
@@ -50,7 +61,9 @@ def setup_logging(verbose: bool, debug: bool) -> None:
     level = logging.DEBUG if (verbose or debug) else logging.INFO
     handler: logging.Handler
     if sys.stderr.isatty():
-        handler = RichHandler(console=stderr_console, show_path=False, show_time=False,
+        from rich.logging import RichHandler
+
+        handler = RichHandler(console=stderr_console(), show_path=False, show_time=False,
                               markup=False, rich_tracebacks=debug)
         handler.setFormatter(logging.Formatter("%(message)s"))
     else:
@@ -71,24 +84,26 @@ def run_cli(command: Callable[[argparse.Namespace], int], args: argparse.Namespa
         return command(args)
     except ArkboxError as e:
         if debug:
-            stderr_console.print_exception()
+            stderr_console().print_exception()
         from firstboot.core.config import ConfigInvalid, format_problems  # only on this path
 
         if isinstance(e, ConfigInvalid):  # every problem, with lines and hints
             print(format_problems(e), file=sys.stderr)
             return e.exit_code
-        stderr_console.print(Text("✗ ", style="red") + Text(e.message))
+        from rich.text import Text
+
+        stderr_console().print(Text("✗ ", style="red") + Text(e.message))
         if e.hint:
-            stderr_console.print(f"  hint: {e.hint}", markup=False)
+            stderr_console().print(f"  hint: {e.hint}", markup=False)
         return e.exit_code
     except KeyboardInterrupt:
-        stderr_console.print("interrupted", markup=False)
+        stderr_console().print("interrupted", markup=False)
         return 130
     except Exception as e:
         if debug:
-            stderr_console.print_exception()
+            stderr_console().print_exception()
         else:
-            stderr_console.print(
+            stderr_console().print(
                 f"✗ internal error: {type(e).__name__}: {e}\n"
                 "  hint: run again with --debug for the traceback, and report it",
                 markup=False,

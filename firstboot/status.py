@@ -3,6 +3,8 @@
 The runner rewrites it (atomically) when it starts and after every step, so
 `arkbox-installer status` shows a run in progress as well as a finished one.
 It holds no secrets: it is world-readable, for the admin and the status page.
+Also here, free of rich: `status --json` (the status page's data) and what `status`
+says on a box that has not run (issue 19: neither should load the screen's modules).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import Any
 from firstboot.core.files import atomic_write
 
 SCHEMA_VERSION = 1
+NOT_RUN_TEXT = ("arkbox has not run on this machine yet\n"
+                "  hint: first boot starts by itself; see: systemctl status arkbox-firstboot")
 
 
 class StepState(StrEnum):
@@ -109,3 +113,18 @@ class Status:
             return cls.from_json(json.loads(path.read_text()))
         except FileNotFoundError:
             return None
+
+
+def status_json(status: Status | None, certificate: dict[str, Any] | None = None,
+                backup: dict[str, Any] | None = None, seed: dict[str, Any] | None = None,
+                extra: dict[str, Any] | None = None) -> str:
+    """`status --json`: the last run (or {"ran": false}) with the facts beside it."""
+    body: dict[str, Any] = {"ran": False} if status is None else {"ran": True, **status.to_json()}
+    body.update(extra or {})
+    if certificate is not None:
+        body["certificate"] = certificate
+    if backup is not None:
+        body["backup"] = backup
+    if seed is not None:
+        body["seed"] = seed
+    return json.dumps(body, indent=2, sort_keys=True)

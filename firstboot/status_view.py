@@ -1,4 +1,5 @@
-"""`arkbox-installer status`: the last run on one screen (rich), or as JSON.
+"""`arkbox-installer status`: the last run on one screen (rich); the JSON and the
+screen of a box that has not run are in firstboot/status.py, without rich.
 
 One screen: when it ran and how it ended, each step with its state, the
 certificate (real or fallback, until when), backups (last, size, dedup, duration,
@@ -7,7 +8,6 @@ next run, warnings), and every failure with its fix.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
@@ -15,7 +15,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from firstboot.status import RunResult, Status, StepState
+from firstboot.status import NOT_RUN_TEXT, RunResult, Status, StepState
 
 STATE_STYLES = {
     StepState.CHANGED: "yellow",
@@ -29,20 +29,6 @@ STATE_STYLES = {
 }
 RESULT_STYLES = {RunResult.OK: "green", RunResult.FAILED: "bold red", RunResult.RUNNING: "cyan",
                  RunResult.INTERRUPTED: "bold red"}
-
-
-def status_json(status: Status | None, certificate: dict[str, Any] | None = None,
-                backup: dict[str, Any] | None = None, seed: dict[str, Any] | None = None,
-                extra: dict[str, Any] | None = None) -> str:
-    body: dict[str, Any] = {"ran": False} if status is None else {"ran": True, **status.to_json()}
-    body.update(extra or {})
-    if certificate is not None:
-        body["certificate"] = certificate
-    if backup is not None:
-        body["backup"] = backup
-    if seed is not None:
-        body["seed"] = seed
-    return json.dumps(body, indent=2, sort_keys=True)
 
 
 def seed_lines(seed: dict[str, Any]) -> list[Text]:
@@ -308,9 +294,7 @@ def print_status(status: Status | None, console: Console,
                  spam: dict[str, Any] | None = None,
                  mail_bans: dict[str, Any] | None = None) -> None:
     if status is None:
-        console.print("arkbox has not run on this machine yet", markup=False)
-        console.print("  hint: first boot starts by itself; see: systemctl status "
-                      "arkbox-firstboot", markup=False)
+        console.print(NOT_RUN_TEXT, markup=False)
         return
     console.print(render_status(status, certificate, backup=backup, seed=seed, alerts=alerts,
                                 update=update, update_fetch=update_fetch, spam=spam,

@@ -17,7 +17,7 @@ from firstboot.alerts.facts import (
     parse_time,
 )
 from firstboot.backup.client import read_failure, read_stats, read_verify
-from firstboot.backup.drill import last_drill
+from firstboot.backup.drill_record import last_drill
 from firstboot.certs.renew_state import status_facts
 from firstboot.containers.engine import container_state, owned_containers
 from firstboot.containers.naming import Naming

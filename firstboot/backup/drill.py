@@ -15,7 +15,7 @@ the live box.
 The live services, their data and /srv/arkbox are never touched. The borg key,
 known_hosts and cache are the live box's (read; borg locks the repository itself).
 The last drill's result is kept in /var/lib/arkbox/drill.json for status, and a line per
-drill (the last HISTORY_KEPT) in drill-history.json.
+drill (the last HISTORY_KEPT) in drill-history.json (read by drill_record.py).
 Not part of a drill: the proxy and mail (no published port may be made), and the
 route checks through the proxy; each service's own health check is what is run.
 """
@@ -33,6 +33,7 @@ from typing import Any
 import docker.errors
 
 from firstboot.backup.client import BackupError, BackupPaths
+from firstboot.backup.drill_record import HISTORY_FILE, HISTORY_KEPT, RESULT_FILE, drill_history
 from firstboot.backup.dumps import load_dumps
 from firstboot.backup.restore import find_backup, restore
 from firstboot.containers.naming import Naming
@@ -46,9 +47,6 @@ from firstboot.core.interrupts import terminate_as_interrupt
 from firstboot.core.wait import NotYet
 
 DRILL_SUBDIR = "drill"  # below /var/lib/arkbox
-RESULT_FILE = "drill.json"  # below /var/lib/arkbox
-HISTORY_FILE = "drill-history.json"  # below /var/lib/arkbox
-HISTORY_KEPT = 30
 HEALTH_TIMEOUT_S = 300.0
 POLL_S = 2.0
 # Shared read-only with the live box, by symlink: what the installer reads below its root.
@@ -274,21 +272,3 @@ def history_entry(report: DrillReport) -> dict[str, Any]:
             "result": "pass" if report.ok else "fail", "seconds": round(report.seconds, 1),
             "seconds_to_healthy": round(max(healthy), 1) if healthy else None,
             "failure": report.failure}
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, ValueError):
-        return None
-
-
-def last_drill(paths: Paths) -> dict[str, Any] | None:
-    raw = _read_json(paths.state / RESULT_FILE)
-    return raw if isinstance(raw, dict) else None
-
-
-def drill_history(paths: Paths) -> list[dict[str, Any]]:
-    """The last drills, oldest first (an unreadable file counts as none: it is rewritten)."""
-    raw = _read_json(paths.state / HISTORY_FILE)
-    return [entry for entry in raw if isinstance(entry, dict)] if isinstance(raw, list) else []

@@ -36,8 +36,8 @@ from typing import IO, Any
 
 from firstboot.core import wait
 from firstboot.core.config import Appliance
-from firstboot.mail.container import MAIL_SERVICE
 from firstboot.mail.container import VOLUMES as MAIL_VOLUMES
+from firstboot.mail.names import MAIL_SERVICE
 
 RUN_DIR = ".backup"  # under /srv/arkbox, only while a backup runs; in the archive
 SPECIALS = f"{RUN_DIR}/specials.json"

@@ -53,6 +53,7 @@ from firstboot.mail.guard_service import (
     install_guard,
     remove_guard,
 )
+from firstboot.mail.names import MAIL_SERVICE
 from firstboot.mail.passwords import hash_password, verifies
 from firstboot.mail.render import (
     CONF_MOUNT,
@@ -72,7 +73,6 @@ from firstboot.mail.render import (
 from firstboot.secret_store import generated_path, read_stored
 
 ROLE_MAIL = "mail"
-MAIL_SERVICE = "mail"
 # Volume name -> (path in the container, owner, mode); the backup carries them too. The
 # queue's top directory is root's (Postfix makes its own below it); the mailboxes are vmail's.
 VOLUMES = {

@@ -33,10 +33,10 @@ SMTP_PORT = 25  # mail from the world, STARTTLS offered
 SUBMISSIONS_PORT = 465  # submission, implicit TLS (Postfix's `submissions` service)
 SUBMISSION_PORT = 587  # submission, STARTTLS required (Postfix's `submission` service)
 IMAPS_PORT = 993  # IMAP, implicit TLS (Dovecot's imaps listener)
-# rspamd in the mail image (image/recipes/mail/rspamd*): its milter, its controller (rspamc,
-# learning, health), the image's copy of the Sieve scripts, and its uid (the state volume).
+# rspamd in the mail image (image/recipes/mail/rspamd*): its milter, the image's copy of the
+# Sieve scripts, and its uid (the state volume). Its controller's address (rspamc, learning,
+# health) is in names.py.
 RSPAMD_MILTER = "127.0.0.1:11332"
-RSPAMD_CONTROLLER = "127.0.0.1:11334"
 SIEVE_DIR = "/run/mail/sieve"
 SIEVE_PROGRAMS = "/usr/local/libexec/arkbox-sieve"
 RSPAMD_UID = 236

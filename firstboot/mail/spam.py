@@ -17,8 +17,7 @@ import docker.errors
 
 from firstboot.containers.naming import Naming
 from firstboot.core.config import Appliance
-from firstboot.mail.container import MAIL_SERVICE
-from firstboot.mail.render import RSPAMD_CONTROLLER
+from firstboot.mail.names import MAIL_SERVICE, RSPAMD_CONTROLLER
 
 ENGINE_TIMEOUT_S = 20
 STAT_TIMEOUT_S = 10  # `timeout` inside the container: rspamc never hangs the caller

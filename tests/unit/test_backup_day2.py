@@ -22,25 +22,22 @@ from firstboot.backup.client import (
     record_stats,
 )
 from firstboot.backup.drill import (
-    HISTORY_FILE,
-    HISTORY_KEPT,
     DrillReport,
     ServiceResult,
     drill_context,
-    drill_history,
     drill_root,
-    last_drill,
     remove_drill,
     remove_stale_drills,
 )
 from firstboot.backup.drill import save_report as drill_save
+from firstboot.backup.drill_record import HISTORY_FILE, HISTORY_KEPT, drill_history, last_drill
 from firstboot.backup.dumps import first_wave
 from firstboot.containers.naming import Naming
 from firstboot.core.config import load_config
 from firstboot.core.context import FirstbootContext, Paths
 from firstboot.core.execute import Completed
-from firstboot.status import Status, StepReport, StepState
-from firstboot.status_view import backup_lines, human_size, render_status, status_json
+from firstboot.status import Status, StepReport, StepState, status_json
+from firstboot.status_view import backup_lines, human_size, render_status
 from firstboot.steps import NAMES
 from firstboot.steps import backup as backup_step
 from firstboot.systemd_units import parse_systemd_time

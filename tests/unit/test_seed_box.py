@@ -40,8 +40,8 @@ from firstboot.seed_sources import (
     delete_argv,
     parse_lsblk,
 )
-from firstboot.status import Status
-from firstboot.status_view import print_status, status_json
+from firstboot.status import Status, status_json
+from firstboot.status_view import print_status
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 INSTALLED = {"env:SEEDY_DB_PASSWORD": "env/SEEDY_DB_PASSWORD",
