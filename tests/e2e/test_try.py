@@ -30,8 +30,9 @@ from try_fixtures import arkbox_try, assert_nothing_left, engine_objects, interr
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 ROOT = Path(__file__).resolve().parents[2]
-# Its own rig name; ARKBOX_TRY_TEST_RIG gives another, to run beside a CI run on one engine.
-RIG = os.environ.get("ARKBOX_TRY_TEST_RIG", "arkbox-try-test")
+# Its own rig name (another with ARKBOX_TEST_SUBNET_SHIFT, to run beside a CI run on one
+# engine); ARKBOX_TRY_TEST_RIG names one.
+RIG = os.environ.get("ARKBOX_TRY_TEST_RIG", try_fixtures.rig_name("arkbox-try-test"))
 TRY_TIMEOUT_S = 600  # first boot takes ~30 s here; the rest is for a busy CI machine
 MAIL_HOST = "mail.arkbox.test"
 

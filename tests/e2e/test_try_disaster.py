@@ -31,7 +31,8 @@ from builder.rig.parts import ApplianceContainer, Rig
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 ROOT = Path(__file__).resolve().parents[2]
-RIG = "arkbox-try-disaster-test"  # not test_try.py's: the two may run side by side
+# Not test_try.py's: the two may run side by side (and another with a subnet shift).
+RIG = try_fixtures.rig_name("arkbox-try-disaster-test")
 RUN_TIMEOUT_S = 1200
 
 def run(argv: list[str], timeout: float = RUN_TIMEOUT_S) -> subprocess.CompletedProcess[str]:

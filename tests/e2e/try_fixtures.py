@@ -19,7 +19,7 @@ import docker
 import pytest
 from built import Built, built_appliance, built_backup_server
 from conftest import IN_CI
-from rig_fixtures import default_sigint
+from rig_fixtures import SUBNET_SHIFT_ENV, default_sigint
 
 from builder.rig.removal import RIG_LABEL, remove_rig
 
@@ -27,6 +27,13 @@ ROOT = Path(__file__).resolve().parents[2]
 ARKBOX = str(Path(sys.executable).parent / "arkbox")
 
 Objects = dict[str, dict[str, str]]  # kind -> id -> name
+
+
+def rig_name(base: str) -> str:
+    """The try test's rig name: with ARKBOX_TEST_SUBNET_SHIFT set (a second suite on the
+    same engine) one of its own, whose subnets (derived from the name) differ too."""
+    shift = os.environ.get(SUBNET_SHIFT_ENV, "0")
+    return base if shift in ("", "0") else f"{base}-shift{shift}"
 
 
 def fixtures_for(rig: str) -> tuple[Callable[[None], Built],
