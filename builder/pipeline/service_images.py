@@ -22,7 +22,6 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -552,25 +551,15 @@ def _debug(line: str) -> None:
     log.debug("  %s", line)
 
 
-# An import younger than this stays: another checkout's test run on the same engine may be
-# between two of its boxes on it (a sweep runs for hours); removed, its next box failed.
-KEEP_RECENT_IMPORTS_S = 6 * 3600
-
-
-def remove_older_imports(client: docker.DockerClient, repository: str, keep: str,
-                         now: float | None = None) -> list[str]:
+def remove_older_imports(client: docker.DockerClient, repository: str, keep: str) -> list[str]:
     """Remove the earlier imports of `repository` (a root fs import is 0.6-1.4 GB: the rig's
     of each build, the engine loader's of each base; a machine that builds many times fills
-    its disk), once they are KEEP_RECENT_IMPORTS_S old. One still used by a container
-    stays: the engine refuses, and that refusal is the check."""
+    its disk). One still used by a container stays: the engine refuses, and that refusal
+    is the check."""
     removed = []
-    now = time.time() if now is None else now
     for image in client.images.list(name=repository):
         tags = [t for t in image.tags if t.startswith(f"{repository}:")]
         if keep in image.tags or not tags:
-            continue
-        imported = created_epoch(image.attrs.get("Created", ""))
-        if imported is None or now - imported < KEEP_RECENT_IMPORTS_S:
             continue
         try:
             for old in tags:
@@ -581,13 +570,3 @@ def remove_older_imports(client: docker.DockerClient, repository: str, keep: str
     if removed:
         log.info("removed earlier imports: %s", ", ".join(removed))
     return removed
-
-
-def created_epoch(created: str) -> float | None:
-    """An image's `Created` (RFC 3339, nanoseconds, "Z") as epoch seconds; None when it does
-    not parse (then the image stays)."""
-    match = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)", created)
-    if match is None:
-        return None
-    zone = "+00:00" if match[3] == "Z" else match[3]
-    return datetime.fromisoformat(match[1] + zone).timestamp() + float(match[2] or 0)
